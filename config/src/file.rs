@@ -1,0 +1,208 @@
+//! The TOML file as written by the operator, before validation.
+//!
+//! Values that need parsing (addresses, CIDRs, durations, UUIDs, identifiers) stay
+//! strings here so that validation can report every bad value at once, each with its
+//! field path, instead of stopping at the first one as serde would.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConfigFile {
+    pub listener: ListenerSection,
+    pub admin: ListenerSection,
+    pub software: SoftwareSection,
+    #[serde(default)]
+    pub trust: TrustSection,
+    pub dmp: Option<DmpSection>,
+    pub insi: Option<InsiSection>,
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+    #[serde(default)]
+    pub clients: Vec<ClientSection>,
+    #[serde(default)]
+    pub security: SecuritySection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListenerSection {
+    /// `host:port` to listen on.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SoftwareSection {
+    /// `LPS_Nom` of the VIHF and `LPS/@Nom` of the INSi context.
+    pub lps_name: String,
+    pub lps_version: String,
+    /// CNDA homologation number (`LPS_ID_HOMOLOGATION_DMP`).
+    #[serde(default)]
+    pub dmp_homologation_id: String,
+    /// INSi `IDAM` given by the CNAM for this software.
+    #[serde(default)]
+    pub insi_idam: String,
+    /// UUID identifying this installation (INSi `Instance`).
+    pub instance_id: String,
+}
+
+/// Anchors for the tenants' own certificates (the IGC-Santé root), with optional
+/// intermediates (when a certificate file lacks its chain) and CRLs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TrustSection {
+    #[serde(default)]
+    pub anchors: Vec<PathBuf>,
+    #[serde(default)]
+    pub intermediates: Vec<PathBuf>,
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DmpSection {
+    /// `https://<host>/si-dmp-server/v2/services`.
+    pub base_url: String,
+    /// Route name (`/dmp/<name>`) to service path under `base_url`.
+    #[serde(default = "default_dmp_services")]
+    pub services: BTreeMap<String, String>,
+    /// Anchors the DMP's server certificate must chain to.
+    pub trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+}
+
+/// The service paths seen in working DMP clients (domain.md §4).
+pub fn default_dmp_services() -> BTreeMap<String, String> {
+    [
+        "registry",
+        "repository",
+        "patients",
+        "habilitations",
+        "PatientSpecific",
+    ]
+    .into_iter()
+    .map(|s| (s.to_string(), s.to_string()))
+    .collect()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InsiSection {
+    /// `https://.../lps`.
+    pub url: String,
+    pub trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TimeoutsSection {
+    #[serde(default = "default_connect")]
+    pub connect: String,
+    #[serde(default = "default_tls")]
+    pub tls: String,
+    #[serde(default = "default_request")]
+    pub request: String,
+    #[serde(default = "default_idle")]
+    pub idle: String,
+}
+
+fn default_connect() -> String {
+    "5s".into()
+}
+fn default_tls() -> String {
+    "10s".into()
+}
+fn default_request() -> String {
+    "60s".into()
+}
+fn default_idle() -> String {
+    "90s".into()
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        Self {
+            connect: default_connect(),
+            tls: default_tls(),
+            request: default_request(),
+            idle: default_idle(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TenantSection {
+    pub id: String,
+    /// `1` + FINESS juridique: the OU of every certificate of this tenant.
+    pub structure_id: String,
+    /// Geographic entities (FINESS géographique) of this legal entity.
+    #[serde(default)]
+    pub geographic_structure_ids: Vec<String>,
+    #[serde(default)]
+    pub certificates: CertificatesSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CertificatesSection {
+    pub dmp_auth: Option<CertSource>,
+    pub dmp_sign: Option<CertSource>,
+    pub insi_auto: Option<CertSource>,
+    pub insi_manu: Option<CertSource>,
+}
+
+/// Either PEM files (`cert` + `key`, optional `chain`) or a PKCS#12 with its password file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CertSource {
+    pub cert: Option<PathBuf>,
+    pub chain: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub pkcs12: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClientSection {
+    pub name: String,
+    /// Source networks the client may connect from; empty means nowhere.
+    #[serde(default)]
+    pub source_cidrs: Vec<String>,
+    /// SHA-256 (hex) of the bearer token the client presents.
+    pub token_sha256: Option<String>,
+    /// SHA-256 fingerprint (hex, `:` allowed) of the client's TLS certificate.
+    pub cert_sha256: Option<String>,
+    /// Subject DN (RFC 2253) of the client's TLS certificate.
+    pub cert_subject: Option<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// `dmp` (every DMP service), `dmp/<service>`, `insi`.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecuritySection {
+    /// Accept key, PKCS#12 and password files readable by group or others.
+    #[serde(default)]
+    pub allow_insecure_key_permissions: bool,
+    /// Warn when a certificate expires within this many days.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+}
+
+fn default_expiry_warning_days() -> u32 {
+    30
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self {
+            allow_insecure_key_permissions: false,
+            expiry_warning_days: default_expiry_warning_days(),
+        }
+    }
+}

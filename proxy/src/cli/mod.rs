@@ -1,0 +1,3 @@
+//! Subcommands of the `passerelle` binary.
+
+pub mod check;
