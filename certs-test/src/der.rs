@@ -80,7 +80,10 @@ pub(crate) fn authority_info_access(ocsp_uri: &str, ca_issuers_uri: &str) -> Vec
 }
 
 /// `PrivateKeyUsagePeriod ::= SEQUENCE { notBefore [0] IMPLICIT GeneralizedTime, notAfter [1] ... }`
-pub(crate) fn private_key_usage_period(not_before: OffsetDateTime, not_after: OffsetDateTime) -> Vec<u8> {
+pub(crate) fn private_key_usage_period(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Vec<u8> {
     sequence(&[
         tlv(0x80, &generalized_time_body(not_before)),
         tlv(0x81, &generalized_time_body(not_after)),
@@ -104,7 +107,9 @@ mod tests {
         // 1.2.840.113549.1.1.11 (sha256WithRSAEncryption)
         assert_eq!(
             oid(&[1, 2, 840, 113549, 1, 1, 11]),
-            vec![0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]
+            vec![
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b
+            ]
         );
     }
 

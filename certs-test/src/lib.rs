@@ -35,8 +35,8 @@ use openssl::x509::X509;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
     CustomExtension, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType,
-    SerialNumber, PKCS_RSA_SHA256,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, RevocationReason, RevokedCertParams,
+    SanType, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -488,7 +488,9 @@ fn generate_keys(bits: &[u32]) -> Result<Vec<PKey<Private>>> {
             .collect();
         for handle in handles {
             // A key generation thread only panics if OpenSSL aborts; surface that as-is.
-            let results = handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let results = handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
             for (i, key) in results {
                 slots[i] = Some(key);
             }
@@ -505,7 +507,10 @@ fn rcgen_key(key: &PKey<Private>) -> Result<(KeyPair, String)> {
         .private_key_to_pem_pkcs8()
         .map_err(ossl("encoding a key as PKCS#8"))?;
     let pem = String::from_utf8(pem).unwrap_or_default();
-    Ok((KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &PKCS_RSA_SHA256)?, pem))
+    Ok((
+        KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &PKCS_RSA_SHA256)?,
+        pem,
+    ))
 }
 
 fn san_for(name: &str) -> Result<SanType> {
@@ -514,9 +519,11 @@ fn san_for(name: &str) -> Result<SanType> {
     }
     let valid = !name.is_empty()
         && name.len() <= 253
-        && name
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
     if !valid {
         return Err(CertsTestError::ServerName(name.to_string()));
     }
@@ -558,7 +565,14 @@ fn luhn_digit(digits: &str) -> u32 {
         .rev()
         .filter_map(|c| c.to_digit(10))
         .enumerate()
-        .map(|(i, d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
         .sum();
     (10 - sum % 10) % 10
 }
@@ -789,7 +803,11 @@ impl<'o> Builder<'o> {
         for (cert, key, ca_) in [
             (&ca.root, &ca.root_key, &self.root),
             (&ca.org_intermediate, &ca.org_intermediate_key, &self.org),
-            (&ca.server_intermediate, &ca.server_intermediate_key, &self.server),
+            (
+                &ca.server_intermediate,
+                &ca.server_intermediate_key,
+                &self.server,
+            ),
         ] {
             write_file(&dir.join(cert), ca_.pem.as_bytes(), 0o644)?;
             write_file(&dir.join(key), ca_.key_pem.as_bytes(), 0o600)?;
@@ -873,7 +891,8 @@ impl<'o> Builder<'o> {
             )?
             .files;
 
-        let (bad, revoked_serial) = self.write_bad_fixtures(dir, &tenants[0], valid_from, valid_to)?;
+        let (bad, revoked_serial) =
+            self.write_bad_fixtures(dir, &tenants[0], valid_from, valid_to)?;
 
         let crl = CertificateRevocationListParams {
             this_update: now - Duration::hours(1),
@@ -906,10 +925,11 @@ impl<'o> Builder<'o> {
             sandbox_config(&manifest).as_bytes(),
             0o644,
         )?;
-        let json = serde_json::to_string_pretty(&manifest).map_err(|e| CertsTestError::Manifest {
-            path: dir.join(MANIFEST_FILE),
-            message: e.to_string(),
-        })?;
+        let json =
+            serde_json::to_string_pretty(&manifest).map_err(|e| CertsTestError::Manifest {
+                path: dir.join(MANIFEST_FILE),
+                message: e.to_string(),
+            })?;
         write_file(&dir.join(MANIFEST_FILE), json.as_bytes(), 0o644)?;
         manifest.dir = dir.to_path_buf();
         Ok(manifest)

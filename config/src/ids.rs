@@ -171,7 +171,9 @@ impl FromStr for StructureId {
             }
             StructureKind::RppsRang => {
                 if !digits(12..=16) {
-                    return Err(shape("an 11-digit RPPS followed by its rang (12 to 16 digits)"));
+                    return Err(shape(
+                        "an 11-digit RPPS followed by its rang (12 to 16 digits)",
+                    ));
                 }
             }
         }
@@ -204,7 +206,7 @@ fn luhn_valid(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// What a certificate is used for. Each tenant holds at most one per role, and no

@@ -212,9 +212,9 @@ pub struct DmpService {
 impl DmpService {
     /// Full URL of a service by route name.
     pub fn service_url(&self, name: &str) -> Option<String> {
-        self.services.get(name).map(|path| {
-            format!("{}/{}", self.base_url.as_str().trim_end_matches('/'), path)
-        })
+        self.services
+            .get(name)
+            .map(|path| format!("{}/{}", self.base_url.as_str().trim_end_matches('/'), path))
     }
 }
 
@@ -390,11 +390,14 @@ impl Validator {
         let parsed: Result<ConfigFile, String> = toml::Deserializer::parse(&text)
             .map_err(|e| e.to_string())
             .and_then(|de| {
-                serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+                serde_ignored::deserialize(de, |path| unknown.push(field_path(&path)))
                     .map_err(|e| e.to_string())
             });
         for key in unknown {
-            self.error(&key, "unknown key (check its spelling against the configuration reference)");
+            self.error(
+                &key,
+                "unknown key (check its spelling against the configuration reference)",
+            );
         }
         let raw = match parsed {
             Ok(raw) => raw,
@@ -411,14 +414,17 @@ impl Validator {
         if let (Some(l), Some(a)) = (listener, admin)
             && l == a
         {
-            self.error("admin.address", format!("same address as listener.address ({l})"));
+            self.error(
+                "admin.address",
+                format!("same address as listener.address ({l})"),
+            );
         }
         let software = self.software(&raw.software);
         let trust = self.tenant_trust(&raw.trust);
         let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d));
         let insi = raw.insi.as_ref().and_then(|i| self.insi(i));
         let tenants = self.tenants(&raw, &trust);
-        let clients = self.clients(&raw, &tenants, dmp.as_ref(), insi.is_some());
+        let clients = self.clients(&raw, &tenants);
 
         Some(Config {
             path: self.config_path.clone(),
@@ -448,7 +454,10 @@ impl Validator {
     }
 
     fn software(&mut self, s: &file::SoftwareSection) -> Option<Software> {
-        for (field, value) in [("software.lps_name", &s.lps_name), ("software.lps_version", &s.lps_version)] {
+        for (field, value) in [
+            ("software.lps_name", &s.lps_name),
+            ("software.lps_version", &s.lps_version),
+        ] {
             if value.trim().is_empty() {
                 self.error(field, "must not be empty");
             }
@@ -460,14 +469,20 @@ impl Validator {
             );
         }
         if s.insi_idam.trim().is_empty() {
-            self.warning("software.insi_idam", "empty: INSi contexts carry the IDAM given by the CNAM");
+            self.warning(
+                "software.insi_idam",
+                "empty: INSi contexts carry the IDAM given by the CNAM",
+            );
         }
         let instance_id = match uuid::Uuid::parse_str(&s.instance_id) {
             Ok(u) => Some(u),
             Err(_) => {
                 self.error(
                     "software.instance_id",
-                    format!("{:?} is not a UUID (generate one with `uuidgen`)", s.instance_id),
+                    format!(
+                        "{:?} is not a UUID (generate one with `uuidgen`)",
+                        s.instance_id
+                    ),
                 );
                 None
             }
@@ -541,7 +556,12 @@ impl Validator {
         }
     }
 
-    fn upstream_trust(&mut self, section: &str, anchors: &[PathBuf], crls: &[PathBuf]) -> UpstreamTrust {
+    fn upstream_trust(
+        &mut self,
+        section: &str,
+        anchors: &[PathBuf],
+        crls: &[PathBuf],
+    ) -> UpstreamTrust {
         if anchors.is_empty() {
             self.error(
                 &format!("{section}.trust_anchors"),
@@ -565,7 +585,10 @@ impl Validator {
         match url::Url::parse(value) {
             Ok(u) if u.scheme() == "https" && u.host().is_some() && u.query().is_none() => Some(u),
             Ok(_) => {
-                self.error(field, format!("{value:?} must be an https:// URL with a host and no query"));
+                self.error(
+                    field,
+                    format!("{value:?} must be an https:// URL with a host and no query"),
+                );
                 None
             }
             Err(e) => {
@@ -581,7 +604,9 @@ impl Validator {
             _ => {
                 self.error(
                     &format!("{section}.timeouts.{name}"),
-                    format!("{value:?} is not a positive duration such as \"30s\", \"500ms\" or \"2m\""),
+                    format!(
+                        "{value:?} is not a positive duration such as \"30s\", \"500ms\" or \"2m\""
+                    ),
                 );
                 None
             }
@@ -602,7 +627,9 @@ impl Validator {
         let base_url = self.https_url("dmp.base_url", &d.base_url);
         for (name, path) in &d.services {
             let ok_name = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok_name {
                 self.error(
                     &format!("dmp.services.{name}"),
@@ -642,7 +669,10 @@ impl Validator {
 
     fn tenants(&mut self, raw: &ConfigFile, trust: &TenantTrust) -> Vec<Tenant> {
         if raw.tenants.is_empty() {
-            self.error("tenants", "no tenant: declare at least one [[tenants]] with its certificates");
+            self.error(
+                "tenants",
+                "no tenant: declare at least one [[tenants]] with its certificates",
+            );
         }
         let mut tenants = Vec::new();
         let mut seen_ids = BTreeSet::new();
@@ -654,7 +684,10 @@ impl Validator {
             let id = match t.id.parse::<TenantId>() {
                 Ok(id) => {
                     if !seen_ids.insert(id.clone()) {
-                        self.error(&format!("{field}.id"), format!("tenant id {id} is declared twice"));
+                        self.error(
+                            &format!("{field}.id"),
+                            format!("tenant id {id} is declared twice"),
+                        );
                     }
                     Some(id)
                 }
@@ -794,13 +827,21 @@ impl Validator {
     /// Key files must not be readable by group or others unless the operator opts in.
     fn check_secret_permissions(&mut self, field: &str, path: &Path) {
         use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::metadata(path) else { return };
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             let (severity, advice) = if self.allow_insecure_keys {
-                (Severity::Warning, "accepted because security.allow_insecure_key_permissions = true")
+                (
+                    Severity::Warning,
+                    "accepted because security.allow_insecure_key_permissions = true",
+                )
             } else {
-                (Severity::Error, "run `chmod 600` on it (or set security.allow_insecure_key_permissions = true)")
+                (
+                    Severity::Error,
+                    "run `chmod 600` on it (or set security.allow_insecure_key_permissions = true)",
+                )
             };
             self.problem(
                 severity,
@@ -820,23 +861,46 @@ impl Validator {
         structure: Option<&StructureId>,
     ) -> Option<CertMaterial> {
         let (raw, main_file) = match (source, &source.cert, &source.pkcs12) {
-            (CertSource { key: Some(key), chain, password_file: None, .. }, Some(cert), None) => {
+            (
+                CertSource {
+                    key: Some(key),
+                    chain,
+                    password_file: None,
+                    ..
+                },
+                Some(cert),
+                None,
+            ) => {
                 let cert_path = self.resolve(cert);
                 let key_path = self.resolve(key);
                 self.check_secret_permissions(&format!("{field}.key"), &key_path);
                 let certs = material::read_certificates(&cert_path)
-                    .map_err(|e| self.problem(Severity::Error, Some(&cert_path), &format!("{field}.cert"), e))
+                    .map_err(|e| {
+                        self.problem(
+                            Severity::Error,
+                            Some(&cert_path),
+                            &format!("{field}.cert"),
+                            e,
+                        )
+                    })
                     .ok();
                 let mut chain_certs = Vec::new();
                 if let Some(chain) = chain {
                     let chain_path = self.resolve(chain);
                     match material::read_certificates(&chain_path) {
                         Ok(c) => chain_certs = c,
-                        Err(e) => self.problem(Severity::Error, Some(&chain_path), &format!("{field}.chain"), e),
+                        Err(e) => self.problem(
+                            Severity::Error,
+                            Some(&chain_path),
+                            &format!("{field}.chain"),
+                            e,
+                        ),
                     }
                 }
                 let key = material::read_pem_key(&key_path)
-                    .map_err(|e| self.problem(Severity::Error, Some(&key_path), &format!("{field}.key"), e))
+                    .map_err(|e| {
+                        self.problem(Severity::Error, Some(&key_path), &format!("{field}.key"), e)
+                    })
                     .ok();
                 let (mut certs, key) = (certs?, key?);
                 let leaf = certs.remove(0);
@@ -844,9 +908,26 @@ impl Validator {
                 // A chain file usually starts with the leaf itself.
                 let leaf_der = leaf.to_der().ok();
                 certs.retain(|c| c.to_der().ok() != leaf_der);
-                (material::RawMaterial { leaf, supplied_chain: certs, key }, cert_path)
+                (
+                    material::RawMaterial {
+                        leaf,
+                        supplied_chain: certs,
+                        key,
+                    },
+                    cert_path,
+                )
             }
-            (CertSource { password_file: Some(password), cert: None, key: None, chain: None, .. }, None, Some(p12)) => {
+            (
+                CertSource {
+                    password_file: Some(password),
+                    cert: None,
+                    key: None,
+                    chain: None,
+                    ..
+                },
+                None,
+                Some(p12),
+            ) => {
                 let p12_path = self.resolve(p12);
                 let password_path = self.resolve(password);
                 self.check_secret_permissions(&format!("{field}.pkcs12"), &p12_path);
@@ -854,11 +935,21 @@ impl Validator {
                 match material::read_pkcs12(&p12_path, &password_path) {
                     Ok(raw) => (raw, p12_path),
                     Err(material::Pkcs12Error::File(e)) => {
-                        self.problem(Severity::Error, Some(&p12_path), &format!("{field}.pkcs12"), e);
+                        self.problem(
+                            Severity::Error,
+                            Some(&p12_path),
+                            &format!("{field}.pkcs12"),
+                            e,
+                        );
                         return None;
                     }
                     Err(material::Pkcs12Error::Password(e)) => {
-                        self.problem(Severity::Error, Some(&password_path), &format!("{field}.password_file"), e);
+                        self.problem(
+                            Severity::Error,
+                            Some(&password_path),
+                            &format!("{field}.password_file"),
+                            e,
+                        );
                         return None;
                     }
                 }
@@ -886,8 +977,16 @@ impl Validator {
         let key = match material::check_key(&raw) {
             Ok(k) => Some(k),
             Err(e) => {
-                let key_field = if source.key.is_some() { format!("{field}.key") } else { field.to_string() };
-                let key_file = source.key.as_deref().map(|k| self.resolve(k)).unwrap_or_else(|| main_file.clone());
+                let key_field = if source.key.is_some() {
+                    format!("{field}.key")
+                } else {
+                    field.to_string()
+                };
+                let key_file = source
+                    .key
+                    .as_deref()
+                    .map(|k| self.resolve(k))
+                    .unwrap_or_else(|| main_file.clone());
                 self.problem(Severity::Error, Some(&key_file), &key_field, e);
                 None
             }
@@ -909,11 +1008,21 @@ impl Validator {
             }
         }
         if info.not_before > self.now {
-            err(self, format!("not valid before {} (not yet valid)", date(info.not_before)));
+            err(
+                self,
+                format!("not valid before {} (not yet valid)", date(info.not_before)),
+            );
         }
         let days_left = info.days_left(self.now);
         if info.not_after <= self.now {
-            err(self, format!("expired on {} ({} days ago): renew it on the IGC-Santé portal", date(info.not_after), -days_left));
+            err(
+                self,
+                format!(
+                    "expired on {} ({} days ago): renew it on the IGC-Santé portal",
+                    date(info.not_after),
+                    -days_left
+                ),
+            );
         } else if days_left < i64::from(self.expiry_warning_days) {
             self.problem(
                 Severity::Warning,
@@ -961,7 +1070,9 @@ impl Validator {
                     let chain = ctx.chain().map(|c| {
                         let all: Vec<_> = c.iter().filter_map(|x| x.to_der().ok()).collect();
                         // Leaf first, anchor last: keep what lies strictly between.
-                        all.get(1..all.len().saturating_sub(1)).map(<[_]>::to_vec).unwrap_or_default()
+                        all.get(1..all.len().saturating_sub(1))
+                            .map(<[_]>::to_vec)
+                            .unwrap_or_default()
                     });
                     Ok(Ok(chain.unwrap_or_default()))
                 } else {
@@ -990,7 +1101,13 @@ impl Validator {
         }
     }
 
-    fn revocation(&mut self, raw: &material::RawMaterial, trust: &TenantTrust, file: &Path, field: &str) {
+    fn revocation(
+        &mut self,
+        raw: &material::RawMaterial,
+        trust: &TenantTrust,
+        file: &Path,
+        field: &str,
+    ) {
         let issuers: Vec<&X509> = raw
             .supplied_chain
             .iter()
@@ -1008,7 +1125,9 @@ impl Validator {
             // Only a CRL signed by the leaf's actual issuer speaks for it.
             let signed_by_issuer = issuers.iter().any(|ca| {
                 ca.issued(&raw.leaf) == openssl::x509::X509VerifyResult::OK
-                    && ca.public_key().is_ok_and(|k| crl.verify(&k).unwrap_or(false))
+                    && ca
+                        .public_key()
+                        .is_ok_and(|k| crl.verify(&k).unwrap_or(false))
             });
             if !signed_by_issuer {
                 continue;
@@ -1025,13 +1144,7 @@ impl Validator {
         }
     }
 
-    fn clients(
-        &mut self,
-        raw: &ConfigFile,
-        tenants: &[Tenant],
-        dmp: Option<&DmpService>,
-        has_insi: bool,
-    ) -> Vec<InternalClient> {
+    fn clients(&mut self, raw: &ConfigFile, tenants: &[Tenant]) -> Vec<InternalClient> {
         if raw.clients.is_empty() {
             self.warning(
                 "clients",
@@ -1047,29 +1160,47 @@ impl Validator {
                 self.error(&format!("{field}.name"), "must not be empty");
                 ok = false;
             } else if !names.insert(c.name.clone()) {
-                self.error(&format!("{field}.name"), format!("client {:?} is declared twice", c.name));
+                self.error(
+                    &format!("{field}.name"),
+                    format!("client {:?} is declared twice", c.name),
+                );
                 ok = false;
             }
             let mut cidrs = Vec::new();
             for (i, s) in c.source_cidrs.iter().enumerate() {
-                match s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                match s
+                    .parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                {
                     Ok(n) => cidrs.push(n),
                     Err(_) => {
-                        self.error(&format!("{field}.source_cidrs[{i}]"), format!("{s:?} is not a CIDR such as \"10.1.0.0/16\""));
+                        self.error(
+                            &format!("{field}.source_cidrs[{i}]"),
+                            format!("{s:?} is not a CIDR such as \"10.1.0.0/16\""),
+                        );
                         ok = false;
                     }
                 }
             }
             if c.source_cidrs.is_empty() {
-                self.warning(&format!("{field}.source_cidrs"), "empty: this client can connect from nowhere");
+                self.warning(
+                    &format!("{field}.source_cidrs"),
+                    "empty: this client can connect from nowhere",
+                );
             }
             let mut digest = |name: &str, value: &Option<String>| -> Option<[u8; 32]> {
                 let v = value.as_ref()?;
                 let cleaned: String = v.chars().filter(|c| *c != ':').collect();
-                match hex::decode(&cleaned).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                match hex::decode(&cleaned)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                {
                     Some(d) => Some(d),
                     None => {
-                        self.error(&format!("{field}.{name}"), "must be a SHA-256 in hexadecimal (64 digits, ':' allowed)");
+                        self.error(
+                            &format!("{field}.{name}"),
+                            "must be a SHA-256 in hexadecimal (64 digits, ':' allowed)",
+                        );
                         ok = false;
                         None
                     }
@@ -1086,7 +1217,10 @@ impl Validator {
             }
             let mut client_tenants = Vec::new();
             if c.tenants.is_empty() {
-                self.error(&format!("{field}.tenants"), "empty: name the tenants this client may act for");
+                self.error(
+                    &format!("{field}.tenants"),
+                    "empty: name the tenants this client may act for",
+                );
                 ok = false;
             }
             for (i, t) in c.tenants.iter().enumerate() {
@@ -1094,14 +1228,20 @@ impl Validator {
                     Ok(id) if tenants.iter().any(|x| x.id == id) => client_tenants.push(id),
                     Ok(_) | Err(_) if raw.tenants.iter().any(|x| &x.id == t) => {}
                     _ => {
-                        self.error(&format!("{field}.tenants[{i}]"), format!("no tenant has id {t:?}"));
+                        self.error(
+                            &format!("{field}.tenants[{i}]"),
+                            format!("no tenant has id {t:?}"),
+                        );
                         ok = false;
                     }
                 }
             }
             let mut services = Vec::new();
             if c.services.is_empty() {
-                self.error(&format!("{field}.services"), "empty: list \"dmp\", \"dmp/<service>\" or \"insi\"");
+                self.error(
+                    &format!("{field}.services"),
+                    "empty: list \"dmp\", \"dmp/<service>\" or \"insi\"",
+                );
                 ok = false;
             }
             for (i, s) in c.services.iter().enumerate() {
@@ -1109,24 +1249,45 @@ impl Validator {
                 let scope = match s.as_str() {
                     "dmp" => Some(ServiceScope::AllDmp),
                     "insi" => Some(ServiceScope::Insi),
-                    other => other.strip_prefix("dmp/").map(|n| ServiceScope::Dmp(n.to_string())),
+                    other => other
+                        .strip_prefix("dmp/")
+                        .map(|n| ServiceScope::Dmp(n.to_string())),
                 };
                 match scope {
-                    Some(ServiceScope::Dmp(name)) if dmp.is_some_and(|d| !d.services.contains_key(&name)) => {
-                        self.error(&sfield, format!("no DMP service is named {name:?} in [dmp.services]"));
+                    Some(ServiceScope::Dmp(name))
+                        if raw
+                            .dmp
+                            .as_ref()
+                            .is_some_and(|d| !d.services.contains_key(&name)) =>
+                    {
+                        self.error(
+                            &sfield,
+                            format!("no DMP service is named {name:?} in [dmp.services]"),
+                        );
                         ok = false;
                     }
                     Some(ServiceScope::AllDmp | ServiceScope::Dmp(_)) if raw.dmp.is_none() => {
-                        self.error(&sfield, "DMP access granted but no [dmp] section is configured");
+                        self.error(
+                            &sfield,
+                            "DMP access granted but no [dmp] section is configured",
+                        );
                         ok = false;
                     }
-                    Some(ServiceScope::Insi) if !has_insi && raw.insi.is_none() => {
-                        self.error(&sfield, "INSi access granted but no [insi] section is configured");
+                    Some(ServiceScope::Insi) if raw.insi.is_none() => {
+                        self.error(
+                            &sfield,
+                            "INSi access granted but no [insi] section is configured",
+                        );
                         ok = false;
                     }
                     Some(scope) => services.push(scope),
                     None => {
-                        self.error(&sfield, format!("{s:?} is not a service: use \"dmp\", \"dmp/<service>\" or \"insi\""));
+                        self.error(
+                            &sfield,
+                            format!(
+                                "{s:?} is not a service: use \"dmp\", \"dmp/<service>\" or \"insi\""
+                            ),
+                        );
                         ok = false;
                     }
                 }
@@ -1144,6 +1305,27 @@ impl Validator {
             }
         }
         out
+    }
+}
+
+/// Formats a serde_ignored path as the configuration reference writes fields:
+/// `tenants[0].certificates.dmp_auth.cert`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        P::Map { parent, key } => {
+            let parent = field_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
     }
 }
 

@@ -70,7 +70,11 @@ impl CertificateInfo {
                 .map(str::to_string)
         };
         let ku = cert.key_usage().ok().flatten().map(|e| *e.value);
-        let eku = cert.extended_key_usage().ok().flatten().map(|e| e.value.clone());
+        let eku = cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .map(|e| e.value.clone());
         let serial = cert.raw_serial();
         let serial = serial
             .iter()
@@ -84,7 +88,11 @@ impl CertificateInfo {
             issuer: rfc2253(cert.issuer()),
             issuer_common_name: first(cert.issuer(), OID_CN),
             serial_decimal: cert.serial.to_str_radix(10),
-            serial_hex: if serial.is_empty() { "00".into() } else { serial },
+            serial_hex: if serial.is_empty() {
+                "00".into()
+            } else {
+                serial
+            },
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der)),

@@ -41,13 +41,22 @@ fn json_report(config: &std::path::Path, inspection: &Inspection) -> String {
         "certificates": inspection.certificates,
         "problems": inspection.problems,
     });
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut text =
+        serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     text.push('\n');
     text
 }
 
 const HEADERS: [&str; 9] = [
-    "TENANT", "ROLE", "SUBJECT CN", "OU", "ISSUER CN", "SERIAL", "NOT AFTER", "DAYS", "STATUS",
+    "TENANT",
+    "ROLE",
+    "SUBJECT CN",
+    "OU",
+    "ISSUER CN",
+    "SERIAL",
+    "NOT AFTER",
+    "DAYS",
+    "STATUS",
 ];
 
 fn row(c: &CertificateReport) -> [String; 9] {
@@ -62,7 +71,9 @@ fn row(c: &CertificateReport) -> [String; 9] {
         c.not_after
             .map(|t| format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
             .unwrap_or_else(|| "-".into()),
-        c.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+        c.days_left
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "-".into()),
         c.status.to_string(),
     ]
 }
@@ -95,7 +106,11 @@ fn table_report(config: &std::path::Path, inspection: &Inspection) -> String {
             out.push_str(&line(r));
         }
     }
-    let errors = inspection.problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let errors = inspection
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
     let warnings = inspection.problems.len() - errors;
     if !inspection.problems.is_empty() {
         out.push_str("\nproblems:\n");
@@ -106,7 +121,11 @@ fn table_report(config: &std::path::Path, inspection: &Inspection) -> String {
     out.push_str(&format!(
         "\n{} certificate(s), {errors} error(s), {warnings} warning(s): {}\n",
         rows.len(),
-        if errors == 0 { "configuration OK" } else { "configuration REFUSED" }
+        if errors == 0 {
+            "configuration OK"
+        } else {
+            "configuration REFUSED"
+        }
     ));
     out
 }

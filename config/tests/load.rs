@@ -1,0 +1,129 @@
+//! `load` on the test PKI's sandbox configuration: the typed result the proxy relies on.
+
+use passerelle_certs_test::shared_test_pki;
+use passerelle_config::{
+    CertRole, ServiceScope, Severity, StructureId, TenantId, inspect_at, load,
+};
+use sha2::Digest;
+
+#[test]
+fn sandbox_loads_into_typed_config() {
+    let m = shared_test_pki().expect("PKI");
+    let config = load(&m.path(&m.config)).expect("valid sandbox");
+    assert_eq!(config.listener.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.tenants.len(), 2);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let fixture = &m.tenants[0];
+    let id: TenantId = fixture.id.parse().expect("id");
+    let tenant = config.tenant(&id).expect("tenant a");
+    assert_eq!(tenant.certificates.len(), 4);
+    for eg in &fixture.geographic_structure_ids {
+        assert!(tenant.owns_structure(&eg.parse::<StructureId>().expect("EG")));
+    }
+    let other: StructureId = m.tenants[1].structure_id.parse().expect("EJ b");
+    assert!(!tenant.owns_structure(&other));
+
+    let auth = &tenant.certificates[&CertRole::DmpAuth];
+    // RFC 2253 subject: what the VIHF Issuer must carry, identical for AUTH_CLI and SIGN.
+    assert_eq!(auth.info.subject, fixture.dmp_auth.subject);
+    assert_eq!(
+        tenant.certificates[&CertRole::DmpSign].info.subject,
+        auth.info.subject
+    );
+    assert_eq!(auth.info.serial_hex, fixture.dmp_auth.serial);
+    // The chain to send in TLS: the ORG intermediate, not the root.
+    assert_eq!(auth.intermediates_der.len(), 1);
+    let intermediate = std::fs::read_to_string(m.path(&m.ca.org_intermediate)).expect("pem");
+    let intermediate = openssl::x509::X509::from_pem(intermediate.as_bytes()).expect("x509");
+    assert_eq!(
+        auth.intermediates_der[0],
+        intermediate.to_der().expect("der")
+    );
+    // The key is PKCS#8 DER and matches the certificate; Debug never shows it.
+    let key = openssl::pkey::PKey::private_key_from_pkcs8(auth.key.pkcs8_der()).expect("pkcs8");
+    let cert = openssl::x509::X509::from_der(&auth.leaf_der).expect("leaf");
+    assert!(cert.public_key().expect("pub").public_eq(&key));
+    let debug = format!("{config:?}");
+    assert!(debug.contains("PrivateKey(<redacted>)"));
+    assert!(!debug.contains("pkcs8"));
+
+    // Tenant B is loaded from PKCS#12: same shape.
+    let b = &config.tenants[1];
+    assert_eq!(
+        b.certificates[&CertRole::InsiManu]
+            .info
+            .common_name
+            .as_deref(),
+        Some("INSI-MANU")
+    );
+    assert_eq!(
+        b.certificates[&CertRole::InsiManu].intermediates_der.len(),
+        1
+    );
+
+    let dmp = config.dmp.as_ref().expect("dmp");
+    assert_eq!(
+        dmp.service_url("registry").as_deref(),
+        Some("https://localhost:9443/si-dmp-server/v2/services/registry")
+    );
+    assert_eq!(dmp.services.len(), 5);
+    assert_eq!(dmp.trust.anchors.len(), 1);
+    assert_eq!(dmp.timeouts.request, std::time::Duration::from_secs(60));
+
+    let client = &config.clients[0];
+    assert_eq!(
+        client.token_sha256,
+        Some(<[u8; 32]>::from(sha2::Sha256::digest(b"sandbox-token")))
+    );
+    assert!(
+        client.services.contains(&ServiceScope::AllDmp)
+            && client.services.contains(&ServiceScope::Insi)
+    );
+    assert_eq!(client.tenants.len(), 2);
+}
+
+#[test]
+fn invalid_configuration_lists_only_errors() {
+    let m = shared_test_pki().expect("PKI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(m.path(&m.config))
+        .expect("read")
+        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
+        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()))
+        .replace("request = \"60s\"", "request = \"0s\"");
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, text).expect("write");
+    let err = load(&path).expect_err("zero timeout");
+    let passerelle_config::ConfigError::Invalid { problems, .. } = &err;
+    assert!(problems.iter().all(|p| p.severity == Severity::Error));
+    assert!(err.to_string().contains("dmp.timeouts.request"), "{err}");
+}
+
+#[test]
+fn certificates_expire_in_time() {
+    let m = shared_test_pki().expect("PKI");
+    let path = m.path(&m.config);
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::days(3 * 365 - 20);
+    let inspection = inspect_at(&path, soon);
+    assert!(!inspection.has_errors());
+    assert_eq!(
+        inspection
+            .problems
+            .iter()
+            .filter(|p| p.message.contains("renew it now"))
+            .count(),
+        8
+    );
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(3 * 365 + 2);
+    let inspection = inspect_at(&path, later);
+    assert_eq!(
+        inspection
+            .problems
+            .iter()
+            .filter(|p| p.message.contains("expired on"))
+            .count(),
+        8
+    );
+    assert!(inspection.config.is_none());
+}

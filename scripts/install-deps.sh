@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Passerelle builds, tests and runs its sandbox with.
+# Idempotent and quick when everything is present; uses sudo when not run as root.
+set -euo pipefail
+
+packages=(
+  pkg-config libssl-dev openssl   # OpenSSL: key generation, PKCS#12, chain checks
+  libxmlsec1-dev libclang-dev     # libxmlsec1 + bindgen: signature verification
+  xmlsec1 libxml2-utils           # reference verifier and xmllint for tests
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
