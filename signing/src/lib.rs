@@ -1,4 +1,62 @@
-//! Signing for the DMP: the `Signer` abstraction, VIHF token building and signing,
-//! submission-lot (XAdES-BES) signatures, and their verification with libxmlsec1.
+//! Signing for the DMP: the [`Signer`] abstraction, VIHF tokens ([`vihf`]), re-signing
+//! of tokens supplied by internal systems ([`resign`]), submission-lot XAdES signatures
+//! ([`lot`]), and verification with libxmlsec1 ([`verify`]).
 //!
-//! Filled by the signing issue; the crate exists so the workspace has its final shape.
+//! Structures the proxy generates are written into a small XML tree ([`xml`]) and
+//! canonicalised there, then signed through [`Signer`]: no libxml on the hot path.
+//! libxmlsec1 is the reference: every signature made here verifies with it (tests, and
+//! Debian's `xmlsec1 --verify` in the test suite).
+
+pub mod dsig;
+pub mod lot;
+pub mod resign;
+pub mod signer;
+pub mod verify;
+pub mod vihf;
+pub mod xml;
+
+pub use lot::{
+    DocumentDigest, LotMetadata, LotMetadataInput, LotRequest, SignedLot, lot_metadata, sign_lot,
+};
+pub use resign::resign_vihf;
+pub use signer::{DigestAlgorithm, Signer, SoftwareSigner};
+pub use verify::{
+    SuppliedDocument, TrustAnchors, VerifiedLot, VerifiedVihf, VerifyError, verify_lot, verify_vihf,
+};
+pub use vihf::{Ins, SignedVihf, SoftwareIdentity, VihfContext, VihfOptions, sign_vihf};
+
+/// Why a VIHF could not be built or re-signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VihfError {
+    #[error("invalid VIHF context: {0}")]
+    Invalid(String),
+    #[error("VIHF: {0}")]
+    Xml(#[from] xml::XmlError),
+    #[error("VIHF: the root element is not a SAML 2.0 Assertion")]
+    NotAnAssertion,
+    #[error("VIHF: exactly one Assertion is allowed, found {0}")]
+    AssertionCount(usize),
+    #[error("VIHF: required attribute {0:?} is missing or empty")]
+    MissingAttribute(String),
+    #[error("VIHF: authentication mode is {0:?}; the proxy only signs INDIRECTE tokens")]
+    NotIndirect(String),
+    #[error(
+        "VIHF: Identifiant_Structure {0} is neither the tenant's legal entity nor one of its geographic entities"
+    )]
+    ForeignStructure(String),
+    #[error("VIHF: the assertion has no Issuer")]
+    MissingIssuer,
+}
+
+/// Why signing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SigningError {
+    #[error(transparent)]
+    Vihf(#[from] VihfError),
+    #[error("signing key: {0}")]
+    Key(String),
+    #[error("the RSA signature operation failed")]
+    Sign,
+    #[error("submission lot: {0}")]
+    Document(String),
+}

@@ -1,0 +1,479 @@
+//! Signature of the submission set ("lot de soumission", domain.md §6): an IHE DSG /
+//! XAdES-BES detached signature over the documents of an ITI-41 submission, sent as one
+//! more document, and the XDS metadata that declares it.
+//!
+//! Documents are reduced to their digests first ([`DocumentDigest`]), so a caller can
+//! hash large documents as they arrive; XML documents are canonicalised (c14n with
+//! comments) before digesting, as the profile requires.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use passerelle_config::CertificateInfo;
+use time::OffsetDateTime;
+
+use crate::SigningError;
+use crate::dsig::{self, DSIG_NS, ReferenceSpec};
+use crate::signer::{DigestAlgorithm, Signer};
+use crate::xml::{self, C14n, Element, Scope, canonicalize};
+
+pub const XADES_NS: &str = "http://uri.etsi.org/01903/v1.1.1#";
+pub const RIM_NS: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0";
+pub const MANIFEST_ID: &str = "IHEManifest";
+pub const SIGNED_PROPERTIES_ID: &str = "S0-SignedProperties";
+/// `purposeOfSignature`: "Source" (ASTM E1762).
+pub const PURPOSE_SOURCE: &str = "1.2.840.10065.1.12.1.14";
+const MANIFEST_TYPE: &str = "http://www.w3.org/2000/09/xmldsig#Manifest";
+const SIGNED_PROPERTIES_TYPE: &str = "http://uri.etsi.org/01903/v1.1.1#SignedProperties";
+/// The submission set is listed in the manifest with this placeholder digest.
+pub const SUBMISSION_SET_PLACEHOLDER_DIGEST: &[u8] = &[0];
+
+/// Whether a MIME type is XML (its bytes are canonicalised before digesting).
+pub fn is_xml_mime(mime: &str) -> bool {
+    let m = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    m == "text/xml" || m == "application/xml" || m.ends_with("+xml")
+}
+
+/// One document of the submission, reduced to its manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentDigest {
+    /// XDS `uniqueId` of the document (an OID).
+    pub unique_id: String,
+    pub digest: Vec<u8>,
+}
+
+impl DocumentDigest {
+    /// Digests a whole document; XML is parsed (DTDs refused) and canonicalised first.
+    pub fn compute(
+        unique_id: &str,
+        mime_type: &str,
+        content: &[u8],
+        digest: DigestAlgorithm,
+    ) -> Result<Self, SigningError> {
+        let digest = if is_xml_mime(mime_type) {
+            let text = std::str::from_utf8(content).map_err(|_| {
+                SigningError::Document(format!(
+                    "document {unique_id}: {mime_type} content is not UTF-8"
+                ))
+            })?;
+            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+            let root = xml::parse(text)
+                .map_err(|e| SigningError::Document(format!("document {unique_id}: {e}")))?;
+            digest.digest(
+                canonicalize(&root, &Scope::new(), &C14n::INCLUSIVE_WITH_COMMENTS, None).as_bytes(),
+            )
+        } else {
+            digest.digest(content)
+        };
+        Ok(Self {
+            unique_id: unique_id.to_string(),
+            digest,
+        })
+    }
+}
+
+/// What to sign.
+#[derive(Debug, Clone)]
+pub struct LotRequest {
+    /// `uniqueId` of the submission set.
+    pub submission_set_unique_id: String,
+    /// `uniqueId` given to the signature document (also the `Signature/@Id`).
+    pub signature_unique_id: String,
+    pub documents: Vec<DocumentDigest>,
+    pub digest: DigestAlgorithm,
+    pub signing_time: OffsetDateTime,
+}
+
+/// The signature document, ready to attach as one more document of the submission.
+#[derive(Debug, Clone)]
+pub struct SignedLot {
+    pub signature_unique_id: String,
+    pub xml: String,
+}
+
+fn xades(local: &str) -> Element {
+    Element::new(Some("xades"), local)
+}
+
+fn ds(local: &str) -> Element {
+    Element::new(None, local)
+}
+
+/// `xades:Cert` for one certificate of the chain: digest and issuer/serial (decimal).
+fn cert_element(der: &[u8], digest: DigestAlgorithm) -> Result<Element, SigningError> {
+    let info = CertificateInfo::from_der(der).map_err(SigningError::Key)?;
+    Ok(xades("Cert")
+        .child(
+            xades("CertDigest")
+                .child(ds("DigestMethod").attr("Algorithm", digest.digest_uri()))
+                .child(ds("DigestValue").text(B64.encode(digest.digest(der)))),
+        )
+        .child(
+            xades("IssuerSerial")
+                .child(ds("X509IssuerName").text(info.issuer))
+                .child(ds("X509SerialNumber").text(info.serial_decimal)),
+        ))
+}
+
+/// Signs the lot: manifest of the documents, XAdES signed properties, SignedInfo in
+/// c14n-with-comments, all with `signer` (the tenant's ORG SIGN key).
+pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, SigningError> {
+    if request.documents.is_empty() {
+        return Err(SigningError::Document(
+            "a submission lot needs at least one document".into(),
+        ));
+    }
+    let digest = request.digest;
+    let sig_id = &request.signature_unique_id;
+
+    let mut manifest = ds("Manifest").attr("Id", MANIFEST_ID);
+    for d in &request.documents {
+        manifest = manifest.child(
+            ReferenceSpec {
+                uri: format!("urn:oid:{}", d.unique_id),
+                reference_type: None,
+                transforms: vec![],
+                digest,
+                digest_value: d.digest.clone(),
+            }
+            .element(),
+        );
+    }
+    manifest = manifest.child(
+        ReferenceSpec {
+            uri: format!("urn:oid:{}", request.submission_set_unique_id),
+            reference_type: None,
+            transforms: vec![],
+            digest,
+            digest_value: SUBMISSION_SET_PLACEHOLDER_DIGEST.to_vec(),
+        }
+        .element(),
+    );
+
+    let mut signing_certificate = xades("SigningCertificate");
+    for der in signer.certificate_chain() {
+        signing_certificate = signing_certificate.child(cert_element(der, digest)?);
+    }
+    let signed_properties = xades("SignedProperties")
+        .attr("Id", SIGNED_PROPERTIES_ID)
+        .child(
+            xades("SignedSignatureProperties")
+                .child(xades("SigningTime").text(crate::vihf::saml_instant(request.signing_time)))
+                .child(signing_certificate)
+                .child(xades("SignaturePolicyIdentifier").child(xades("SignaturePolicyImplied"))),
+        );
+    let qualifying = xades("QualifyingProperties")
+        .ns(Some("xades"), XADES_NS)
+        .attr("Target", format!("#{sig_id}"))
+        .child(signed_properties);
+
+    // Reference digests: same-document references without transforms are canonicalised
+    // with Canonical XML 1.0 without comments, in their context (default ns = XML-DSig).
+    let root_scope = dsig::dsig_scope(&Scope::new());
+    let manifest_digest =
+        digest.digest(canonicalize(&manifest, &root_scope, &C14n::INCLUSIVE, None).as_bytes());
+    let qualifying_scope = xml::scope_of(&qualifying, &root_scope);
+    let signed_properties_element = qualifying
+        .elements()
+        .next()
+        .ok_or_else(|| SigningError::Document("internal: no SignedProperties".into()))?;
+    let properties_digest = digest.digest(
+        canonicalize(
+            signed_properties_element,
+            &qualifying_scope,
+            &C14n::INCLUSIVE,
+            None,
+        )
+        .as_bytes(),
+    );
+
+    let c14n = C14n::INCLUSIVE_WITH_COMMENTS;
+    let signed_info = dsig::signed_info(
+        &c14n,
+        digest,
+        &[
+            ReferenceSpec {
+                uri: format!("#{MANIFEST_ID}"),
+                reference_type: Some(MANIFEST_TYPE),
+                transforms: vec![],
+                digest,
+                digest_value: manifest_digest,
+            },
+            ReferenceSpec {
+                uri: format!("#{SIGNED_PROPERTIES_ID}"),
+                reference_type: Some(SIGNED_PROPERTIES_TYPE),
+                transforms: vec![],
+                digest,
+                digest_value: properties_digest,
+            },
+        ],
+    );
+    let value = dsig::signature_value(signer, digest, &signed_info, &root_scope, &c14n)?;
+    let signature = ds("Signature")
+        .ns(None, DSIG_NS)
+        .attr("Id", sig_id.clone())
+        .child(signed_info)
+        .child(value)
+        .child(dsig::key_info(signer.certificate_chain(), false))
+        .child(ds("Object").child(qualifying))
+        .child(
+            ds("Object").child(
+                ds("SignatureProperties").child(
+                    ds("SignatureProperty")
+                        .attr("Id", "purposeOfSignature")
+                        .attr("Target", format!("#{sig_id}"))
+                        .text(PURPOSE_SOURCE),
+                ),
+            ),
+        )
+        .child(ds("Object").child(manifest));
+    Ok(SignedLot {
+        signature_unique_id: sig_id.clone(),
+        xml: format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}",
+            signature.to_xml()
+        ),
+    })
+}
+
+/// What the XDS metadata of the signature document copies from the submission.
+#[derive(Debug, Clone)]
+pub struct LotMetadataInput {
+    /// `id` of the submission set's RegistryPackage in the request (`SubmissionSet01`).
+    pub submission_set_entry_id: String,
+    /// `id` to give the signature's ExtrinsicObject (`urn:uuid:...` or symbolic).
+    pub signature_entry_id: String,
+    /// Patient id (CX), as in the submission's `XDSDocumentEntry.patientId`.
+    pub patient_id: String,
+    pub creation_time: OffsetDateTime,
+    /// Classifications copied from a document of the submission: confidentiality,
+    /// healthcare facility type, practice setting, author (rim:Classification elements).
+    /// Their `classifiedObject` and `id` are rewritten for the signature entry.
+    pub copied_classifications: Vec<Element>,
+}
+
+/// The XDS metadata to add to the submission for the signature document.
+#[derive(Debug, Clone)]
+pub struct LotMetadata {
+    pub extrinsic_object: Element,
+    /// SubmissionSet -> signature, `HasMember` (SubmissionSetStatus=Original).
+    pub has_member: Element,
+    /// Signature -> SubmissionSet, `urn:ihe:iti:2007:AssociationType:signs`.
+    pub signs: Element,
+}
+
+fn rim(local: &str) -> Element {
+    Element::new(Some("rim"), local)
+}
+
+fn slot(name: &str, value: &str) -> Element {
+    rim("Slot")
+        .attr("name", name)
+        .child(rim("ValueList").child(rim("Value").text(value)))
+}
+
+fn classification(
+    scheme: &str,
+    object: &str,
+    node: &str,
+    coding_scheme: &str,
+    display: &str,
+) -> Element {
+    rim("Classification")
+        .attr("classificationScheme", scheme)
+        .attr("classifiedObject", object)
+        .attr("id", format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+        .attr("nodeRepresentation", node)
+        .attr(
+            "objectType",
+            "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification",
+        )
+        .child(slot("codingScheme", coding_scheme))
+        .child(rim("Name").child(rim("LocalizedString").attr("value", display)))
+}
+
+fn external_identifier(scheme: &str, object: &str, value: &str, name: &str) -> Element {
+    rim("ExternalIdentifier")
+        .attr("id", format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+        .attr("identificationScheme", scheme)
+        .attr(
+            "objectType",
+            "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier",
+        )
+        .attr("registryObject", object)
+        .attr("value", value)
+        .child(rim("Name").child(rim("LocalizedString").attr("value", name)))
+}
+
+/// `YYYYMMDDHHMMSS` (XDS DTM, UTC).
+fn dtm(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Builds the ExtrinsicObject of the signature document and its two associations.
+/// Each returned element declares the `rim` namespace itself.
+pub fn lot_metadata(input: &LotMetadataInput, signed: &SignedLot) -> LotMetadata {
+    let id = &input.signature_entry_id;
+    let bytes = signed.xml.as_bytes();
+    // XDS `hash` is the SHA-1 of the document, in hexadecimal.
+    let hex: String = openssl::sha::sha1(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut eo = rim("ExtrinsicObject")
+        .ns(Some("rim"), RIM_NS)
+        .attr("id", id.clone())
+        .attr("mimeType", "text/xml")
+        .attr(
+            "objectType",
+            "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1",
+        )
+        .child(slot("creationTime", &dtm(input.creation_time)))
+        .child(slot("hash", &hex))
+        .child(slot("languageCode", "art"))
+        .child(slot("size", &bytes.len().to_string()))
+        .child(slot("sourcePatientId", &input.patient_id))
+        .child(rim("Name").child(rim("LocalizedString").attr("value", "Source")))
+        .child(classification(
+            "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a",
+            id,
+            "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1",
+            "URN",
+            "Digital Signature",
+        ))
+        .child(classification(
+            "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d",
+            id,
+            "http://www.w3.org/2000/09/xmldsig#",
+            "URN",
+            "Default Signature Style",
+        ))
+        .child(classification(
+            "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983",
+            id,
+            "E1762",
+            "ASTM",
+            "Full Document",
+        ))
+        .child(classification(
+            "urn:uuid:2c6b8cb7-8b2a-4051-b291-b1ae6a575ef4",
+            id,
+            PURPOSE_SOURCE,
+            "1.2.840.10065.1.12",
+            "Source",
+        ));
+    for c in &input.copied_classifications {
+        let mut c = c.clone();
+        for a in &mut c.attributes {
+            match a.local.as_str() {
+                "classifiedObject" => a.value = id.clone(),
+                "id" => a.value = format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+                _ => {}
+            }
+        }
+        eo = eo.child(c);
+    }
+    eo = eo
+        .child(external_identifier(
+            "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427",
+            id,
+            &input.patient_id,
+            "XDSDocumentEntry.patientId",
+        ))
+        .child(external_identifier(
+            "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab",
+            id,
+            &signed.signature_unique_id,
+            "XDSDocumentEntry.uniqueId",
+        ));
+    let association = |kind: &str, source: &str, target: &str| {
+        rim("Association")
+            .ns(Some("rim"), RIM_NS)
+            .attr("associationType", kind)
+            .attr("id", format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+            .attr(
+                "objectType",
+                "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Association",
+            )
+            .attr("sourceObject", source)
+            .attr("targetObject", target)
+    };
+    LotMetadata {
+        extrinsic_object: eo,
+        has_member: association(
+            "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember",
+            &input.submission_set_entry_id,
+            id,
+        )
+        .child(slot("SubmissionSetStatus", "Original")),
+        signs: association(
+            "urn:ihe:iti:2007:AssociationType:signs",
+            id,
+            &input.submission_set_entry_id,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_mime_types() {
+        for m in [
+            "text/xml",
+            "application/xml; charset=utf-8",
+            "application/hl7-v3+xml",
+        ] {
+            assert!(is_xml_mime(m), "{m}");
+        }
+        for m in ["application/pdf", "text/plain", ""] {
+            assert!(!is_xml_mime(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn xml_documents_digest_their_canonical_form() {
+        let a = DocumentDigest::compute(
+            "1.2.3",
+            "text/xml",
+            b"<a  b='1'><!--c--><x/></a>",
+            DigestAlgorithm::Sha256,
+        )
+        .expect("xml");
+        let b = DocumentDigest::compute(
+            "1.2.3",
+            "text/xml",
+            b"<a b=\"1\"><!--c--><x></x></a>",
+            DigestAlgorithm::Sha256,
+        )
+        .expect("xml");
+        assert_eq!(a, b);
+        let raw =
+            DocumentDigest::compute("1.2.3", "application/pdf", b"%PDF", DigestAlgorithm::Sha256)
+                .expect("pdf");
+        assert_eq!(raw.digest, DigestAlgorithm::Sha256.digest(b"%PDF"));
+        assert!(
+            DocumentDigest::compute(
+                "1.2.3",
+                "text/xml",
+                b"<!DOCTYPE a><a/>",
+                DigestAlgorithm::Sha256
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The [`Signer`] abstraction: RSA PKCS#1 v1.5 signatures over SHA-256 (or SHA-1 for
+//! legacy DMP profiles) with the certificate chain that goes with the key.
+//!
+//! [`SoftwareSigner`] holds the key in memory (OpenSSL's libcrypto: optimised in every
+//! build profile, and able to make the legacy RSA-SHA1 signatures ring refuses). An HSM (PKCS#11) signer implements
+//! the same trait; callers never see the key. Signing costs about a millisecond of CPU:
+//! async callers run it on a blocking pool, never inside a reactor poll.
+
+use std::fmt;
+use std::sync::Arc;
+
+use openssl::hash::{Hasher, MessageDigest};
+use openssl::pkey::{PKey, Private};
+use passerelle_config::{CertMaterial, CertificateInfo};
+
+use crate::SigningError;
+
+/// Digest used in signatures and references.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestAlgorithm {
+    #[default]
+    Sha256,
+    /// Only for DMP profiles that still require it (older official samples).
+    Sha1,
+}
+
+impl DigestAlgorithm {
+    /// XML-DSig `DigestMethod` URI.
+    pub fn digest_uri(self) -> &'static str {
+        match self {
+            Self::Sha256 => "http://www.w3.org/2001/04/xmlenc#sha256",
+            Self::Sha1 => "http://www.w3.org/2000/09/xmldsig#sha1",
+        }
+    }
+
+    /// XML-DSig `SignatureMethod` URI for RSA with this digest.
+    pub fn rsa_signature_uri(self) -> &'static str {
+        match self {
+            Self::Sha256 => "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            Self::Sha1 => "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+        }
+    }
+
+    fn message_digest(self) -> MessageDigest {
+        match self {
+            Self::Sha256 => MessageDigest::sha256(),
+            Self::Sha1 => MessageDigest::sha1(),
+        }
+    }
+
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Sha256 => openssl::sha::sha256(data).to_vec(),
+            Self::Sha1 => openssl::sha::sha1(data).to_vec(),
+        }
+    }
+
+    /// A streaming digest, for documents hashed as they arrive.
+    pub fn hasher(self) -> Result<Hasher, SigningError> {
+        Hasher::new(self.message_digest()).map_err(|e| SigningError::Key(e.to_string()))
+    }
+}
+
+/// Makes RSA PKCS#1 v1.5 signatures with one certificate's key.
+pub trait Signer: Send + Sync + fmt::Debug {
+    /// Signs `message` (hashing it with `digest` first).
+    fn sign(&self, digest: DigestAlgorithm, message: &[u8]) -> Result<Vec<u8>, SigningError>;
+
+    /// The signing certificate (DER) then its intermediates, nearest first.
+    fn certificate_chain(&self) -> &[Vec<u8>];
+
+    /// What is known of the signing certificate (subject DN, serial, ...).
+    fn certificate(&self) -> &CertificateInfo;
+}
+
+/// A software key held in memory.
+pub struct SoftwareSigner {
+    key: PKey<Private>,
+    chain: Vec<Vec<u8>>,
+    info: CertificateInfo,
+}
+
+impl fmt::Debug for SoftwareSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftwareSigner")
+            .field("subject", &self.info.subject)
+            .field("serial", &self.info.serial_hex)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftwareSigner {
+    /// From a tenant's validated certificate material.
+    pub fn from_material(material: &CertMaterial) -> Result<Self, SigningError> {
+        let mut chain = vec![material.leaf_der.clone()];
+        chain.extend(material.intermediates_der.iter().cloned());
+        Self::from_pkcs8(material.key.pkcs8_der(), chain)
+    }
+
+    /// From a PKCS#8 RSA key and its chain (leaf first).
+    pub fn from_pkcs8(pkcs8: &[u8], chain: Vec<Vec<u8>>) -> Result<Self, SigningError> {
+        let key = PKey::private_key_from_pkcs8(pkcs8)
+            .ok()
+            .filter(|k| k.rsa().is_ok())
+            .ok_or_else(|| SigningError::Key("not a usable RSA PKCS#8 key".into()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| SigningError::Key("no certificate given with the key".into()))?;
+        let info = CertificateInfo::from_der(leaf).map_err(SigningError::Key)?;
+        Ok(Self { key, chain, info })
+    }
+
+    pub fn into_arc(self) -> Arc<dyn Signer> {
+        Arc::new(self)
+    }
+}
+
+impl Signer for SoftwareSigner {
+    fn sign(&self, digest: DigestAlgorithm, message: &[u8]) -> Result<Vec<u8>, SigningError> {
+        // PKCS#1 v1.5 is OpenSSL's default padding for RSA keys.
+        let mut s = openssl::sign::Signer::new(digest.message_digest(), &self.key)
+            .map_err(|_| SigningError::Sign)?;
+        s.sign_oneshot_to_vec(message)
+            .map_err(|_| SigningError::Sign)
+    }
+
+    fn certificate_chain(&self) -> &[Vec<u8>] {
+        &self.chain
+    }
+
+    fn certificate(&self) -> &CertificateInfo {
+        &self.info
+    }
+}

@@ -1,0 +1,410 @@
+//! Verification of VIHF tokens and lot signatures with libxmlsec1, the reference
+//! implementation, plus the structural checks that stop signature-wrapping attacks:
+//! exactly one assertion, exactly one signature, its single reference pointing at the
+//! assertion's registered ID. Lot signatures additionally have every manifest reference
+//! recomputed against the documents supplied. Each error names the check that failed.
+
+mod ffi;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use passerelle_config::CertificateInfo;
+
+use crate::dsig::{DSIG_NS, ENVELOPED};
+use crate::lot::{self, MANIFEST_ID, SIGNED_PROPERTIES_ID, XADES_NS};
+use crate::signer::DigestAlgorithm;
+use crate::vihf::SAML_NS;
+use crate::xml::{self, C14n, Element, Scope};
+
+/// Certificates to verify signers against: anchors (trusted) and intermediates (used to
+/// build the chain only).
+#[derive(Debug, Clone, Default)]
+pub struct TrustAnchors {
+    pub anchors: Vec<Vec<u8>>,
+    pub intermediates: Vec<Vec<u8>>,
+}
+
+impl TrustAnchors {
+    /// Reads PEM (or DER) certificate files.
+    pub fn from_files(anchors: &[&Path], intermediates: &[&Path]) -> Result<Self, VerifyError> {
+        let read = |paths: &[&Path]| -> Result<Vec<Vec<u8>>, VerifyError> {
+            let mut out = Vec::new();
+            for p in paths {
+                let bytes = std::fs::read(p).map_err(|e| {
+                    VerifyError::Trust(format!("{}: cannot read: {e}", p.display()))
+                })?;
+                let certs = openssl::x509::X509::stack_from_pem(&bytes)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .or_else(|| openssl::x509::X509::from_der(&bytes).ok().map(|c| vec![c]))
+                    .ok_or_else(|| {
+                        VerifyError::Trust(format!("{}: no certificate in it", p.display()))
+                    })?;
+                for c in certs {
+                    out.push(c.to_der().map_err(|e| VerifyError::Trust(e.to_string()))?);
+                }
+            }
+            Ok(out)
+        };
+        Ok(Self {
+            anchors: read(anchors)?,
+            intermediates: read(intermediates)?,
+        })
+    }
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("not well-formed or not allowed: {0}")]
+    Xml(#[from] xml::XmlError),
+    #[error("structure check failed: {0}")]
+    Structure(String),
+    #[error("signature check failed: {0}")]
+    Signature(String),
+    #[error("manifest check failed for {uri}: {reason}")]
+    Manifest { uri: String, reason: String },
+    #[error("trust anchors: {0}")]
+    Trust(String),
+}
+
+fn structure<T>(message: impl Into<String>) -> Result<T, VerifyError> {
+    Err(VerifyError::Structure(message.into()))
+}
+
+/// What a verified VIHF says.
+#[derive(Debug, Clone)]
+pub struct VerifiedVihf {
+    pub id: String,
+    pub issue_instant: String,
+    /// `Issuer` text (equals the signer's subject DN).
+    pub issuer: String,
+    pub signer: CertificateInfo,
+    /// `NameID`.
+    pub subject_id: String,
+    /// Attribute name to values (strings; `code` of coded values).
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+impl VerifiedVihf {
+    /// First value of an attribute.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// Elements named `(ns, local)` anywhere under `e` (inclusive).
+fn count_named(e: &Element, scope: &Scope, ns: &str, local: &str) -> usize {
+    let inner = xml::scope_of(e, scope);
+    let me = usize::from(e.local == local && xml::resolve(&inner, e.prefix.as_deref()) == Some(ns));
+    me + e
+        .elements()
+        .map(|c| count_named(c, &inner, ns, local))
+        .sum::<usize>()
+}
+
+fn child<'e>(e: &'e Element, scope: &Scope, ns: &str, local: &str) -> Vec<&'e Element> {
+    e.elements()
+        .filter(|c| c.local == local && xml::namespace_of(c, scope).as_deref() == Some(ns))
+        .collect()
+}
+
+fn one<'e>(
+    e: &'e Element,
+    scope: &Scope,
+    ns: &str,
+    local: &str,
+    what: &str,
+) -> Result<&'e Element, VerifyError> {
+    match child(e, scope, ns, local).as_slice() {
+        [only] => Ok(only),
+        [] => structure(format!("{what}: no {local} element")),
+        _ => structure(format!("{what}: more than one {local} element")),
+    }
+}
+
+/// The signer certificate from `KeyInfo/X509Data`: exactly one, so that the certificate
+/// reported is the one libxmlsec1 used.
+fn signer_certificate(
+    signature: &Element,
+    scope: &Scope,
+) -> Result<(Vec<u8>, CertificateInfo), VerifyError> {
+    let key_info = one(signature, scope, DSIG_NS, "KeyInfo", "Signature")?;
+    let ki_scope = xml::scope_of(key_info, scope);
+    let data = one(key_info, &ki_scope, DSIG_NS, "X509Data", "KeyInfo")?;
+    let data_scope = xml::scope_of(data, &ki_scope);
+    let cert = one(data, &data_scope, DSIG_NS, "X509Certificate", "X509Data")?;
+    let b64: String = cert.text_content().split_whitespace().collect();
+    let der = B64
+        .decode(b64)
+        .map_err(|_| VerifyError::Structure("X509Certificate is not base64".into()))?;
+    let info = CertificateInfo::from_der(&der).map_err(VerifyError::Structure)?;
+    Ok((der, info))
+}
+
+/// Verifies a VIHF assertion (the whole document is the assertion): structure, then
+/// libxmlsec1 signature and chain to `trust`, then `Issuer` = signer subject.
+pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf, VerifyError> {
+    let root = xml::parse(xml_text)?;
+    let scope = xml::scope_of(&root, &Scope::new());
+    if root.local != "Assertion" || xml::resolve(&scope, root.prefix.as_deref()) != Some(SAML_NS) {
+        return structure("the root element is not a SAML 2.0 Assertion");
+    }
+    let assertions = count_named(&root, &Scope::new(), SAML_NS, "Assertion");
+    if assertions != 1 {
+        return structure(format!(
+            "exactly one Assertion expected, found {assertions}"
+        ));
+    }
+    let id = root
+        .attribute("ID")
+        .ok_or_else(|| VerifyError::Structure("the Assertion has no ID".into()))?
+        .to_string();
+    let signatures = count_named(&root, &Scope::new(), DSIG_NS, "Signature");
+    if signatures != 1 {
+        return structure(format!(
+            "exactly one Signature expected, found {signatures}"
+        ));
+    }
+    let signature = one(&root, &scope, DSIG_NS, "Signature", "Assertion")?;
+    let sig_scope = xml::scope_of(signature, &scope);
+    let signed_info = one(signature, &sig_scope, DSIG_NS, "SignedInfo", "Signature")?;
+    let si_scope = xml::scope_of(signed_info, &sig_scope);
+    let reference = one(signed_info, &si_scope, DSIG_NS, "Reference", "SignedInfo")?;
+    if reference.attribute("URI") != Some(&format!("#{id}")) {
+        return structure(format!(
+            "the signature's Reference URI {:?} does not point at the Assertion ID {id:?}",
+            reference.attribute("URI").unwrap_or("")
+        ));
+    }
+    let transforms: Vec<String> = reference
+        .elements()
+        .filter(|e| e.local == "Transforms")
+        .flat_map(|t| {
+            t.elements()
+                .filter_map(|x| x.attribute("Algorithm").map(str::to_string))
+        })
+        .collect();
+    if transforms != [ENVELOPED, C14n::EXCLUSIVE.uri()] {
+        return structure(format!(
+            "the Reference transforms must be enveloped-signature then exclusive c14n, found {transforms:?}"
+        ));
+    }
+    let (_, signer) = signer_certificate(signature, &sig_scope)?;
+
+    ffi::verify(&ffi::Verification {
+        xml: xml_text,
+        root_id_attribute: Some("ID"),
+        anchors: &trust.anchors,
+        intermediates: &trust.intermediates,
+        ignore_manifests: true,
+    })
+    .map_err(VerifyError::Signature)?;
+
+    let issuer = one(&root, &scope, SAML_NS, "Issuer", "Assertion")?.text_content();
+    if issuer != signer.subject {
+        return Err(VerifyError::Signature(format!(
+            "Issuer {issuer:?} is not the signing certificate's subject {:?}",
+            signer.subject
+        )));
+    }
+    let subject_id = child(&root, &scope, SAML_NS, "Subject")
+        .first()
+        .and_then(|s| s.elements().find(|e| e.local == "NameID"))
+        .map(Element::text_content)
+        .unwrap_or_default();
+    let mut attributes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for statement in child(&root, &scope, SAML_NS, "AttributeStatement") {
+        for attr in statement.elements().filter(|e| e.local == "Attribute") {
+            let Some(name) = attr.attribute("Name") else {
+                continue;
+            };
+            let values = attr
+                .elements()
+                .filter(|v| v.local == "AttributeValue")
+                .map(|v| match v.elements().next() {
+                    Some(coded) => coded.attribute("code").unwrap_or_default().to_string(),
+                    None => v.text_content(),
+                });
+            attributes
+                .entry(name.to_string())
+                .or_default()
+                .extend(values);
+        }
+    }
+    Ok(VerifiedVihf {
+        id,
+        issue_instant: root
+            .attribute("IssueInstant")
+            .unwrap_or_default()
+            .to_string(),
+        issuer,
+        signer,
+        subject_id,
+        attributes,
+    })
+}
+
+/// A document of the submission, as the verifier receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct SuppliedDocument<'a> {
+    pub unique_id: &'a str,
+    pub mime_type: &'a str,
+    pub content: &'a [u8],
+}
+
+/// What a verified lot signature covers.
+#[derive(Debug, Clone)]
+pub struct VerifiedLot {
+    pub signature_id: String,
+    pub signer: CertificateInfo,
+    /// Document uniqueIds whose digests were recomputed and matched.
+    pub documents: Vec<String>,
+    /// The submission set uniqueId listed with the placeholder digest.
+    pub submission_set_unique_id: Option<String>,
+}
+
+/// Verifies a lot signature document: structure, libxmlsec1 on SignedInfo (manifest and
+/// signed properties references) and the signer's chain, then every manifest reference
+/// recomputed against `documents`. Every supplied document must be covered.
+pub fn verify_lot(
+    xml_text: &str,
+    documents: &[SuppliedDocument<'_>],
+    trust: &TrustAnchors,
+) -> Result<VerifiedLot, VerifyError> {
+    let root = xml::parse(xml_text.trim_start_matches('\u{feff}'))?;
+    let scope = xml::scope_of(&root, &Scope::new());
+    if root.local != "Signature" || xml::resolve(&scope, root.prefix.as_deref()) != Some(DSIG_NS) {
+        return structure("the root element is not an XML-DSig Signature");
+    }
+    let signatures = count_named(&root, &Scope::new(), DSIG_NS, "Signature");
+    if signatures != 1 {
+        return structure(format!(
+            "exactly one Signature expected, found {signatures}"
+        ));
+    }
+    let signed_info = one(&root, &scope, DSIG_NS, "SignedInfo", "Signature")?;
+    let si_scope = xml::scope_of(signed_info, &scope);
+    let uris: Vec<&str> = child(signed_info, &si_scope, DSIG_NS, "Reference")
+        .iter()
+        .filter_map(|r| r.attribute("URI"))
+        .collect();
+    let expected = [
+        format!("#{MANIFEST_ID}"),
+        format!("#{SIGNED_PROPERTIES_ID}"),
+    ];
+    if uris.len() != 2 || !expected.iter().all(|e| uris.contains(&e.as_str())) {
+        return structure(format!(
+            "SignedInfo must reference {expected:?}, found {uris:?}"
+        ));
+    }
+    // The IDs the references use must each name exactly one element.
+    for id in [MANIFEST_ID, SIGNED_PROPERTIES_ID] {
+        let n = count_attr(&root, "Id", id);
+        if n != 1 {
+            return structure(format!("Id {id:?} must appear exactly once, found {n}"));
+        }
+    }
+    if count_named(&root, &Scope::new(), XADES_NS, "SignedProperties") != 1 {
+        return structure("exactly one XAdES 1.1.1 SignedProperties expected");
+    }
+    let (_, signer) = signer_certificate(&root, &scope)?;
+
+    ffi::verify(&ffi::Verification {
+        xml: xml_text,
+        root_id_attribute: None,
+        anchors: &trust.anchors,
+        intermediates: &trust.intermediates,
+        ignore_manifests: true,
+    })
+    .map_err(VerifyError::Signature)?;
+
+    let manifest = find_by_id(&root, &scope, MANIFEST_ID)
+        .ok_or_else(|| VerifyError::Structure("no Manifest".into()))?;
+    let mut covered = Vec::new();
+    let mut submission_set = None;
+    let supplied: BTreeMap<&str, &SuppliedDocument<'_>> =
+        documents.iter().map(|d| (d.unique_id, d)).collect();
+    for reference in manifest.0.elements().filter(|e| e.local == "Reference") {
+        let uri = reference.attribute("URI").unwrap_or_default().to_string();
+        let fail = |reason: String| VerifyError::Manifest {
+            uri: uri.clone(),
+            reason,
+        };
+        let unique_id = uri
+            .strip_prefix("urn:oid:")
+            .ok_or_else(|| fail("not a urn:oid: reference".into()))?;
+        let method = reference
+            .elements()
+            .find(|e| e.local == "DigestMethod")
+            .and_then(|e| e.attribute("Algorithm"))
+            .unwrap_or_default();
+        let digest = [DigestAlgorithm::Sha256, DigestAlgorithm::Sha1]
+            .into_iter()
+            .find(|d| d.digest_uri() == method)
+            .ok_or_else(|| fail(format!("unsupported DigestMethod {method:?}")))?;
+        let value: String = reference
+            .elements()
+            .find(|e| e.local == "DigestValue")
+            .map(Element::text_content)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let value = B64
+            .decode(value)
+            .map_err(|_| fail("DigestValue is not base64".into()))?;
+        match supplied.get(unique_id) {
+            Some(doc) => {
+                let computed =
+                    lot::DocumentDigest::compute(doc.unique_id, doc.mime_type, doc.content, digest)
+                        .map_err(|e| fail(e.to_string()))?;
+                if computed.digest != value {
+                    return Err(fail(
+                        "the digest does not match the supplied document".into(),
+                    ));
+                }
+                covered.push(unique_id.to_string());
+            }
+            None if value == lot::SUBMISSION_SET_PLACEHOLDER_DIGEST && submission_set.is_none() => {
+                submission_set = Some(unique_id.to_string());
+            }
+            None => return Err(fail("no supplied document has this uniqueId".into())),
+        }
+    }
+    if let Some(missing) = documents
+        .iter()
+        .find(|d| !covered.iter().any(|c| c == d.unique_id))
+    {
+        return Err(VerifyError::Manifest {
+            uri: format!("urn:oid:{}", missing.unique_id),
+            reason: "the document is not covered by the manifest".into(),
+        });
+    }
+    Ok(VerifiedLot {
+        signature_id: root.attribute("Id").unwrap_or_default().to_string(),
+        signer,
+        documents: covered,
+        submission_set_unique_id: submission_set,
+    })
+}
+
+fn count_attr(e: &Element, name: &str, value: &str) -> usize {
+    usize::from(e.attribute(name) == Some(value))
+        + e.elements()
+            .map(|c| count_attr(c, name, value))
+            .sum::<usize>()
+}
+
+fn find_by_id<'e>(e: &'e Element, scope: &Scope, id: &str) -> Option<(&'e Element, Scope)> {
+    let inner = xml::scope_of(e, scope);
+    if e.attribute("Id") == Some(id) {
+        return Some((e, inner));
+    }
+    e.elements().find_map(|c| find_by_id(c, &inner, id))
+}
