@@ -691,7 +691,7 @@ mod tests {
         .expect("parse");
         assert_eq!(
             canonicalize(&doc, &Scope::new(), &C14n::EXCLUSIVE, None),
-            r#"<a:root xmlns:a="urn:a"><b:x xmlns:b="urn:b" a:y="2" attr="1"></b:x><c xmlns="urn:c"></c></a:root>"#
+            r#"<a:root xmlns:a="urn:a"><b:x xmlns:b="urn:b" attr="1" a:y="2"></b:x><c xmlns="urn:c"></c></a:root>"#
         );
     }
 

@@ -1,0 +1,172 @@
+//! Re-signing a VIHF supplied by an internal system, and the hostile inputs it refuses.
+
+mod common;
+
+use common::{SAML_ID_ATTR, fixture, xmlsec1_verify};
+use passerelle_config::{CertRole, StructureId};
+use passerelle_signing::{SigningError, VihfError, VihfOptions, resign_vihf, verify_vihf};
+
+/// An unsigned VIHF as an internal system would write it (default namespace style,
+/// whitespace, another Issuer and an old signature to drop).
+fn sih_vihf(structure: &str, mode: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Assertion xmlns="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_6f1c2a44-7b1e-4c61-9d3e-0a1b2c3d4e5f" IssueInstant="2020-01-01T00:00:00Z" Version="2.0">
+  <Issuer>CN=wrong</Issuer>
+  <ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/></ds:Signature>
+  <Subject><NameID>899900063480</NameID></Subject>
+  <AuthnStatement AuthnInstant="2020-01-01T00:00:00Z"><AuthnContext><AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</AuthnContextClassRef></AuthnContext></AuthnStatement>
+  <AttributeStatement>
+    <Attribute Name="Identifiant_Structure"><AttributeValue xsi:type="xs:string">{structure}</AttributeValue></Attribute>
+    <Attribute Name="Secteur_Activite"><AttributeValue xsi:type="xs:string">SA01^1.2.250.1.71.4.2.4</AttributeValue></Attribute>
+    <Attribute Name="urn:oasis:names:tc:xspa:1.0:subject:subject-id"><AttributeValue xsi:type="xs:string">Zoé D'Aragon &amp; fils</AttributeValue></Attribute>
+    <Attribute Name="urn:oasis:names:tc:xacml:2.0:subject:role"><AttributeValue><Role xmlns="urn:hl7-org:v3" code="10" codeSystem="1.2.250.1.71.1.2.7" displayName="Médecin" xsi:type="CE"/></AttributeValue></Attribute>
+    <Attribute Name="VIHF_Version"><AttributeValue xsi:type="xs:string">3.0</AttributeValue></Attribute>
+    <Attribute Name="Authentification_mode"><AttributeValue xsi:type="xs:string">{mode}</AttributeValue></Attribute>
+    <Attribute Name="urn:oasis:names:tc:xacml:2.0:resource:resource-id"><AttributeValue xsi:type="xs:string">207058575627097^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH</AttributeValue></Attribute>
+    <Attribute Name="Ressource_URN"><AttributeValue xsi:type="xs:string">urn:dmp</AttributeValue></Attribute>
+    <Attribute Name="urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"><AttributeValue><PurposeOfUse xmlns="urn:hl7-org:v3" code="normal" codeSystem="1.2.250.1.213.1.1.4.248" displayName="Accès normal" xsi:type="CE"/></AttributeValue></Attribute>
+    <Attribute Name="LPS_Nom"><AttributeValue xsi:type="xs:string">DPI</AttributeValue></Attribute>
+    <Attribute Name="LPS_Version"><AttributeValue xsi:type="xs:string">7.2</AttributeValue></Attribute>
+  </AttributeStatement>
+</Assertion>"#
+    )
+}
+
+fn owns(f: &common::Fixture, tenant: usize) -> impl Fn(&StructureId) -> bool + '_ {
+    move |s| f.config.tenants[tenant].owns_structure(s)
+}
+
+#[test]
+fn sih_vihf_is_resigned_and_verifies_with_xmlsec1() {
+    let f = fixture();
+    let signer = f.signer(0, CertRole::DmpSign);
+    let eg = &f.pki.tenants[0].geographic_structure_ids[1];
+    let now = time::OffsetDateTime::now_utc();
+    let signed = resign_vihf(
+        &sih_vihf(eg, "INDIRECTE"),
+        owns(&f, 0),
+        &signer,
+        &VihfOptions::default(),
+        now,
+    )
+    .expect("resign");
+    assert_eq!(signed.id, "_6f1c2a44-7b1e-4c61-9d3e-0a1b2c3d4e5f");
+    assert!(!signed.xml.contains("CN=wrong"));
+    assert!(!signed.xml.contains("2020-01-01T00:00:00Z\" Version"));
+    assert_eq!(
+        signed.xml.matches("<Signature ").count(),
+        1,
+        "the new signature"
+    );
+    assert!(
+        !signed.xml.contains("<ds:Signature"),
+        "the old signature is dropped"
+    );
+    let verified = verify_vihf(&signed.xml, &f.trust()).expect("crate verifier");
+    assert_eq!(
+        verified.attribute("Identifiant_Structure"),
+        Some(eg.as_str())
+    );
+    assert_eq!(
+        verified.attribute("urn:oasis:names:tc:xspa:1.0:subject:subject-id"),
+        Some("Zoé D'Aragon & fils")
+    );
+    let (ok, out) = xmlsec1_verify(&signed.xml, &f.root(), &f.intermediate(), &SAML_ID_ATTR);
+    assert!(ok, "{out}\n{}", signed.xml);
+}
+
+fn refused(f: &common::Fixture, xml: &str) -> SigningError {
+    let signer = f.signer(0, CertRole::DmpSign);
+    resign_vihf(
+        xml,
+        owns(f, 0),
+        &signer,
+        &VihfOptions::default(),
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect_err("must be refused")
+}
+
+#[test]
+fn hostile_inputs_get_typed_errors() {
+    let f = fixture();
+    let ej = f.pki.tenants[0].structure_id.clone();
+    let good = sih_vihf(&ej, "INDIRECTE");
+
+    // DTD with entity expansion (billion laughs) and external entity.
+    let lol = format!(
+        "<!DOCTYPE Assertion [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>{}",
+        good.replace("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", "")
+    );
+    assert!(matches!(
+        refused(&f, &lol),
+        SigningError::Vihf(VihfError::Xml(_))
+    ));
+    let xxe = good.replace(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+        "<?xml version=\"1.0\"?><!DOCTYPE Assertion [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>",
+    );
+    assert!(matches!(
+        refused(&f, &xxe),
+        SigningError::Vihf(VihfError::Xml(_))
+    ));
+    let undeclared = good.replace("MAX", "&x;").replace("Zoé", "&x;");
+    assert!(matches!(
+        refused(&f, &undeclared),
+        SigningError::Vihf(VihfError::Xml(_))
+    ));
+
+    // Two assertions (one nested).
+    let nested = good.replace(
+        "<Subject>",
+        "<Advice><Assertion ID=\"_x\" Version=\"2.0\"/></Advice><Subject>",
+    );
+    assert_eq!(
+        refused(&f, &nested),
+        SigningError::Vihf(VihfError::AssertionCount(2))
+    );
+
+    // A signature wrapped deeper in the assertion.
+    let wrapped = good.replace(
+        "<Subject>",
+        "<Advice><ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"/></Advice><Subject>",
+    );
+    assert!(refused(&f, &wrapped).to_string().contains("nested"));
+
+    // Missing attributes, each named.
+    for name in ["Secteur_Activite", "Ressource_URN", "LPS_Nom"] {
+        let missing = good.replace(&format!("Name=\"{name}\""), "Name=\"Other\"");
+        assert_eq!(
+            refused(&f, &missing),
+            SigningError::Vihf(VihfError::MissingAttribute(name.into()))
+        );
+    }
+    // Not INDIRECTE.
+    assert_eq!(
+        refused(&f, &sih_vihf(&ej, "DIRECTE")),
+        SigningError::Vihf(VihfError::NotIndirect("DIRECTE".into()))
+    );
+    // A structure of another tenant.
+    let other = f.pki.tenants[1].structure_id.clone();
+    assert_eq!(
+        refused(&f, &sih_vihf(&other, "INDIRECTE")),
+        SigningError::Vihf(VihfError::ForeignStructure(other))
+    );
+    // Not an assertion, not XML, bad ID.
+    assert_eq!(
+        refused(&f, "<Response xmlns=\"urn:x\"/>"),
+        SigningError::Vihf(VihfError::NotAnAssertion)
+    );
+    assert!(matches!(
+        refused(&f, "not xml <"),
+        SigningError::Vihf(VihfError::Xml(_))
+    ));
+    let bad_id = good.replace("ID=\"_6f1c", "ID=\"6f1c");
+    assert!(refused(&f, &bad_id).to_string().contains("NCName"));
+    let no_issuer = good.replace("<Issuer>CN=wrong</Issuer>", "");
+    assert_eq!(
+        refused(&f, &no_issuer),
+        SigningError::Vihf(VihfError::MissingIssuer)
+    );
+}
