@@ -15,16 +15,16 @@ pub const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signatu
 
 /// One `Reference` of a `SignedInfo` or a `Manifest`.
 #[derive(Debug, Clone)]
-pub struct ReferenceSpec<'a> {
+pub struct ReferenceSpec {
     pub uri: String,
-    pub reference_type: Option<&'a str>,
+    pub reference_type: Option<&'static str>,
     /// Transform algorithm URIs, in order.
-    pub transforms: Vec<&'a str>,
+    pub transforms: Vec<&'static str>,
     pub digest: DigestAlgorithm,
     pub digest_value: Vec<u8>,
 }
 
-impl ReferenceSpec<'_> {
+impl ReferenceSpec {
     pub fn element(&self) -> Element {
         let mut r = Element::new(None, "Reference");
         if let Some(t) = self.reference_type {
@@ -48,7 +48,7 @@ impl ReferenceSpec<'_> {
 pub fn signed_info(
     c14n: &C14n,
     signature: DigestAlgorithm,
-    references: &[ReferenceSpec<'_>],
+    references: &[ReferenceSpec],
 ) -> Element {
     let mut si = Element::new(None, "SignedInfo")
         .child(Element::new(None, "CanonicalizationMethod").attr("Algorithm", c14n.uri()))

@@ -95,11 +95,11 @@ pub struct SignedLot {
     pub xml: String,
 }
 
-fn xades(local: &str) -> Element {
+fn xades(local: &'static str) -> Element {
     Element::new(Some("xades"), local)
 }
 
-fn ds(local: &str) -> Element {
+fn ds(local: &'static str) -> Element {
     Element::new(None, local)
 }
 
@@ -266,26 +266,26 @@ pub struct LotMetadata {
     pub signs: Element,
 }
 
-fn rim(local: &str) -> Element {
+fn rim(local: &'static str) -> Element {
     Element::new(Some("rim"), local)
 }
 
-fn slot(name: &str, value: &str) -> Element {
+fn slot(name: &'static str, value: &str) -> Element {
     rim("Slot")
         .attr("name", name)
-        .child(rim("ValueList").child(rim("Value").text(value)))
+        .child(rim("ValueList").child(rim("Value").text(value.to_string())))
 }
 
 fn classification(
-    scheme: &str,
+    scheme: &'static str,
     object: &str,
-    node: &str,
-    coding_scheme: &str,
-    display: &str,
+    node: &'static str,
+    coding_scheme: &'static str,
+    display: &'static str,
 ) -> Element {
     rim("Classification")
         .attr("classificationScheme", scheme)
-        .attr("classifiedObject", object)
+        .attr("classifiedObject", object.to_string())
         .attr("id", format!("urn:uuid:{}", uuid::Uuid::new_v4()))
         .attr("nodeRepresentation", node)
         .attr(
@@ -296,7 +296,12 @@ fn classification(
         .child(rim("Name").child(rim("LocalizedString").attr("value", display)))
 }
 
-fn external_identifier(scheme: &str, object: &str, value: &str, name: &str) -> Element {
+fn external_identifier(
+    scheme: &'static str,
+    object: &str,
+    value: &str,
+    name: &'static str,
+) -> Element {
     rim("ExternalIdentifier")
         .attr("id", format!("urn:uuid:{}", uuid::Uuid::new_v4()))
         .attr("identificationScheme", scheme)
@@ -304,8 +309,8 @@ fn external_identifier(scheme: &str, object: &str, value: &str, name: &str) -> E
             "objectType",
             "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier",
         )
-        .attr("registryObject", object)
-        .attr("value", value)
+        .attr("registryObject", object.to_string())
+        .attr("value", value.to_string())
         .child(rim("Name").child(rim("LocalizedString").attr("value", name)))
 }
 
@@ -378,9 +383,9 @@ pub fn lot_metadata(input: &LotMetadataInput, signed: &SignedLot) -> LotMetadata
     for c in &input.copied_classifications {
         let mut c = c.clone();
         for a in &mut c.attributes {
-            match a.local.as_str() {
-                "classifiedObject" => a.value = id.clone(),
-                "id" => a.value = format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            match a.local.as_ref() {
+                "classifiedObject" => a.value = id.clone().into(),
+                "id" => a.value = format!("urn:uuid:{}", uuid::Uuid::new_v4()).into(),
                 _ => {}
             }
         }
@@ -399,7 +404,7 @@ pub fn lot_metadata(input: &LotMetadataInput, signed: &SignedLot) -> LotMetadata
             &signed.signature_unique_id,
             "XDSDocumentEntry.uniqueId",
         ));
-    let association = |kind: &str, source: &str, target: &str| {
+    let association = |kind: &'static str, source: &str, target: &str| {
         rim("Association")
             .ns(Some("rim"), RIM_NS)
             .attr("associationType", kind)
@@ -408,8 +413,8 @@ pub fn lot_metadata(input: &LotMetadataInput, signed: &SignedLot) -> LotMetadata
                 "objectType",
                 "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Association",
             )
-            .attr("sourceObject", source)
-            .attr("targetObject", target)
+            .attr("sourceObject", source.to_string())
+            .attr("targetObject", target.to_string())
     };
     LotMetadata {
         extrinsic_object: eo,

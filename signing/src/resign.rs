@@ -143,13 +143,13 @@ pub fn resign_vihf(
             _ => None,
         })
         .ok_or(VihfError::MissingIssuer)?;
-    issuer.children = vec![Node::Text(signer.certificate().subject.clone())];
+    issuer.children = vec![Node::Text(signer.certificate().subject.clone().into())];
     if let Some(a) = root
         .attributes
         .iter_mut()
         .find(|a| a.prefix.is_none() && a.local == "IssueInstant")
     {
-        a.value = saml_instant(now);
+        a.value = saml_instant(now).into();
     }
     sign_assertion(&mut root, &id, signer, options)?;
     Ok(SignedVihf {

@@ -370,29 +370,31 @@ fn string_value(value: &str) -> Element {
     Element::new(Some("saml2"), "AttributeValue")
         .ns(Some("xs"), XS_NS)
         .attr("xsi:type", "xs:string")
-        .text(value)
+        .text(value.to_string())
 }
 
 fn hl7_value(
-    name: &str,
+    name: &'static str,
     code: &str,
     system: &str,
     display: &str,
-    extra: Option<(&str, &str)>,
+    extra: Option<(&'static str, &'static str)>,
 ) -> Element {
     let mut e = Element::new(None, name)
         .ns(None, HL7_NS)
-        .attr("code", code)
-        .attr("codeSystem", system);
+        .attr("code", code.to_string())
+        .attr("codeSystem", system.to_string());
     if let Some((k, v)) = extra {
         e = e.attr(k, v);
     }
-    Element::new(Some("saml2"), "AttributeValue")
-        .child(e.attr("displayName", display).attr("xsi:type", "CE"))
+    Element::new(Some("saml2"), "AttributeValue").child(
+        e.attr("displayName", display.to_string())
+            .attr("xsi:type", "CE"),
+    )
 }
 
 fn attribute(name: &str, values: Vec<Element>) -> Element {
-    let mut a = Element::new(Some("saml2"), "Attribute").attr("Name", name);
+    let mut a = Element::new(Some("saml2"), "Attribute").attr("Name", name.to_string());
     for v in values {
         a = a.child(v);
     }
@@ -515,7 +517,7 @@ fn assertion(
     Element::new(Some("saml2"), "Assertion")
         .ns(Some("saml2"), SAML_NS)
         .ns(Some("xsi"), XSI_NS)
-        .attr("ID", id)
+        .attr("ID", id.to_string())
         .attr("IssueInstant", instant.clone())
         .attr("Version", "2.0")
         .child(
@@ -524,11 +526,11 @@ fn assertion(
                     "Format",
                     "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName",
                 )
-                .text(issuer),
+                .text(issuer.to_string()),
         )
         .child(
             Element::new(Some("saml2"), "Subject")
-                .child(Element::new(Some("saml2"), "NameID").text(&ctx.actor.id)),
+                .child(Element::new(Some("saml2"), "NameID").text(ctx.actor.id.clone())),
         )
         .child(
             Element::new(Some("saml2"), "AuthnStatement")

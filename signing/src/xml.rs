@@ -11,6 +11,7 @@
 //! the hot path never goes through libxml; libxmlsec1 verifies the result in tests.
 //! Text content uses no whitespace-only nodes unless the source had them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use quick_xml::events::Event;
@@ -19,11 +20,15 @@ use quick_xml::reader::Reader;
 /// The XML namespace, bound to `xml` without declaration.
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
+/// Text of the tree: borrowed for the names and constants of generated XML (no
+/// allocation on the signing hot path), owned for parsed or computed values.
+pub type Str = Cow<'static, str>;
+
 /// A node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     Element(Element),
-    Text(String),
+    Text(Str),
     Comment(String),
 }
 
@@ -31,19 +36,19 @@ pub enum Node {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
     /// Prefix of the element name (`None`: default namespace).
-    pub prefix: Option<String>,
-    pub local: String,
+    pub prefix: Option<Str>,
+    pub local: Str,
     /// Declarations on this element: prefix (`None` = default) and URI (`""` undeclares).
-    pub namespaces: Vec<(Option<String>, String)>,
+    pub namespaces: Vec<(Option<Str>, Str)>,
     pub attributes: Vec<Attribute>,
     pub children: Vec<Node>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
-    pub prefix: Option<String>,
-    pub local: String,
-    pub value: String,
+    pub prefix: Option<Str>,
+    pub local: Str,
+    pub value: Str,
 }
 
 /// Why foreign XML was refused.
@@ -72,26 +77,26 @@ const MAX_DEPTH: usize = 64;
 
 impl Element {
     /// A new element `prefix:local` (or unprefixed with `prefix = None`).
-    pub fn new(prefix: Option<&str>, local: &str) -> Self {
+    pub fn new(prefix: Option<&'static str>, local: &'static str) -> Self {
         Self {
-            prefix: prefix.map(str::to_string),
-            local: local.to_string(),
+            prefix: prefix.map(Cow::Borrowed),
+            local: Cow::Borrowed(local),
             ..Self::default()
         }
     }
 
     /// Declares a namespace on this element.
-    pub fn ns(mut self, prefix: Option<&str>, uri: &str) -> Self {
+    pub fn ns(mut self, prefix: Option<&'static str>, uri: &'static str) -> Self {
         self.namespaces
-            .push((prefix.map(str::to_string), uri.to_string()));
+            .push((prefix.map(Cow::Borrowed), Cow::Borrowed(uri)));
         self
     }
 
     /// Adds an attribute, optionally prefixed (`xsi:type`).
-    pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn attr(mut self, name: &'static str, value: impl Into<Str>) -> Self {
         let (prefix, local) = match name.split_once(':') {
-            Some((p, l)) => (Some(p.to_string()), l.to_string()),
-            None => (None, name.to_string()),
+            Some((p, l)) => (Some(Cow::Borrowed(p)), Cow::Borrowed(l)),
+            None => (None, Cow::Borrowed(name)),
         };
         self.attributes.push(Attribute {
             prefix,
@@ -106,7 +111,7 @@ impl Element {
         self
     }
 
-    pub fn text(mut self, text: impl Into<String>) -> Self {
+    pub fn text(mut self, text: impl Into<Str>) -> Self {
         self.children.push(Node::Text(text.into()));
         self
     }
@@ -116,7 +121,7 @@ impl Element {
         self.attributes
             .iter()
             .find(|a| a.prefix.is_none() && a.local == local)
-            .map(|a| a.value.as_str())
+            .map(|a| a.value.as_ref())
     }
 
     /// Child elements.
@@ -132,7 +137,7 @@ impl Element {
         self.children
             .iter()
             .filter_map(|n| match n {
-                Node::Text(t) => Some(t.as_str()),
+                Node::Text(t) => Some(t.as_ref()),
                 _ => None,
             })
             .collect()
@@ -201,32 +206,43 @@ fn push_ns_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
     out.push('"');
 }
 
-/// Text escaping of Canonical XML (also fine for plain output).
-pub fn escape_text(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
+/// Appends `s` to `out`, replacing the bytes `escape` maps; unescaped runs are copied
+/// whole (the hot path: base64 values and plain text have nothing to escape).
+fn escape_with(out: &mut String, s: &str, escape: impl Fn(u8) -> Option<&'static str>) {
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        // Every escaped character is ASCII, so `i` is always a char boundary here.
+        if let Some(rep) = escape(b) {
+            out.push_str(&s[run..i]);
+            out.push_str(rep);
+            run = i + 1;
         }
     }
+    out.push_str(&s[run..]);
+}
+
+/// Text escaping of Canonical XML (also fine for plain output).
+pub fn escape_text(out: &mut String, s: &str) {
+    escape_with(out, s, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
 }
 
 /// Attribute escaping of Canonical XML (also fine for plain output).
 pub fn escape_attr(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
-    }
+    escape_with(out, s, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#x9;"),
+        b'\n' => Some("&#xA;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
 }
 
 /// A canonicalization algorithm.
@@ -296,120 +312,150 @@ pub fn canonicalize(
     exclude: Option<&Element>,
 ) -> String {
     let mut out = String::with_capacity(4096);
-    let rendered = Scope::new();
-    write_c14n(element, inherited, &rendered, algorithm, exclude, &mut out);
+    // Namespace stacks (later entries shadow earlier ones): no map is cloned per element.
+    let mut scope: Vec<(Option<&str>, &str)> = inherited
+        .iter()
+        .map(|(p, u)| (p.as_deref(), u.as_str()))
+        .collect();
+    let mut rendered: Vec<(Option<&str>, &str)> = Vec::new();
+    let inclusive_prefixes: Vec<Option<&str>> = match algorithm {
+        C14n::Exclusive {
+            inclusive_prefixes, ..
+        } => inclusive_prefixes
+            .iter()
+            .map(|p| (p != "#default").then_some(p.as_str()))
+            .collect(),
+        C14n::Inclusive { .. } => Vec::new(),
+    };
+    let writer = C14nWriter {
+        inclusive: matches!(algorithm, C14n::Inclusive { .. }),
+        with_comments: algorithm.with_comments(),
+        inclusive_prefixes: &inclusive_prefixes,
+        exclude,
+    };
+    writer.element(element, &mut scope, &mut rendered, &mut out);
     out
 }
 
-fn write_c14n(
-    e: &Element,
-    parent_scope: &Scope,
-    rendered: &Scope,
-    algorithm: &C14n,
-    exclude: Option<&Element>,
-    out: &mut String,
-) {
-    let mut scope = parent_scope.clone();
-    for (p, uri) in &e.namespaces {
-        scope.insert(p.clone(), uri.clone());
-    }
-    // Namespace nodes to output: (prefix, uri), default first then by prefix.
-    let mut decls: BTreeMap<Option<String>, String> = BTreeMap::new();
-    let mut consider = |prefix: &Option<String>| {
-        let uri = scope.get(prefix).cloned().unwrap_or_default();
-        let already = rendered.get(prefix).cloned().unwrap_or_default();
-        if uri != already {
-            decls.insert(prefix.clone(), uri);
+struct C14nWriter<'a> {
+    inclusive: bool,
+    with_comments: bool,
+    inclusive_prefixes: &'a [Option<&'a str>],
+    exclude: Option<&'a Element>,
+}
+
+fn lookup<'s>(stack: &[(Option<&str>, &'s str)], prefix: Option<&str>) -> Option<&'s str> {
+    stack
+        .iter()
+        .rev()
+        .find(|(p, _)| *p == prefix)
+        .map(|(_, u)| *u)
+}
+
+impl<'t> C14nWriter<'t> {
+    fn element(
+        &self,
+        e: &'t Element,
+        scope: &mut Vec<(Option<&'t str>, &'t str)>,
+        rendered: &mut Vec<(Option<&'t str>, &'t str)>,
+        out: &mut String,
+    ) {
+        let scope_len = scope.len();
+        let rendered_len = rendered.len();
+        for (p, uri) in &e.namespaces {
+            scope.push((p.as_deref(), uri.as_ref()));
         }
-    };
-    match algorithm {
-        C14n::Inclusive { .. } => {
-            for prefix in scope.keys() {
-                if prefix.as_deref() != Some("xml") {
-                    consider(prefix);
+        // Namespace nodes to output, default first then by prefix.
+        let mut decls: Vec<(Option<&'t str>, &'t str)> = Vec::new();
+        let mut consider = |prefix: Option<&'t str>, scope: &[(Option<&'t str>, &'t str)]| {
+            if decls.iter().any(|(p, _)| *p == prefix) {
+                return;
+            }
+            let uri = lookup(scope, prefix).unwrap_or("");
+            let already = lookup(rendered, prefix).unwrap_or("");
+            if uri != already {
+                decls.push((prefix, uri));
+            }
+        };
+        if self.inclusive {
+            for (prefix, _) in scope.iter().rev() {
+                if *prefix != Some("xml") {
+                    consider(*prefix, scope);
                 }
             }
-            // An undeclared default only matters when an output ancestor declared one.
-            if !scope.contains_key(&None) {
-                consider(&None);
-            }
-        }
-        C14n::Exclusive {
-            inclusive_prefixes, ..
-        } => {
-            consider(&e.prefix);
+            consider(None, scope);
+        } else {
+            consider(e.prefix.as_deref(), scope);
             for a in &e.attributes {
-                if let Some(p) = &a.prefix
+                if let Some(p) = a.prefix.as_deref()
                     && p != "xml"
                 {
-                    consider(&Some(p.clone()));
+                    consider(Some(p), scope);
                 }
             }
-            for p in inclusive_prefixes {
-                let key = if p == "#default" {
-                    None
-                } else {
-                    Some(p.clone())
-                };
-                if scope.contains_key(&key) {
-                    consider(&key);
+            for p in self.inclusive_prefixes {
+                if lookup(scope, *p).is_some() {
+                    consider(*p, scope);
                 }
             }
         }
-    }
-    out.push('<');
-    push_qname(out, e.prefix.as_deref(), &e.local);
-    let mut now_rendered = rendered.clone();
-    for (prefix, uri) in &decls {
-        push_ns_decl(out, prefix.as_deref(), uri);
-        now_rendered.insert(prefix.clone(), uri.clone());
-    }
-    // Attributes sorted by namespace URI (none first), then local name.
-    let mut attrs: Vec<(&str, &Attribute)> = e
-        .attributes
-        .iter()
-        .map(|a| {
-            let uri = match a.prefix.as_deref() {
-                None => "",
-                Some("xml") => XML_NS,
-                Some(p) => scope
-                    .get(&Some(p.to_string()))
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            };
-            (uri, a)
-        })
-        .collect();
-    attrs.sort_by(|(u1, a1), (u2, a2)| (u1, &a1.local).cmp(&(u2, &a2.local)));
-    for (_, a) in attrs {
-        out.push(' ');
-        push_qname(out, a.prefix.as_deref(), &a.local);
-        out.push_str("=\"");
-        escape_attr(out, &a.value);
-        out.push('"');
-    }
-    out.push('>');
-    for child in &e.children {
-        match child {
-            Node::Element(c) => {
-                if exclude.is_some_and(|x| std::ptr::eq(x, c)) {
-                    continue;
-                }
-                write_c14n(c, &scope, &now_rendered, algorithm, exclude, out);
+        decls.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.push('<');
+        push_qname(out, e.prefix.as_deref(), &e.local);
+        for (prefix, uri) in &decls {
+            push_ns_decl(out, *prefix, uri);
+            rendered.push((*prefix, uri));
+        }
+        // Attributes sorted by namespace URI (none first), then local name.
+        let uri_of = |a: &Attribute| match a.prefix.as_deref() {
+            None => "",
+            Some("xml") => XML_NS,
+            Some(p) => lookup(scope, Some(p)).unwrap_or(""),
+        };
+        let write_attr = |out: &mut String, a: &Attribute| {
+            out.push(' ');
+            push_qname(out, a.prefix.as_deref(), &a.local);
+            out.push_str("=\"");
+            escape_attr(out, &a.value);
+            out.push('"');
+        };
+        if e.attributes.len() <= 1 {
+            for a in &e.attributes {
+                write_attr(out, a);
             }
-            Node::Text(t) => escape_text(out, t),
-            Node::Comment(c) => {
-                if algorithm.with_comments() {
-                    out.push_str("<!--");
-                    out.push_str(c);
-                    out.push_str("-->");
+        } else {
+            let mut attrs: Vec<(&str, &Attribute)> =
+                e.attributes.iter().map(|a| (uri_of(a), a)).collect();
+            attrs.sort_unstable_by(|(u1, a1), (u2, a2)| (u1, &a1.local).cmp(&(u2, &a2.local)));
+            for (_, a) in attrs {
+                write_attr(out, a);
+            }
+        }
+        out.push('>');
+        for child in &e.children {
+            match child {
+                Node::Element(c) => {
+                    if self.exclude.is_some_and(|x| std::ptr::eq(x, c)) {
+                        continue;
+                    }
+                    self.element(c, scope, rendered, out);
+                }
+                Node::Text(t) => escape_text(out, t),
+                Node::Comment(c) => {
+                    if self.with_comments {
+                        out.push_str("<!--");
+                        out.push_str(c);
+                        out.push_str("-->");
+                    }
                 }
             }
         }
+        out.push_str("</");
+        push_qname(out, e.prefix.as_deref(), &e.local);
+        out.push('>');
+        scope.truncate(scope_len);
+        rendered.truncate(rendered_len);
     }
-    out.push_str("</");
-    push_qname(out, e.prefix.as_deref(), &e.local);
-    out.push('>');
 }
 
 /// Resolves a prefix against the scope.
@@ -515,9 +561,9 @@ fn push_text(
         Some(parent) => {
             // Merge adjacent text (text, reference, text).
             if let Some(Node::Text(prev)) = parent.children.last_mut() {
-                prev.push_str(&text);
+                prev.to_mut().push_str(&text);
             } else {
-                parent.children.push(Node::Text(text));
+                parent.children.push(Node::Text(Cow::Owned(text)));
             }
             Ok(())
         }
@@ -559,25 +605,26 @@ fn element_from(
             .collect();
         let value = unescape(&normalized).map_err(malformed)?;
         if key == "xmlns" {
-            e.namespaces.push((None, value));
+            e.namespaces.push((None, Cow::Owned(value)));
         } else if let Some(p) = key.strip_prefix("xmlns:") {
-            e.namespaces.push((Some(p.to_string()), value));
+            e.namespaces
+                .push((Some(Cow::Owned(p.to_string())), Cow::Owned(value)));
         } else {
             let (prefix, local) = split_qname(key);
             e.attributes.push(Attribute {
                 prefix,
                 local,
-                value,
+                value: Cow::Owned(value),
             });
         }
     }
     Ok(e)
 }
 
-fn split_qname(name: &str) -> (Option<String>, String) {
+fn split_qname(name: &str) -> (Option<Str>, Str) {
     match name.split_once(':') {
-        Some((p, l)) => (Some(p.to_string()), l.to_string()),
-        None => (None, name.to_string()),
+        Some((p, l)) => (Some(Cow::Owned(p.to_string())), Cow::Owned(l.to_string())),
+        None => (None, Cow::Owned(name.to_string())),
     }
 }
 
@@ -638,21 +685,18 @@ fn is_xml_char(c: char) -> bool {
 }
 
 fn check_prefixes(e: &Element, parent: &Scope) -> Result<(), XmlError> {
-    let mut scope = parent.clone();
-    for (p, uri) in &e.namespaces {
-        scope.insert(p.clone(), uri.clone());
-    }
+    let scope = scope_of(e, parent);
     let declared = |p: &str| p == "xml" || p == "xmlns" || resolve(&scope, Some(p)).is_some();
     if let Some(p) = &e.prefix
         && !declared(p)
     {
-        return Err(XmlError::UndeclaredPrefix(p.clone()));
+        return Err(XmlError::UndeclaredPrefix(p.to_string()));
     }
     for a in &e.attributes {
         if let Some(p) = &a.prefix
             && !declared(p)
         {
-            return Err(XmlError::UndeclaredPrefix(p.clone()));
+            return Err(XmlError::UndeclaredPrefix(p.to_string()));
         }
     }
     for c in e.elements() {
@@ -663,18 +707,14 @@ fn check_prefixes(e: &Element, parent: &Scope) -> Result<(), XmlError> {
 
 /// The namespace URI of an element, given the scope of its parent.
 pub fn namespace_of(e: &Element, parent_scope: &Scope) -> Option<String> {
-    let mut scope = parent_scope.clone();
-    for (p, uri) in &e.namespaces {
-        scope.insert(p.clone(), uri.clone());
-    }
-    resolve(&scope, e.prefix.as_deref()).map(str::to_string)
+    resolve(&scope_of(e, parent_scope), e.prefix.as_deref()).map(str::to_string)
 }
 
 /// The scope inside `e` given its parent's.
 pub fn scope_of(e: &Element, parent_scope: &Scope) -> Scope {
     let mut scope = parent_scope.clone();
     for (p, uri) in &e.namespaces {
-        scope.insert(p.clone(), uri.clone());
+        scope.insert(p.as_deref().map(str::to_string), uri.to_string());
     }
     scope
 }
