@@ -18,10 +18,17 @@ struct Cli {
 enum Command {
     /// Validate a configuration and every certificate it names; exit 1 on any error.
     Check(cli::check::CheckArgs),
+    /// VIHF tokens.
+    #[command(subcommand)]
+    Vihf(cli::vihf::VihfCommand),
+    /// Verify a VIHF or a lot signature with libxmlsec1; exit 1 with the reason if invalid.
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check(args) => cli::check::run(&args),
+        Command::Vihf(command) => cli::vihf::run(&command),
+        Command::Verify(args) => cli::verify::run(&args),
     }
 }

@@ -790,4 +790,37 @@ mod tests {
         assert_eq!(doc.to_xml(), src);
         assert_eq!(parse(&doc.to_xml()).expect("reparse"), doc);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Hostile or random input never panics the parser.
+            #[test]
+            fn parse_never_panics(input in "\\PC{0,200}") {
+                let _ = parse(&input);
+            }
+
+            #[test]
+            fn parse_never_panics_on_markup_soup(input in "[<>&;#x:=\"'/!?\\[\\]a-zA-Z0-9 \n-]{0,200}") {
+                let _ = parse(&input);
+            }
+
+            /// What the writer emits parses back to the same tree, for any text values.
+            #[test]
+            fn writer_output_round_trips(text in "\\PC{0,40}", value in "\\PC{0,40}") {
+                let tree = Element::new(Some("p"), "a")
+                    .ns(Some("p"), "urn:p")
+                    .attr("v", value.clone())
+                    .child(Element::new(None, "b").text(text.clone()))
+                    .child(Element::new(None, "c"));
+                let parsed = parse(&tree.to_xml()).expect("own output parses");
+                // Escaped \r, \t, \n and markup characters all come back as written.
+                let b = parsed.elements().next().expect("b");
+                prop_assert_eq!(b.text_content(), text);
+                prop_assert_eq!(parsed.attribute("v"), Some(value.as_str()));
+            }
+        }
+    }
 }

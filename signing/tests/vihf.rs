@@ -258,11 +258,7 @@ fn wrapped_and_duplicated_assertions_are_refused() {
     )
     .expect("sign");
     // Signature wrapping: the signed assertion moved inside an evil one with another ID.
-    let body = vihf.xml.replacen(
-        "<saml2:Assertion xmlns:saml2",
-        "<saml2:Assertion xmlns:saml2",
-        1,
-    );
+    let body = &vihf.xml;
     let wrapped = format!(
         "<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_evil\" Version=\"2.0\"><saml2:Issuer>x</saml2:Issuer><saml2:Advice>{body}</saml2:Advice></saml2:Assertion>"
     );
@@ -287,7 +283,8 @@ fn wrapped_and_duplicated_assertions_are_refused() {
 fn invalid_contexts_are_refused_with_the_field_named() {
     let f = fixture();
     let signer = f.signer(0, CertRole::DmpSign);
-    let cases: Vec<(&str, Box<dyn Fn(&mut VihfContext)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut VihfContext)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("roles", Box::new(|c| c.roles.clear())),
         ("structure_id", Box::new(|c| c.structure_id = "9123".into())),
         ("actor.id", Box::new(|c| c.actor.id = " ".into())),

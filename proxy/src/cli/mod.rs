@@ -1,3 +1,5 @@
 //! Subcommands of the `passerelle` binary.
 
 pub mod check;
+pub mod verify;
+pub mod vihf;
