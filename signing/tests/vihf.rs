@@ -27,6 +27,18 @@ fn software() -> SoftwareIdentity {
     }
 }
 
+/// The example context signed by tenant A's ORG SIGN key, now.
+fn example_vihf(f: &common::Fixture) -> passerelle_signing::SignedVihf {
+    let signer = f.signer(0, CertRole::DmpSign);
+    sign_vihf(
+        &example_context(),
+        &software(),
+        &signer,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("sign")
+}
+
 #[test]
 fn signed_vihf_verifies_with_crate_and_xmlsec1() {
     let f = fixture();
@@ -65,14 +77,7 @@ fn signed_vihf_verifies_with_crate_and_xmlsec1() {
 #[test]
 fn assertion_has_the_shape_of_the_ans_examples() {
     let f = fixture();
-    let signer = f.signer(0, CertRole::DmpSign);
-    let vihf = sign_vihf(
-        &example_context(),
-        &software(),
-        &signer,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("sign");
+    let vihf = example_vihf(&f);
     let x = &vihf.xml;
     assert!(x.starts_with(&format!(
         "<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ID=\"{}\" IssueInstant=\"",
@@ -188,14 +193,7 @@ fn tamper(xml: &str, start: &str, end: &str) -> String {
 #[test]
 fn one_changed_byte_in_any_signed_part_breaks_both_verifiers() {
     let f = fixture();
-    let signer = f.signer(0, CertRole::DmpSign);
-    let vihf = sign_vihf(
-        &example_context(),
-        &software(),
-        &signer,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("sign");
+    let vihf = example_vihf(&f);
     for (what, start, end) in [
         ("NameID", "<saml2:NameID>", "</saml2:NameID>"),
         (
@@ -227,14 +225,7 @@ fn one_changed_byte_in_any_signed_part_breaks_both_verifiers() {
 #[test]
 fn wrong_trust_anchor_is_refused() {
     let f = fixture();
-    let signer = f.signer(0, CertRole::DmpSign);
-    let vihf = sign_vihf(
-        &example_context(),
-        &software(),
-        &signer,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("sign");
+    let vihf = example_vihf(&f);
     let foreign = f.pki.path(
         f.pki.bad["other-root"]
             .foreign_root
@@ -249,14 +240,7 @@ fn wrong_trust_anchor_is_refused() {
 #[test]
 fn wrapped_and_duplicated_assertions_are_refused() {
     let f = fixture();
-    let signer = f.signer(0, CertRole::DmpSign);
-    let vihf = sign_vihf(
-        &example_context(),
-        &software(),
-        &signer,
-        time::OffsetDateTime::now_utc(),
-    )
-    .expect("sign");
+    let vihf = example_vihf(&f);
     // Signature wrapping: the signed assertion moved inside an evil one with another ID.
     let body = &vihf.xml;
     let wrapped = format!(
