@@ -1,0 +1,84 @@
+//! `mock-insi`: the mock INSi service over mutual TLS, with an admin port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use passerelle_mocks::insi::MockInsi;
+use passerelle_mocks::{faults, server, tls};
+
+/// Mock INSi (`/lps`): requires an INSI-AUTO or INSI-MANU client certificate chained to
+/// the ORG intermediate, checks ContexteLPS / ContexteBAM / WS-Addressing, validates the
+/// body against the CNAM XSDs, and answers from a built-in identity table.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Test PKI directory written by passerelle-certs-test (server certificate, ORG CA).
+    #[arg(long, value_name = "DIR", default_value = "sandbox")]
+    pki: PathBuf,
+    /// Address of the HTTPS service.
+    #[arg(long, default_value = "127.0.0.1:9444")]
+    listen: SocketAddr,
+    /// Address of the plain-HTTP admin port (GET /health, GET /stats, GET|PUT /faults).
+    #[arg(long, default_value = "127.0.0.1:9544")]
+    admin: SocketAddr,
+    /// Folder of the CNAM INSi XSDs.
+    #[arg(long, value_name = "DIR", default_value = "../shared/spec/insi/xsd")]
+    xsd: PathBuf,
+    /// Faults at start, JSON by operation (`*` for all), e.g.
+    /// {"rechercherInsAvecTraitsIdentite": {"error_rate": 0.1}, "*": {"latency_ms": 20}}.
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mock-insi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let pki = passerelle_certs_test::Manifest::load(&cli.pki).map_err(|e| {
+        format!(
+            "{e} (run passerelle-certs-test --out {} first)",
+            cli.pki.display()
+        )
+    })?;
+    let tls = tls::server_config(
+        &pki.path(&pki.server.chain),
+        &pki.path(&pki.server.key),
+        &pki.path(&pki.ca.org_intermediate),
+    )
+    .map_err(|e| e.to_string())?;
+    let initial = match &cli.faults {
+        Some(path) => faults::load_file(path)?,
+        None => Default::default(),
+    };
+    let service = Arc::new(MockInsi::new(cli.xsd.clone()).map_err(|e| e.to_string())?);
+    let running = server::start(
+        service,
+        tls,
+        cli.listen,
+        cli.admin,
+        faults::Faults::new(initial),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!(
+        "mock-insi: https://{}/lps (admin http://{})",
+        running.address, running.admin_address
+    );
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+}
