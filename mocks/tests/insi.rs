@@ -330,3 +330,36 @@ async fn fault_injection_is_set_and_changed_at_runtime() {
         1
     );
 }
+
+#[tokio::test]
+async fn search_by_carte_vitale_answers_by_nir() {
+    let m = shared_test_pki().expect("PKI");
+    let mock = start(&m).await;
+    let t = &m.tenants[0];
+    let traits = traits_request(&t.structure_id, "X", "Y", "F", "2007-05-14");
+    let body_start = traits.find("<RECSANSVITALE").expect("body");
+    let body_end = traits.find("</soap:Body>").expect("end");
+    let vitale = |nir: &str| {
+        format!(
+            "{}<RECVITALE xmlns=\"http://www.cnamts.fr/INSiRecVit\"><MatriculeIndividu><NumIdentifiant>{nir}</NumIdentifiant></MatriculeIndividu><DateNaissance>2007-05-14</DateNaissance></RECVITALE>{}",
+            &traits[..body_start],
+            &traits[body_end..]
+        )
+        .replace(":rechercherInsAvecTraitsIdentite</wsa:Action>", ":rechercherInsAvecCarteVitale</wsa:Action>")
+    };
+    let c = client(&m, &t.insi_manu);
+    let (status, body) = post(mock.address, c.clone(), "/lps", &vitale("2070585756270"))
+        .await
+        .expect("request");
+    assert_eq!(status, 200, "{body}");
+    let result = assert_valid_result(&body);
+    assert!(
+        result.contains("<CodeCR>00</CodeCR>") && result.contains("<Cle>97</Cle>"),
+        "{result}"
+    );
+    let (_, body) = post(mock.address, c, "/lps", &vitale("1999999999999"))
+        .await
+        .expect("request");
+    assert!(assert_valid_result(&body).contains("<CodeCR>01</CodeCR>"));
+    assert_eq!(mock.stats.count("rechercherInsAvecCarteVitale", "cr00"), 1);
+}
