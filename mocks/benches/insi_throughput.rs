@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use passerelle_mocks::faults::Faults;
-use passerelle_mocks::insi::{MockInsi, traits_request};
+use passerelle_mocks::insi::traits_request;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -31,21 +31,11 @@ fn main() {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let tls = passerelle_mocks::tls::server_config(
-                &server_pki.path(&server_pki.server.chain),
-                &server_pki.path(&server_pki.server.key),
-                &server_pki.path(&server_pki.ca.org_intermediate),
-            )
-            .expect("tls");
-            let running = passerelle_mocks::server::start(
-                Arc::new(MockInsi::new(spec).expect("xsd")),
-                tls,
-                "127.0.0.1:0".parse().expect("addr"),
-                "127.0.0.1:0".parse().expect("addr"),
-                Faults::default(),
-            )
-            .await
-            .expect("start");
+            let any = "127.0.0.1:0".parse().expect("addr");
+            let running =
+                passerelle_mocks::start_insi(&server_pki, &spec, any, any, Faults::default())
+                    .await
+                    .expect("start");
             addr_tx.send(running.address).expect("send addr");
             std::future::pending::<()>().await;
         });

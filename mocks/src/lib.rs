@@ -10,13 +10,74 @@
 //! - [`stats`]: counts per operation and outcome, and the client certificate seen.
 //! - [`soap`]: SOAP envelopes and SOAP 1.2 faults.
 //! - [`insi`]: the mock INSi (`/lps`).
+//! - [`dmp`]: the mock DMP (`/si-dmp-server/v2/services/...`), with [`mtom`] for ITI-41/43.
 
+pub mod dmp;
 pub mod faults;
 pub mod insi;
+pub mod mtom;
 pub mod server;
 pub mod soap;
 pub mod stats;
 pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use passerelle_certs_test::Manifest;
+
+/// Starts the mock DMP on the current tokio runtime with the material of a certs-test
+/// PKI (SERV SSL leaf, ORG intermediate as client CA, test root as signature anchor,
+/// tenants' geographic entities). Port 0 picks an ephemeral port.
+pub async fn start_dmp(
+    pki: &Manifest,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    faults: faults::Faults,
+) -> Result<(server::Running, Arc<dmp::MockDmp>), MockError> {
+    let org = pki.path(&pki.ca.org_intermediate);
+    let tls = tls::server_config(
+        &pki.path(&pki.server.chain),
+        &pki.path(&pki.server.key),
+        &org,
+    )?;
+    let root = pki.path(&pki.ca.root);
+    let trust = passerelle_signing::TrustAnchors::from_files(&[&root], &[&org])
+        .map_err(|e| MockError::Tls(e.to_string()))?;
+    let geographic: HashMap<String, Vec<String>> = pki
+        .tenants
+        .iter()
+        .map(|t| (t.structure_id.clone(), t.geographic_structure_ids.clone()))
+        .collect();
+    let service = Arc::new(dmp::MockDmp::new(dmp::DmpConfig {
+        trust,
+        geographic,
+        max_clock_skew: Duration::from_secs(300),
+    }));
+    let running = server::start(service.clone(), tls, listen, admin, faults).await?;
+    Ok((running, service))
+}
+
+/// Starts the mock INSi on the current tokio runtime with a certs-test PKI and the CNAM
+/// XSDs of `xsd_dir` (`../shared/spec/insi/xsd`).
+pub async fn start_insi(
+    pki: &Manifest,
+    xsd_dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    faults: faults::Faults,
+) -> Result<server::Running, MockError> {
+    let tls = tls::server_config(
+        &pki.path(&pki.server.chain),
+        &pki.path(&pki.server.key),
+        &pki.path(&pki.ca.org_intermediate),
+    )?;
+    let service = Arc::new(insi::MockInsi::new(xsd_dir.to_path_buf())?);
+    server::start(service, tls, listen, admin, faults).await
+}
 
 /// Why a mock could not start.
 #[derive(Debug, thiserror::Error)]

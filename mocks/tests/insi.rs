@@ -8,27 +8,16 @@ use std::sync::Arc;
 use common::{admin, client_config, post, spec, xmllint};
 use passerelle_certs_test::{Manifest, shared_test_pki};
 use passerelle_mocks::faults::Faults;
-use passerelle_mocks::insi::{MockInsi, traits_request};
-use passerelle_mocks::server::{self, Running};
+use passerelle_mocks::insi::traits_request;
+use passerelle_mocks::server::Running;
 use passerelle_mocks::soap::Envelope;
+use rustls_pki_types::pem::PemObject;
 
 async fn start(m: &Manifest) -> Running {
-    let tls = passerelle_mocks::tls::server_config(
-        &m.path(&m.server.chain),
-        &m.path(&m.server.key),
-        &m.path(&m.ca.org_intermediate),
-    )
-    .expect("tls");
-    let service = Arc::new(MockInsi::new(spec().join("insi/xsd")).expect("xsd"));
-    server::start(
-        service,
-        tls,
-        "127.0.0.1:0".parse().expect("addr"),
-        "127.0.0.1:0".parse().expect("addr"),
-        Faults::default(),
-    )
-    .await
-    .expect("start")
+    let any = "127.0.0.1:0".parse().expect("addr");
+    passerelle_mocks::start_insi(m, &spec().join("insi/xsd"), any, any, Faults::default())
+        .await
+        .expect("start")
 }
 
 fn client(m: &Manifest, leaf: &passerelle_certs_test::LeafFiles) -> Arc<rustls::ClientConfig> {
@@ -362,4 +351,44 @@ async fn search_by_carte_vitale_answers_by_nir() {
         .expect("request");
     assert!(assert_valid_result(&body).contains("<CodeCR>01</CodeCR>"));
     assert_eq!(mock.stats.count("rechercherInsAvecCarteVitale", "cr00"), 1);
+}
+
+#[tokio::test]
+async fn tls12_and_tls13_are_both_served() {
+    let m = shared_test_pki().expect("PKI");
+    let mock = start(&m).await;
+    let t = &m.tenants[0];
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let chain: Vec<_> =
+            rustls_pki_types::pem::PemObject::pem_file_iter(m.path(&t.insi_auto.chain))
+                .expect("chain")
+                .flatten()
+                .collect::<Vec<rustls_pki_types::CertificateDer<'static>>>();
+        let key: rustls_pki_types::PrivateKeyDer<'static> =
+            rustls_pki_types::pem::PemObject::from_pem_file(m.path(&t.insi_auto.key)).expect("key");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(m.path(&m.ca.root))
+            .expect("root")
+            .flatten()
+        {
+            roots.add(c).expect("root");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .expect("version")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+        let (status, body) = post(
+            mock.address,
+            Arc::new(config),
+            "/lps",
+            &traits_request(&t.structure_id, "MARTIN", "CLAIRE", "F", "2007-05-14"),
+        )
+        .await
+        .expect("request");
+        assert_eq!(status, 200, "{version:?}: {body}");
+    }
 }

@@ -3,11 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use passerelle_mocks::insi::MockInsi;
-use passerelle_mocks::{faults, server, tls};
+use passerelle_mocks::faults;
 
 /// Mock INSi (`/lps`): requires an INSI-AUTO or INSI-MANU client certificate chained to
 /// the ORG intermediate, checks ContexteLPS / ContexteBAM / WS-Addressing, validates the
@@ -56,20 +54,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             cli.pki.display()
         )
     })?;
-    let tls = tls::server_config(
-        &pki.path(&pki.server.chain),
-        &pki.path(&pki.server.key),
-        &pki.path(&pki.ca.org_intermediate),
-    )
-    .map_err(|e| e.to_string())?;
     let initial = match &cli.faults {
         Some(path) => faults::load_file(path)?,
         None => Default::default(),
     };
-    let service = Arc::new(MockInsi::new(cli.xsd.clone()).map_err(|e| e.to_string())?);
-    let running = server::start(
-        service,
-        tls,
+    let running = passerelle_mocks::start_insi(
+        &pki,
+        &cli.xsd,
         cli.listen,
         cli.admin,
         faults::Faults::new(initial),

@@ -133,3 +133,47 @@ fn tempfile_path() -> (PathBuf, std::fs::File) {
     let file = std::fs::File::create(&path).expect("create");
     (path, file)
 }
+
+/// One POST with a given Content-Type; returns status, response Content-Type and body.
+pub async fn post_raw(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(u16, String, Bytes), String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(conn);
+    let req = http::Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", content_type)
+        .body(Full::new(body))
+        .expect("request");
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, ct, bytes))
+}

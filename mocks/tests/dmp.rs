@@ -1,0 +1,540 @@
+//! The mock DMP driven by a plain mutual-TLS client: VIHF checks, ITI-41 with lot
+//! signature over MTOM, ITI-18, ITI-43, ITI-57, canned HL7v3; responses validated
+//! against the ebRS / XDS.b XSDs.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{client_config, post_raw, spec, xmllint};
+use passerelle_certs_test::{Manifest, shared_test_pki};
+use passerelle_config::{CertRole, Config};
+use passerelle_mocks::dmp::{self, MockDmp};
+use passerelle_mocks::faults::Faults;
+use passerelle_mocks::mtom;
+use passerelle_mocks::server::Running;
+use passerelle_mocks::soap::{Envelope, standalone};
+use passerelle_signing::lot::LotMetadataInput;
+use passerelle_signing::{
+    DigestAlgorithm, DocumentDigest, LotRequest, SoftwareIdentity, SoftwareSigner, VihfContext,
+    lot_metadata, sign_lot, sign_vihf,
+};
+
+const PATIENT: &str = "207058575627097^^^&1.2.250.1.213.1.4.10&ISO^NH";
+
+struct Fixture {
+    pki: Manifest,
+    config: Config,
+    mock: Running,
+    service: Arc<MockDmp>,
+}
+
+async fn fixture() -> Fixture {
+    let pki = shared_test_pki().expect("PKI");
+    let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let (mock, service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
+        .await
+        .expect("start");
+    Fixture {
+        pki,
+        config,
+        mock,
+        service,
+    }
+}
+
+impl Fixture {
+    fn tls(&self, tenant: usize) -> Arc<rustls::ClientConfig> {
+        let leaf = &self.pki.tenants[tenant].dmp_auth;
+        client_config(
+            &self.pki.path(&self.pki.ca.root),
+            Some((&self.pki.path(&leaf.chain), &self.pki.path(&leaf.key))),
+        )
+    }
+
+    fn signer(&self, tenant: usize) -> SoftwareSigner {
+        SoftwareSigner::from_material(&self.config.tenants[tenant].certificates[&CertRole::DmpSign])
+            .expect("signer")
+    }
+
+    /// A VIHF of tenant `signer` for `structure`, issued `age` ago.
+    fn vihf(&self, signer: usize, structure: &str, age: time::Duration) -> String {
+        let mut ctx = VihfContext::from_json(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/vihf-context.json"
+            ))
+            .expect("example"),
+        )
+        .expect("context");
+        ctx.structure_id = structure.to_string();
+        let software = SoftwareIdentity {
+            name: "PASSERELLE".into(),
+            version: "0.1.0".into(),
+            homologation_id: "H".into(),
+            lps_id: None,
+        };
+        sign_vihf(
+            &ctx,
+            &software,
+            &self.signer(signer),
+            time::OffsetDateTime::now_utc() - age,
+        )
+        .expect("vihf")
+        .xml
+    }
+
+    fn structure(&self, tenant: usize) -> String {
+        self.pki.tenants[tenant].structure_id.clone()
+    }
+
+    async fn send(
+        &self,
+        tls_tenant: usize,
+        service: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> (u16, String, Bytes) {
+        post_raw(
+            self.mock.address,
+            self.tls(tls_tenant),
+            &format!("{}{service}", dmp::BASE_PATH),
+            content_type,
+            body,
+        )
+        .await
+        .expect("request")
+    }
+}
+
+const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
+
+/// A SOAP 1.2 request with WS-Addressing and the VIHF alone in wsse:Security.
+fn request(action: &str, vihf: Option<&str>, body: &str) -> String {
+    format!(
+        r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://www.w3.org/2005/08/addressing"><soap:Header><wsa:Action soap:mustUnderstand="true">{action}</wsa:Action><wsa:MessageID>urn:uuid:{id}</wsa:MessageID><wsa:ReplyTo soap:mustUnderstand="true"><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>{security}</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>"#,
+        id = uuid::Uuid::new_v4(),
+        security = vihf
+            .map(|v| format!(
+                "<wsse:Security xmlns:wsse=\"{}\">{v}</wsse:Security>",
+                dmp::WSSE
+            ))
+            .unwrap_or_default(),
+    )
+}
+
+fn find_documents_query() -> String {
+    format!(
+        r#"<query:AdhocQueryRequest xmlns:query="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><query:ResponseOption returnComposedObjects="true" returnType="LeafClass"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"><rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>'{}'</rim:Value></rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList><rim:Value>('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"#,
+        PATIENT.replace('&', "&amp;")
+    )
+}
+
+struct Doc {
+    id: &'static str,
+    unique_id: String,
+    mime: &'static str,
+    content: Vec<u8>,
+}
+
+fn documents(tag: &str) -> Vec<Doc> {
+    vec![
+        Doc {
+            id: "Document01",
+            unique_id: format!("1.2.250.1.999.{tag}.1"),
+            mime: "text/xml",
+            content:
+                b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>CR</title></ClinicalDocument>"
+                    .to_vec(),
+        },
+        Doc {
+            id: "Document02",
+            unique_id: format!("1.2.250.1.999.{tag}.2"),
+            mime: "application/pdf",
+            content: (0..40_000u32).map(|i| (i % 251) as u8).collect(),
+        },
+        Doc {
+            id: "Document03",
+            unique_id: format!("1.2.250.1.999.{tag}.3"),
+            mime: "text/plain",
+            content: b"compte rendu".to_vec(),
+        },
+    ]
+}
+
+/// An ITI-41 MTOM request: documents, their metadata, and (unless `sign` is false) the
+/// lot signature document with its metadata and associations. `tamper` flips a byte of
+/// document 2 after signing.
+fn submission(
+    f: &Fixture,
+    vihf: &str,
+    set_uid: &str,
+    docs: &[Doc],
+    sign: bool,
+    tamper: bool,
+) -> (String, Bytes) {
+    let eo = |d: &Doc| {
+        format!(
+            r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"><rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
+            id = d.id,
+            mime = d.mime,
+            uid = d.unique_id,
+            patient = PATIENT.replace('&', "&amp;"),
+            u1 = uuid::Uuid::new_v4(),
+            u2 = uuid::Uuid::new_v4(),
+            u3 = uuid::Uuid::new_v4(),
+        )
+    };
+    let mut metadata: String = docs.iter().map(eo).collect();
+    let mut parts: Vec<mtom::Attachment> = Vec::new();
+    let mut doc_elements = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        let cid = format!("doc{i}@test");
+        let mut content = d.content.clone();
+        if tamper && i == 1 {
+            content[100] ^= 0xff;
+        }
+        parts.push(mtom::Attachment {
+            content_id: cid.clone(),
+            mime_type: d.mime.to_string(),
+            content: Bytes::from(content),
+        });
+        doc_elements.push_str(&format!(r#"<xdsb:Document id="{}"><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:{}"/></xdsb:Document>"#, d.id, cid.replace('@', "%40")));
+    }
+    if sign {
+        let signed = sign_lot(
+            &LotRequest {
+                submission_set_unique_id: set_uid.to_string(),
+                signature_unique_id: format!("{set_uid}.99"),
+                documents: docs
+                    .iter()
+                    .map(|d| {
+                        DocumentDigest::compute(
+                            &d.unique_id,
+                            d.mime,
+                            &d.content,
+                            DigestAlgorithm::Sha256,
+                        )
+                        .expect("digest")
+                    })
+                    .collect(),
+                digest: DigestAlgorithm::Sha256,
+                signing_time: time::OffsetDateTime::now_utc(),
+            },
+            &f.signer(0),
+        )
+        .expect("lot");
+        let meta = lot_metadata(
+            &LotMetadataInput {
+                submission_set_entry_id: "SubmissionSet01".into(),
+                signature_entry_id: "SignatureDocument".into(),
+                patient_id: PATIENT.into(),
+                creation_time: time::OffsetDateTime::now_utc(),
+                copied_classifications: vec![],
+            },
+            &signed,
+        );
+        metadata.push_str(&meta.extrinsic_object.to_xml());
+        metadata.push_str(&meta.has_member.to_xml());
+        metadata.push_str(&meta.signs.to_xml());
+        parts.push(mtom::Attachment {
+            content_id: "sig@test".into(),
+            mime_type: "text/xml".into(),
+            content: Bytes::from(signed.xml),
+        });
+        doc_elements.push_str(r#"<xdsb:Document id="SignatureDocument"><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:sig@test"/></xdsb:Document>"#);
+    }
+    let body = format!(
+        r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"><rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
+        u = uuid::Uuid::new_v4(),
+    );
+    mtom::build(&request(dmp::ITI41, Some(vihf), &body), &parts)
+}
+
+/// The body element of a response, validated against `xsd` (relative to shared/spec/dmp/schema).
+fn assert_valid_body(body: &[u8], xsd: &str) -> String {
+    let env = Envelope::parse(std::str::from_utf8(body).expect("utf8")).expect("envelope");
+    let (e, scope) = env.body_element().expect("body");
+    let alone = standalone(e, &scope);
+    let (ok, out) = xmllint(&alone, &spec().join("dmp/schema").join(xsd));
+    assert!(ok, "{out}\n{alone}");
+    alone
+}
+
+fn fault_reason(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body).into_owned();
+    assert!(text.contains("<soap:Fault>"), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn submission_then_query_then_retrieve() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let docs = documents("41");
+    let (ct, body) = submission(&f, &vihf, "1.2.250.1.999.41.100", &docs, true, false);
+    let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let rr = assert_valid_body(&resp, "ebRS/rs.xsd");
+    assert!(rr.contains("ResponseStatusType:Success"), "{rr}");
+    let stored = f.service.documents();
+    assert_eq!(stored.len(), 4, "3 documents + the signature document");
+    assert!(
+        stored
+            .iter()
+            .all(|d| d.client_subject == f.pki.tenants[0].dmp_auth.subject)
+    );
+
+    // ITI-18 lists them; ITI-43 returns the bytes over MTOM.
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let (status, _, resp) = f
+        .send(
+            0,
+            "registry",
+            SOAP_CT,
+            Bytes::from(request(dmp::ITI18, Some(&vihf), &find_documents_query())),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let list = assert_valid_body(&resp, "ebRS/query.xsd");
+    for d in &docs {
+        assert!(list.contains(&d.unique_id), "{} not listed", d.unique_id);
+    }
+    let retrieve = format!(
+        r#"<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><xdsb:DocumentRequest><xdsb:RepositoryUniqueId>{}</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>{}</xdsb:DocumentUniqueId></xdsb:DocumentRequest></xdsb:RetrieveDocumentSetRequest>"#,
+        dmp::REPOSITORY_UNIQUE_ID,
+        docs[1].unique_id
+    );
+    let (status, ct, resp) = f
+        .send(
+            0,
+            "repository",
+            SOAP_CT,
+            Bytes::from(request(dmp::ITI43, Some(&vihf), &retrieve)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let m = mtom::parse(&ct, &resp).expect("MTOM response");
+    let env = Envelope::parse(std::str::from_utf8(&m.root).expect("utf8")).expect("envelope");
+    let (e, scope) = env.body_element().expect("body");
+    // XOP: validate the reconstructed infoset, the attachment back in as base64.
+    let alone = standalone(e, &scope);
+    let start = alone.find("<xop:Include").expect("xop:Include");
+    let end = start + alone[start..].find("/>").expect("end") + 2;
+    let href = &alone[start..end];
+    let cid = mtom::cid(
+        href.split("href=\"")
+            .nth(1)
+            .and_then(|h| h.split('"').next())
+            .expect("href"),
+    );
+    use base64::Engine;
+    let infoset = format!(
+        "{}{}{}",
+        &alone[..start],
+        base64::engine::general_purpose::STANDARD.encode(&m.parts[&cid]),
+        &alone[end..]
+    );
+    let (ok, out) = xmllint(
+        &infoset,
+        &spec().join("dmp/schema/IHE/XDS.b_DocumentRepository.xsd"),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        m.parts.values().next().map(|b| b.to_vec()),
+        Some(docs[1].content.clone())
+    );
+
+    // ITI-57 succeeds.
+    let update = r#"<lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"/></lcm:SubmitObjectsRequest>"#;
+    let (status, _, resp) = f
+        .send(
+            0,
+            "registry",
+            SOAP_CT,
+            Bytes::from(request(dmp::ITI57, Some(&vihf), update)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(assert_valid_body(&resp, "ebRS/rs.xsd").contains("Success"));
+}
+
+#[tokio::test]
+async fn duplicate_submission_gets_xds_duplicate_error() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    for expected in [
+        "ResponseStatusType:Success",
+        "XDSDuplicateUniqueIdInRegistry",
+    ] {
+        let (ct, body) = submission(
+            &f,
+            &vihf,
+            "1.2.250.1.999.42.100",
+            &documents("42"),
+            true,
+            false,
+        );
+        let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+        assert_eq!(status, 200);
+        let rr = assert_valid_body(&resp, "ebRS/rs.xsd");
+        assert!(rr.contains(expected), "{rr}");
+    }
+    assert_eq!(f.service.submissions().len(), 1);
+    assert_eq!(
+        f.mock
+            .stats
+            .count("ProvideAndRegisterDocumentSet-b", "duplicate"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn lot_signature_missing_or_not_matching_is_refused() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let (ct, body) = submission(
+        &f,
+        &vihf,
+        "1.2.250.1.999.43.100",
+        &documents("43"),
+        false,
+        false,
+    );
+    let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+    assert_eq!(status, 500);
+    assert!(fault_reason(&resp).contains("lot signature missing"));
+    let (ct, body) = submission(
+        &f,
+        &vihf,
+        "1.2.250.1.999.44.100",
+        &documents("44"),
+        true,
+        true,
+    );
+    let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+    assert_eq!(status, 500);
+    let reason = fault_reason(&resp);
+    assert!(
+        reason.contains("lot signature")
+            && reason.contains("urn:oid:1.2.250.1.999.44.2")
+            && reason.contains("does not match"),
+        "{reason}"
+    );
+    assert!(f.service.documents().is_empty(), "nothing recorded");
+}
+
+#[tokio::test]
+async fn vihf_checks_refuse_with_the_failed_check() {
+    let f = fixture().await;
+    let query = find_documents_query();
+    let good = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let cases: Vec<(usize, String, &str)> = vec![
+        (0, request(dmp::ITI18, None, &query), "VIHF missing"),
+        (
+            0,
+            request(
+                dmp::ITI18,
+                Some(&good.replace("MAX LIBRE", "MAX LIBRF")),
+                &query,
+            ),
+            "VIHF signature",
+        ),
+        (
+            0,
+            request(
+                dmp::ITI18,
+                Some(&f.vihf(0, &f.structure(1), time::Duration::ZERO)),
+                &query,
+            ),
+            "does not belong to the legal entity",
+        ),
+        (
+            1,
+            request(dmp::ITI18, Some(&good), &query),
+            "is not the TLS client certificate's subject",
+        ),
+        (
+            0,
+            request(
+                dmp::ITI18,
+                Some(&f.vihf(0, &f.structure(0), time::Duration::minutes(10))),
+                &query,
+            ),
+            "IssueInstant",
+        ),
+        (
+            0,
+            request(dmp::ITI41, Some(&good), &query),
+            "is not an operation of the registry service",
+        ),
+        (
+            0,
+            request(
+                dmp::ITI18,
+                Some(&format!("{good}<wsu:Timestamp xmlns:wsu=\"urn:x\"/>")),
+                &query,
+            ),
+            "must hold the VIHF assertion alone",
+        ),
+    ];
+    for (tls, req, expected) in cases {
+        let (status, _, resp) = f.send(tls, "registry", SOAP_CT, Bytes::from(req)).await;
+        assert_eq!(status, 500, "{expected}");
+        let text = fault_reason(&resp);
+        assert!(text.contains(expected), "expected {expected:?}: {text}");
+    }
+    // A geographic entity of the tenant is accepted.
+    let eg = f.pki.tenants[0].geographic_structure_ids[0].clone();
+    let (status, _, _) = f
+        .send(
+            0,
+            "registry",
+            SOAP_CT,
+            Bytes::from(request(
+                dmp::ITI18,
+                Some(&f.vihf(0, &eg, time::Duration::ZERO)),
+                &query,
+            )),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn hl7v3_operations_and_soap11_are_answered() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let body = r#"<PRPA_IN201307UV02 xmlns="urn:hl7-org:v3" ITSVersion="XML_1.0"/>"#;
+    let (status, _, resp) = f
+        .send(
+            0,
+            "patients",
+            SOAP_CT,
+            Bytes::from(request(
+                "urn:hl7-org:v3:PRPA_IN201307UV02",
+                Some(&vihf),
+                body,
+            )),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ack = assert_valid_body(
+        &resp,
+        "HL7V3/NE2008/multicacheschemas/MCCI_IN000002UV01.xsd",
+    );
+    assert!(
+        ack.contains("extension=\"PRPA_IN201308UV02\"") && ack.contains("<typeCode code=\"AA\"/>"),
+        "{ack}"
+    );
+    let soap11 = request(dmp::ITI18, Some(&vihf), &find_documents_query()).replace(
+        "http://www.w3.org/2003/05/soap-envelope",
+        "http://schemas.xmlsoap.org/soap/envelope/",
+    );
+    let (status, _, _) = f.send(0, "registry", "text/xml", Bytes::from(soap11)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = f.send(0, "nope", SOAP_CT, Bytes::from("x")).await;
+    assert_eq!(status, 404);
+}
