@@ -602,22 +602,13 @@ fn hl7_acknowledgement(action: &str) -> Element {
             .attr("determinerCode", "INSTANCE")
             .child(el("id").attr("root", id))
     };
-    let t = time::OffsetDateTime::now_utc();
     el("MCCI_IN000002UV01")
         .ns(None, "urn:hl7-org:v3")
         .attr("ITSVersion", "XML_1.0")
         .child(el("id").attr("root", uuid::Uuid::new_v4().to_string()))
         .child(el("creationTime").attr(
             "value",
-            format!(
-                "{:04}{:02}{:02}{:02}{:02}{:02}",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            ),
+            passerelle_signing::lot::dtm(time::OffsetDateTime::now_utc()),
         ))
         .child(
             el("interactionId")

@@ -79,6 +79,44 @@ pub async fn start_insi(
     server::start(service, tls, listen, admin, faults).await
 }
 
+/// The body of a mock binary's `main`: runs `serve` on a multi-threaded runtime and
+/// turns an error into a message on stderr and exit status 1.
+pub fn run_binary(
+    name: &str,
+    serve: impl std::future::Future<Output = Result<(), String>>,
+) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|rt| rt.block_on(serve));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a certs-test PKI for a mock binary, and its faults file when given.
+pub fn binary_setup(
+    pki: &Path,
+    faults: Option<&Path>,
+) -> Result<(Manifest, faults::Faults), String> {
+    let manifest = Manifest::load(pki).map_err(|e| {
+        format!(
+            "{e} (run passerelle-certs-test --out {} first)",
+            pki.display()
+        )
+    })?;
+    let initial = match faults {
+        Some(path) => faults::load_file(path)?,
+        None => Default::default(),
+    };
+    Ok((manifest, faults::Faults::new(initial)))
+}
+
 /// Why a mock could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MockError {

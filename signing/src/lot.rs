@@ -314,8 +314,8 @@ fn external_identifier(
         .child(rim("Name").child(rim("LocalizedString").attr("value", name)))
 }
 
-/// `YYYYMMDDHHMMSS` (XDS DTM, UTC).
-fn dtm(t: OffsetDateTime) -> String {
+/// `YYYYMMDDHHMMSS` (XDS / HL7 v3 DTM, UTC).
+pub fn dtm(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}{:02}{:02}{:02}{:02}{:02}",

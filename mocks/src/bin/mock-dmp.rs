@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use passerelle_mocks::faults;
 
 /// Mock DMP (`/si-dmp-server/v2/services/{registry,repository,patients,habilitations,PatientSpecific}`):
 /// requires a client certificate chained to the ORG intermediate; checks the VIHF
@@ -30,36 +29,14 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
-        .and_then(|rt| rt.block_on(run(cli)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mock-dmp: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    passerelle_mocks::run_binary("mock-dmp", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let pki = passerelle_certs_test::Manifest::load(&cli.pki).map_err(|e| {
-        format!(
-            "{e} (run passerelle-certs-test --out {} first)",
-            cli.pki.display()
-        )
-    })?;
-    let initial = match &cli.faults {
-        Some(path) => faults::load_file(path)?,
-        None => Default::default(),
-    };
-    let (running, _) =
-        passerelle_mocks::start_dmp(&pki, cli.listen, cli.admin, faults::Faults::new(initial))
-            .await
-            .map_err(|e| e.to_string())?;
+    let (pki, faults) = passerelle_mocks::binary_setup(&cli.pki, cli.faults.as_deref())?;
+    let (running, _) = passerelle_mocks::start_dmp(&pki, cli.listen, cli.admin, faults)
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "mock-dmp: https://{}/si-dmp-server/v2/services/ (admin http://{})",
         running.address, running.admin_address

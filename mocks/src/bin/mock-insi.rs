@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use passerelle_mocks::faults;
 
 /// Mock INSi (`/lps`): requires an INSI-AUTO or INSI-MANU client certificate chained to
 /// the ORG intermediate, checks ContexteLPS / ContexteBAM / WS-Addressing, validates the
@@ -32,41 +31,14 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
-        .and_then(|rt| rt.block_on(run(cli)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mock-insi: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    passerelle_mocks::run_binary("mock-insi", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let pki = passerelle_certs_test::Manifest::load(&cli.pki).map_err(|e| {
-        format!(
-            "{e} (run passerelle-certs-test --out {} first)",
-            cli.pki.display()
-        )
-    })?;
-    let initial = match &cli.faults {
-        Some(path) => faults::load_file(path)?,
-        None => Default::default(),
-    };
-    let running = passerelle_mocks::start_insi(
-        &pki,
-        &cli.xsd,
-        cli.listen,
-        cli.admin,
-        faults::Faults::new(initial),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let (pki, faults) = passerelle_mocks::binary_setup(&cli.pki, cli.faults.as_deref())?;
+    let running = passerelle_mocks::start_insi(&pki, &cli.xsd, cli.listen, cli.admin, faults)
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "mock-insi: https://{}/lps (admin http://{})",
         running.address, running.admin_address

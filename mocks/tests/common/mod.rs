@@ -43,40 +43,21 @@ pub fn client_config(root: &Path, identity: Option<(&Path, &Path)>) -> Arc<Clien
     Arc::new(config)
 }
 
-/// One POST on a fresh connection; `Err` when TLS or HTTP fails.
+/// One SOAP POST on a fresh connection; `Err` when TLS or HTTP fails.
 pub async fn post(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(conn);
-    let req = http::Request::post(path)
-        .header("host", "localhost")
-        .header("content-type", "application/soap+xml;charset=utf-8")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
+    let (status, _, bytes) = post_raw(
+        addr,
+        config,
+        path,
+        "application/soap+xml;charset=utf-8",
+        Bytes::from(body.to_string()),
+    )
+    .await?;
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
