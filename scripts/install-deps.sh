@@ -7,6 +7,7 @@ packages=(
   pkg-config libssl-dev openssl   # OpenSSL: key generation, PKCS#12, chain checks
   libxmlsec1-dev libclang-dev     # libxmlsec1 + bindgen: signature verification
   xmlsec1 libxml2-utils           # reference verifier and xmllint for tests
+  curl ca-certificates            # the sandbox's sample requests
 )
 missing=()
 for p in "${packages[@]}"; do
