@@ -143,21 +143,14 @@ async fn serve_tls(
     service: Arc<dyn Service>,
     stats: Arc<Stats>,
     faults: Arc<Faults>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-            _ = shutdown.changed() => return,
-        };
+    accept_loop(listener, shutdown, move |tcp| {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let (service, stats, faults) = (service.clone(), stats.clone(), faults.clone());
-        tokio::spawn(async move {
+        async move {
             // A refused handshake (no or foreign client certificate) just closes.
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
@@ -192,7 +185,27 @@ async fn serve_tls(
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
-        });
+        }
+    })
+    .await;
+}
+
+/// Accepts connections until shutdown, serving each on its own task.
+async fn accept_loop<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                // A failed accept (e.g. too many open files) affects one connection only.
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        tokio::spawn(serve(tcp));
     }
 }
 
@@ -356,18 +369,11 @@ async fn serve_admin(
     listener: TcpListener,
     stats: Arc<Stats>,
     faults: Arc<Faults>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-            _ = shutdown.changed() => return,
-        };
+    accept_loop(listener, shutdown, move |tcp| {
         let (stats, faults) = (stats.clone(), faults.clone());
-        tokio::spawn(async move {
+        async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let (stats, faults) = (stats.clone(), faults.clone());
                 async move { Ok::<_, Infallible>(admin(req, &stats, &faults).await) }
@@ -375,8 +381,9 @@ async fn serve_admin(
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn admin(req: Request<Incoming>, stats: &Stats, faults: &Faults) -> Response<Full<Bytes>> {

@@ -23,6 +23,15 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8")
 }
 
+/// `passerelle verify --trust <root> --untrusted <ORG intermediate> [extra...]`.
+fn verify(m: &passerelle_certs_test::Manifest, extra: &[&str]) -> (i32, String, String) {
+    let root = m.path(&m.ca.root);
+    let inter = m.path(&m.ca.org_intermediate);
+    let mut args = vec!["verify", "--trust", s(&root), "--untrusted", s(&inter)];
+    args.extend_from_slice(extra);
+    passerelle(&args)
+}
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/vihf-context.json");
 
 #[test]
@@ -44,16 +53,7 @@ fn vihf_sign_then_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("vihf.xml");
     std::fs::write(&file, &xml).expect("write");
-    let root = m.path(&m.ca.root);
-    let inter = m.path(&m.ca.org_intermediate);
-    let (code, out, _) = passerelle(&[
-        "verify",
-        "--trust",
-        s(&root),
-        "--untrusted",
-        s(&inter),
-        s(&file),
-    ]);
+    let (code, out, _) = verify(&m, &[s(&file)]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.starts_with("valid: VIHF _") && out.contains("structure 1690010004"),
@@ -61,14 +61,7 @@ fn vihf_sign_then_verify() {
     );
 
     std::fs::write(&file, xml.replace("MAX LIBRE", "MAX LIBRF")).expect("write");
-    let (code, out, _) = passerelle(&[
-        "verify",
-        "--trust",
-        s(&root),
-        "--untrusted",
-        s(&inter),
-        s(&file),
-    ]);
+    let (code, out, _) = verify(&m, &[s(&file)]);
     assert_eq!(code, 1);
     assert!(
         out.starts_with("invalid: signature check failed") && out.contains("digest"),
@@ -153,37 +146,18 @@ fn verify_lot_signature_with_documents() {
     .expect("sign");
     let sig = dir.path().join("signature.xml");
     std::fs::write(&sig, &signed.xml).expect("write");
-    let root = m.path(&m.ca.root);
-    let inter = m.path(&m.ca.org_intermediate);
-    let (code, out, _) = passerelle(&[
-        "verify",
-        "--trust",
-        s(&root),
-        "--untrusted",
-        s(&inter),
-        "--documents",
-        s(&docs),
-        s(&sig),
-    ]);
+    let (code, out, _) = verify(&m, &["--documents", s(&docs), s(&sig)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 document(s) match the manifest"), "{out}");
 
     std::fs::write(docs.join("1.2.250.1.999.5.2.pdf"), b"%PDF-1.4 changed").expect("write");
-    let (code, out, _) = passerelle(&[
-        "verify",
-        "--trust",
-        s(&root),
-        "--untrusted",
-        s(&inter),
-        "--documents",
-        s(&docs),
-        s(&sig),
-    ]);
+    let (code, out, _) = verify(&m, &["--documents", s(&docs), s(&sig)]);
     assert_eq!(code, 1);
     assert!(
         out.contains("urn:oid:1.2.250.1.999.5.2") && out.contains("does not match"),
         "{out}"
     );
+    let root = m.path(&m.ca.root);
     let (code, out, _) = passerelle(&["verify", "--trust", s(&root), s(&sig)]);
     assert_eq!(code, 1);
     assert!(out.contains("--documents"), "{out}");
