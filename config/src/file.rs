@@ -24,6 +24,24 @@ pub struct ConfigFile {
     pub clients: Vec<ClientSection>,
     #[serde(default)]
     pub security: SecuritySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: what one internal request may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LimitsSection {
+    /// Largest request body accepted, in bytes (ITI-41 submissions included).
+    pub max_body_bytes: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +90,34 @@ pub struct DmpSection {
     pub crls: Vec<PathBuf>,
     #[serde(default)]
     pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub signing: DmpSigningSection,
+}
+
+/// `[dmp.signing]`: the open points of domain.md §5 and §6.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DmpSigningSection {
+    pub vihf_version: String,
+    pub auth_mode_attribute: String,
+    pub vihf_digest: String,
+    pub lot_digest: String,
+    pub inclusive_prefixes: Vec<String>,
+    /// Forward a submission that already carries a lot signature instead of refusing it.
+    pub lot_signature_passthrough: bool,
+}
+
+impl Default for DmpSigningSection {
+    fn default() -> Self {
+        Self {
+            vihf_version: "3.0".into(),
+            auth_mode_attribute: "Authentification_mode".into(),
+            vihf_digest: "sha256".into(),
+            lot_digest: "sha256".into(),
+            inclusive_prefixes: Vec::new(),
+            lot_signature_passthrough: false,
+        }
+    }
 }
 
 /// The service paths seen in working DMP clients (domain.md §4).

@@ -163,6 +163,7 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub clients: Vec<InternalClient>,
     pub security: file::SecuritySection,
+    pub limits: Limits,
     /// Warnings found while loading (an expiring certificate, no client declared, ...).
     pub warnings: Vec<Problem>,
 }
@@ -200,6 +201,35 @@ pub struct UpstreamTrust {
     pub crls: Vec<Vec<u8>>,
 }
 
+/// What one internal request may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+}
+
+/// Digest of a signature (`sha256`, or `sha1` for the older profiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureDigest {
+    #[default]
+    Sha256,
+    Sha1,
+}
+
+/// How the proxy signs for the DMP (the open points of domain.md §5 and §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmpSigning {
+    /// `VIHF_Version` value.
+    pub vihf_version: String,
+    /// `Authentification_mode` or `Authentification_Mode`.
+    pub auth_mode_attribute: String,
+    pub vihf_digest: SignatureDigest,
+    pub lot_digest: SignatureDigest,
+    /// InclusiveNamespaces PrefixList of the VIHF reference (empty: none).
+    pub inclusive_prefixes: Vec<String>,
+    /// Forward a submission that already carries a lot signature instead of refusing it.
+    pub lot_signature_passthrough: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct DmpService {
     pub base_url: url::Url,
@@ -207,6 +237,7 @@ pub struct DmpService {
     pub services: BTreeMap<String, String>,
     pub trust: UpstreamTrust,
     pub timeouts: Timeouts,
+    pub signing: DmpSigning,
 }
 
 impl DmpService {
@@ -413,6 +444,7 @@ impl Validator {
         let admin = self.socket_addr("admin.address", &raw.admin.address);
         if let (Some(l), Some(a)) = (listener, admin)
             && l == a
+            && l.port() != 0
         {
             self.error(
                 "admin.address",
@@ -436,8 +468,27 @@ impl Validator {
             tenants,
             clients,
             security: raw.security.clone(),
+            limits: self.limits(&raw.limits)?,
             warnings: Vec::new(),
         })
+    }
+
+    fn limits(&mut self, l: &file::LimitsSection) -> Option<Limits> {
+        const FLOOR: u64 = 64 * 1024;
+        if l.max_body_bytes < FLOOR {
+            self.error(
+                "limits.max_body_bytes",
+                format!("{} bytes is too small for a SOAP request: at least {FLOOR}", l.max_body_bytes),
+            );
+            return None;
+        }
+        match usize::try_from(l.max_body_bytes) {
+            Ok(max_body_bytes) => Some(Limits { max_body_bytes }),
+            Err(_) => {
+                self.error("limits.max_body_bytes", "larger than this machine can address");
+                None
+            }
+        }
     }
 
     fn socket_addr(&mut self, field: &str, value: &str) -> Option<SocketAddr> {
@@ -648,11 +699,50 @@ impl Validator {
         }
         let trust = self.upstream_trust("dmp", &d.trust_anchors, &d.crls);
         let timeouts = self.timeouts("dmp", &d.timeouts);
+        let signing = self.dmp_signing(&d.signing);
         Some(DmpService {
             base_url: base_url?,
             services: d.services.clone(),
             trust,
             timeouts: timeouts?,
+            signing: signing?,
+        })
+    }
+
+    fn digest(&mut self, field: &str, value: &str) -> Option<SignatureDigest> {
+        match value {
+            "sha256" => Some(SignatureDigest::Sha256),
+            "sha1" => Some(SignatureDigest::Sha1),
+            other => {
+                self.error(field, format!("{other:?} is not a digest: \"sha256\" or \"sha1\""));
+                None
+            }
+        }
+    }
+
+    fn dmp_signing(&mut self, s: &file::DmpSigningSection) -> Option<DmpSigning> {
+        const AUTH_MODE: [&str; 2] = ["Authentification_mode", "Authentification_Mode"];
+        if !AUTH_MODE.contains(&s.auth_mode_attribute.as_str()) {
+            self.error(
+                "dmp.signing.auth_mode_attribute",
+                format!(
+                    "{:?} must be \"Authentification_mode\" or \"Authentification_Mode\"",
+                    s.auth_mode_attribute
+                ),
+            );
+        }
+        if s.vihf_version.trim().is_empty() {
+            self.error("dmp.signing.vihf_version", "must not be empty (e.g. \"3.0\")");
+        }
+        let vihf_digest = self.digest("dmp.signing.vihf_digest", &s.vihf_digest);
+        let lot_digest = self.digest("dmp.signing.lot_digest", &s.lot_digest);
+        Some(DmpSigning {
+            vihf_version: s.vihf_version.clone(),
+            auth_mode_attribute: s.auth_mode_attribute.clone(),
+            vihf_digest: vihf_digest?,
+            lot_digest: lot_digest?,
+            inclusive_prefixes: s.inclusive_prefixes.clone(),
+            lot_signature_passthrough: s.lot_signature_passthrough,
         })
     }
 

@@ -26,47 +26,15 @@ use crate::server::{MockRequest, MockResponse, Service};
 use crate::soap::{self, Envelope, Fault, FaultCode, WSA};
 
 pub const BASE_PATH: &str = "/si-dmp-server/v2/services/";
-pub const WSSE: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
-pub const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
-pub const RS: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0";
-pub const RIM: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0";
-pub const QUERY: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0";
-pub const XDSB: &str = "urn:ihe:iti:xds-b:2007";
-pub const XOP: &str = "http://www.w3.org/2004/08/xop/include";
+pub use passerelle_soap::xds::{
+    ITI18, ITI41, ITI43, ITI57, QUERY, RIM, RS, SAML, SIGNS, WSSE, XDSB, XOP, actions,
+};
+use passerelle_soap::xds::{PATIENT_ID_SCHEME, Submission, UNIQUE_ID_SCHEME, descendants as all};
 
-pub const ITI41: &str = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b";
-pub const ITI43: &str = "urn:ihe:iti:2007:RetrieveDocumentSet";
-pub const ITI18: &str = "urn:ihe:iti:2007:RegistryStoredQuery";
-pub const ITI57: &str = "urn:ihe:iti:2010:UpdateDocumentSet";
-
-const UNIQUE_ID_SCHEME: &str = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab";
-const PATIENT_ID_SCHEME: &str = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427";
-const SUBMISSION_UNIQUE_ID_SCHEME: &str = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8";
-const CLASS_CODE_SCHEME: &str = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a";
-const SIGNATURE_CLASS: &str = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1";
-const SIGNS: &str = "urn:ihe:iti:2007:AssociationType:signs";
 const SUCCESS: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success";
 const FAILURE: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure";
 /// The mock repository's uniqueId.
 pub const REPOSITORY_UNIQUE_ID: &str = "1.2.250.1.213.1.1.1.1";
-
-/// WS-Addressing Actions each service accepts (domain.md §4).
-pub fn actions(service: &str) -> &'static [&'static str] {
-    match service {
-        "registry" => &[ITI18, ITI57],
-        "repository" => &[ITI41, ITI43],
-        "patients" => &[
-            "urn:hl7-org:v3:PRPA_IN201307UV02",
-            "urn:hl7-org:v3:PRPA_IN201305UV02",
-            "urn:hl7-org:v3:PRPA_IN201314UV02",
-            "urn:hl7-org:v3:PRPA_IN201311UV02",
-        ],
-        "habilitations" => &["urn:si-dmp-habilitations:HabilitationsEndPoint:setAuthorization"],
-        "PatientSpecific" => &["urn:si-dmp-patients:PatientSpecificEndPoint:patientList"],
-        _ => &[],
-    }
-}
 
 /// A document the mock registry holds.
 #[derive(Debug, Clone)]
@@ -116,30 +84,6 @@ fn refuse<T>(outcome: &'static str, reason: impl Into<String>) -> Result<T, Refu
         outcome,
         reason: reason.into(),
     })
-}
-
-fn descendants<'e>(e: &'e Element, local: &str, out: &mut Vec<&'e Element>) {
-    for c in e.elements() {
-        if c.local == local {
-            out.push(c);
-        }
-        descendants(c, local, out);
-    }
-}
-
-fn all<'e>(e: &'e Element, local: &str) -> Vec<&'e Element> {
-    let mut out = Vec::new();
-    descendants(e, local, &mut out);
-    out
-}
-
-fn external_id(e: &Element, scheme: &str) -> Option<String> {
-    e.elements()
-        .find(|c| {
-            c.local == "ExternalIdentifier" && c.attribute("identificationScheme") == Some(scheme)
-        })
-        .and_then(|c| c.attribute("value"))
-        .map(str::to_string)
 }
 
 fn envelope_with_action(action: &str, relates_to: &str, body: Element) -> String {
@@ -289,105 +233,38 @@ impl MockDmp {
     fn provide_and_register(
         &self,
         env: &Envelope,
-        attachments: &HashMap<String, Bytes>,
+        parts: Option<&mtom::Mtom>,
         req: &MockRequest,
     ) -> Result<Element, Refusal> {
         let Some((body, _)) = env.body_element() else {
             return refuse("iti41_body", "empty SOAP Body");
         };
-        let objects = all(body, "ExtrinsicObject");
-        let package = all(body, "RegistryPackage");
-        let [package] = package.as_slice() else {
-            return refuse(
-                "iti41_metadata",
-                "exactly one RegistryPackage (the submission set) expected",
-            );
-        };
-        let Some(set_uid) = external_id(package, SUBMISSION_UNIQUE_ID_SCHEME) else {
-            return refuse("iti41_metadata", "the submission set has no uniqueId");
-        };
-        // Document contents by entry id, from MTOM parts (or inline base64).
-        let mut contents: HashMap<String, Bytes> = HashMap::new();
-        for doc in all(body, "Document") {
-            let Some(id) = doc.attribute("id") else {
-                continue;
-            };
-            let content = match doc.elements().find(|e| e.local == "Include") {
-                Some(include) => {
-                    let cid = mtom::cid(include.attribute("href").unwrap_or(""));
-                    match attachments.get(&cid) {
-                        Some(b) => b.clone(),
-                        None => {
-                            return refuse(
-                                "iti41_mtom",
-                                format!("document {id}: no MIME part with Content-ID <{cid}>"),
-                            );
-                        }
-                    }
-                }
-                None => {
-                    use base64::Engine;
-                    let text: String = doc.text_content().split_whitespace().collect();
-                    Bytes::from(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(text)
-                            .map_err(|_| Refusal {
-                                outcome: "iti41_mtom",
-                                reason: format!(
-                                    "document {id}: content is neither xop:Include nor base64"
-                                ),
-                            })?,
-                    )
-                }
-            };
-            contents.insert(id.to_string(), content);
-        }
-        let mut entries = Vec::new();
-        let mut signature = None;
-        for eo in objects {
-            let id = eo.attribute("id").unwrap_or("").to_string();
-            let unique_id = external_id(eo, UNIQUE_ID_SCHEME).ok_or(Refusal {
-                outcome: "iti41_metadata",
-                reason: format!("document {id} has no uniqueId"),
-            })?;
-            let patient_id = external_id(eo, PATIENT_ID_SCHEME).unwrap_or_default();
-            let mime = eo
-                .attribute("mimeType")
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            let content = contents.get(&id).cloned().ok_or(Refusal {
-                outcome: "iti41_mtom",
-                reason: format!("document {id} has metadata but no content"),
-            })?;
-            let is_signature = eo.elements().any(|c| {
-                c.local == "Classification"
-                    && c.attribute("classificationScheme") == Some(CLASS_CODE_SCHEME)
-                    && c.attribute("nodeRepresentation") == Some(SIGNATURE_CLASS)
-            });
-            let entry = (id, unique_id, patient_id, mime, content);
-            if is_signature {
-                if signature.is_some() {
-                    return refuse(
-                        "lot_signature",
-                        "more than one signature document in the submission",
-                    );
-                }
-                signature = Some(entry);
-            } else {
-                entries.push(entry);
+        let submission = Submission::read(body, parts).map_err(|e| Refusal {
+            outcome: "iti41_metadata",
+            reason: e.to_string(),
+        })?;
+        let (signatures, entries): (Vec<_>, Vec<_>) =
+            submission.documents.into_iter().partition(|d| d.is_signature);
+        let signature = match <[_; 1]>::try_from(signatures) {
+            Ok([signature]) => signature,
+            Err(v) if v.is_empty() => {
+                return refuse(
+                    "lot_signature_missing",
+                    "lot signature missing: no document with classCode 1.3.6.1.4.1.19376.1.2.1.1.1",
+                );
             }
-        }
-        let Some((sig_id, sig_uid, sig_patient, sig_mime, sig_content)) = signature else {
-            return refuse(
-                "lot_signature_missing",
-                "lot signature missing: no document with classCode 1.3.6.1.4.1.19376.1.2.1.1.1",
-            );
+            Err(_) => {
+                return refuse(
+                    "lot_signature",
+                    "more than one signature document in the submission",
+                );
+            }
         };
-        let package_id = package.attribute("id").unwrap_or("");
+        let set_uid = submission.set_unique_id;
         let signs = all(body, "Association").into_iter().any(|a| {
             a.attribute("associationType") == Some(SIGNS)
-                && a.attribute("sourceObject") == Some(sig_id.as_str())
-                && a.attribute("targetObject") == Some(package_id)
+                && a.attribute("sourceObject") == Some(signature.entry_id.as_str())
+                && a.attribute("targetObject") == Some(submission.set_entry_id.as_str())
         });
         if !signs {
             return refuse(
@@ -395,16 +272,16 @@ impl MockDmp {
                 "the signs association (signature -> submission set) is missing",
             );
         }
-        let sig_text = std::str::from_utf8(&sig_content).map_err(|_| Refusal {
+        let sig_text = std::str::from_utf8(&signature.content).map_err(|_| Refusal {
             outcome: "lot_signature",
             reason: "the signature document is not UTF-8".into(),
         })?;
         let supplied: Vec<SuppliedDocument<'_>> = entries
             .iter()
-            .map(|(_, uid, _, mime, content)| SuppliedDocument {
-                unique_id: uid,
-                mime_type: mime,
-                content,
+            .map(|d| SuppliedDocument {
+                unique_id: &d.unique_id,
+                mime_type: &d.mime_type,
+                content: &d.content,
             })
             .collect();
         let verified =
@@ -432,14 +309,12 @@ impl MockDmp {
             ));
         }
         registry.submissions.push(set_uid.clone());
-        for (_, unique_id, patient_id, mime_type, content) in entries.into_iter().chain(
-            std::iter::once((sig_id, sig_uid, sig_patient, sig_mime, sig_content)),
-        ) {
+        for d in entries.into_iter().chain(std::iter::once(signature)) {
             registry.documents.push(StoredDocument {
-                unique_id,
-                patient_id,
-                mime_type,
-                content,
+                unique_id: d.unique_id,
+                patient_id: d.patient_id,
+                mime_type: d.mime_type,
+                content: d.content,
                 submission_set: set_uid.clone(),
                 client_subject: req.client.subject.clone(),
             });
@@ -667,7 +542,7 @@ impl Service for MockDmp {
             .starts_with("multipart/related")
         {
             match mtom::parse(&content_type, &req.body) {
-                Ok(m) => (m.root, m.parts),
+                Ok(m) => (m.root.clone(), Some(m)),
                 Err(e) => {
                     return self.fault(
                         "unknown",
@@ -679,7 +554,7 @@ impl Service for MockDmp {
                 }
             }
         } else {
-            (req.body.clone(), HashMap::new())
+            (req.body.clone(), None)
         };
         let env = match std::str::from_utf8(&root)
             .map_err(|_| "not UTF-8".to_string())
@@ -726,7 +601,7 @@ impl Service for MockDmp {
         };
         let soap_type = "application/soap+xml; charset=utf-8".to_string();
         let result = match action.as_str() {
-            ITI41 => self.provide_and_register(&env, &attachments, req).map(|r| {
+            ITI41 => self.provide_and_register(&env, attachments.as_ref(), req).map(|r| {
                 let failed = r.attribute("status") == Some(FAILURE);
                 let mut resp = ok(
                     envelope_with_action(&format!("{ITI41}Response"), &relates_to, r),

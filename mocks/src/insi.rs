@@ -28,14 +28,9 @@ use crate::MockError;
 use crate::server::{MockRequest, MockResponse, Service};
 use crate::soap::{self, Envelope, Fault, FaultCode, WSA};
 
-pub const RECSANS_NS: &str = "http://www.cnamts.fr/INSiRecSans";
-pub const RECVIT_NS: &str = "http://www.cnamts.fr/INSiRecVit";
-pub const RESULTAT_NS: &str = "http://www.cnamts.fr/INSiResultat";
-pub const CTXLPS_NS: &str = "urn:siram:lps:ctxlps";
-pub const CTXBAM_NS: &str = "urn:siram:bam:ctxbam";
-pub const SIRAM_NS: &str = "urn:siram";
-pub const OP_TRAITS: &str = "rechercherInsAvecTraitsIdentite";
-pub const OP_VITALE: &str = "rechercherInsAvecCarteVitale";
+pub use passerelle_soap::insi::{
+    CTXBAM_NS, CTXLPS_NS, OP_TRAITS, OP_VITALE, RECSANS_NS, RECVIT_NS, RESULTAT_NS, SIRAM_NS,
+};
 const CONTENT_TYPE: &str = "application/soap+xml;charset=utf-8";
 /// Test INS-NIR OID: the table holds test identities.
 const TEST_OID: &str = "1.2.250.1.213.1.4.10";
@@ -367,7 +362,7 @@ impl Service for MockInsi {
             }
         }
         let action = env.header_text(WSA, "Action").unwrap_or_default();
-        let expected = format!("urn:ServiceIdentiteCertifiee:1.0.0:{operation}");
+        let expected = format!("{}{operation}", passerelle_soap::insi::ACTION_PREFIX);
         if action != expected {
             return self.invalid(
                 operation,
@@ -453,13 +448,31 @@ pub fn traits_request(
     sex: &str,
     birth_date: &str,
 ) -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = passerelle_signing::vihf::saml_instant(now);
-    format!(
-        r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Header><ctxlps:ContexteLPS xmlns:ctxlps="urn:siram:lps:ctxlps" Nature="CTXLPS" Version="01_00"><ctxlps:Id>{id1}</ctxlps:Id><ctxlps:Temps>{stamp}</ctxlps:Temps><ctxlps:Emetteur>{emetteur}</ctxlps:Emetteur><ctxlps:LPS><ctxlps:IDAM R="4">TEST-IDAM-0000</ctxlps:IDAM><ctxlps:Version>0.1.0</ctxlps:Version><ctxlps:Instance>00000000-0000-4000-8000-000000000001</ctxlps:Instance><ctxlps:Nom>urn:lps:PASSERELLE:0.1.0</ctxlps:Nom></ctxlps:LPS></ctxlps:ContexteLPS><ctxbam:ContexteBAM xmlns:ctxbam="urn:siram:bam:ctxbam" Version="01_02"><ctxbam:Id>{id2}</ctxbam:Id><ctxbam:Temps>{stamp}</ctxbam:Temps><ctxbam:Emetteur>{emetteur}</ctxbam:Emetteur><ctxbam:COUVERTURE/></ctxbam:ContexteBAM><wsa:Action xmlns:wsa="http://www.w3.org/2005/08/addressing">urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecTraitsIdentite</wsa:Action><wsa:MessageID xmlns:wsa="http://www.w3.org/2005/08/addressing">uuid:{id3}</wsa:MessageID></soap:Header><soap:Body><RECSANSVITALE xmlns="http://www.cnamts.fr/INSiRecSans"><NomNaissance>{name}</NomNaissance><Prenom>{first}</Prenom><Sexe>{sex}</Sexe><DateNaissance>{birth_date}</DateNaissance></RECSANSVITALE></soap:Body></soap:Envelope>"#,
-        id1 = uuid::Uuid::new_v4(),
-        id2 = uuid::Uuid::new_v4(),
-        id3 = uuid::Uuid::new_v4(),
+    use passerelle_soap::insi::{ACTION_PREFIX, LpsIdentity, contexte_bam, contexte_lps};
+    let stamp = passerelle_signing::vihf::saml_instant(time::OffsetDateTime::now_utc());
+    let lps = LpsIdentity {
+        idam: "TEST-IDAM-0000",
+        name: "PASSERELLE",
+        version: "0.1.0",
+        instance: "00000000-0000-4000-8000-000000000001",
+    };
+    let wsa = |local: &'static str, text: String| {
+        Element::new(Some("wsa"), local).ns(Some("wsa"), WSA).text(text)
+    };
+    let field = |local: &'static str, text: &str| Element::new(None, local).text(text.to_string());
+    soap::envelope(
+        vec![
+            contexte_lps(&uuid::Uuid::new_v4().to_string(), &stamp, emetteur, &lps),
+            contexte_bam(&uuid::Uuid::new_v4().to_string(), &stamp, emetteur),
+            wsa("Action", format!("{ACTION_PREFIX}{OP_TRAITS}")),
+            wsa("MessageID", format!("uuid:{}", uuid::Uuid::new_v4())),
+        ],
+        Element::new(None, "RECSANSVITALE")
+            .ns(None, RECSANS_NS)
+            .child(field("NomNaissance", name))
+            .child(field("Prenom", first))
+            .child(field("Sexe", sex))
+            .child(field("DateNaissance", birth_date)),
     )
 }
 

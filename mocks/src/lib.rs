@@ -15,9 +15,9 @@
 pub mod dmp;
 pub mod faults;
 pub mod insi;
-pub mod mtom;
+pub use passerelle_soap::mtom;
 pub mod server;
-pub mod soap;
+pub use passerelle_soap::envelope as soap;
 pub mod stats;
 pub mod tls;
 

@@ -1,6 +1,6 @@
-//! SOAP envelopes for the mocks: parsing (through the signing crate's DTD-refusing
-//! parser), header and body access, standalone serialization of a nested element (for
-//! XSD validation), and SOAP 1.2 faults.
+//! SOAP envelopes: parsing (through the signing crate's DTD-refusing parser), header
+//! and body access, standalone serialization of a nested element (for XSD validation), and
+//! SOAP 1.2 faults.
 
 use passerelle_signing::xml::{self, Element, Node, Scope};
 

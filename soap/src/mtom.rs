@@ -5,13 +5,22 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-/// A parsed multipart/related message.
+/// A parsed multipart/related message. Every content is a slice of the original body.
 #[derive(Debug, Clone)]
 pub struct Mtom {
     /// The root part (the SOAP envelope).
     pub root: Bytes,
-    /// Other parts by Content-ID, without angle brackets.
+    /// The other parts, in message order.
+    pub attachments: Vec<Attachment>,
+    /// Content-ID (without angle brackets) to index in `attachments`.
     pub parts: HashMap<String, Bytes>,
+}
+
+impl Mtom {
+    /// The part with this Content-ID.
+    pub fn part(&self, content_id: &str) -> Option<&Bytes> {
+        self.parts.get(content_id)
+    }
 }
 
 /// The value of parameter `name` in a header like `multipart/related; boundary="x"`.
@@ -23,10 +32,7 @@ pub fn header_param(header: &str, name: &str) -> Option<String> {
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    (from..=haystack.len() - needle.len()).find(|&i| &haystack[i..i + needle.len()] == needle)
+    memchr::memmem::find(haystack.get(from..)?, needle).map(|i| i + from)
 }
 
 /// Parses a multipart/related body given its Content-Type header.
@@ -48,6 +54,7 @@ pub fn parse(content_type: &str, body: &Bytes) -> Result<Mtom, String> {
     let mut root = None;
     let mut first = None;
     let mut parts = HashMap::new();
+    let mut attachments = Vec::new();
     loop {
         pos += delimiter.len();
         if body[pos..].starts_with(b"--") {
@@ -69,19 +76,28 @@ pub fn parse(content_type: &str, body: &Bytes) -> Result<Mtom, String> {
             next
         };
         let content = body.slice(content_start..content_end);
-        let id = headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-id")
-                .then(|| v.trim().trim_matches(['<', '>']).to_string())
-        });
+        let header = |name: &str| {
+            headers.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        };
+        let id = header("content-id").map(|v| v.trim_matches(['<', '>']).to_string());
+        let mime_type = header("content-type")
+            .unwrap_or("application/octet-stream")
+            .to_string();
         match (&id, &start) {
             (Some(id), Some(start)) if id == start => root = Some(content),
             (Some(id), _) => {
                 if first.is_none() {
                     first = Some(content.clone());
                 }
-                parts.insert(id.clone(), content);
+                parts.insert(id.clone(), content.clone());
+                attachments.push(Attachment {
+                    content_id: id.clone(),
+                    mime_type,
+                    content,
+                });
             }
             (None, _) => {
                 if first.is_none() {
@@ -92,12 +108,24 @@ pub fn parse(content_type: &str, body: &Bytes) -> Result<Mtom, String> {
         pos = next;
     }
     // Without `start`, the root is the first part.
-    let root = match (root, start) {
+    let root = match (root, &start) {
         (Some(r), _) => r,
         (None, None) => first.ok_or("multipart/related without parts")?,
         (None, Some(s)) => return Err(format!("no MIME part has the start Content-ID <{s}>")),
     };
-    Ok(Mtom { root, parts })
+    // Without `start`, the first part was the root, not an attachment.
+    if start.is_none()
+        && let Some(first) = attachments.first()
+        && first.content == root
+    {
+        parts.remove(&first.content_id);
+        attachments.remove(0);
+    }
+    Ok(Mtom {
+        root,
+        attachments,
+        parts,
+    })
 }
 
 /// Resolves an `xop:Include` href (`cid:...`, percent-encoded) to its Content-ID.
@@ -132,39 +160,33 @@ pub struct Attachment {
 }
 
 /// Builds a multipart/related MTOM message: the SOAP root then the attachments.
-/// Returns the Content-Type header value and the body.
-pub fn build(root_xml: &str, attachments: &[Attachment]) -> (String, Bytes) {
+/// Returns the Content-Type header value and the body as chunks: the attachments'
+/// contents are not copied (they are usually slices of the request being forwarded).
+pub fn build_chunks(root_xml: Bytes, attachments: &[Attachment]) -> (String, Vec<Bytes>) {
     let boundary = format!("MIMEBoundary_{}", uuid::Uuid::new_v4().simple());
-    let mut body = Vec::with_capacity(
-        root_xml.len()
-            + attachments
-                .iter()
-                .map(|a| a.content.len() + 200)
-                .sum::<usize>()
-            + 300,
-    );
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <root.message@passerelle>\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(root_xml.as_bytes());
+    let mut chunks = Vec::with_capacity(2 * attachments.len() + 3);
+    chunks.push(Bytes::from(format!(
+        "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <root.message@passerelle>\r\n\r\n"
+    )));
+    chunks.push(root_xml);
     for a in attachments {
-        body.extend_from_slice(
-            format!(
-                "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{}>\r\n\r\n",
-                a.mime_type, a.content_id
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&a.content);
+        chunks.push(Bytes::from(format!(
+            "\r\n--{boundary}\r\nContent-Type: {}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{}>\r\n\r\n",
+            a.mime_type, a.content_id
+        )));
+        chunks.push(a.content.clone());
     }
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    chunks.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
     let content_type = format!(
         "multipart/related; type=\"application/xop+xml\"; boundary=\"{boundary}\"; start=\"<root.message@passerelle>\"; start-info=\"application/soap+xml\""
     );
-    (content_type, Bytes::from(body))
+    (content_type, chunks)
+}
+
+/// [`build_chunks`] in one buffer.
+pub fn build(root_xml: &str, attachments: &[Attachment]) -> (String, Bytes) {
+    let (content_type, chunks) = build_chunks(Bytes::copy_from_slice(root_xml.as_bytes()), attachments);
+    (content_type, Bytes::from(chunks.concat()))
 }
 
 #[cfg(test)]
@@ -185,6 +207,8 @@ mod tests {
         let m = parse(&ct, &body).expect("parse");
         assert_eq!(&m.root[..], b"<soap/>");
         assert_eq!(m.parts["doc1@x"], binary);
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].mime_type, "application/pdf");
         assert!(parse("application/soap+xml", &body).is_err());
         assert!(parse(&ct, &Bytes::from_static(b"garbage")).is_err());
     }

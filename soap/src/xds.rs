@@ -1,0 +1,261 @@
+//! The DMP's XDS side (domain.md §4, §6): namespaces, WS-Addressing actions per
+//! service, and reading an ITI-41 submission (`ProvideAndRegisterDocumentSetRequest`)
+//! into its submission set and documents, contents resolved from MTOM parts or inline
+//! base64.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use bytes::Bytes;
+use passerelle_signing::xml::Element;
+
+use crate::mtom;
+
+pub const WSSE: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+pub const SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+pub const RS: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0";
+pub const RIM: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0";
+pub const QUERY: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0";
+pub const LCM: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0";
+pub const XDSB: &str = "urn:ihe:iti:xds-b:2007";
+pub const XOP: &str = "http://www.w3.org/2004/08/xop/include";
+
+pub const ITI41: &str = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b";
+pub const ITI43: &str = "urn:ihe:iti:2007:RetrieveDocumentSet";
+pub const ITI18: &str = "urn:ihe:iti:2007:RegistryStoredQuery";
+pub const ITI57: &str = "urn:ihe:iti:2010:UpdateDocumentSet";
+
+pub const UNIQUE_ID_SCHEME: &str = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab";
+pub const PATIENT_ID_SCHEME: &str = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427";
+pub const SUBMISSION_UNIQUE_ID_SCHEME: &str = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8";
+pub const CLASS_CODE_SCHEME: &str = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a";
+/// classCode of the lot signature document ("Digital Signature").
+pub const SIGNATURE_CLASS: &str = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1";
+pub const SIGNS: &str = "urn:ihe:iti:2007:AssociationType:signs";
+
+/// Classification schemes a signature document copies from the submission's documents
+/// (confidentiality, healthcare facility type, practice setting, author).
+pub const COPIED_CLASSIFICATIONS: [&str; 4] = [
+    "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f",
+    "urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1",
+    "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead",
+    "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d",
+];
+
+/// WS-Addressing Actions each DMP service accepts (domain.md §4); empty for a service
+/// name the table does not know.
+pub fn actions(service: &str) -> &'static [&'static str] {
+    match service {
+        "registry" => &[ITI18, ITI57],
+        "repository" => &[ITI41, ITI43],
+        "patients" => &[
+            "urn:hl7-org:v3:PRPA_IN201307UV02",
+            "urn:hl7-org:v3:PRPA_IN201305UV02",
+            "urn:hl7-org:v3:PRPA_IN201314UV02",
+            "urn:hl7-org:v3:PRPA_IN201311UV02",
+        ],
+        "habilitations" => &["urn:si-dmp-habilitations:HabilitationsEndPoint:setAuthorization"],
+        "PatientSpecific" => &["urn:si-dmp-patients:PatientSpecificEndPoint:patientList"],
+        _ => &[],
+    }
+}
+
+/// Every element named `local` below `e` (any namespace), in document order.
+pub fn descendants<'e>(e: &'e Element, local: &str) -> Vec<&'e Element> {
+    fn walk<'e>(e: &'e Element, local: &str, out: &mut Vec<&'e Element>) {
+        for c in e.elements() {
+            if c.local == local {
+                out.push(c);
+            }
+            walk(c, local, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(e, local, &mut out);
+    out
+}
+
+/// `value` of the `ExternalIdentifier` of `scheme` directly under `e`.
+pub fn external_id(e: &Element, scheme: &str) -> Option<String> {
+    e.elements()
+        .find(|c| {
+            c.local == "ExternalIdentifier" && c.attribute("identificationScheme") == Some(scheme)
+        })
+        .and_then(|c| c.attribute("value"))
+        .map(str::to_string)
+}
+
+/// Why a submission could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmissionError {
+    #[error("the SOAP Body holds no ProvideAndRegisterDocumentSetRequest")]
+    NotASubmission,
+    #[error("exactly one RegistryPackage (the submission set) is expected, found {0}")]
+    SubmissionSetCount(usize),
+    #[error("the submission set has no XDSSubmissionSet.uniqueId")]
+    NoSubmissionSetUniqueId,
+    #[error("document entry {0:?} has no XDSDocumentEntry.uniqueId")]
+    NoUniqueId(String),
+    #[error("document entry {0:?} has metadata but no xdsb:Document content")]
+    NoContent(String),
+    #[error("xdsb:Document {id:?}: no MIME part has the Content-ID <{cid}>")]
+    MissingPart { id: String, cid: String },
+    #[error("xdsb:Document {0:?}: content is neither xop:Include nor base64")]
+    BadInlineContent(String),
+    #[error("the submission holds no document")]
+    Empty,
+}
+
+/// One document entry of a submission.
+#[derive(Debug, Clone)]
+pub struct SubmittedDocument {
+    /// `id` of the ExtrinsicObject (and of its `xdsb:Document`).
+    pub entry_id: String,
+    pub unique_id: String,
+    /// `XDSDocumentEntry.patientId` (CX), empty when absent.
+    pub patient_id: String,
+    pub mime_type: String,
+    pub content: Bytes,
+    /// Whether its classCode is the lot signature's.
+    pub is_signature: bool,
+}
+
+/// An ITI-41 submission as read from its envelope body and MTOM parts.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// `id` of the RegistryPackage.
+    pub set_entry_id: String,
+    pub set_unique_id: String,
+    pub documents: Vec<SubmittedDocument>,
+}
+
+impl Submission {
+    /// Reads a submission; `body` is the SOAP Body's first element.
+    pub fn read(body: &Element, parts: Option<&mtom::Mtom>) -> Result<Self, SubmissionError> {
+        if body.local != "ProvideAndRegisterDocumentSetRequest" {
+            return Err(SubmissionError::NotASubmission);
+        }
+        let packages = descendants(body, "RegistryPackage");
+        let [package] = packages.as_slice() else {
+            return Err(SubmissionError::SubmissionSetCount(packages.len()));
+        };
+        let set_unique_id = external_id(package, SUBMISSION_UNIQUE_ID_SCHEME)
+            .ok_or(SubmissionError::NoSubmissionSetUniqueId)?;
+        let mut contents: HashMap<&str, Bytes> = HashMap::new();
+        for doc in body.elements().filter(|e| e.local == "Document") {
+            let Some(id) = doc.attribute("id") else {
+                continue;
+            };
+            let content = match doc.elements().find(|e| e.local == "Include") {
+                Some(include) => {
+                    let cid = mtom::cid(include.attribute("href").unwrap_or(""));
+                    parts
+                        .and_then(|m| m.part(&cid))
+                        .cloned()
+                        .ok_or_else(|| SubmissionError::MissingPart {
+                            id: id.to_string(),
+                            cid,
+                        })?
+                }
+                None => {
+                    let text: String = doc.text_content().split_whitespace().collect();
+                    Bytes::from(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .map_err(|_| SubmissionError::BadInlineContent(id.to_string()))?,
+                    )
+                }
+            };
+            contents.insert(id, content);
+        }
+        let mut documents = Vec::new();
+        for eo in descendants(body, "ExtrinsicObject") {
+            let entry_id = eo.attribute("id").unwrap_or("").to_string();
+            let unique_id = external_id(eo, UNIQUE_ID_SCHEME)
+                .ok_or_else(|| SubmissionError::NoUniqueId(entry_id.clone()))?;
+            let content = contents
+                .get(entry_id.as_str())
+                .cloned()
+                .ok_or_else(|| SubmissionError::NoContent(entry_id.clone()))?;
+            documents.push(SubmittedDocument {
+                patient_id: external_id(eo, PATIENT_ID_SCHEME).unwrap_or_default(),
+                mime_type: eo
+                    .attribute("mimeType")
+                    .unwrap_or("application/octet-stream")
+                    .to_string(),
+                is_signature: eo.elements().any(|c| {
+                    c.local == "Classification"
+                        && c.attribute("classificationScheme") == Some(CLASS_CODE_SCHEME)
+                        && c.attribute("nodeRepresentation") == Some(SIGNATURE_CLASS)
+                }),
+                entry_id,
+                unique_id,
+                content,
+            });
+        }
+        if documents.is_empty() {
+            return Err(SubmissionError::Empty);
+        }
+        Ok(Self {
+            set_entry_id: package.attribute("id").unwrap_or("").to_string(),
+            set_unique_id,
+            documents,
+        })
+    }
+
+    /// Whether the submission already carries a lot signature document.
+    pub fn is_signed(&self) -> bool {
+        self.documents.iter().any(|d| d.is_signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passerelle_signing::xml;
+
+    fn body(docs: &str) -> Element {
+        xml::parse(&format!(
+            r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{XDSB}" xmlns:rim="{RIM}"><rim:RegistryPackage id="SS"><rim:ExternalIdentifier identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" value="1.2.3"/></rim:RegistryPackage><rim:ExtrinsicObject id="D1" mimeType="text/plain"><rim:ExternalIdentifier identificationScheme="{UNIQUE_ID_SCHEME}" value="1.2.3.1"/><rim:ExternalIdentifier identificationScheme="{PATIENT_ID_SCHEME}" value="P^^^&amp;1.2&amp;ISO"/></rim:ExtrinsicObject>{docs}</xdsb:ProvideAndRegisterDocumentSetRequest>"#
+        ))
+        .expect("xml")
+    }
+
+    #[test]
+    fn reads_inline_and_mtom_contents() {
+        let inline = body(r#"<xdsb:Document id="D1">aGVsbG8=</xdsb:Document>"#);
+        let s = Submission::read(&inline, None).expect("read");
+        assert_eq!(s.set_unique_id, "1.2.3");
+        assert_eq!(s.set_entry_id, "SS");
+        assert_eq!(&s.documents[0].content[..], b"hello");
+        assert_eq!(s.documents[0].patient_id, "P^^^&1.2&ISO");
+        assert!(!s.is_signed());
+
+        let xop = body(&format!(
+            r#"<xdsb:Document id="D1"><xop:Include xmlns:xop="{XOP}" href="cid:d1%40x"/></xdsb:Document>"#
+        ));
+        let (ct, raw) = mtom::build(
+            "<root/>",
+            &[mtom::Attachment {
+                content_id: "d1@x".into(),
+                mime_type: "text/plain".into(),
+                content: Bytes::from_static(b"bytes"),
+            }],
+        );
+        let m = mtom::parse(&ct, &raw).expect("mtom");
+        let s = Submission::read(&xop, Some(&m)).expect("read");
+        assert_eq!(&s.documents[0].content[..], b"bytes");
+        assert_eq!(
+            Submission::read(&xop, None).unwrap_err(),
+            SubmissionError::MissingPart {
+                id: "D1".into(),
+                cid: "d1@x".into()
+            }
+        );
+        assert_eq!(
+            Submission::read(&body(""), None).unwrap_err(),
+            SubmissionError::NoContent("D1".into())
+        );
+    }
+}
