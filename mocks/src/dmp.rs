@@ -558,7 +558,7 @@ impl Service for MockDmp {
         };
         let env = match std::str::from_utf8(&root)
             .map_err(|_| "not UTF-8".to_string())
-            .and_then(Envelope::parse)
+            .and_then(|t| Envelope::parse(t).map_err(|e| e.to_string()))
         {
             Ok(env) => env,
             Err(e) => {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::MockError;
 use crate::faults::{Decision, Faults};
-use crate::stats::{RequestRecord, Stats};
+use crate::stats::{ReceivedBody, RequestRecord, Stats};
 
 /// Largest request body a mock reads.
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -243,6 +243,16 @@ async fn answer(
     if decision.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
     }
+    stats.record_body(ReceivedBody {
+        operation: response.operation.clone(),
+        content_type: request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        body: request.body.clone(),
+    });
     stats.record(RequestRecord {
         operation: response.operation.clone(),
         outcome: response.outcome.clone(),

@@ -8,6 +8,16 @@ use serde::Serialize;
 
 /// How many recent requests `/stats` keeps.
 const RECENT: usize = 1000;
+/// How many raw request bodies are kept for tests to inspect (not served on `/stats`).
+const BODIES: usize = 8;
+
+/// A request body as received, with its Content-Type.
+#[derive(Debug, Clone)]
+pub struct ReceivedBody {
+    pub operation: String,
+    pub content_type: String,
+    pub body: bytes::Bytes,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
@@ -33,6 +43,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Stats {
     inner: Mutex<Inner>,
+    bodies: Mutex<VecDeque<ReceivedBody>>,
 }
 
 impl Stats {
@@ -49,6 +60,24 @@ impl Stats {
             }
             s.recent.push_back(record);
         }
+    }
+
+    /// Keeps one of the last few request bodies (shared bytes, not copied).
+    pub fn record_body(&self, body: ReceivedBody) {
+        if let Ok(mut b) = self.bodies.lock() {
+            if b.len() == BODIES {
+                b.pop_front();
+            }
+            b.push_back(body);
+        }
+    }
+
+    /// The last few request bodies, oldest first: what a client really sent.
+    pub fn recent_bodies(&self) -> Vec<ReceivedBody> {
+        self.bodies
+            .lock()
+            .map(|b| b.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn handshake(&self) {

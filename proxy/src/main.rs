@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve: the internal listener and the admin listener of the configuration.
+    Run(cli::run::RunArgs),
     /// Validate a configuration and every certificate it names; exit 1 on any error.
     Check(cli::check::CheckArgs),
     /// VIHF tokens.
@@ -27,6 +29,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run(args) => cli::run::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Vihf(command) => cli::vihf::run(&command),
         Command::Verify(args) => cli::verify::run(&args),

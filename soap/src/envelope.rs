@@ -8,6 +8,15 @@ pub const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
 pub const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const WSA: &str = "http://www.w3.org/2005/08/addressing";
 
+/// Why a message is not a usable envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("{0}")]
+    Xml(#[from] xml::XmlError),
+    #[error("the root element is not a SOAP 1.2 (or 1.1) Envelope")]
+    NotAnEnvelope,
+}
+
 /// A parsed envelope (SOAP 1.2, or 1.1 tolerated).
 #[derive(Debug)]
 pub struct Envelope {
@@ -21,13 +30,13 @@ fn is(e: &Element, scope: &Scope, ns: &str, local: &str) -> bool {
 }
 
 impl Envelope {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let root = xml::parse(text.trim_start_matches('\u{feff}')).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
+        let root = xml::parse(text.trim_start_matches('\u{feff}'))?;
         let root_scope = xml::scope_of(&root, &Scope::new());
         let soap_ns = [SOAP12, SOAP11]
             .into_iter()
             .find(|ns| is(&root, &Scope::new(), ns, "Envelope"))
-            .ok_or("the root element is not a SOAP Envelope")?;
+            .ok_or(EnvelopeError::NotAnEnvelope)?;
         Ok(Self {
             root,
             soap_ns,

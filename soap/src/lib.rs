@@ -15,4 +15,4 @@ pub mod insi;
 pub mod mtom;
 pub mod xds;
 
-pub use envelope::{Envelope, Fault, FaultCode, SOAP11, SOAP12, WSA, envelope, fault_envelope};
+pub use envelope::{Envelope, EnvelopeError, Fault, FaultCode, SOAP11, SOAP12, WSA, envelope, fault_envelope};

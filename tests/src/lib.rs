@@ -1,3 +1,371 @@
-//! Shared helpers of the end-to-end tests (this crate's `tests/` folder).
-//!
-//! Filled by the proxy issue; the crate exists so the workspace has its final shape.
+//! End-to-end harness: the test PKI, the mock DMP and mock INSi on ephemeral ports, and
+//! a Passerelle configured for them, all over real sockets in one process; plus an
+//! internal-system client and the sample messages the tests send.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use passerelle_certs_test::{Manifest, shared_test_pki};
+use passerelle_mocks::dmp::MockDmp;
+use passerelle_mocks::faults::Faults;
+use passerelle_mocks::server::Running;
+use passerelle_proxy::{ProxyState, RunningProxy};
+
+/// The sandbox client's bearer token (its SHA-256 is in the generated configuration).
+pub const TOKEN: &str = "sandbox-token";
+pub const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
+/// The test patient's INS (mock INSi's MARTIN CLAIRE), as HL7 CX.
+pub const PATIENT: &str = "207058575627097^^^&1.2.250.1.213.1.4.10&ISO^NH";
+
+/// The shared specifications (`../shared/spec`).
+pub fn spec() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec")
+}
+
+/// What the harness changes in the sandbox configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replaces the DMP base URL (e.g. a closed port for "upstream down").
+    pub dmp_url: Option<String>,
+    /// `[dmp.timeouts]` and `[insi.timeouts]` request timeout.
+    pub request_timeout: Option<&'static str>,
+    /// `[limits] max_body_bytes`.
+    pub limits_max_body: Option<u64>,
+}
+
+/// Mocks and proxy, stopped on drop.
+pub struct Harness {
+    pub pki: Manifest,
+    pub proxy: Option<RunningProxy>,
+    pub dmp: Running,
+    pub dmp_service: Arc<MockDmp>,
+    pub insi: Running,
+    config_path: PathBuf,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness").field("config", &self.config_path).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+/// A response as the internal system sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn content_type(&self) -> String {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The `passerelle:<Code>` of a fault answer, if it is one.
+    pub fn fault_code(&self) -> Option<String> {
+        let text = self.text();
+        let start = text.find("passerelle:Code>")? + "passerelle:Code>".len();
+        let end = text[start..].find('<')?;
+        Some(text[start..start + end].to_string())
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let pki = shared_test_pki().expect("test PKI");
+        let any = "127.0.0.1:0".parse().expect("address");
+        let (dmp, dmp_service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
+            .await
+            .expect("mock DMP");
+        let insi = passerelle_mocks::start_insi(
+            &pki,
+            &spec().join("insi/xsd"),
+            any,
+            any,
+            Faults::default(),
+        )
+        .await
+        .expect("mock INSi");
+        let base = std::fs::read_to_string(pki.path(&pki.config)).expect("sandbox configuration");
+        let mut doc: toml::Table = base.parse().expect("TOML");
+        let set = |doc: &mut toml::Table, table: &str, key: &str, value: toml::Value| {
+            if let Some(toml::Value::Table(t)) = doc.get_mut(table) {
+                t.insert(key.to_string(), value);
+            }
+        };
+        set(&mut doc, "listener", "address", "127.0.0.1:0".into());
+        set(&mut doc, "admin", "address", "127.0.0.1:0".into());
+        let dmp_url = options.dmp_url.clone().unwrap_or_else(|| {
+            format!("https://localhost:{}/si-dmp-server/v2/services", dmp.address.port())
+        });
+        set(&mut doc, "dmp", "base_url", dmp_url.into());
+        set(
+            &mut doc,
+            "insi",
+            "url",
+            format!("https://localhost:{}/lps", insi.address.port()).into(),
+        );
+        if let Some(t) = options.request_timeout {
+            for service in ["dmp", "insi"] {
+                let mut timeouts = toml::Table::new();
+                timeouts.insert("request".into(), t.into());
+                timeouts.insert("connect".into(), "2s".into());
+                timeouts.insert("tls".into(), "2s".into());
+                set(&mut doc, service, "timeouts", toml::Value::Table(timeouts));
+            }
+        }
+        if let Some(max) = options.limits_max_body {
+            let mut limits = toml::Table::new();
+            limits.insert("max_body_bytes".into(), toml::Value::Integer(max as i64));
+            doc.insert("limits".into(), toml::Value::Table(limits));
+        }
+        let config_path = pki.dir.join(format!("e2e-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&config_path, toml::to_string(&doc).expect("TOML")).expect("write config");
+        let config = passerelle_config::load(&config_path).expect("configuration loads");
+        let state = Arc::new(ProxyState::new(config).expect("proxy state"));
+        let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
+        let admin = tokio::net::TcpListener::bind(any).await.expect("bind admin");
+        let proxy = passerelle_proxy::start(state, listener, admin, Duration::from_secs(5))
+            .expect("proxy starts");
+        Self {
+            pki,
+            proxy: Some(proxy),
+            dmp,
+            dmp_service,
+            insi,
+            config_path,
+        }
+    }
+
+    pub fn proxy(&self) -> &RunningProxy {
+        self.proxy.as_ref().expect("proxy running")
+    }
+
+    /// Sends a POST to the proxy as an internal system, with the sandbox token unless
+    /// `headers` has its own Authorization.
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], content_type: &str, body: impl Into<Bytes>) -> Reply {
+        let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            all.push(("authorization".into(), format!("Bearer {TOKEN}")));
+        }
+        post(self.proxy().address, path, &all, content_type, body.into()).await
+    }
+
+    /// The tenant's subject DN of `role` as the mocks record it.
+    pub fn subject(&self, tenant: usize, role: &str) -> String {
+        let t = &self.pki.tenants[tenant];
+        match role {
+            "dmp_auth" => t.dmp_auth.subject.clone(),
+            "insi_auto" => t.insi_auto.subject.clone(),
+            "insi_manu" => t.insi_manu.subject.clone(),
+            other => panic!("no role {other}"),
+        }
+    }
+}
+
+/// One HTTP/1.1 POST over a fresh connection.
+pub async fn post(
+    address: std::net::SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    content_type: &str,
+    body: Bytes,
+) -> Reply {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect to the proxy");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection);
+    let mut request = http::Request::post(path)
+        .header(http::header::HOST, address.to_string())
+        .header(http::header::CONTENT_TYPE, content_type);
+    for (k, v) in headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let response = sender
+        .send_request(request.body(Full::new(body)).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    Reply { status, headers, body }
+}
+
+/// `xmllint --schema` on `xml`; returns (valid, output).
+pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
+    use std::io::Write;
+    let mut file = tempfile_in_target();
+    file.1.write_all(xml.as_bytes()).expect("write");
+    drop(file.1);
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(xsd)
+        .arg(&file.0)
+        .output()
+        .expect("xmllint (libxml2-utils) installed");
+    let _ = std::fs::remove_file(&file.0);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tempfile_in_target() -> (PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("passerelle-e2e-{}.xml", uuid::Uuid::new_v4().simple()));
+    let file = std::fs::File::create(&path).expect("temp file");
+    (path, file)
+}
+
+/// Sample messages the internal systems send.
+pub mod messages {
+    use super::PATIENT;
+    use passerelle_soap::xds::{ITI18, ITI41, ITI43, PATIENT_ID_SCHEME, SUBMISSION_UNIQUE_ID_SCHEME, UNIQUE_ID_SCHEME, WSSE};
+
+    /// A SOAP 1.2 DMP request. WS-Addressing MessageID/To are left for the proxy to add.
+    pub fn dmp_request(action: &str, security: Option<&str>, body: &str) -> String {
+        format!(
+            r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://www.w3.org/2005/08/addressing"><soap:Header><wsa:Action soap:mustUnderstand="true">{action}</wsa:Action>{security}</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>"#,
+            security = security
+                .map(|v| format!("<wsse:Security xmlns:wsse=\"{WSSE}\">{v}</wsse:Security>"))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// TD3.1: the patient's documents.
+    pub fn find_documents() -> String {
+        dmp_request(
+            ITI18,
+            None,
+            &format!(
+                r#"<query:AdhocQueryRequest xmlns:query="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><query:ResponseOption returnComposedObjects="true" returnType="LeafClass"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"><rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>'{}'</rim:Value></rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList><rim:Value>('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"#,
+                PATIENT.replace('&', "&amp;")
+            ),
+        )
+    }
+
+    /// TD3.2: one document's bytes.
+    pub fn retrieve(repository: &str, unique_id: &str) -> String {
+        dmp_request(
+            ITI43,
+            None,
+            &format!(
+                r#"<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><xdsb:DocumentRequest><xdsb:RepositoryUniqueId>{repository}</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>{unique_id}</xdsb:DocumentUniqueId></xdsb:DocumentRequest></xdsb:RetrieveDocumentSetRequest>"#
+            ),
+        )
+    }
+
+    /// A document of a submission.
+    #[derive(Debug, Clone)]
+    pub struct Doc {
+        pub entry_id: String,
+        pub unique_id: String,
+        pub mime: &'static str,
+        pub content: Vec<u8>,
+    }
+
+    /// Three documents: CDA-like XML, a 40 KB binary, plain text.
+    pub fn three_documents(tag: &str) -> Vec<Doc> {
+        vec![
+            Doc {
+                entry_id: "Document01".into(),
+                unique_id: format!("1.2.250.1.999.{tag}.1"),
+                mime: "text/xml",
+                content: b"<ClinicalDocument xmlns=\"urn:hl7-org:v3\">\n  <!-- compte rendu -->\n  <title>CR</title>\n</ClinicalDocument>".to_vec(),
+            },
+            Doc {
+                entry_id: "Document02".into(),
+                unique_id: format!("1.2.250.1.999.{tag}.2"),
+                mime: "application/pdf",
+                content: (0..40_000u32).map(|i| (i % 251) as u8).collect(),
+            },
+            Doc {
+                entry_id: "Document03".into(),
+                unique_id: format!("1.2.250.1.999.{tag}.3"),
+                mime: "text/plain",
+                content: "compte rendu, accentué".as_bytes().to_vec(),
+            },
+        ]
+    }
+
+    /// TD2.1 without lot signature (the proxy adds it): the ebRIM metadata of the
+    /// submission set and documents, and the documents as MTOM parts.
+    pub fn submission(set_uid: &str, docs: &[Doc]) -> (String, bytes::Bytes) {
+        let mut metadata = String::new();
+        let mut doc_elements = String::new();
+        let mut parts = Vec::new();
+        let confidentiality = |id: &str| format!(r#"<rim:Classification classificationScheme="urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f" classifiedObject="{id}" id="urn:uuid:{}" nodeRepresentation="N" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"><rim:Slot name="codingScheme"><rim:ValueList><rim:Value>2.16.840.1.113883.5.25</rim:Value></rim:ValueList></rim:Slot><rim:Name><rim:LocalizedString value="Normal"/></rim:Name></rim:Classification>"#, uuid::Uuid::new_v4());
+        for (i, d) in docs.iter().enumerate() {
+            metadata.push_str(&format!(
+                r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">{conf}<rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="{PATIENT_ID_SCHEME}" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="{UNIQUE_ID_SCHEME}" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
+                id = d.entry_id,
+                mime = d.mime,
+                uid = d.unique_id,
+                conf = confidentiality(&d.entry_id),
+                patient = PATIENT.replace('&', "&amp;"),
+                u1 = uuid::Uuid::new_v4(),
+                u2 = uuid::Uuid::new_v4(),
+                u3 = uuid::Uuid::new_v4(),
+            ));
+            let cid = format!("doc{i}@sih.example");
+            doc_elements.push_str(&format!(
+                r#"<xdsb:Document id="{}"><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:{}"/></xdsb:Document>"#,
+                d.entry_id,
+                cid.replace('@', "%40")
+            ));
+            parts.push(passerelle_soap::mtom::Attachment {
+                content_id: cid,
+                mime_type: d.mime.to_string(),
+                content: bytes::Bytes::from(d.content.clone()),
+            });
+        }
+        let body = format!(
+            r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"><rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
+            u = uuid::Uuid::new_v4(),
+        );
+        passerelle_soap::mtom::build(&dmp_request(ITI41, None, &body), &parts)
+    }
+
+    /// The `X-Vihf-*` headers of a physician of `structure` acting for the test patient.
+    pub fn vihf_headers(structure: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("x-vihf-subject-id", "899900063480".into()),
+            ("x-vihf-subject-name", "MAX%20LIBRE".into()),
+            ("x-vihf-role", "10^M%C3%A9decin".into()),
+            ("x-vihf-sector", "SA01".into()),
+            ("x-vihf-structure", structure.into()),
+            ("x-vihf-patient", PATIENT.replace('&', "%26")),
+        ]
+    }
+
+    /// An INSi traits search without any context header: the proxy fills them in.
+    pub fn insi_search_bare(name: &str, first: &str, sex: &str, birth_date: &str) -> String {
+        format!(
+            r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body><RECSANSVITALE xmlns="http://www.cnamts.fr/INSiRecSans"><NomNaissance>{name}</NomNaissance><Prenom>{first}</Prenom><Sexe>{sex}</Sexe><DateNaissance>{birth_date}</DateNaissance></RECSANSVITALE></soap:Body></soap:Envelope>"#
+        )
+    }
+}

@@ -1,0 +1,343 @@
+//! The DMP path: identity (the internal system's unsigned VIHF, validated and re-signed,
+//! or one built from the `X-Vihf-*` headers), the structure check against the tenant,
+//! WS-Addressing completed where missing, the lot signature of ITI-41 submissions, and
+//! the request sent with the tenant's ORG AUTH_CLI. All signing happens on the blocking
+//! pool, bounded by the signing slots, before any byte goes upstream.
+
+pub mod identity;
+mod submission;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use passerelle_config::{CertRole, DmpSigning, SignatureDigest, Software, StructureId};
+use passerelle_signing::xml::{self, Element, Node, Scope};
+use passerelle_signing::{
+    DigestAlgorithm, SignedVihf, Signer, SigningError, SoftwareIdentity, VihfContext,
+    VihfError, VihfOptions, resign_vihf, sign_vihf,
+};
+use passerelle_soap::mtom;
+use passerelle_soap::xds::{self, ITI18, ITI41, ITI43, SAML, WSSE};
+use time::OffsetDateTime;
+
+use crate::body::ProxyBody;
+use crate::fault::ProxyError;
+use crate::message::{SoapMessage, wsa_block};
+use crate::state::{ProxyState, TenantRuntime};
+use crate::upstream::Retry;
+use submission::{LotPlan, SignedSubmission};
+
+/// Actions that only read: retried once when the connection failed before writing.
+const IDEMPOTENT: [&str; 5] = [
+    ITI18,
+    ITI43,
+    "urn:hl7-org:v3:PRPA_IN201307UV02",
+    "urn:hl7-org:v3:PRPA_IN201305UV02",
+    "urn:si-dmp-patients:PatientSpecificEndPoint:patientList",
+];
+
+/// The marker replaced by the signed VIHF once the envelope is written: the token goes
+/// out exactly as it was signed.
+const VIHF_MARKER: &str = "passerelle-signed-vihf";
+
+/// What the log says about one DMP exchange (no patient data).
+#[derive(Debug, Clone, Default)]
+pub struct DmpSummary {
+    pub action: String,
+    pub message_id: String,
+    pub structure: String,
+    pub documents: usize,
+}
+
+fn digest(d: SignatureDigest) -> DigestAlgorithm {
+    match d {
+        SignatureDigest::Sha256 => DigestAlgorithm::Sha256,
+        SignatureDigest::Sha1 => DigestAlgorithm::Sha1,
+    }
+}
+
+pub fn vihf_options(s: &DmpSigning) -> VihfOptions {
+    VihfOptions {
+        vihf_version: s.vihf_version.clone(),
+        auth_mode_attribute: s.auth_mode_attribute.clone(),
+        digest: digest(s.vihf_digest),
+        inclusive_prefixes: s.inclusive_prefixes.clone(),
+    }
+}
+
+pub fn software_identity(s: &Software) -> SoftwareIdentity {
+    SoftwareIdentity {
+        name: s.lps_name.clone(),
+        version: s.lps_version.clone(),
+        homologation_id: s.dmp_homologation_id.clone(),
+        lps_id: None,
+    }
+}
+
+/// Where the identity comes from.
+enum Identity {
+    /// An unsigned VIHF from `wsse:Security`.
+    Supplied(String),
+    /// Built from headers; the structure was already checked.
+    Built(Box<VihfContext>),
+}
+
+fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
+    match e {
+        SigningError::Vihf(VihfError::ForeignStructure(structure)) => ProxyError::ForeignStructure {
+            structure,
+            tenant: tenant.id.to_string(),
+        },
+        SigningError::Vihf(VihfError::Xml(xml::XmlError::Dtd)) => {
+            ProxyError::DtdForbidden(VihfError::Xml(xml::XmlError::Dtd).to_string())
+        }
+        SigningError::Vihf(v) => ProxyError::BadIdentity(v.to_string()),
+        SigningError::Document(d) => ProxyError::BadSubmission(d),
+        SigningError::Key(_) | SigningError::Sign => ProxyError::SigningFailed(e.to_string()),
+    }
+}
+
+/// The unsigned assertion in `wsse:Security`, serialized on its own.
+fn supplied_vihf(message: &SoapMessage) -> Option<String> {
+    let (security, scope) = message.envelope.header(WSSE, "Security")?;
+    let inner = xml::scope_of(security, &scope);
+    security
+        .elements()
+        .find(|e| e.local == "Assertion" && xml::namespace_of(e, &inner).as_deref() == Some(SAML))
+        .map(|a| passerelle_soap::envelope::standalone(a, &inner))
+}
+
+/// Replaces `wsse:Security` by one holding only the marker, and completes WS-Addressing.
+fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyError> {
+    let soap_ns = message.envelope.soap_ns;
+    let message_id = message.wsa("MessageID");
+    let has_to = message.wsa("To").is_some();
+    let has_reply_to = message
+        .envelope
+        .header(passerelle_soap::WSA, "ReplyTo")
+        .is_some();
+    let root_scope = xml::scope_of(&message.envelope.root, &Scope::new());
+    let header = message.header_mut()?;
+    let header_scope = xml::scope_of(header, &root_scope);
+    header.children.retain(|n| {
+        !matches!(n, Node::Element(e) if e.local == "Security" && xml::namespace_of(e, &header_scope).as_deref() == Some(WSSE))
+    });
+    let mut security = Element::new(Some("wsse"), "Security").ns(Some("wsse"), WSSE);
+    security.children.push(Node::Comment(VIHF_MARKER.into()));
+    header.children.push(Node::Element(security));
+    let message_id = match message_id {
+        Some(id) => id,
+        None => {
+            let id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+            header.children.push(Node::Element(wsa_block("MessageID", id.clone())));
+            id
+        }
+    };
+    if !has_to {
+        header.children.push(Node::Element(wsa_block("To", to.to_string())));
+    }
+    if !has_reply_to {
+        header.children.push(Node::Element(
+            Element::new(Some("wsa"), "ReplyTo")
+                .ns(Some("wsa"), passerelle_soap::WSA)
+                .ns(Some("soapenv"), soap_ns)
+                .attr("soapenv:mustUnderstand", "true")
+                .child(
+                    Element::new(Some("wsa"), "Address")
+                        .text("http://www.w3.org/2005/08/addressing/anonymous"),
+                ),
+        ));
+    }
+    Ok(message_id)
+}
+
+/// Writes the envelope with the signed VIHF in place of the marker.
+fn write_envelope(message: &SoapMessage, vihf: &SignedVihf) -> Result<Bytes, ProxyError> {
+    let text = message.envelope.root.to_xml();
+    let marker = format!("<!--{VIHF_MARKER}-->");
+    let at = text
+        .find(&marker)
+        .ok_or_else(|| ProxyError::Internal("VIHF marker lost while writing the envelope".into()))?;
+    let token = vihf.xml.trim_start();
+    let token = match token.strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map_or(token, |(_, t)| t.trim_start()),
+        None => token,
+    };
+    let mut out = String::with_capacity(text.len() + token.len());
+    out.push_str(&text[..at]);
+    out.push_str(token);
+    out.push_str(&text[at + marker.len()..]);
+    Ok(Bytes::from(out))
+}
+
+/// Forwards one DMP request of `tenant` to `service`.
+pub async fn forward(
+    state: &ProxyState,
+    tenant: &TenantRuntime,
+    service: &str,
+    headers: &HeaderMap,
+    content_type: &str,
+    body: Bytes,
+    summary: &mut DmpSummary,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let settings = state
+        .config
+        .dmp
+        .as_ref()
+        .ok_or(ProxyError::ServiceNotConfigured("dmp"))?;
+    let upstream = tenant.dmp.as_ref().ok_or_else(|| ProxyError::CertificateMissing {
+        tenant: tenant.id.to_string(),
+        role: format!("{} + {}", CertRole::DmpAuth, CertRole::DmpSign),
+    })?;
+    let pool = upstream
+        .pools
+        .get(service)
+        .ok_or_else(|| ProxyError::UnknownDmpService(service.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    upstream.auth.check(now)?;
+    upstream.sign.check(now)?;
+
+    let mut message = SoapMessage::read(content_type, body)?;
+    let action = message.wsa("Action").ok_or(ProxyError::MissingAction)?;
+    let known = xds::actions(service);
+    if !known.is_empty() && !known.contains(&action.as_str()) {
+        return Err(ProxyError::ActionNotAllowed {
+            action,
+            service: service.to_string(),
+        });
+    }
+    summary.action = action.clone();
+
+    let identity = match supplied_vihf(&message) {
+        Some(assertion) => Identity::Supplied(assertion),
+        None if identity::present(headers) => {
+            let ctx = identity::from_headers(
+                headers,
+                tenant.structure_id.as_str(),
+                software_identity(&state.config.software),
+                vihf_options(&settings.signing),
+            )?;
+            let structure = ctx.validate().map_err(|e| ProxyError::BadIdentity(e.to_string()))?;
+            check_structure(tenant, &structure)?;
+            summary.structure = structure.to_string();
+            Identity::Built(Box::new(ctx))
+        }
+        None => return Err(ProxyError::MissingIdentity),
+    };
+
+    let lot = if action == ITI41 {
+        let plan = LotPlan::read(&message, settings.signing.lot_signature_passthrough)?;
+        summary.documents = plan.as_ref().map_or(0, |p| p.documents.len());
+        plan
+    } else {
+        None
+    };
+
+    // Sign on the blocking pool, a bounded number at a time.
+    let permit = Arc::clone(&state.signing_slots)
+        .acquire_owned()
+        .await
+        .map_err(|_| ProxyError::Internal("signing slots closed".into()))?;
+    let signer = Arc::clone(&upstream.signer);
+    let owned: Vec<StructureId> = std::iter::once(tenant.structure_id.clone())
+        .chain(tenant.geographic_structure_ids.iter().cloned())
+        .collect();
+    let options = vihf_options(&settings.signing);
+    let lot_digest = digest(settings.signing.lot_digest);
+    let software = software_identity(&state.config.software);
+    let signed = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        sign_all(identity, lot, signer.as_ref(), &owned, &options, &software, lot_digest, now)
+    })
+    .await
+    .map_err(|e| ProxyError::Internal(format!("signing task: {e}")))?
+    .map_err(|e| signing_error(e, tenant))?;
+    if summary.structure.is_empty() {
+        summary.structure = signed.structure.clone();
+    }
+
+    let message_id = rewrite_headers(&mut message, pool.url())?;
+    summary.message_id = message_id;
+    let attachments = match &signed.lot {
+        Some(lot) => lot.apply(&mut message)?,
+        None => message
+            .mtom
+            .as_ref()
+            .map(|m| m.attachments.clone())
+            .unwrap_or_default(),
+    };
+    let root = write_envelope(&message, &signed.vihf)?;
+    let (content_type, chunks) = if message.mtom.is_some() {
+        mtom::build_chunks(root, &attachments)
+    } else {
+        (message.content_type.clone(), vec![root])
+    };
+    let retry = if IDEMPOTENT.contains(&action.as_str()) {
+        Retry::IfNotSent
+    } else {
+        Retry::Never
+    };
+    pool.send(&content_type, &[], chunks, retry).await
+}
+
+fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<(), ProxyError> {
+    if tenant.owns_structure(structure) {
+        Ok(())
+    } else {
+        Err(ProxyError::ForeignStructure {
+            structure: structure.to_string(),
+            tenant: tenant.id.to_string(),
+        })
+    }
+}
+
+/// The signatures of one request.
+struct Signed {
+    vihf: SignedVihf,
+    /// `Identifiant_Structure` of the token, for the log.
+    structure: String,
+    lot: Option<SignedSubmission>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign_all(
+    identity: Identity,
+    lot: Option<LotPlan>,
+    signer: &dyn Signer,
+    owned: &[StructureId],
+    options: &VihfOptions,
+    software: &SoftwareIdentity,
+    lot_digest: DigestAlgorithm,
+    now: OffsetDateTime,
+) -> Result<Signed, SigningError> {
+    let owns = |s: &StructureId| owned.contains(s);
+    let (vihf, structure) = match identity {
+        Identity::Supplied(text) => {
+            let seen = std::cell::RefCell::new(String::new());
+            let vihf = resign_vihf(
+                &text,
+                |s| {
+                    *seen.borrow_mut() = s.to_string();
+                    owns(s)
+                },
+                signer,
+                options,
+                now,
+            )?;
+            (vihf, seen.into_inner())
+        }
+        Identity::Built(ctx) => {
+            let structure = ctx.structure_id.clone();
+            (sign_vihf(&ctx, software, signer, now)?, structure)
+        }
+    };
+    let lot = lot
+        .map(|plan| plan.sign(signer, lot_digest, now))
+        .transpose()?;
+    Ok(Signed {
+        vihf,
+        structure,
+        lot,
+    })
+}

@@ -1,0 +1,183 @@
+//! ITI-41 (TD2.1/TD2.2): the lot signature. The submission is read from the envelope
+//! and its MTOM parts (documents stay slices of the request), the documents are
+//! digested and the lot signed with ORG SIGN on the blocking pool, then the signature
+//! document is added: its ExtrinsicObject and the `HasMember` and `signs` associations
+//! in the RegistryObjectList, an `xdsb:Document` in the request, and one more MIME part
+//! (inline base64 when the request was not MTOM).
+
+use base64::Engine;
+use bytes::Bytes;
+use passerelle_signing::lot::{LotMetadata, LotMetadataInput};
+use passerelle_signing::xml::{Element, Node};
+use passerelle_signing::{
+    DigestAlgorithm, DocumentDigest, LotRequest, SignedLot, Signer, SigningError, lot_metadata,
+    sign_lot,
+};
+use passerelle_soap::mtom::Attachment;
+use passerelle_soap::xds::{self, COPIED_CLASSIFICATIONS, Submission, SubmittedDocument, XDSB, XOP};
+use time::OffsetDateTime;
+
+use crate::fault::ProxyError;
+use crate::message::SoapMessage;
+
+/// A submission to sign.
+#[derive(Debug)]
+pub struct LotPlan {
+    pub documents: Vec<SubmittedDocument>,
+    set_entry_id: String,
+    set_unique_id: String,
+    patient_id: String,
+    copied_classifications: Vec<Element>,
+}
+
+/// A signed submission, ready to be written into the request.
+#[derive(Debug)]
+pub struct SignedSubmission {
+    lot: SignedLot,
+    metadata: LotMetadata,
+    entry_id: String,
+}
+
+/// A fresh OID under `2.25` (UUID-derived, ITU-T X.667): the signature's uniqueId.
+fn new_oid() -> String {
+    format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+impl LotPlan {
+    /// Reads the submission. `None` when it is already signed and passthrough is on.
+    pub fn read(message: &SoapMessage, passthrough: bool) -> Result<Option<Self>, ProxyError> {
+        let (body, _) = message
+            .envelope
+            .body_element()
+            .ok_or_else(|| ProxyError::BadSubmission("empty SOAP Body".into()))?;
+        let submission = Submission::read(body, message.mtom.as_ref())
+            .map_err(|e| ProxyError::BadSubmission(e.to_string()))?;
+        if submission.is_signed() {
+            return if passthrough {
+                Ok(None)
+            } else {
+                Err(ProxyError::LotAlreadySigned)
+            };
+        }
+        let first = &submission.documents[0];
+        if let Some(d) = submission.documents.iter().find(|d| d.patient_id.is_empty()) {
+            return Err(ProxyError::BadSubmission(format!(
+                "document entry {:?} has no XDSDocumentEntry.patientId",
+                d.entry_id
+            )));
+        }
+        let copied_classifications = xds::descendants(body, "ExtrinsicObject")
+            .into_iter()
+            .find(|eo| eo.attribute("id") == Some(first.entry_id.as_str()))
+            .map(|eo| {
+                eo.elements()
+                    .filter(|c| {
+                        c.local == "Classification"
+                            && c.attribute("classificationScheme")
+                                .is_some_and(|s| COPIED_CLASSIFICATIONS.contains(&s))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(Self {
+            patient_id: first.patient_id.clone(),
+            set_entry_id: submission.set_entry_id,
+            set_unique_id: submission.set_unique_id,
+            documents: submission.documents,
+            copied_classifications,
+        }))
+    }
+
+    /// Digests the documents and signs the lot (blocking: run it off the reactor).
+    pub fn sign(
+        self,
+        signer: &dyn Signer,
+        digest: DigestAlgorithm,
+        now: OffsetDateTime,
+    ) -> Result<SignedSubmission, SigningError> {
+        let documents = self
+            .documents
+            .iter()
+            .map(|d| DocumentDigest::compute(&d.unique_id, &d.mime_type, &d.content, digest))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lot = sign_lot(
+            &LotRequest {
+                submission_set_unique_id: self.set_unique_id,
+                signature_unique_id: new_oid(),
+                documents,
+                digest,
+                signing_time: now,
+            },
+            signer,
+        )?;
+        let entry_id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+        let metadata = lot_metadata(
+            &LotMetadataInput {
+                submission_set_entry_id: self.set_entry_id,
+                signature_entry_id: entry_id.clone(),
+                patient_id: self.patient_id,
+                creation_time: now,
+                copied_classifications: self.copied_classifications,
+            },
+            &lot,
+        );
+        Ok(SignedSubmission {
+            lot,
+            metadata,
+            entry_id,
+        })
+    }
+}
+
+fn child_mut<'e>(e: &'e mut Element, local: &str) -> Option<&'e mut Element> {
+    e.children.iter_mut().find_map(|n| match n {
+        Node::Element(c) if c.local == local => Some(c),
+        _ => None,
+    })
+}
+
+impl SignedSubmission {
+    /// Writes the signature document into the request; returns the MIME parts to send
+    /// (the original ones, then the signature's when the request is MTOM).
+    pub fn apply(&self, message: &mut SoapMessage) -> Result<Vec<Attachment>, ProxyError> {
+        let lost = || ProxyError::Internal("submission structure lost while editing".into());
+        let cid = format!("signature-{}@passerelle", uuid::Uuid::new_v4().simple());
+        let mut document = Element::new(None, "Document")
+            .ns(None, XDSB)
+            .attr("id", self.entry_id.clone());
+        let mut attachments = Vec::new();
+        match &message.mtom {
+            Some(m) => {
+                attachments.extend(m.attachments.iter().cloned());
+                attachments.push(Attachment {
+                    content_id: cid.clone(),
+                    mime_type: "text/xml".into(),
+                    content: Bytes::from(self.lot.xml.clone()),
+                });
+                document = document.child(
+                    Element::new(Some("xop"), "Include")
+                        .ns(Some("xop"), XOP)
+                        .attr("href", format!("cid:{}", cid.replace('@', "%40"))),
+                );
+            }
+            None => {
+                document = document.text(base64::engine::general_purpose::STANDARD.encode(&self.lot.xml));
+            }
+        }
+        let body = child_mut(&mut message.envelope.root, "Body").ok_or_else(lost)?;
+        let request = child_mut(body, "ProvideAndRegisterDocumentSetRequest").ok_or_else(lost)?;
+        let list = child_mut(request, "SubmitObjectsRequest")
+            .and_then(|s| child_mut(s, "RegistryObjectList"))
+            .ok_or_else(|| ProxyError::BadSubmission("no SubmitObjectsRequest/RegistryObjectList".into()))?;
+        for e in [
+            &self.metadata.extrinsic_object,
+            &self.metadata.has_member,
+            &self.metadata.signs,
+        ] {
+            list.children.push(Node::Element(e.clone()));
+        }
+        request.children.push(Node::Element(document));
+        Ok(attachments)
+    }
+}

@@ -1,0 +1,298 @@
+//! Every refusal the proxy makes, and the one place where it becomes an answer: a SOAP
+//! 1.2 Fault with a stable `passerelle:<Code>` subcode, an HTTP status, a reason a
+//! person can act on, and a detail that says whether anything was sent upstream.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use passerelle_signing::xml::Element;
+use passerelle_soap::{Fault, FaultCode};
+
+use crate::body::ProxyBody;
+
+/// Namespace of the `passerelle:` fault subcodes and detail.
+pub const FAULT_NS: &str = "urn:passerelle:fault";
+
+/// Whether the request, or part of it, reached the national service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Not one byte of the request was written upstream: it is safe to send it again.
+    No,
+    /// The request was written; the service may have processed it.
+    Yes,
+}
+
+/// A proxy-side failure. Upstream SOAP faults are not errors: they are passed through.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    // The route.
+    #[error("no route {method} {path}: use POST /dmp/<service> or POST /insi/auto | /insi/manu")]
+    UnknownRoute { method: String, path: String },
+    #[error("{0} is not configured on this proxy (no [{0}] section)")]
+    ServiceNotConfigured(&'static str),
+    #[error("DMP service {0:?} is not configured: the [dmp.services] table lists the routes")]
+    UnknownDmpService(String),
+
+    // Who is calling.
+    #[error(
+        "no credentials: send 'Authorization: Bearer <token>' (the token whose SHA-256 is in [[clients]])"
+    )]
+    MissingCredentials,
+    #[error("the bearer token matches no declared client")]
+    UnknownClient,
+    #[error("client {client:?} may not connect from {source_ip} (clients.source_cidrs)")]
+    SourceNotAllowed {
+        client: String,
+        source_ip: std::net::IpAddr,
+    },
+    #[error(
+        "client {client:?} is allowed several tenants: name one in the X-Passerelle-Tenant header"
+    )]
+    TenantRequired { client: String },
+    #[error("client {client:?} may not act for tenant {tenant:?} (clients.tenants)")]
+    TenantNotAllowed { client: String, tenant: String },
+    #[error("client {client:?} may not use {service} (clients.services)")]
+    ServiceNotAllowed { client: String, service: String },
+
+    // The request.
+    #[error("request body larger than the {limit}-byte limit (limits.max_body_bytes)")]
+    BodyTooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("Content-Type {0:?} is not SOAP: use application/soap+xml (or text/xml for SOAP 1.1), or multipart/related for MTOM")]
+    UnsupportedMediaType(String),
+    #[error("MTOM request: {0}")]
+    BadMultipart(String),
+    #[error("{0}")]
+    MalformedXml(String),
+    #[error("{0}")]
+    DtdForbidden(String),
+    #[error("the request is not a SOAP envelope: {0}")]
+    NotSoap(String),
+    #[error("the SOAP header has no wsa:Action")]
+    MissingAction,
+    #[error("Action {action:?} is not an operation of DMP service {service:?}")]
+    ActionNotAllowed { action: String, service: String },
+    #[error(
+        "no identity: put an unsigned VIHF in wsse:Security or send the X-Vihf-* headers (README, HTTP API)"
+    )]
+    MissingIdentity,
+    #[error("identity: {0}")]
+    BadIdentity(String),
+    #[error("structure {structure} is neither tenant {tenant}'s legal entity nor one of its geographic entities")]
+    ForeignStructure { structure: String, tenant: String },
+    #[error("submission: {0}")]
+    BadSubmission(String),
+    #[error(
+        "the submission already carries a lot signature document; the proxy signs lots itself (dmp.signing.lot_signature_passthrough lets it through)"
+    )]
+    LotAlreadySigned,
+    #[error(
+        "tenant {tenant:?} has both INSi certificates: POST to /insi/auto (automated calls) or /insi/manu (a person's calls)"
+    )]
+    InsiModeRequired { tenant: String },
+    #[error("INSi request: {0}")]
+    BadInsiRequest(String),
+
+    // The tenant's material.
+    #[error("tenant {tenant:?} has no {role} certificate configured")]
+    CertificateMissing { tenant: String, role: String },
+    #[error("tenant {tenant:?}'s {role} certificate expired on {not_after}: install the renewed one and reload")]
+    CertificateExpired {
+        tenant: String,
+        role: String,
+        not_after: String,
+    },
+    #[error("signing failed: {0}")]
+    SigningFailed(String),
+
+    // Upstream.
+    #[error("{upstream} unreachable: {reason}")]
+    UpstreamUnreachable { upstream: String, reason: String },
+    #[error("TLS with {upstream} failed: {reason}")]
+    UpstreamTls { upstream: String, reason: String },
+    #[error("{upstream} did not answer within {seconds} s ({phase})")]
+    UpstreamTimeout {
+        upstream: String,
+        phase: &'static str,
+        seconds: u64,
+        sent: Sent,
+    },
+    #[error("connection to {upstream} lost {when}: {reason}")]
+    UpstreamConnectionLost {
+        upstream: String,
+        when: &'static str,
+        reason: String,
+        sent: Sent,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The stable code, as `passerelle:<Code>` in the fault and in logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownRoute { .. } => "UnknownRoute",
+            Self::ServiceNotConfigured(_) => "ServiceNotConfigured",
+            Self::UnknownDmpService(_) => "UnknownDmpService",
+            Self::MissingCredentials => "MissingCredentials",
+            Self::UnknownClient => "UnknownClient",
+            Self::SourceNotAllowed { .. } => "SourceNotAllowed",
+            Self::TenantRequired { .. } => "TenantRequired",
+            Self::TenantNotAllowed { .. } => "TenantNotAllowed",
+            Self::ServiceNotAllowed { .. } => "ServiceNotAllowed",
+            Self::BodyTooLarge { .. } => "BodyTooLarge",
+            Self::BodyRead(_) => "BodyRead",
+            Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Self::BadMultipart(_) => "BadMultipart",
+            Self::MalformedXml(_) => "MalformedXml",
+            Self::DtdForbidden(_) => "DtdForbidden",
+            Self::NotSoap(_) => "NotSoap",
+            Self::MissingAction => "MissingAction",
+            Self::ActionNotAllowed { .. } => "ActionNotAllowed",
+            Self::MissingIdentity => "MissingIdentity",
+            Self::BadIdentity(_) => "BadIdentity",
+            Self::ForeignStructure { .. } => "ForeignStructure",
+            Self::BadSubmission(_) => "BadSubmission",
+            Self::LotAlreadySigned => "LotAlreadySigned",
+            Self::InsiModeRequired { .. } => "InsiModeRequired",
+            Self::BadInsiRequest(_) => "BadInsiRequest",
+            Self::CertificateMissing { .. } => "CertificateMissing",
+            Self::CertificateExpired { .. } => "CertificateExpired",
+            Self::SigningFailed(_) => "SigningFailed",
+            Self::UpstreamUnreachable { .. } => "UpstreamUnreachable",
+            Self::UpstreamTls { .. } => "UpstreamTls",
+            Self::UpstreamTimeout { .. } => "UpstreamTimeout",
+            Self::UpstreamConnectionLost { .. } => "UpstreamConnectionLost",
+            Self::Internal(_) => "Internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownRoute { .. } | Self::UnknownDmpService(_) => StatusCode::NOT_FOUND,
+            Self::ServiceNotConfigured(_) => StatusCode::NOT_FOUND,
+            Self::MissingCredentials | Self::UnknownClient => StatusCode::UNAUTHORIZED,
+            Self::SourceNotAllowed { .. }
+            | Self::TenantNotAllowed { .. }
+            | Self::ServiceNotAllowed { .. }
+            | Self::ForeignStructure { .. } => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::LotAlreadySigned => StatusCode::CONFLICT,
+            Self::TenantRequired { .. }
+            | Self::BodyRead(_)
+            | Self::BadMultipart(_)
+            | Self::MalformedXml(_)
+            | Self::DtdForbidden(_)
+            | Self::NotSoap(_)
+            | Self::MissingAction
+            | Self::ActionNotAllowed { .. }
+            | Self::MissingIdentity
+            | Self::BadIdentity(_)
+            | Self::BadSubmission(_)
+            | Self::InsiModeRequired { .. }
+            | Self::BadInsiRequest(_) => StatusCode::BAD_REQUEST,
+            Self::CertificateMissing { .. } | Self::CertificateExpired { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::SigningFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamTls { .. }
+            | Self::UpstreamConnectionLost { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether the request reached the national service.
+    pub fn sent(&self) -> Sent {
+        match self {
+            Self::UpstreamTimeout { sent, .. } | Self::UpstreamConnectionLost { sent, .. } => *sent,
+            _ => Sent::No,
+        }
+    }
+
+    /// Sender faults are the caller's to fix; Receiver faults are ours or upstream's.
+    fn soap_code(&self) -> FaultCode {
+        if self.status().is_client_error() {
+            FaultCode::Sender
+        } else {
+            FaultCode::Receiver
+        }
+    }
+
+    /// What the reason adds about resending.
+    fn advice(&self) -> &'static str {
+        match (self.sent(), self.status().is_server_error()) {
+            (Sent::Yes, _) => {
+                " The request WAS sent: the service may have processed it. For a submission or an update, check its outcome (e.g. TD3.1) before sending it again."
+            }
+            (Sent::No, true) => " Nothing was sent upstream: the request can be sent again.",
+            (Sent::No, false) => " Nothing was sent upstream.",
+        }
+    }
+
+    /// The SOAP 1.2 fault answer.
+    pub fn to_response(&self, request_id: &str) -> Response<ProxyBody> {
+        let p = |local: &'static str| Element::new(Some("passerelle"), local);
+        let detail = p("Error")
+            .ns(Some("passerelle"), FAULT_NS)
+            .child(p("Code").text(self.code()))
+            .child(p("RequestId").text(request_id.to_string()))
+            .child(p("SentUpstream").text(match self.sent() {
+                Sent::No => "false",
+                Sent::Yes => "true",
+            }));
+        let xml = passerelle_soap::fault_envelope(&Fault {
+            code: self.soap_code(),
+            subcode: Some((FAULT_NS, "passerelle", self.code().to_string())),
+            reason: format!("{}.{}", self, self.advice()),
+            detail: Some(detail),
+        });
+        let mut response = Response::new(ProxyBody::full(Bytes::from(xml)));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/soap+xml; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        if self.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"passerelle\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_code_and_whether_sent() {
+        let e = ProxyError::UpstreamConnectionLost {
+            upstream: "dmp/repository".into(),
+            when: "before the response",
+            reason: "reset".into(),
+            sent: Sent::Yes,
+        };
+        let r = e.to_response("req-1");
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        let ProxyBody::Full(body) = r.into_body() else {
+            panic!("full body expected")
+        };
+        let text = String::from_utf8(body.to_vec()).expect("utf8");
+        passerelle_signing::xml::parse(&text).expect("well-formed");
+        assert!(text.contains("<soap:Value>soap:Receiver</soap:Value>"), "{text}");
+        assert!(text.contains("passerelle:UpstreamConnectionLost"), "{text}");
+        assert!(text.contains("<passerelle:SentUpstream>true</passerelle:SentUpstream>"));
+        assert!(text.contains("WAS sent"), "{text}");
+        let e = ProxyError::DtdForbidden("a DTD is not allowed".into());
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.soap_code(), FaultCode::Sender);
+    }
+}

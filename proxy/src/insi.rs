@@ -1,0 +1,122 @@
+//! The INSi path: pick the tenant's INSI-AUTO or INSI-MANU certificate, fill in the
+//! `ContexteLPS`, `ContexteBAM`, `wsa:Action` and `wsa:MessageID` headers the internal
+//! system left out (Emetteur = the certificate's OU; software identity from the
+//! configuration), and forward. A request that lacks nothing is forwarded byte for byte.
+
+use bytes::Bytes;
+use passerelle_config::{CertRole, Software};
+use passerelle_soap::insi::{
+    ACTION_PREFIX, CTXBAM_NS, CTXLPS_NS, LpsIdentity, contexte_bam, contexte_lps, operation_of,
+};
+use time::OffsetDateTime;
+
+use crate::fault::ProxyError;
+use crate::message::{SoapMessage, wsa_block};
+use crate::state::{InsiMode, InsiUpstream, TenantRuntime};
+
+/// Chooses the certificate: the route's mode, or the tenant's only INSi certificate.
+pub fn select(tenant: &TenantRuntime, mode: Option<InsiMode>) -> Result<(InsiMode, &InsiUpstream), ProxyError> {
+    let missing = |role: CertRole| ProxyError::CertificateMissing {
+        tenant: tenant.id.to_string(),
+        role: role.to_string(),
+    };
+    match mode {
+        Some(m) => tenant.insi.get(&m).map(|u| (m, u)).ok_or_else(|| missing(m.role())),
+        None => {
+            let mut all = tenant.insi.iter();
+            match (all.next(), all.next()) {
+                (Some((m, u)), None) => Ok((*m, u)),
+                (None, _) => Err(missing(CertRole::InsiAuto)),
+                (Some(_), Some(_)) => Err(ProxyError::InsiModeRequired {
+                    tenant: tenant.id.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// What goes upstream.
+#[derive(Debug)]
+pub struct InsiRequest {
+    pub body: Bytes,
+    /// `rechercherInsAvecTraitsIdentite`, ... or the Action as sent for other operations.
+    pub operation: String,
+    pub message_id: String,
+    /// The headers the proxy added, for the log.
+    pub completed: Vec<&'static str>,
+}
+
+/// Completes the headers the internal system left out.
+pub fn prepare(
+    mut message: SoapMessage,
+    upstream: &InsiUpstream,
+    software: &Software,
+    now: OffsetDateTime,
+) -> Result<InsiRequest, ProxyError> {
+    if !message.is_soap12() {
+        return Err(ProxyError::NotSoap(
+            "INSi accepts SOAP 1.2 only (http://www.w3.org/2003/05/soap-envelope)".into(),
+        ));
+    }
+    let body_operation = message
+        .envelope
+        .body_name()
+        .and_then(|(ns, local)| operation_of(&ns, &local));
+    let stamp = passerelle_signing::vihf::saml_instant(now);
+    let mut completed = Vec::new();
+    if message.envelope.header(CTXLPS_NS, "ContexteLPS").is_none() {
+        let instance = software.instance_id.to_string();
+        let lps = LpsIdentity {
+            idam: &software.insi_idam,
+            name: &software.lps_name,
+            version: &software.lps_version,
+            instance: &instance,
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        message.add_header(contexte_lps(&id, &stamp, &upstream.emetteur, &lps))?;
+        completed.push("ContexteLPS");
+    }
+    if message.envelope.header(CTXBAM_NS, "ContexteBAM").is_none() {
+        let id = uuid::Uuid::new_v4().to_string();
+        message.add_header(contexte_bam(&id, &stamp, &upstream.emetteur))?;
+        completed.push("ContexteBAM");
+    }
+    let action = match message.wsa("Action") {
+        Some(a) => a,
+        None => {
+            let op = body_operation.ok_or_else(|| {
+                ProxyError::BadInsiRequest(
+                    "no wsa:Action, and the body is neither RECSANSVITALE nor RECVITALE: set the Action".into(),
+                )
+            })?;
+            let action = format!("{ACTION_PREFIX}{op}");
+            message.add_header(wsa_block("Action", action.clone()))?;
+            completed.push("wsa:Action");
+            action
+        }
+    };
+    let message_id = match message.wsa("MessageID") {
+        Some(id) => id,
+        None => {
+            let id = format!("uuid:{}", uuid::Uuid::new_v4());
+            message.add_header(wsa_block("MessageID", id.clone()))?;
+            completed.push("wsa:MessageID");
+            id
+        }
+    };
+    let operation = action
+        .strip_prefix(ACTION_PREFIX)
+        .unwrap_or(&action)
+        .to_string();
+    let body = if completed.is_empty() {
+        message.root
+    } else {
+        Bytes::from(message.envelope.root.to_xml())
+    };
+    Ok(InsiRequest {
+        body,
+        operation,
+        message_id,
+        completed,
+    })
+}

@@ -1,0 +1,215 @@
+//! What the proxy runs on, built once from a validated [`Config`]: per tenant its ORG
+//! SIGN signer and its upstream pools (one per DMP service with ORG AUTH_CLI, one per
+//! INSi certificate), the access policy, and the bound on concurrent signatures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use passerelle_config::{CertMaterial, CertRole, Config, StructureId, Tenant, TenantId};
+use passerelle_signing::{Signer, SoftwareSigner};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::access::AccessPolicy;
+use crate::fault::ProxyError;
+use crate::upstream::{self, UpstreamPool, UpstreamTarget};
+
+/// Why the runtime state could not be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    #[error("tenant {tenant}: {role} signer: {reason}")]
+    Signer {
+        tenant: String,
+        role: CertRole,
+        reason: String,
+    },
+}
+
+/// Automated or manual INSi calls, each with its own certificate (CN INSI-AUTO / -MANU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InsiMode {
+    Auto,
+    Manu,
+}
+
+impl InsiMode {
+    pub fn role(self) -> CertRole {
+        match self {
+            Self::Auto => CertRole::InsiAuto,
+            Self::Manu => CertRole::InsiManu,
+        }
+    }
+}
+
+/// A certificate in use, for the expiry check made on every request.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub tenant: TenantId,
+    pub role: CertRole,
+    pub not_after: OffsetDateTime,
+}
+
+impl Credential {
+    fn of(tenant: &Tenant, material: &CertMaterial) -> Self {
+        Self {
+            tenant: tenant.id.clone(),
+            role: material.role,
+            not_after: material.info.not_after,
+        }
+    }
+
+    /// Refuses a certificate that expired while the proxy ran.
+    pub fn check(&self, now: OffsetDateTime) -> Result<(), ProxyError> {
+        if now > self.not_after {
+            return Err(ProxyError::CertificateExpired {
+                tenant: self.tenant.to_string(),
+                role: self.role.to_string(),
+                not_after: self.not_after.date().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The INSi side of a tenant for one mode.
+#[derive(Debug)]
+pub struct InsiUpstream {
+    pub pool: Arc<UpstreamPool>,
+    /// `Emetteur` of the INSi contexts: the certificate's OU.
+    pub emetteur: String,
+    pub credential: Credential,
+}
+
+/// The DMP side of a tenant.
+#[derive(Debug)]
+pub struct DmpUpstream {
+    /// One pool per DMP service route name, all with ORG AUTH_CLI.
+    pub pools: HashMap<String, Arc<UpstreamPool>>,
+    pub auth: Credential,
+    pub signer: Arc<dyn Signer>,
+    pub sign: Credential,
+}
+
+/// One legal entity at run time.
+#[derive(Debug)]
+pub struct TenantRuntime {
+    pub id: TenantId,
+    pub structure_id: StructureId,
+    pub geographic_structure_ids: Vec<StructureId>,
+    pub dmp: Option<DmpUpstream>,
+    pub insi: BTreeMap<InsiMode, InsiUpstream>,
+}
+
+impl TenantRuntime {
+    /// The tenant's legal entity or one of its geographic entities.
+    pub fn owns_structure(&self, s: &StructureId) -> bool {
+        *s == self.structure_id || self.geographic_structure_ids.contains(s)
+    }
+}
+
+/// Everything a request needs, shared read-only by all connections.
+#[derive(Debug)]
+pub struct ProxyState {
+    pub config: Arc<Config>,
+    pub access: AccessPolicy,
+    pub tenants: HashMap<TenantId, TenantRuntime>,
+    /// Bounds the signatures in flight on the blocking pool to the cores available.
+    pub signing_slots: Arc<Semaphore>,
+}
+
+impl ProxyState {
+    pub fn new(config: Config) -> Result<Self, StateError> {
+        let mut tenants = HashMap::new();
+        for tenant in &config.tenants {
+            tenants.insert(tenant.id.clone(), tenant_runtime(&config, tenant)?);
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            access: AccessPolicy::new(config.clients.clone()),
+            tenants,
+            signing_slots: Arc::new(Semaphore::new(cores * 2)),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Every pool, for counters.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
+        self.tenants.values().flat_map(|t| {
+            t.dmp
+                .iter()
+                .flat_map(|d| d.pools.values())
+                .chain(t.insi.values().map(|i| &i.pool))
+        })
+    }
+}
+
+fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, StateError> {
+    let cert = |role: CertRole| tenant.certificates.get(&role);
+    let dmp = match (&config.dmp, cert(CertRole::DmpAuth), cert(CertRole::DmpSign)) {
+        (Some(dmp), Some(auth), Some(sign)) => {
+            let mut pools = HashMap::new();
+            for name in dmp.services.keys() {
+                let pool_name = format!("{} dmp/{name} {}", tenant.id, CertRole::DmpAuth);
+                let url = dmp.service_url(name).unwrap_or_default();
+                let tls = upstream::client_config(&pool_name, &dmp.trust, auth)?;
+                pools.insert(
+                    name.clone(),
+                    Arc::new(UpstreamPool::new(
+                        pool_name,
+                        UpstreamTarget::parse(&url)?,
+                        tls,
+                        dmp.timeouts,
+                    )),
+                );
+            }
+            let signer = SoftwareSigner::from_material(sign).map_err(|e| StateError::Signer {
+                tenant: tenant.id.to_string(),
+                role: CertRole::DmpSign,
+                reason: e.to_string(),
+            })?;
+            Some(DmpUpstream {
+                pools,
+                auth: Credential::of(tenant, auth),
+                signer: signer.into_arc(),
+                sign: Credential::of(tenant, sign),
+            })
+        }
+        _ => None,
+    };
+    let mut insi = BTreeMap::new();
+    if let Some(service) = &config.insi {
+        for mode in [InsiMode::Auto, InsiMode::Manu] {
+            let Some(material) = cert(mode.role()) else {
+                continue;
+            };
+            let pool_name = format!("{} insi {}", tenant.id, mode.role());
+            let tls = upstream::client_config(&pool_name, &service.trust, material)?;
+            insi.insert(
+                mode,
+                InsiUpstream {
+                    pool: Arc::new(UpstreamPool::new(
+                        pool_name,
+                        UpstreamTarget::parse(service.url.as_str())?,
+                        tls,
+                        service.timeouts,
+                    )),
+                    emetteur: material
+                        .info
+                        .organizational_unit
+                        .clone()
+                        .unwrap_or_else(|| tenant.structure_id.to_string()),
+                    credential: Credential::of(tenant, material),
+                },
+            );
+        }
+    }
+    Ok(TenantRuntime {
+        id: tenant.id.clone(),
+        structure_id: tenant.structure_id.clone(),
+        geographic_structure_ids: tenant.geographic_structure_ids.clone(),
+        dmp,
+        insi,
+    })
+}

@@ -1,0 +1,497 @@
+//! Connections to the national services. One [`UpstreamPool`] per (tenant, service,
+//! certificate role), each with its own rustls `ClientConfig` built once: the client
+//! certificate is chosen by choosing the pool, so a request can never leave with the
+//! certificate of another tenant or service. Server certificates are verified against
+//! the configured IGC-Santé anchors (+ CRLs), never the web PKI.
+//!
+//! Connections are HTTP/1.1 keep-alive, kept idle up to the `idle` timeout, and TLS
+//! sessions are resumable (rustls' in-memory cache), so a handshake, which costs an
+//! RSA-2048 signature, is rare. A request is retried only when the caller allows it
+//! *and* hyper hands the request back unwritten.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use passerelle_config::{CertMaterial, Timeouts, UpstreamTrust};
+use rustls::ClientConfig;
+use rustls::client::WebPkiServerVerifier;
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::body::{Chunks, ProxyBody};
+use crate::fault::{ProxyError, Sent};
+
+/// Responses up to this size are read whole before the internal system gets anything,
+/// so that a connection cut mid-body becomes a clean fault; longer ones (ITI-43 with
+/// large documents) are streamed after this much.
+pub const BUFFERED_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Idle connections kept per pool.
+const MAX_IDLE: usize = 64;
+
+/// Whether a request may be sent a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Idempotent: once more on a fresh connection, only if the first attempt was not
+    /// written at all.
+    IfNotSent,
+    /// ITI-41, ITI-57 and anything unknown: never.
+    Never,
+}
+
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("TLS configuration for {pool}: {reason}")]
+    Tls { pool: String, reason: String },
+}
+
+/// Where a pool connects.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// Full URL, for messages.
+    pub url: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    authority: String,
+    path: String,
+}
+
+impl UpstreamTarget {
+    pub fn parse(url: &str) -> Result<Self, UpstreamError> {
+        let bad = |reason: &str| UpstreamError::Url {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if parsed.scheme() != "https" {
+            return Err(bad("only https is supported"));
+        }
+        let host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err(bad("no host")),
+        };
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let server_name = ServerName::try_from(host.clone()).map_err(|e| bad(&e.to_string()))?;
+        let authority = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or(&host)),
+            None => parsed.host_str().unwrap_or(&host).to_string(),
+        };
+        let mut path = parsed.path().to_string();
+        if let Some(q) = parsed.query() {
+            path = format!("{path}?{q}");
+        }
+        Ok(Self {
+            url: url.to_string(),
+            host,
+            port,
+            server_name,
+            authority,
+            path,
+        })
+    }
+}
+
+/// The TLS client configuration of one pool: the upstream's anchors and CRLs, and the
+/// one client certificate this pool presents.
+pub fn client_config(
+    pool: &str,
+    trust: &UpstreamTrust,
+    cert: &CertMaterial,
+) -> Result<Arc<ClientConfig>, UpstreamError> {
+    let err = |reason: String| UpstreamError::Tls {
+        pool: pool.to_string(),
+        reason,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for anchor in &trust.anchors {
+        roots
+            .add(CertificateDer::from(anchor.clone()))
+            .map_err(|e| err(format!("trust anchor: {e}")))?;
+    }
+    let crls: Vec<CertificateRevocationListDer<'static>> = trust
+        .crls
+        .iter()
+        .map(|c| CertificateRevocationListDer::from(c.clone()))
+        .collect();
+    let mut verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if !crls.is_empty() {
+        // A CRL covers the certificates of its issuer only; the others stay accepted.
+        verifier = verifier.with_crls(crls).allow_unknown_revocation_status();
+    }
+    let verifier = verifier.build().map_err(|e| err(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = std::iter::once(cert.leaf_der.clone())
+        .chain(cert.intermediates_der.iter().cloned())
+        .map(CertificateDer::from)
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.pkcs8_der().to_vec()));
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| err(e.to_string()))?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| err(format!("client certificate: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// Counters of one pool.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections opened (TCP + TLS).
+    pub connections: AtomicU64,
+    /// Full TLS handshakes.
+    pub full_handshakes: AtomicU64,
+    /// Resumed TLS handshakes.
+    pub resumed_handshakes: AtomicU64,
+    /// Requests sent.
+    pub requests: AtomicU64,
+}
+
+impl PoolStats {
+    pub fn handshakes(&self) -> u64 {
+        self.full_handshakes.load(Ordering::Relaxed) + self.resumed_handshakes.load(Ordering::Relaxed)
+    }
+}
+
+struct IdleConnection {
+    sender: SendRequest<Chunks>,
+    since: Instant,
+}
+
+/// Keep-alive connections to one upstream URL with one client certificate.
+pub struct UpstreamPool {
+    /// `<tenant> <service> <role>`, for messages and metrics.
+    name: String,
+    target: UpstreamTarget,
+    tls: TlsConnector,
+    timeouts: Timeouts,
+    idle: Mutex<VecDeque<IdleConnection>>,
+    pub stats: PoolStats,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("name", &self.name)
+            .field("url", &self.target.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+impl UpstreamPool {
+    pub fn new(name: String, target: UpstreamTarget, tls: Arc<ClientConfig>, timeouts: Timeouts) -> Self {
+        Self {
+            name,
+            target,
+            tls: TlsConnector::from(tls),
+            timeouts,
+            idle: Mutex::new(VecDeque::new()),
+            stats: PoolStats::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &str {
+        &self.target.url
+    }
+
+    /// Connections idle in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    fn checkout(&self) -> Option<SendRequest<Chunks>> {
+        let mut idle = self.idle.lock().ok()?;
+        // Most recently used first: the likeliest to be still open upstream.
+        while let Some(c) = idle.pop_back() {
+            if !c.sender.is_closed() && c.since.elapsed() < self.timeouts.idle {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: SendRequest<Chunks>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() >= MAX_IDLE {
+                idle.pop_front();
+            }
+            idle.push_back(IdleConnection {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Chunks>, ProxyError> {
+        let upstream = &self.target.url;
+        let tcp = tokio::time::timeout(
+            self.timeouts.connect,
+            TcpStream::connect((self.target.host.as_str(), self.target.port)),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout {
+            upstream: upstream.clone(),
+            phase: "TCP connect",
+            seconds: secs(self.timeouts.connect),
+            sent: Sent::No,
+        })?
+        .map_err(|e| ProxyError::UpstreamUnreachable {
+            upstream: upstream.clone(),
+            reason: e.to_string(),
+        })?;
+        let _ = tcp.set_nodelay(true);
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let tls = tokio::time::timeout(
+            self.timeouts.tls,
+            self.tls.connect(self.target.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout {
+            upstream: upstream.clone(),
+            phase: "TLS handshake",
+            seconds: secs(self.timeouts.tls),
+            sent: Sent::No,
+        })?
+        .map_err(|e| ProxyError::UpstreamTls {
+            upstream: upstream.clone(),
+            reason: e.to_string(),
+        })?;
+        match tls.get_ref().1.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => &self.stats.resumed_handshakes,
+            _ => &self.stats.full_handshakes,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| {
+            ProxyError::UpstreamConnectionLost {
+                upstream: upstream.clone(),
+                when: "while setting up HTTP",
+                reason: e.to_string(),
+                sent: Sent::No,
+            }
+        })?;
+        tokio::spawn(async move {
+            // Ends when the connection closes (either side, or the idle pool drops it).
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends one request and reads its response: whole when short, otherwise
+    /// [`BUFFERED_RESPONSE_BYTES`] then streamed. `content_type` and `body` are the
+    /// request's; `extra` headers are added as they are.
+    pub async fn send(
+        self: &Arc<Self>,
+        content_type: &str,
+        extra: &[(http::HeaderName, http::HeaderValue)],
+        body: Vec<Bytes>,
+        retry: Retry,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upstream = &self.target.url;
+        let build = || -> Result<Request<Chunks>, ProxyError> {
+            let chunks = Chunks::new(body.iter().cloned());
+            let mut b = Request::post(self.target.path.as_str())
+                .header(http::header::HOST, self.target.authority.as_str())
+                .header(http::header::CONTENT_TYPE, content_type)
+                .header(http::header::CONTENT_LENGTH, chunks.len());
+            for (k, v) in extra {
+                b = b.header(k, v);
+            }
+            b.body(chunks)
+                .map_err(|e| ProxyError::Internal(format!("upstream request: {e}")))
+        };
+        let mut request = build()?;
+        let mut attempts = 0;
+        let deadline = Instant::now() + self.timeouts.request;
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(s) => (s, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    // Closed while idle: nothing was written on it; take another.
+                    continue;
+                }
+                return Err(ProxyError::UpstreamConnectionLost {
+                    upstream: upstream.clone(),
+                    when: "right after connecting",
+                    reason: e.to_string(),
+                    sent: Sent::No,
+                });
+            }
+            attempts += 1;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let response = match tokio::time::timeout(remaining, sender.try_send_request(request)).await {
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        upstream: upstream.clone(),
+                        phase: "waiting for the response",
+                        seconds: secs(self.timeouts.request),
+                        sent: Sent::Yes,
+                    });
+                }
+                Ok(Ok(response)) => response,
+                Ok(Err(mut e)) => {
+                    let reason = e.error().to_string();
+                    match e.take_message() {
+                        Some(unsent) if retry == Retry::IfNotSent && attempts < 2 => {
+                            request = unsent;
+                            continue;
+                        }
+                        Some(_) => {
+                            return Err(ProxyError::UpstreamConnectionLost {
+                                upstream: upstream.clone(),
+                                when: "before the request was written",
+                                reason,
+                                sent: Sent::No,
+                            });
+                        }
+                        None => {
+                            return Err(ProxyError::UpstreamConnectionLost {
+                                upstream: upstream.clone(),
+                                when: "before the response",
+                                reason,
+                                sent: Sent::Yes,
+                            });
+                        }
+                    }
+                }
+            };
+            return self.read_response(response, sender, deadline).await;
+        }
+    }
+
+    async fn read_response(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<Chunks>,
+        deadline: Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upstream = &self.target.url;
+        let (parts, mut incoming) = response.into_parts();
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut read = 0usize;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let frame = match tokio::time::timeout(remaining, incoming.frame()).await {
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        upstream: upstream.clone(),
+                        phase: "reading the response body",
+                        seconds: secs(self.timeouts.request),
+                        sent: Sent::Yes,
+                    });
+                }
+                Ok(None) => {
+                    self.checkin(sender);
+                    let body = match head.len() {
+                        0 => Bytes::new(),
+                        1 => head.swap_remove(0),
+                        _ => Bytes::from(head.concat()),
+                    };
+                    return Ok(Response::from_parts(parts, ProxyBody::Full(body)));
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ProxyError::UpstreamConnectionLost {
+                        upstream: upstream.clone(),
+                        when: "during the response",
+                        reason: e.to_string(),
+                        sent: Sent::Yes,
+                    });
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                read += data.len();
+                head.push(data);
+                if read > BUFFERED_RESPONSE_BYTES {
+                    let rest = PooledBody {
+                        inner: incoming,
+                        sender: Some(sender),
+                        pool: Arc::clone(self),
+                    };
+                    return Ok(Response::from_parts(
+                        parts,
+                        ProxyBody::Streaming {
+                            head: Chunks::new(head),
+                            rest,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The rest of a long upstream response; the connection goes back to its pool when the
+/// body ends, and is closed if the internal system goes away first.
+pub struct PooledBody {
+    inner: Incoming,
+    sender: Option<SendRequest<Chunks>>,
+    pool: Arc<UpstreamPool>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("pool", &self.pool.name).finish_non_exhaustive()
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled
+            && let Some(sender) = this.sender.take()
+        {
+            this.pool.checkin(sender);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,130 @@
+//! DMP through Passerelle: TD2.1 (three documents, lot signed by the proxy), TD3.1 and
+//! TD3.2 back, identity from headers and from the internal system's own VIHF, two
+//! tenants kept apart, structure outside the tenant refused before any upstream byte,
+//! and every body the proxy emitted valid against the DMP XSDs.
+
+use passerelle_e2e::messages::{self, find_documents, retrieve, submission, three_documents, vihf_headers};
+use passerelle_e2e::{Harness, SOAP_CT, spec, xmllint};
+use passerelle_mocks::dmp::REPOSITORY_UNIQUE_ID;
+use passerelle_soap::mtom;
+use passerelle_soap::Envelope;
+use passerelle_soap::envelope::standalone;
+
+fn headers<'a>(tenant: &'a str, vihf: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    let mut h: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.push(("x-passerelle-tenant", tenant));
+    h
+}
+
+/// The body element of an envelope, alone, validated against `xsd` (under spec/dmp/schema).
+fn assert_valid(envelope: &[u8], xsd: &str) -> String {
+    let env = Envelope::parse(std::str::from_utf8(envelope).expect("UTF-8")).expect("envelope");
+    let (e, scope) = env.body_element().expect("body element");
+    let alone = standalone(e, &scope);
+    let (ok, out) = xmllint(&alone, &spec().join("dmp/schema").join(xsd));
+    assert!(ok, "{xsd}: {out}\n{alone}");
+    alone
+}
+
+/// XOP: the infoset with each `xop:Include` replaced by its part in base64.
+fn inline_xop(root: &str, parts: &mtom::Mtom) -> String {
+    use base64::Engine;
+    let mut out = String::new();
+    let mut rest = root;
+    while let Some(start) = rest.find("<xop:Include") {
+        let end = start + rest[start..].find("/>").expect("end of xop:Include") + 2;
+        let include = &rest[start..end];
+        let href = include.split("href=\"").nth(1).and_then(|h| h.split('"').next()).expect("href");
+        let part = parts.part(&mtom::cid(href)).expect("part for href");
+        out.push_str(&rest[..start]);
+        out.push_str(&base64::engine::general_purpose::STANDARD.encode(part));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
+    let h = Harness::start().await;
+    let tenant = h.pki.tenants[0].id.clone();
+    let structure = h.pki.tenants[0].structure_id.clone();
+    let vihf = vihf_headers(&structure);
+    let docs = three_documents("e2e41");
+    let (ct, body) = submission("1.2.250.1.999.e2e41.100", &docs);
+
+    let reply = h.post("/dmp/repository", &headers(&tenant, &vihf), &ct, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let rr = assert_valid(&reply.body, "ebRS/rs.xsd");
+    assert!(rr.contains("ResponseStatusType:Success"), "{rr}");
+    assert!(reply.headers.contains_key("x-request-id"));
+
+    // The mock verified the lot signature against the parts and recorded 3 + 1 documents,
+    // all received with tenant A's ORG AUTH_CLI.
+    let stored = h.dmp_service.documents();
+    assert_eq!(stored.len(), 4, "3 documents + the lot signature");
+    assert!(stored.iter().all(|d| d.client_subject == h.subject(0, "dmp_auth")));
+    assert_eq!(h.dmp.stats.count("ProvideAndRegisterDocumentSet-b", "ok"), 1);
+
+    // What the proxy emitted: MTOM, the envelope valid against XDS.b once XOP is inlined.
+    let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
+    let parts = mtom::parse(&sent.content_type, &sent.body).expect("MTOM sent upstream");
+    assert_eq!(parts.attachments.len(), 4, "three documents + the signature part");
+    let root = std::str::from_utf8(&parts.root).expect("UTF-8");
+    assert!(root.contains("<wsa:MessageID"), "MessageID added");
+    assert!(root.contains(&format!("<wsa:To xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">{}", h.proxy().state.config.dmp.as_ref().expect("dmp").service_url("repository").expect("url"))));
+    assert_valid(inline_xop(root, &parts).as_bytes(), "IHE/XDS.b_DocumentRepository.xsd");
+
+    // TD3.1: the identity is the internal system's own unsigned VIHF this time.
+    let reply = h
+        .post("/dmp/registry", &[("x-passerelle-tenant", tenant.as_str())], SOAP_CT, messages::dmp_request(
+            passerelle_soap::xds::ITI18,
+            Some(&unsigned_vihf(&structure)),
+            find_documents().split("<soap:Body>").nth(1).and_then(|b| b.split("</soap:Body>").next()).expect("body"),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let list = assert_valid(&reply.body, "ebRS/query.xsd");
+    for d in &docs {
+        assert!(list.contains(&d.unique_id), "{} not listed", d.unique_id);
+    }
+    let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
+    assert_valid(&sent.body, "ebRS/query.xsd");
+
+    // TD3.2: each document's bytes, unchanged, over MTOM.
+    for d in &docs {
+        let reply = h
+            .post("/dmp/repository", &headers(&tenant, &vihf), SOAP_CT, retrieve(REPOSITORY_UNIQUE_ID, &d.unique_id))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let m = mtom::parse(&reply.content_type(), &reply.body).expect("MTOM response");
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(&m.attachments[0].content[..], &d.content[..], "{} bytes differ", d.unique_id);
+        let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
+        assert_valid(&sent.body, "IHE/XDS.b_DocumentRepository.xsd");
+    }
+}
+
+/// A VIHF as an internal system may send it: complete, unsigned.
+fn unsigned_vihf(structure: &str) -> String {
+    format!(
+        r#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_{id}" IssueInstant="2020-01-01T00:00:00Z" Version="2.0"><saml2:Issuer>SIH</saml2:Issuer><saml2:Subject><saml2:NameID>899900063480</saml2:NameID></saml2:Subject><saml2:AuthnStatement AuthnInstant="2020-01-01T00:00:00Z"><saml2:AuthnContext><saml2:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement><saml2:AttributeStatement>{attrs}</saml2:AttributeStatement></saml2:Assertion>"#,
+        id = uuid::Uuid::new_v4(),
+        attrs = [
+            ("Identifiant_Structure", structure.to_string()),
+            ("Secteur_Activite", "SA01^1.2.250.1.71.4.2.4".into()),
+            ("urn:oasis:names:tc:xspa:1.0:subject:subject-id", "MAX LIBRE".into()),
+            ("urn:oasis:names:tc:xacml:2.0:subject:role", "10".into()),
+            ("VIHF_Version", "3.0".into()),
+            ("Authentification_mode", "INDIRECTE".into()),
+            ("urn:oasis:names:tc:xacml:2.0:resource:resource-id", passerelle_e2e::PATIENT.replace('&', "&amp;")),
+            ("Ressource_URN", "urn:dmp".into()),
+            ("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse", "normal".into()),
+            ("LPS_Nom", "SIH".into()),
+            ("LPS_Version", "1".into()),
+        ]
+        .iter()
+        .map(|(n, v)| format!(r#"<saml2:Attribute Name="{n}"><saml2:AttributeValue xsi:type="xs:string">{v}</saml2:AttributeValue></saml2:Attribute>"#))
+        .collect::<String>()
+    )
+}
