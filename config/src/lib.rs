@@ -478,14 +478,20 @@ impl Validator {
         if l.max_body_bytes < FLOOR {
             self.error(
                 "limits.max_body_bytes",
-                format!("{} bytes is too small for a SOAP request: at least {FLOOR}", l.max_body_bytes),
+                format!(
+                    "{} bytes is too small for a SOAP request: at least {FLOOR}",
+                    l.max_body_bytes
+                ),
             );
             return None;
         }
         match usize::try_from(l.max_body_bytes) {
             Ok(max_body_bytes) => Some(Limits { max_body_bytes }),
             Err(_) => {
-                self.error("limits.max_body_bytes", "larger than this machine can address");
+                self.error(
+                    "limits.max_body_bytes",
+                    "larger than this machine can address",
+                );
                 None
             }
         }
@@ -714,7 +720,10 @@ impl Validator {
             "sha256" => Some(SignatureDigest::Sha256),
             "sha1" => Some(SignatureDigest::Sha1),
             other => {
-                self.error(field, format!("{other:?} is not a digest: \"sha256\" or \"sha1\""));
+                self.error(
+                    field,
+                    format!("{other:?} is not a digest: \"sha256\" or \"sha1\""),
+                );
                 None
             }
         }
@@ -732,7 +741,10 @@ impl Validator {
             );
         }
         if s.vihf_version.trim().is_empty() {
-            self.error("dmp.signing.vihf_version", "must not be empty (e.g. \"3.0\")");
+            self.error(
+                "dmp.signing.vihf_version",
+                "must not be empty (e.g. \"3.0\")",
+            );
         }
         let vihf_digest = self.digest("dmp.signing.vihf_digest", &s.vihf_digest);
         let lot_digest = self.digest("dmp.signing.lot_digest", &s.lot_digest);

@@ -243,8 +243,10 @@ impl MockDmp {
             outcome: "iti41_metadata",
             reason: e.to_string(),
         })?;
-        let (signatures, entries): (Vec<_>, Vec<_>) =
-            submission.documents.into_iter().partition(|d| d.is_signature);
+        let (signatures, entries): (Vec<_>, Vec<_>) = submission
+            .documents
+            .into_iter()
+            .partition(|d| d.is_signature);
         let signature = match <[_; 1]>::try_from(signatures) {
             Ok([signature]) => signature,
             Err(v) if v.is_empty() => {
@@ -601,17 +603,19 @@ impl Service for MockDmp {
         };
         let soap_type = "application/soap+xml; charset=utf-8".to_string();
         let result = match action.as_str() {
-            ITI41 => self.provide_and_register(&env, attachments.as_ref(), req).map(|r| {
-                let failed = r.attribute("status") == Some(FAILURE);
-                let mut resp = ok(
-                    envelope_with_action(&format!("{ITI41}Response"), &relates_to, r),
-                    soap_type.clone(),
-                );
-                if failed {
-                    resp.outcome = "duplicate".into();
-                }
-                resp
-            }),
+            ITI41 => self
+                .provide_and_register(&env, attachments.as_ref(), req)
+                .map(|r| {
+                    let failed = r.attribute("status") == Some(FAILURE);
+                    let mut resp = ok(
+                        envelope_with_action(&format!("{ITI41}Response"), &relates_to, r),
+                        soap_type.clone(),
+                    );
+                    if failed {
+                        resp.outcome = "duplicate".into();
+                    }
+                    resp
+                }),
             ITI18 => self.stored_query(&env).map(|r| {
                 ok(
                     envelope_with_action(&format!("{ITI18}Response"), &relates_to, r),

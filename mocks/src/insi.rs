@@ -457,7 +457,9 @@ pub fn traits_request(
         instance: "00000000-0000-4000-8000-000000000001",
     };
     let wsa = |local: &'static str, text: String| {
-        Element::new(Some("wsa"), local).ns(Some("wsa"), WSA).text(text)
+        Element::new(Some("wsa"), local)
+            .ns(Some("wsa"), WSA)
+            .text(text)
     };
     let field = |local: &'static str, text: &str| Element::new(None, local).text(text.to_string());
     soap::envelope(

@@ -234,15 +234,7 @@ async fn answer(
         client: client.clone(),
     };
     let mut response = service.handle(&request);
-    let decision = faults.decide(&response.operation);
-    if decision.fail {
-        let op = response.operation.clone();
-        response = service.unavailable(&op);
-        response.outcome = "injected_fault".into();
-    }
-    if decision.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
-    }
+    // Recorded on receipt, before any injected latency, as a real server would log it.
     stats.record_body(ReceivedBody {
         operation: response.operation.clone(),
         content_type: request
@@ -253,6 +245,15 @@ async fn answer(
             .to_string(),
         body: request.body.clone(),
     });
+    let decision = faults.decide(&response.operation);
+    if decision.fail {
+        let op = response.operation.clone();
+        response = service.unavailable(&op);
+        response.outcome = "injected_fault".into();
+    }
+    if decision.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
+    }
     stats.record(RequestRecord {
         operation: response.operation.clone(),
         outcome: response.outcome.clone(),

@@ -65,7 +65,9 @@ impl AccessPolicy {
         // Every digest is compared, each in constant time.
         let mut found = None;
         for c in &self.clients {
-            if c.token_sha256.is_some_and(|d| openssl::memcmp::eq(&d, &digest)) {
+            if c.token_sha256
+                .is_some_and(|d| openssl::memcmp::eq(&d, &digest))
+            {
                 found.get_or_insert(c);
             }
         }
@@ -125,7 +127,12 @@ impl AccessPolicy {
 mod tests {
     use super::*;
 
-    fn client(name: &str, token: &str, tenants: &[&str], services: Vec<ServiceScope>) -> InternalClient {
+    fn client(
+        name: &str,
+        token: &str,
+        tenants: &[&str],
+        services: Vec<ServiceScope>,
+    ) -> InternalClient {
         InternalClient {
             name: name.into(),
             source_cidrs: vec!["10.0.0.0/8".parse().expect("cidr")],
@@ -140,7 +147,10 @@ mod tests {
     fn headers(token: Option<&str>, tenant: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(t) = token {
-            h.insert(http::header::AUTHORIZATION, format!("Bearer {t}").parse().expect("value"));
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("value"),
+            );
         }
         if let Some(t) = tenant {
             h.insert(TENANT_HEADER, t.parse().expect("value"));
@@ -152,28 +162,83 @@ mod tests {
     fn default_deny_and_each_refusal() {
         let policy = AccessPolicy::new(vec![
             client("dpi", "secret-dpi", &["a", "b"], vec![ServiceScope::AllDmp]),
-            client("lab", "secret-lab", &["a"], vec![ServiceScope::Dmp("registry".into()), ServiceScope::Insi]),
+            client(
+                "lab",
+                "secret-lab",
+                &["a"],
+                vec![ServiceScope::Dmp("registry".into()), ServiceScope::Insi],
+            ),
         ]);
         let inside: IpAddr = "10.1.2.3".parse().expect("ip");
         let code = |r: Result<Grant, ProxyError>| r.err().map(|e| e.code());
-        assert_eq!(code(policy.authorize(&headers(None, None), inside, Service::Insi)), Some("MissingCredentials"));
-        assert_eq!(code(policy.authorize(&headers(Some("nope"), None), inside, Service::Insi)), Some("UnknownClient"));
         assert_eq!(
-            code(policy.authorize(&headers(Some("secret-lab"), None), "192.168.1.1".parse().expect("ip"), Service::Insi)),
+            code(policy.authorize(&headers(None, None), inside, Service::Insi)),
+            Some("MissingCredentials")
+        );
+        assert_eq!(
+            code(policy.authorize(&headers(Some("nope"), None), inside, Service::Insi)),
+            Some("UnknownClient")
+        );
+        assert_eq!(
+            code(policy.authorize(
+                &headers(Some("secret-lab"), None),
+                "192.168.1.1".parse().expect("ip"),
+                Service::Insi
+            )),
             Some("SourceNotAllowed")
         );
-        assert_eq!(code(policy.authorize(&headers(Some("secret-dpi"), None), inside, Service::Dmp("registry"))), Some("TenantRequired"));
-        assert_eq!(code(policy.authorize(&headers(Some("secret-dpi"), Some("c")), inside, Service::Dmp("registry"))), Some("TenantNotAllowed"));
-        assert_eq!(code(policy.authorize(&headers(Some("secret-dpi"), Some("a")), inside, Service::Insi)), Some("ServiceNotAllowed"));
-        assert_eq!(code(policy.authorize(&headers(Some("secret-lab"), None), inside, Service::Dmp("repository"))), Some("ServiceNotAllowed"));
+        assert_eq!(
+            code(policy.authorize(
+                &headers(Some("secret-dpi"), None),
+                inside,
+                Service::Dmp("registry")
+            )),
+            Some("TenantRequired")
+        );
+        assert_eq!(
+            code(policy.authorize(
+                &headers(Some("secret-dpi"), Some("c")),
+                inside,
+                Service::Dmp("registry")
+            )),
+            Some("TenantNotAllowed")
+        );
+        assert_eq!(
+            code(policy.authorize(
+                &headers(Some("secret-dpi"), Some("a")),
+                inside,
+                Service::Insi
+            )),
+            Some("ServiceNotAllowed")
+        );
+        assert_eq!(
+            code(policy.authorize(
+                &headers(Some("secret-lab"), None),
+                inside,
+                Service::Dmp("repository")
+            )),
+            Some("ServiceNotAllowed")
+        );
         let g = policy
-            .authorize(&headers(Some("secret-lab"), None), "::ffff:10.0.0.1".parse().expect("ip"), Service::Dmp("registry"))
+            .authorize(
+                &headers(Some("secret-lab"), None),
+                "::ffff:10.0.0.1".parse().expect("ip"),
+                Service::Dmp("registry"),
+            )
             .expect("allowed");
         assert_eq!((g.client.as_str(), g.tenant.as_str()), ("lab", "a"));
         let g = policy
-            .authorize(&headers(Some("secret-dpi"), Some("b")), inside, Service::Dmp("patients"))
+            .authorize(
+                &headers(Some("secret-dpi"), Some("b")),
+                inside,
+                Service::Dmp("patients"),
+            )
             .expect("allowed");
         assert_eq!(g.tenant.as_str(), "b");
-        assert!(AccessPolicy::new(vec![]).authorize(&headers(Some("x"), None), inside, Service::Insi).is_err());
+        assert!(
+            AccessPolicy::new(vec![])
+                .authorize(&headers(Some("x"), None), inside, Service::Insi)
+                .is_err()
+        );
     }
 }

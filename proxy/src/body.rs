@@ -17,7 +17,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Reads a whole request body, refusing it as soon as it passes `limit` bytes: a
 /// declared Content-Length over the limit is refused before reading anything.
-pub async fn read_limited<B>(body: B, declared: Option<u64>, limit: usize) -> Result<Bytes, ProxyError>
+pub async fn read_limited<B>(
+    body: B,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Bytes, ProxyError>
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -167,14 +171,21 @@ mod tests {
             .expect("within limit");
         assert_eq!(&ok[..], b"abc");
         let declared = read_limited(Full::new(Bytes::new()), Some(4), 3).await;
-        assert!(matches!(declared, Err(ProxyError::BodyTooLarge { limit: 3 })));
+        assert!(matches!(
+            declared,
+            Err(ProxyError::BodyTooLarge { limit: 3 })
+        ));
         let actual = read_limited(Full::new(Bytes::from_static(b"abcd")), None, 3).await;
         assert!(matches!(actual, Err(ProxyError::BodyTooLarge { limit: 3 })));
     }
 
     #[tokio::test]
     async fn chunks_have_an_exact_length() {
-        let body = Chunks::new([Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"c")]);
+        let body = Chunks::new([
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"c"),
+        ]);
         assert_eq!(body.size_hint().exact(), Some(3));
         let all = body.collect().await.expect("infallible").to_bytes();
         assert_eq!(&all[..], b"abc");

@@ -58,7 +58,9 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
-    #[error("Content-Type {0:?} is not SOAP: use application/soap+xml (or text/xml for SOAP 1.1), or multipart/related for MTOM")]
+    #[error(
+        "Content-Type {0:?} is not SOAP: use application/soap+xml (or text/xml for SOAP 1.1), or multipart/related for MTOM"
+    )]
     UnsupportedMediaType(String),
     #[error("MTOM request: {0}")]
     BadMultipart(String),
@@ -78,7 +80,9 @@ pub enum ProxyError {
     MissingIdentity,
     #[error("identity: {0}")]
     BadIdentity(String),
-    #[error("structure {structure} is neither tenant {tenant}'s legal entity nor one of its geographic entities")]
+    #[error(
+        "structure {structure} is neither tenant {tenant}'s legal entity nor one of its geographic entities"
+    )]
     ForeignStructure { structure: String, tenant: String },
     #[error("submission: {0}")]
     BadSubmission(String),
@@ -96,7 +100,9 @@ pub enum ProxyError {
     // The tenant's material.
     #[error("tenant {tenant:?} has no {role} certificate configured")]
     CertificateMissing { tenant: String, role: String },
-    #[error("tenant {tenant:?}'s {role} certificate expired on {not_after}: install the renewed one and reload")]
+    #[error(
+        "tenant {tenant:?}'s {role} certificate expired on {not_after}: install the renewed one and reload"
+    )]
     CertificateExpired {
         tenant: String,
         role: String,
@@ -287,7 +293,10 @@ mod tests {
         };
         let text = String::from_utf8(body.to_vec()).expect("utf8");
         passerelle_signing::xml::parse(&text).expect("well-formed");
-        assert!(text.contains("<soap:Value>soap:Receiver</soap:Value>"), "{text}");
+        assert!(
+            text.contains("<soap:Value>soap:Receiver</soap:Value>"),
+            "{text}"
+        );
         assert!(text.contains("passerelle:UpstreamConnectionLost"), "{text}");
         assert!(text.contains("<passerelle:SentUpstream>true</passerelle:SentUpstream>"));
         assert!(text.contains("WAS sent"), "{text}");

@@ -15,13 +15,20 @@ use crate::message::{SoapMessage, wsa_block};
 use crate::state::{InsiMode, InsiUpstream, TenantRuntime};
 
 /// Chooses the certificate: the route's mode, or the tenant's only INSi certificate.
-pub fn select(tenant: &TenantRuntime, mode: Option<InsiMode>) -> Result<(InsiMode, &InsiUpstream), ProxyError> {
+pub fn select(
+    tenant: &TenantRuntime,
+    mode: Option<InsiMode>,
+) -> Result<(InsiMode, &InsiUpstream), ProxyError> {
     let missing = |role: CertRole| ProxyError::CertificateMissing {
         tenant: tenant.id.to_string(),
         role: role.to_string(),
     };
     match mode {
-        Some(m) => tenant.insi.get(&m).map(|u| (m, u)).ok_or_else(|| missing(m.role())),
+        Some(m) => tenant
+            .insi
+            .get(&m)
+            .map(|u| (m, u))
+            .ok_or_else(|| missing(m.role())),
         None => {
             let mut all = tenant.insi.iter();
             match (all.next(), all.next()) {

@@ -33,7 +33,10 @@ fn media_type(content_type: &str) -> String {
 /// Parses the envelope; a DTD or entity gets its own code.
 pub fn parse_envelope(root: &[u8]) -> Result<Envelope, ProxyError> {
     let text = std::str::from_utf8(root).map_err(|e| {
-        ProxyError::MalformedXml(format!("the SOAP envelope is not UTF-8 (byte {})", e.valid_up_to()))
+        ProxyError::MalformedXml(format!(
+            "the SOAP envelope is not UTF-8 (byte {})",
+            e.valid_up_to()
+        ))
     })?;
     Envelope::parse(text).map_err(|e| match e {
         EnvelopeError::Xml(XmlError::Dtd) => ProxyError::DtdForbidden(e.to_string()),
@@ -72,16 +75,20 @@ impl SoapMessage {
     pub fn header_mut(&mut self) -> Result<&mut Element, ProxyError> {
         let root = &mut self.envelope.root;
         let soap_ns = self.envelope.soap_ns;
-        let position = root.children.iter().position(
-            |n| matches!(n, Node::Element(e) if e.local == "Header"),
-        );
+        let position = root
+            .children
+            .iter()
+            .position(|n| matches!(n, Node::Element(e) if e.local == "Header"));
         let index = match position {
             Some(i) => i,
             None => {
                 let header = Element {
                     prefix: Some(Str::Borrowed("passerelle-soap")),
                     local: Str::Borrowed("Header"),
-                    namespaces: vec![(Some(Str::Borrowed("passerelle-soap")), Str::Borrowed(soap_ns))],
+                    namespaces: vec![(
+                        Some(Str::Borrowed("passerelle-soap")),
+                        Str::Borrowed(soap_ns),
+                    )],
                     ..Element::default()
                 };
                 let body = root
@@ -95,7 +102,9 @@ impl SoapMessage {
         };
         match root.children.get_mut(index) {
             Some(Node::Element(e)) => Ok(e),
-            _ => Err(ProxyError::Internal("SOAP Header lost while editing".into())),
+            _ => Err(ProxyError::Internal(
+                "SOAP Header lost while editing".into(),
+            )),
         }
     }
 
@@ -107,13 +116,17 @@ impl SoapMessage {
 
     /// Text of a WS-Addressing header, if present.
     pub fn wsa(&self, local: &str) -> Option<String> {
-        self.envelope.header_text(WSA, local).filter(|t| !t.is_empty())
+        self.envelope
+            .header_text(WSA, local)
+            .filter(|t| !t.is_empty())
     }
 }
 
 /// A WS-Addressing header block with its own namespace declaration.
 pub fn wsa_block(local: &'static str, text: impl Into<Str>) -> Element {
-    Element::new(Some("wsa"), local).ns(Some("wsa"), WSA).text(text)
+    Element::new(Some("wsa"), local)
+        .ns(Some("wsa"), WSA)
+        .text(text)
 }
 
 #[cfg(test)]
@@ -123,19 +136,42 @@ mod tests {
     #[test]
     fn media_types_and_header_creation() {
         let env = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><x xmlns="urn:x"/></s:Body></s:Envelope>"#;
-        let mut m = SoapMessage::read("application/soap+xml; charset=utf-8", Bytes::from(env)).expect("soap");
+        let mut m = SoapMessage::read("application/soap+xml; charset=utf-8", Bytes::from(env))
+            .expect("soap");
         assert!(m.is_soap12());
-        m.add_header(wsa_block("MessageID", "urn:uuid:1")).expect("header");
+        m.add_header(wsa_block("MessageID", "urn:uuid:1"))
+            .expect("header");
         let out = m.envelope.root.to_xml();
-        let again = SoapMessage::read("application/soap+xml", Bytes::from(out.clone())).expect("reparse");
-        assert_eq!(again.wsa("MessageID").as_deref(), Some("urn:uuid:1"), "{out}");
-        assert!(out.find("Header").expect("header") < out.find("Body").expect("body"), "{out}");
+        let again =
+            SoapMessage::read("application/soap+xml", Bytes::from(out.clone())).expect("reparse");
+        assert_eq!(
+            again.wsa("MessageID").as_deref(),
+            Some("urn:uuid:1"),
+            "{out}"
+        );
+        assert!(
+            out.find("Header").expect("header") < out.find("Body").expect("body"),
+            "{out}"
+        );
 
-        let code = |ct: &str, body: &str| SoapMessage::read(ct, Bytes::from(body.to_string())).err().map(|e| e.code());
+        let code = |ct: &str, body: &str| {
+            SoapMessage::read(ct, Bytes::from(body.to_string()))
+                .err()
+                .map(|e| e.code())
+        };
         assert_eq!(code("application/json", env), Some("UnsupportedMediaType"));
-        assert_eq!(code("text/xml", "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><x>&e;</x>"), Some("DtdForbidden"));
+        assert_eq!(
+            code(
+                "text/xml",
+                "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><x>&e;</x>"
+            ),
+            Some("DtdForbidden")
+        );
         assert_eq!(code("text/xml", "<a><b></a>"), Some("MalformedXml"));
         assert_eq!(code("text/xml", "<a/>"), Some("NotSoap"));
-        assert_eq!(code("multipart/related; boundary=x", "junk"), Some("BadMultipart"));
+        assert_eq!(
+            code("multipart/related; boundary=x", "junk"),
+            Some("BadMultipart")
+        );
     }
 }

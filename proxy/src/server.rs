@@ -131,7 +131,9 @@ async fn serve<F, Fut>(
         let state = Arc::clone(&state);
         let handler = handler.clone();
         let service = service_fn(move |req| handler(Arc::clone(&state), peer, req));
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -140,8 +142,14 @@ async fn serve<F, Fut>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_s = grace.as_secs(), "grace period over: open connections dropped");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "grace period over: open connections dropped"
+        );
     }
 }
 
@@ -157,7 +165,8 @@ fn route(method: &Method, path: &str) -> Option<Route> {
     }
     let path = path.trim_end_matches('/');
     if let Some(service) = path.strip_prefix("/dmp/") {
-        return (!service.is_empty() && !service.contains('/')).then(|| Route::Dmp(service.to_string()));
+        return (!service.is_empty() && !service.contains('/'))
+            .then(|| Route::Dmp(service.to_string()));
     }
     match path {
         "/insi" => Some(Route::Insi(None)),
@@ -188,7 +197,11 @@ struct RequestLog {
     insi_completed: Vec<&'static str>,
 }
 
-async fn handle(state: Arc<ProxyState>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let id = request_id(&req);
     let mut log = RequestLog::default();
@@ -235,14 +248,22 @@ async fn dispatch(
     })?;
     let service = match &route {
         Route::Dmp(name) => {
-            let dmp = state.config.dmp.as_ref().ok_or(ProxyError::ServiceNotConfigured("dmp"))?;
+            let dmp = state
+                .config
+                .dmp
+                .as_ref()
+                .ok_or(ProxyError::ServiceNotConfigured("dmp"))?;
             if !dmp.services.contains_key(name) {
                 return Err(ProxyError::UnknownDmpService(name.clone()));
             }
             Service::Dmp(name)
         }
         Route::Insi(_) => {
-            state.config.insi.as_ref().ok_or(ProxyError::ServiceNotConfigured("insi"))?;
+            state
+                .config
+                .insi
+                .as_ref()
+                .ok_or(ProxyError::ServiceNotConfigured("insi"))?;
             Service::Insi
         }
     };
@@ -250,10 +271,9 @@ async fn dispatch(
     let grant = state.access.authorize(req.headers(), peer.ip(), service)?;
     log.client = grant.client.clone();
     log.tenant = grant.tenant.to_string();
-    let tenant = state
-        .tenants
-        .get(&grant.tenant)
-        .ok_or_else(|| ProxyError::Internal(format!("tenant {} has no runtime state", grant.tenant)))?;
+    let tenant = state.tenants.get(&grant.tenant).ok_or_else(|| {
+        ProxyError::Internal(format!("tenant {} has no runtime state", grant.tenant))
+    })?;
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -270,7 +290,16 @@ async fn dispatch(
     let sent_at = Instant::now();
     let response = match route {
         Route::Dmp(name) => {
-            let r = dmp::forward(state, tenant, &name, &parts.headers, &content_type, body, &mut log.dmp).await;
+            let r = dmp::forward(
+                state,
+                tenant,
+                &name,
+                &parts.headers,
+                &content_type,
+                body,
+                &mut log.dmp,
+            )
+            .await;
             log.upstream_ms = Some(sent_at.elapsed().as_millis());
             r?
         }
@@ -309,8 +338,10 @@ fn strip_hop_by_hop(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Full(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -339,6 +370,10 @@ fn admin_route(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBod
                 serde_json::Value::Array(pools).to_string(),
             )
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "GET /healthz or /pools\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "GET /healthz or /pools\n".into(),
+        ),
     }
 }

@@ -147,7 +147,11 @@ impl ProxyState {
 
 fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, StateError> {
     let cert = |role: CertRole| tenant.certificates.get(&role);
-    let dmp = match (&config.dmp, cert(CertRole::DmpAuth), cert(CertRole::DmpSign)) {
+    let dmp = match (
+        &config.dmp,
+        cert(CertRole::DmpAuth),
+        cert(CertRole::DmpSign),
+    ) {
         (Some(dmp), Some(auth), Some(sign)) => {
             let mut pools = HashMap::new();
             for name in dmp.services.keys() {

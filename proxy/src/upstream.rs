@@ -134,7 +134,8 @@ pub fn client_config(
         .iter()
         .map(|c| CertificateRevocationListDer::from(c.clone()))
         .collect();
-    let mut verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let mut verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if !crls.is_empty() {
         // A CRL covers the certificates of its issuer only; the others stay accepted.
         verifier = verifier.with_crls(crls).allow_unknown_revocation_status();
@@ -169,7 +170,8 @@ pub struct PoolStats {
 
 impl PoolStats {
     pub fn handshakes(&self) -> u64 {
-        self.full_handshakes.load(Ordering::Relaxed) + self.resumed_handshakes.load(Ordering::Relaxed)
+        self.full_handshakes.load(Ordering::Relaxed)
+            + self.resumed_handshakes.load(Ordering::Relaxed)
     }
 }
 
@@ -203,7 +205,12 @@ fn secs(d: Duration) -> u64 {
 }
 
 impl UpstreamPool {
-    pub fn new(name: String, target: UpstreamTarget, tls: Arc<ClientConfig>, timeouts: Timeouts) -> Self {
+    pub fn new(
+        name: String,
+        target: UpstreamTarget,
+        tls: Arc<ClientConfig>,
+        timeouts: Timeouts,
+    ) -> Self {
         Self {
             name,
             target,
@@ -353,42 +360,43 @@ impl UpstreamPool {
             attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let response = match tokio::time::timeout(remaining, sender.try_send_request(request)).await {
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        upstream: upstream.clone(),
-                        phase: "waiting for the response",
-                        seconds: secs(self.timeouts.request),
-                        sent: Sent::Yes,
-                    });
-                }
-                Ok(Ok(response)) => response,
-                Ok(Err(mut e)) => {
-                    let reason = e.error().to_string();
-                    match e.take_message() {
-                        Some(unsent) if retry == Retry::IfNotSent && attempts < 2 => {
-                            request = unsent;
-                            continue;
-                        }
-                        Some(_) => {
-                            return Err(ProxyError::UpstreamConnectionLost {
-                                upstream: upstream.clone(),
-                                when: "before the request was written",
-                                reason,
-                                sent: Sent::No,
-                            });
-                        }
-                        None => {
-                            return Err(ProxyError::UpstreamConnectionLost {
-                                upstream: upstream.clone(),
-                                when: "before the response",
-                                reason,
-                                sent: Sent::Yes,
-                            });
+            let response =
+                match tokio::time::timeout(remaining, sender.try_send_request(request)).await {
+                    Err(_) => {
+                        return Err(ProxyError::UpstreamTimeout {
+                            upstream: upstream.clone(),
+                            phase: "waiting for the response",
+                            seconds: secs(self.timeouts.request),
+                            sent: Sent::Yes,
+                        });
+                    }
+                    Ok(Ok(response)) => response,
+                    Ok(Err(mut e)) => {
+                        let reason = e.error().to_string();
+                        match e.take_message() {
+                            Some(unsent) if retry == Retry::IfNotSent && attempts < 2 => {
+                                request = unsent;
+                                continue;
+                            }
+                            Some(_) => {
+                                return Err(ProxyError::UpstreamConnectionLost {
+                                    upstream: upstream.clone(),
+                                    when: "before the request was written",
+                                    reason,
+                                    sent: Sent::No,
+                                });
+                            }
+                            None => {
+                                return Err(ProxyError::UpstreamConnectionLost {
+                                    upstream: upstream.clone(),
+                                    when: "before the response",
+                                    reason,
+                                    sent: Sent::Yes,
+                                });
+                            }
                         }
                     }
-                }
-            };
+                };
             return self.read_response(response, sender, deadline).await;
         }
     }
@@ -465,7 +473,9 @@ pub struct PooledBody {
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("pool", &self.pool.name).finish_non_exhaustive()
+        f.debug_struct("PooledBody")
+            .field("pool", &self.pool.name)
+            .finish_non_exhaustive()
     }
 }
 

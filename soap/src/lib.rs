@@ -15,4 +15,6 @@ pub mod insi;
 pub mod mtom;
 pub mod xds;
 
-pub use envelope::{Envelope, EnvelopeError, Fault, FaultCode, SOAP11, SOAP12, WSA, envelope, fault_envelope};
+pub use envelope::{
+    Envelope, EnvelopeError, Fault, FaultCode, SOAP11, SOAP12, WSA, envelope, fault_envelope,
+};

@@ -185,7 +185,8 @@ pub fn build_chunks(root_xml: Bytes, attachments: &[Attachment]) -> (String, Vec
 
 /// [`build_chunks`] in one buffer.
 pub fn build(root_xml: &str, attachments: &[Attachment]) -> (String, Bytes) {
-    let (content_type, chunks) = build_chunks(Bytes::copy_from_slice(root_xml.as_bytes()), attachments);
+    let (content_type, chunks) =
+        build_chunks(Bytes::copy_from_slice(root_xml.as_bytes()), attachments);
     (content_type, Bytes::from(chunks.concat()))
 }
 

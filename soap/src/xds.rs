@@ -150,13 +150,12 @@ impl Submission {
             let content = match doc.elements().find(|e| e.local == "Include") {
                 Some(include) => {
                     let cid = mtom::cid(include.attribute("href").unwrap_or(""));
-                    parts
-                        .and_then(|m| m.part(&cid))
-                        .cloned()
-                        .ok_or_else(|| SubmissionError::MissingPart {
+                    parts.and_then(|m| m.part(&cid)).cloned().ok_or_else(|| {
+                        SubmissionError::MissingPart {
                             id: id.to_string(),
                             cid,
-                        })?
+                        }
+                    })?
                 }
                 None => {
                     let text: String = doc.text_content().split_whitespace().collect();
@@ -247,14 +246,14 @@ mod tests {
         let s = Submission::read(&xop, Some(&m)).expect("read");
         assert_eq!(&s.documents[0].content[..], b"bytes");
         assert_eq!(
-            Submission::read(&xop, None).unwrap_err(),
+            Submission::read(&xop, None).expect_err("no parts"),
             SubmissionError::MissingPart {
                 id: "D1".into(),
                 cid: "d1@x".into()
             }
         );
         assert_eq!(
-            Submission::read(&body(""), None).unwrap_err(),
+            Submission::read(&body(""), None).expect_err("no content"),
             SubmissionError::NoContent("D1".into())
         );
     }

@@ -35,6 +35,8 @@ pub struct Options {
     pub request_timeout: Option<&'static str>,
     /// `[limits] max_body_bytes`.
     pub limits_max_body: Option<u64>,
+    /// Replaces the DMP server trust anchors (path relative to the PKI directory).
+    pub dmp_trust_anchor: Option<String>,
 }
 
 /// Mocks and proxy, stopped on drop.
@@ -49,7 +51,9 @@ pub struct Harness {
 
 impl std::fmt::Debug for Harness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Harness").field("config", &self.config_path).finish_non_exhaustive()
+        f.debug_struct("Harness")
+            .field("config", &self.config_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +123,10 @@ impl Harness {
         set(&mut doc, "listener", "address", "127.0.0.1:0".into());
         set(&mut doc, "admin", "address", "127.0.0.1:0".into());
         let dmp_url = options.dmp_url.clone().unwrap_or_else(|| {
-            format!("https://localhost:{}/si-dmp-server/v2/services", dmp.address.port())
+            format!(
+                "https://localhost:{}/si-dmp-server/v2/services",
+                dmp.address.port()
+            )
         });
         set(&mut doc, "dmp", "base_url", dmp_url.into());
         set(
@@ -137,17 +144,29 @@ impl Harness {
                 set(&mut doc, service, "timeouts", toml::Value::Table(timeouts));
             }
         }
+        if let Some(anchor) = &options.dmp_trust_anchor {
+            set(
+                &mut doc,
+                "dmp",
+                "trust_anchors",
+                toml::Value::Array(vec![anchor.clone().into()]),
+            );
+        }
         if let Some(max) = options.limits_max_body {
             let mut limits = toml::Table::new();
             limits.insert("max_body_bytes".into(), toml::Value::Integer(max as i64));
             doc.insert("limits".into(), toml::Value::Table(limits));
         }
-        let config_path = pki.dir.join(format!("e2e-{}.toml", uuid::Uuid::new_v4().simple()));
+        let config_path = pki
+            .dir
+            .join(format!("e2e-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&config_path, toml::to_string(&doc).expect("TOML")).expect("write config");
         let config = passerelle_config::load(&config_path).expect("configuration loads");
         let state = Arc::new(ProxyState::new(config).expect("proxy state"));
         let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
-        let admin = tokio::net::TcpListener::bind(any).await.expect("bind admin");
+        let admin = tokio::net::TcpListener::bind(any)
+            .await
+            .expect("bind admin");
         let proxy = passerelle_proxy::start(state, listener, admin, Duration::from_secs(5))
             .expect("proxy starts");
         Self {
@@ -166,9 +185,21 @@ impl Harness {
 
     /// Sends a POST to the proxy as an internal system, with the sandbox token unless
     /// `headers` has its own Authorization.
-    pub async fn post(&self, path: &str, headers: &[(&str, &str)], content_type: &str, body: impl Into<Bytes>) -> Reply {
-        let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
             all.push(("authorization".into(), format!("Bearer {TOKEN}")));
         }
         post(self.proxy().address, path, &all, content_type, body.into()).await
@@ -194,7 +225,9 @@ pub async fn post(
     content_type: &str,
     body: Bytes,
 ) -> Reply {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect to the proxy");
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the proxy");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .expect("HTTP handshake");
@@ -211,8 +244,17 @@ pub async fn post(
         .expect("response");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, headers, body }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// `xmllint --schema` on `xml`; returns (valid, output).
@@ -236,7 +278,10 @@ pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
 }
 
 fn tempfile_in_target() -> (PathBuf, std::fs::File) {
-    let path = std::env::temp_dir().join(format!("passerelle-e2e-{}.xml", uuid::Uuid::new_v4().simple()));
+    let path = std::env::temp_dir().join(format!(
+        "passerelle-e2e-{}.xml",
+        uuid::Uuid::new_v4().simple()
+    ));
     let file = std::fs::File::create(&path).expect("temp file");
     (path, file)
 }
@@ -244,7 +289,9 @@ fn tempfile_in_target() -> (PathBuf, std::fs::File) {
 /// Sample messages the internal systems send.
 pub mod messages {
     use super::PATIENT;
-    use passerelle_soap::xds::{ITI18, ITI41, ITI43, PATIENT_ID_SCHEME, SUBMISSION_UNIQUE_ID_SCHEME, UNIQUE_ID_SCHEME, WSSE};
+    use passerelle_soap::xds::{
+        ITI18, ITI41, ITI43, PATIENT_ID_SCHEME, SUBMISSION_UNIQUE_ID_SCHEME, UNIQUE_ID_SCHEME, WSSE,
+    };
 
     /// A SOAP 1.2 DMP request. WS-Addressing MessageID/To are left for the proxy to add.
     pub fn dmp_request(action: &str, security: Option<&str>, body: &str) -> String {
@@ -318,7 +365,12 @@ pub mod messages {
         let mut metadata = String::new();
         let mut doc_elements = String::new();
         let mut parts = Vec::new();
-        let confidentiality = |id: &str| format!(r#"<rim:Classification classificationScheme="urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f" classifiedObject="{id}" id="urn:uuid:{}" nodeRepresentation="N" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"><rim:Slot name="codingScheme"><rim:ValueList><rim:Value>2.16.840.1.113883.5.25</rim:Value></rim:ValueList></rim:Slot><rim:Name><rim:LocalizedString value="Normal"/></rim:Name></rim:Classification>"#, uuid::Uuid::new_v4());
+        let confidentiality = |id: &str| {
+            format!(
+                r#"<rim:Classification classificationScheme="urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f" classifiedObject="{id}" id="urn:uuid:{}" nodeRepresentation="N" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"><rim:Slot name="codingScheme"><rim:ValueList><rim:Value>2.16.840.1.113883.5.25</rim:Value></rim:ValueList></rim:Slot><rim:Name><rim:LocalizedString value="Normal"/></rim:Name></rim:Classification>"#,
+                uuid::Uuid::new_v4()
+            )
+        };
         for (i, d) in docs.iter().enumerate() {
             metadata.push_str(&format!(
                 r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">{conf}<rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="{PATIENT_ID_SCHEME}" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="{UNIQUE_ID_SCHEME}" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,

@@ -3,12 +3,14 @@
 //! tenants kept apart, structure outside the tenant refused before any upstream byte,
 //! and every body the proxy emitted valid against the DMP XSDs.
 
-use passerelle_e2e::messages::{self, find_documents, retrieve, submission, three_documents, vihf_headers};
+use passerelle_e2e::messages::{
+    self, find_documents, retrieve, submission, three_documents, vihf_headers,
+};
 use passerelle_e2e::{Harness, SOAP_CT, spec, xmllint};
 use passerelle_mocks::dmp::REPOSITORY_UNIQUE_ID;
-use passerelle_soap::mtom;
 use passerelle_soap::Envelope;
 use passerelle_soap::envelope::standalone;
+use passerelle_soap::mtom;
 
 fn headers<'a>(tenant: &'a str, vihf: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
     let mut h: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -34,7 +36,11 @@ fn inline_xop(root: &str, parts: &mtom::Mtom) -> String {
     while let Some(start) = rest.find("<xop:Include") {
         let end = start + rest[start..].find("/>").expect("end of xop:Include") + 2;
         let include = &rest[start..end];
-        let href = include.split("href=\"").nth(1).and_then(|h| h.split('"').next()).expect("href");
+        let href = include
+            .split("href=\"")
+            .nth(1)
+            .and_then(|h| h.split('"').next())
+            .expect("href");
         let part = parts.part(&mtom::cid(href)).expect("part for href");
         out.push_str(&rest[..start]);
         out.push_str(&base64::engine::general_purpose::STANDARD.encode(part));
@@ -53,7 +59,9 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     let docs = three_documents("e2e41");
     let (ct, body) = submission("1.2.250.1.999.e2e41.100", &docs);
 
-    let reply = h.post("/dmp/repository", &headers(&tenant, &vihf), &ct, body).await;
+    let reply = h
+        .post("/dmp/repository", &headers(&tenant, &vihf), &ct, body)
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let rr = assert_valid(&reply.body, "ebRS/rs.xsd");
     assert!(rr.contains("ResponseStatusType:Success"), "{rr}");
@@ -63,25 +71,60 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     // all received with tenant A's ORG AUTH_CLI.
     let stored = h.dmp_service.documents();
     assert_eq!(stored.len(), 4, "3 documents + the lot signature");
-    assert!(stored.iter().all(|d| d.client_subject == h.subject(0, "dmp_auth")));
-    assert_eq!(h.dmp.stats.count("ProvideAndRegisterDocumentSet-b", "ok"), 1);
+    assert!(
+        stored
+            .iter()
+            .all(|d| d.client_subject == h.subject(0, "dmp_auth"))
+    );
+    assert_eq!(
+        h.dmp.stats.count("ProvideAndRegisterDocumentSet-b", "ok"),
+        1
+    );
 
     // What the proxy emitted: MTOM, the envelope valid against XDS.b once XOP is inlined.
     let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
     let parts = mtom::parse(&sent.content_type, &sent.body).expect("MTOM sent upstream");
-    assert_eq!(parts.attachments.len(), 4, "three documents + the signature part");
+    assert_eq!(
+        parts.attachments.len(),
+        4,
+        "three documents + the signature part"
+    );
     let root = std::str::from_utf8(&parts.root).expect("UTF-8");
     assert!(root.contains("<wsa:MessageID"), "MessageID added");
-    assert!(root.contains(&format!("<wsa:To xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">{}", h.proxy().state.config.dmp.as_ref().expect("dmp").service_url("repository").expect("url"))));
-    assert_valid(inline_xop(root, &parts).as_bytes(), "IHE/XDS.b_DocumentRepository.xsd");
+    assert!(
+        root.contains(&format!(
+            "<wsa:To xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">{}",
+            h.proxy()
+                .state
+                .config
+                .dmp
+                .as_ref()
+                .expect("dmp")
+                .service_url("repository")
+                .expect("url")
+        ))
+    );
+    assert_valid(
+        inline_xop(root, &parts).as_bytes(),
+        "IHE/XDS.b_DocumentRepository.xsd",
+    );
 
     // TD3.1: the identity is the internal system's own unsigned VIHF this time.
     let reply = h
-        .post("/dmp/registry", &[("x-passerelle-tenant", tenant.as_str())], SOAP_CT, messages::dmp_request(
-            passerelle_soap::xds::ITI18,
-            Some(&unsigned_vihf(&structure)),
-            find_documents().split("<soap:Body>").nth(1).and_then(|b| b.split("</soap:Body>").next()).expect("body"),
-        ))
+        .post(
+            "/dmp/registry",
+            &[("x-passerelle-tenant", tenant.as_str())],
+            SOAP_CT,
+            messages::dmp_request(
+                passerelle_soap::xds::ITI18,
+                Some(&unsigned_vihf(&structure)),
+                find_documents()
+                    .split("<soap:Body>")
+                    .nth(1)
+                    .and_then(|b| b.split("</soap:Body>").next())
+                    .expect("body"),
+            ),
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let list = assert_valid(&reply.body, "ebRS/query.xsd");
@@ -94,12 +137,22 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     // TD3.2: each document's bytes, unchanged, over MTOM.
     for d in &docs {
         let reply = h
-            .post("/dmp/repository", &headers(&tenant, &vihf), SOAP_CT, retrieve(REPOSITORY_UNIQUE_ID, &d.unique_id))
+            .post(
+                "/dmp/repository",
+                &headers(&tenant, &vihf),
+                SOAP_CT,
+                retrieve(REPOSITORY_UNIQUE_ID, &d.unique_id),
+            )
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let m = mtom::parse(&reply.content_type(), &reply.body).expect("MTOM response");
         assert_eq!(m.attachments.len(), 1);
-        assert_eq!(&m.attachments[0].content[..], &d.content[..], "{} bytes differ", d.unique_id);
+        assert_eq!(
+            &m.attachments[0].content[..],
+            &d.content[..],
+            "{} bytes differ",
+            d.unique_id
+        );
         let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
         assert_valid(&sent.body, "IHE/XDS.b_DocumentRepository.xsd");
     }

@@ -29,11 +29,22 @@ pub fn run(args: &RunArgs) -> ExitCode {
     for problem in &inspection.problems {
         eprintln!("{problem}");
     }
-    let Some(config) = inspection.config.filter(|_| !inspection.problems.iter().any(|p| p.severity == passerelle_config::Severity::Error)) else {
-        eprintln!("{}: not started: fix the errors above (passerelle check --config ...)", args.config.display());
+    let Some(config) = inspection.config.filter(|_| {
+        !inspection
+            .problems
+            .iter()
+            .any(|p| p.severity == passerelle_config::Severity::Error)
+    }) else {
+        eprintln!(
+            "{}: not started: fix the errors above (passerelle check --config ...)",
+            args.config.display()
+        );
         return ExitCode::FAILURE;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -73,7 +84,10 @@ async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
     };
     tracing::info!(listen = %running.address, admin = %running.admin_address, tenants = running.state.tenants.len(), "passerelle ready");
     wait_for_signal().await;
-    tracing::info!(grace_s = grace.as_secs(), "stopping: no new connections, finishing in-flight requests");
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "stopping: no new connections, finishing in-flight requests"
+    );
     running.shutdown(grace).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS

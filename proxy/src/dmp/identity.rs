@@ -45,7 +45,9 @@ fn value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ProxyError> 
         return Ok(None);
     };
     let bad = |why: &str| ProxyError::BadIdentity(format!("header {name}: {why}"));
-    let text = raw.to_str().map_err(|_| bad("not ASCII (percent-encode UTF-8)"))?;
+    let text = raw
+        .to_str()
+        .map_err(|_| bad("not ASCII (percent-encode UTF-8)"))?;
     let decoded = percent_encoding::percent_decode_str(text)
         .decode_utf8()
         .map_err(|_| bad("percent-decoded value is not UTF-8"))?;
@@ -57,7 +59,8 @@ fn value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ProxyError> 
 }
 
 fn required(headers: &HeaderMap, name: &str) -> Result<String, ProxyError> {
-    value(headers, name)?.ok_or_else(|| ProxyError::BadIdentity(format!("header {name} is missing")))
+    value(headers, name)?
+        .ok_or_else(|| ProxyError::BadIdentity(format!("header {name} is missing")))
 }
 
 /// `code^displayName`.
@@ -83,9 +86,14 @@ fn ins(text: &str) -> Result<Ins, ProxyError> {
     Ins::new(value, oid).map_err(|e| ProxyError::BadIdentity(format!("header {PATIENT}: {e}")))
 }
 
-fn keyword<T: serde::de::DeserializeOwned>(header: &str, text: &str, allowed: &str) -> Result<T, ProxyError> {
-    serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase()))
-        .map_err(|_| ProxyError::BadIdentity(format!("header {header}: {text:?} is not one of {allowed}")))
+fn keyword<T: serde::de::DeserializeOwned>(
+    header: &str,
+    text: &str,
+    allowed: &str,
+) -> Result<T, ProxyError> {
+    serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase())).map_err(|_| {
+        ProxyError::BadIdentity(format!("header {header}: {text:?} is not one of {allowed}"))
+    })
 }
 
 /// The context the headers describe; `default_structure` (the tenant's legal entity)
@@ -119,7 +127,11 @@ pub fn from_headers(
         None => PurposeOfUse::Normal,
     };
     let authn_class: AuthnClass = match value(headers, AUTHN)? {
-        Some(a) => keyword(AUTHN, &a, "password, smartcard_pki, tls_client, unspecified")?,
+        Some(a) => keyword(
+            AUTHN,
+            &a,
+            "password, smartcard_pki, tls_client, unspecified",
+        )?,
         None if automate => AuthnClass::Unspecified,
         None => AuthnClass::Password,
     };
@@ -169,17 +181,31 @@ mod tests {
             (SUBJECT_ID, "899900063480"),
             (SUBJECT_NAME, "MAX%20LIBRE"),
             (ROLE, "10^M%C3%A9decin"),
-            (SPECIALTY, "SM26^Qualifi%C3%A9%20en%20m%C3%A9decine%20g%C3%A9n%C3%A9rale"),
+            (
+                SPECIALTY,
+                "SM26^Qualifi%C3%A9%20en%20m%C3%A9decine%20g%C3%A9n%C3%A9rale",
+            ),
             (SECTOR, "SA01"),
-            (PATIENT, "207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH"),
+            (
+                PATIENT,
+                "207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH",
+            ),
         ]);
         assert!(present(&h));
-        let ctx = from_headers(&h, "1690010004", software(), VihfOptions::default()).expect("context");
+        let ctx =
+            from_headers(&h, "1690010004", software(), VihfOptions::default()).expect("context");
         assert_eq!(ctx.actor.name, "MAX LIBRE");
         assert_eq!(ctx.sector, "SA01^1.2.250.1.71.4.2.4");
         assert_eq!(ctx.structure_id, "1690010004");
-        assert_eq!(ctx.patient.to_cx(), "207058575627097^^^&1.2.250.1.213.1.4.10&ISO^NH");
-        let VihfRole::Professional { profession, specialty } = &ctx.roles[0] else {
+        assert_eq!(
+            ctx.patient.to_cx(),
+            "207058575627097^^^&1.2.250.1.213.1.4.10&ISO^NH"
+        );
+        let VihfRole::Professional {
+            profession,
+            specialty,
+        } = &ctx.roles[0]
+        else {
             panic!("professional expected")
         };
         assert_eq!(profession.display_name, "Médecin");
@@ -197,7 +223,13 @@ mod tests {
             (SECTOR, "SA07"),
             (PATIENT, "207058575627097"),
         ];
-        let ctx = from_headers(&headers(&base), "1690010004", software(), VihfOptions::default()).expect("automate");
+        let ctx = from_headers(
+            &headers(&base),
+            "1690010004",
+            software(),
+            VihfOptions::default(),
+        )
+        .expect("automate");
         assert_eq!(ctx.authn_class, AuthnClass::Unspecified);
         assert!(!present(&HeaderMap::new()));
         let cases: [(&'static str, &str); 4] = [
@@ -209,12 +241,16 @@ mod tests {
         for (name, bad) in cases {
             let mut h = headers(&base);
             h.insert(name, bad.parse().expect("value"));
-            let err = from_headers(&h, "1690010004", software(), VihfOptions::default()).expect_err(name);
+            let err =
+                from_headers(&h, "1690010004", software(), VihfOptions::default()).expect_err(name);
             assert!(err.to_string().contains(name), "{err}");
         }
         let mut h = headers(&base);
         h.remove(SECTOR);
         let err = from_headers(&h, "1", software(), VihfOptions::default()).expect_err("missing");
-        assert!(err.to_string().contains("x-vihf-sector is missing"), "{err}");
+        assert!(
+            err.to_string().contains("x-vihf-sector is missing"),
+            "{err}"
+        );
     }
 }

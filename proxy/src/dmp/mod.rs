@@ -14,8 +14,8 @@ use http::{HeaderMap, Response};
 use passerelle_config::{CertRole, DmpSigning, SignatureDigest, Software, StructureId};
 use passerelle_signing::xml::{self, Element, Node, Scope};
 use passerelle_signing::{
-    DigestAlgorithm, SignedVihf, Signer, SigningError, SoftwareIdentity, VihfContext,
-    VihfError, VihfOptions, resign_vihf, sign_vihf,
+    DigestAlgorithm, SignedVihf, Signer, SigningError, SoftwareIdentity, VihfContext, VihfError,
+    VihfOptions, resign_vihf, sign_vihf,
 };
 use passerelle_soap::mtom;
 use passerelle_soap::xds::{self, ITI18, ITI41, ITI43, SAML, WSSE};
@@ -85,10 +85,12 @@ enum Identity {
 
 fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
     match e {
-        SigningError::Vihf(VihfError::ForeignStructure(structure)) => ProxyError::ForeignStructure {
-            structure,
-            tenant: tenant.id.to_string(),
-        },
+        SigningError::Vihf(VihfError::ForeignStructure(structure)) => {
+            ProxyError::ForeignStructure {
+                structure,
+                tenant: tenant.id.to_string(),
+            }
+        }
         SigningError::Vihf(VihfError::Xml(xml::XmlError::Dtd)) => {
             ProxyError::DtdForbidden(VihfError::Xml(xml::XmlError::Dtd).to_string())
         }
@@ -130,12 +132,16 @@ fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyE
         Some(id) => id,
         None => {
             let id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
-            header.children.push(Node::Element(wsa_block("MessageID", id.clone())));
+            header
+                .children
+                .push(Node::Element(wsa_block("MessageID", id.clone())));
             id
         }
     };
     if !has_to {
-        header.children.push(Node::Element(wsa_block("To", to.to_string())));
+        header
+            .children
+            .push(Node::Element(wsa_block("To", to.to_string())));
     }
     if !has_reply_to {
         header.children.push(Node::Element(
@@ -156,9 +162,9 @@ fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyE
 fn write_envelope(message: &SoapMessage, vihf: &SignedVihf) -> Result<Bytes, ProxyError> {
     let text = message.envelope.root.to_xml();
     let marker = format!("<!--{VIHF_MARKER}-->");
-    let at = text
-        .find(&marker)
-        .ok_or_else(|| ProxyError::Internal("VIHF marker lost while writing the envelope".into()))?;
+    let at = text.find(&marker).ok_or_else(|| {
+        ProxyError::Internal("VIHF marker lost while writing the envelope".into())
+    })?;
     let token = vihf.xml.trim_start();
     let token = match token.strip_prefix("<?xml") {
         Some(rest) => rest.split_once("?>").map_or(token, |(_, t)| t.trim_start()),
@@ -186,10 +192,13 @@ pub async fn forward(
         .dmp
         .as_ref()
         .ok_or(ProxyError::ServiceNotConfigured("dmp"))?;
-    let upstream = tenant.dmp.as_ref().ok_or_else(|| ProxyError::CertificateMissing {
-        tenant: tenant.id.to_string(),
-        role: format!("{} + {}", CertRole::DmpAuth, CertRole::DmpSign),
-    })?;
+    let upstream = tenant
+        .dmp
+        .as_ref()
+        .ok_or_else(|| ProxyError::CertificateMissing {
+            tenant: tenant.id.to_string(),
+            role: format!("{} + {}", CertRole::DmpAuth, CertRole::DmpSign),
+        })?;
     let pool = upstream
         .pools
         .get(service)
@@ -218,7 +227,9 @@ pub async fn forward(
                 software_identity(&state.config.software),
                 vihf_options(&settings.signing),
             )?;
-            let structure = ctx.validate().map_err(|e| ProxyError::BadIdentity(e.to_string()))?;
+            let structure = ctx
+                .validate()
+                .map_err(|e| ProxyError::BadIdentity(e.to_string()))?;
             check_structure(tenant, &structure)?;
             summary.structure = structure.to_string();
             Identity::Built(Box::new(ctx))
@@ -248,7 +259,16 @@ pub async fn forward(
     let software = software_identity(&state.config.software);
     let signed = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        sign_all(identity, lot, signer.as_ref(), &owned, &options, &software, lot_digest, now)
+        sign_all(
+            identity,
+            lot,
+            signer.as_ref(),
+            &owned,
+            &options,
+            &software,
+            lot_digest,
+            now,
+        )
     })
     .await
     .map_err(|e| ProxyError::Internal(format!("signing task: {e}")))?

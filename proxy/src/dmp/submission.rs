@@ -14,7 +14,9 @@ use passerelle_signing::{
     sign_lot,
 };
 use passerelle_soap::mtom::Attachment;
-use passerelle_soap::xds::{self, COPIED_CLASSIFICATIONS, Submission, SubmittedDocument, XDSB, XOP};
+use passerelle_soap::xds::{
+    self, COPIED_CLASSIFICATIONS, Submission, SubmittedDocument, XDSB, XOP,
+};
 use time::OffsetDateTime;
 
 use crate::fault::ProxyError;
@@ -60,7 +62,11 @@ impl LotPlan {
             };
         }
         let first = &submission.documents[0];
-        if let Some(d) = submission.documents.iter().find(|d| d.patient_id.is_empty()) {
+        if let Some(d) = submission
+            .documents
+            .iter()
+            .find(|d| d.patient_id.is_empty())
+        {
             return Err(ProxyError::BadSubmission(format!(
                 "document entry {:?} has no XDSDocumentEntry.patientId",
                 d.entry_id
@@ -162,14 +168,17 @@ impl SignedSubmission {
                 );
             }
             None => {
-                document = document.text(base64::engine::general_purpose::STANDARD.encode(&self.lot.xml));
+                document =
+                    document.text(base64::engine::general_purpose::STANDARD.encode(&self.lot.xml));
             }
         }
         let body = child_mut(&mut message.envelope.root, "Body").ok_or_else(lost)?;
         let request = child_mut(body, "ProvideAndRegisterDocumentSetRequest").ok_or_else(lost)?;
         let list = child_mut(request, "SubmitObjectsRequest")
             .and_then(|s| child_mut(s, "RegistryObjectList"))
-            .ok_or_else(|| ProxyError::BadSubmission("no SubmitObjectsRequest/RegistryObjectList".into()))?;
+            .ok_or_else(|| {
+                ProxyError::BadSubmission("no SubmitObjectsRequest/RegistryObjectList".into())
+            })?;
         for e in [
             &self.metadata.extrinsic_object,
             &self.metadata.has_member,
