@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The sandbox: installs what is missing, builds Passerelle, writes a test PKI shaped like
-# IGC-Santé TEST with a ready configuration, checks it, starts the mock DMP and the mock
-# INSi, and sends them sample requests with the sandbox tenant's certificates.
-# Re-running reuses the PKI (pass --force to regenerate). In a terminal the mocks keep
-# running until Ctrl-C; otherwise they stop after the samples.
+# IGC-Santé TEST with a ready configuration, checks it, starts the mock DMP, the mock INSi
+# and Passerelle in front of them, and sends sample requests through Passerelle as an
+# internal system would. Re-running reuses the PKI (pass --force to regenerate). In a
+# terminal everything keeps running until Ctrl-C; otherwise it stops after the samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${PASSERELLE_SANDBOX_DIR:-sandbox}
@@ -21,35 +21,62 @@ trap cleanup EXIT
 $bin/mock-dmp --pki "$dir" --listen 127.0.0.1:9443 --admin 127.0.0.1:9543 & pids+=($!)
 $bin/mock-insi --pki "$dir" --listen 127.0.0.1:9444 --admin 127.0.0.1:9544 \
   --xsd ../shared/spec/insi/xsd & pids+=($!)
-for admin in 9543 9544; do
-  for _ in $(seq 50); do
-    curl -sf "http://127.0.0.1:$admin/health" >/dev/null && break
+$bin/passerelle run --config "$dir/passerelle.toml" 2>"$dir/passerelle.log" & pids+=($!)
+for url in http://127.0.0.1:9543/health http://127.0.0.1:9544/health http://127.0.0.1:9090/healthz; do
+  for _ in $(seq 100); do
+    curl -sf "$url" >/dev/null && break
     sleep 0.1
   done
+  curl -sf "$url" >/dev/null || { echo "not answering: $url (port already in use?)" >&2; exit 1; }
 done
 
-tenant="$dir/tenants/ch-test-a"
-mtls() { curl -sS --cacert "$dir/ca/root.pem" --cert "$tenant/$1.chain.pem" --key "$tenant/$1.key.pem" \
-  -H 'Content-Type: application/soap+xml; charset=utf-8' --data-binary "@$2" "$3"; }
+# An internal system (SIH) talks plain HTTP to Passerelle on :8080 with its bearer token
+# and the tenant it acts for; Passerelle signs and opens the mutual-TLS sessions.
+proxy=http://127.0.0.1:8080
+sih() { curl -sS -H 'Authorization: Bearer sandbox-token' -H 'X-Passerelle-Tenant: ch-test-a' "$@"; }
+soap=(-H 'Content-Type: application/soap+xml; charset=utf-8')
+# Who acts, for which patient (values percent-encoded UTF-8): Passerelle builds and signs the VIHF.
+vihf=(-H 'X-Vihf-Subject-Id: 899900063480' -H 'X-Vihf-Subject-Name: MAX%20LIBRE'
+      -H 'X-Vihf-Role: 10^M%C3%A9decin' -H 'X-Vihf-Sector: SA01'
+      -H 'X-Vihf-Patient: 207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH')
 
 echo
-echo "== INSi search by identity traits (INSI-AUTO certificate) -> mock INSi"
-mtls insi-auto examples/insi-rechercher-traits.xml https://localhost:9444/lps \
+echo "== INSi search by traits, contexts left to Passerelle: POST $proxy/insi/auto (INSI-AUTO certificate)"
+sih "${soap[@]}" --data-binary @examples/insi-rechercher-traits-minimal.xml $proxy/insi/auto \
   | grep -o '<CR>.*</CR>\|<INSACTIF>.*</INSACTIF>' || true
+echo "== the same, complete request forwarded unchanged: POST $proxy/insi/manu (INSI-MANU certificate)"
+sih "${soap[@]}" --data-binary @examples/insi-rechercher-traits.xml $proxy/insi/manu \
+  | grep -o '<CR>.*</CR>' || true
 
 echo
-echo "== DMP TD3.1 document search: VIHF signed with ORG SIGN, sent with ORG AUTH_CLI -> mock DMP"
-vihf=$($bin/passerelle vihf sign --config "$dir/passerelle.toml" --tenant ch-test-a --context examples/vihf-context.json)
-shopt -u patsub_replacement 2>/dev/null || true
-template=$(cat examples/dmp-find-documents.xml)
-request=$(mktemp)
-printf '%s' "${template/@VIHF@/$vihf}" > "$request"
-mtls dmp-auth "$request" https://localhost:9443/si-dmp-server/v2/services/registry \
-  | grep -o '<query:AdhocQueryResponse[^>]*>' || true
-rm -f "$request"
+echo "== DMP TD2.1, two documents over MTOM: POST $proxy/dmp/repository (VIHF + lot signed by Passerelle)"
+boundary=sandbox-boundary-7c1d
+body=$(mktemp)
+{
+  printf -- '--%s\r\nContent-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"\r\nContent-ID: <root@sih.example>\r\n\r\n' $boundary
+  cat examples/dmp-submit-td21.xml
+  printf '\r\n--%s\r\nContent-Type: text/xml\r\nContent-ID: <document01@sih.example>\r\n\r\n' $boundary
+  cat examples/td21-document01.xml
+  printf '\r\n--%s\r\nContent-Type: text/plain\r\nContent-ID: <document02@sih.example>\r\n\r\n' $boundary
+  cat examples/td21-document02.txt
+  printf '\r\n--%s--\r\n' $boundary
+} > "$body"
+sih "${vihf[@]}" --data-binary "@$body" $proxy/dmp/repository \
+  -H "Content-Type: multipart/related; type=\"application/xop+xml\"; boundary=\"$boundary\"; start=\"<root@sih.example>\"; start-info=\"application/soap+xml\"" \
+  | grep -o '<rs:RegistryResponse[^>]*>\|<soap:Text[^<]*' || true
+rm -f "$body"
+
+echo "== DMP TD3.1, the patient's documents: POST $proxy/dmp/registry"
+sih "${soap[@]}" "${vihf[@]}" --data-binary @examples/dmp-find-documents.xml $proxy/dmp/registry \
+  | grep -o 'value="1\.2\.250\.1\.999\.2026\.1122\.[0-9]*"' | sort -u || true
+echo "== DMP TD3.2, document 2's bytes back over MTOM: POST $proxy/dmp/repository"
+sih "${soap[@]}" "${vihf[@]}" --data-binary @examples/dmp-retrieve-document.xml $proxy/dmp/repository \
+  | grep -a 'Compte rendu' || true
 
 echo
-echo "== What the mocks saw (admin ports):"
+echo "== Passerelle's upstream pools (admin :9090/pools): one TLS handshake per pool"
+curl -s http://127.0.0.1:9090/pools | tr '}' '\n' | grep -v '"requests":0' | sed 's/^[],[]*//' | grep . || true
+echo "== What the mocks saw (admin ports): each request with the tenant's own certificate"
 curl -s http://127.0.0.1:9543/stats | head -c 400; echo
 curl -s http://127.0.0.1:9544/stats | head -c 400; echo
 
@@ -57,12 +84,18 @@ cat <<TXT
 
 Sandbox ready in $dir/:
   configuration   $dir/passerelle.toml   (passerelle check --config ...)
+  Passerelle log  $dir/passerelle.log    (one line per request, no patient data)
+  Passerelle      http://127.0.0.1:8080  (POST /dmp/<service>, /insi/auto, /insi/manu; token sandbox-token)
+                  admin http://127.0.0.1:9090/healthz, /pools
   tenants         $dir/tenants/<id>/{dmp-auth,dmp-sign,insi-auto,insi-manu}.{cert.pem,chain.pem,key.pem,p12}
-  bad fixtures    $dir/bad/
   mock DMP        https://localhost:9443/si-dmp-server/v2/services/   admin http://127.0.0.1:9543
   mock INSi       https://localhost:9444/lps                          admin http://127.0.0.1:9544
+
+Try:  curl -H 'Authorization: Bearer sandbox-token' -H 'X-Passerelle-Tenant: ch-test-a' \\
+        -H 'Content-Type: application/soap+xml' --data-binary @examples/insi-rechercher-traits-minimal.xml \\
+        http://127.0.0.1:8080/insi/auto
 TXT
 if [ -t 0 ]; then
-  echo "The mocks keep running; Ctrl-C to stop."
+  echo "Passerelle and the mocks keep running; Ctrl-C to stop."
   wait
 fi

@@ -217,3 +217,26 @@ fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, Sta
         insi,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_that_expires_while_running_is_refused() {
+        let not_after = OffsetDateTime::now_utc();
+        let c = Credential {
+            tenant: "ch-test-a".parse().expect("tenant"),
+            role: CertRole::DmpAuth,
+            not_after,
+        };
+        c.check(not_after - time::Duration::seconds(1))
+            .expect("still valid");
+        let e = c
+            .check(not_after + time::Duration::seconds(1))
+            .expect_err("expired");
+        assert_eq!(e.code(), "CertificateExpired");
+        assert!(e.to_string().contains("dmp_auth"), "{e}");
+        assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -451,3 +451,39 @@ fn missing_config_file_is_an_error_not_a_panic() {
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("cannot read the configuration"));
 }
+
+#[test]
+fn signing_options_and_limits_are_validated() {
+    let m = pki();
+    let text = sandbox_text(&m).replace(
+        "[dmp.timeouts]",
+        "[dmp.signing]\nvihf_digest = \"md5\"\nauth_mode_attribute = \"AuthMode\"\nlot_signature_passthrough = true\n\n[dmp.timeouts]",
+    ) + "\n[limits]\nmax_body_bytes = 100\n";
+    let c = case(&text);
+    let run = check(&c.config, false);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    for (field, reason) in [
+        ("dmp.signing.vihf_digest", "\"md5\" is not a digest"),
+        ("dmp.signing.auth_mode_attribute", "Authentification_mode"),
+        ("limits.max_body_bytes", "at least 65536"),
+    ] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.contains("error:") && l.contains(field) && l.contains(reason)),
+            "{field} not reported:\n{}",
+            run.stdout
+        );
+    }
+    // Valid values load, and reach the typed configuration.
+    let good = sandbox_text(&m).replace(
+        "[dmp.timeouts]",
+        "[dmp.signing]\nlot_digest = \"sha1\"\nlot_signature_passthrough = true\n\n[dmp.timeouts]",
+    ) + "\n[limits]\nmax_body_bytes = 1048576\n";
+    let c = case(&good);
+    let config = passerelle_config::load(&c.config).expect("loads");
+    let signing = &config.dmp.as_ref().expect("dmp").signing;
+    assert_eq!(signing.lot_digest, passerelle_config::SignatureDigest::Sha1);
+    assert!(signing.lot_signature_passthrough);
+    assert_eq!(config.limits.max_body_bytes, 1_048_576);
+}

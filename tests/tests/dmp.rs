@@ -91,8 +91,7 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     );
     let root = std::str::from_utf8(&parts.root).expect("UTF-8");
     assert!(root.contains("<wsa:MessageID"), "MessageID added");
-    assert!(
-        root.contains(&format!(
+    assert!(root.contains(&format!(
             "<wsa:To xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">{}",
             h.proxy()
                 .state
@@ -102,12 +101,34 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
                 .expect("dmp")
                 .service_url("repository")
                 .expect("url")
-        ))
-    );
+        )));
     assert_valid(
         inline_xop(root, &parts).as_bytes(),
         "IHE/XDS.b_DocumentRepository.xsd",
     );
+
+    // The VIHF inside the emitted envelope: valid SAML 2.0, and both signatures verify
+    // with Debian's xmlsec1 given only the trust anchors (invariant 5).
+    let env = Envelope::parse(root).expect("envelope");
+    let (security, scope) = env
+        .header(passerelle_soap::xds::WSSE, "Security")
+        .expect("wsse:Security");
+    let inner = passerelle_signing::xml::scope_of(security, &scope);
+    let assertion = security.elements().next().expect("the VIHF");
+    let token = standalone(assertion, &inner);
+    let (ok, out) = xmllint(&token, &vihf_schema());
+    assert!(ok, "VIHF against SAML 2.0 + HL7v3 datatypes: {out}");
+    xmlsec1_verify(
+        &h,
+        &parts.root,
+        &[
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ],
+    );
+    let signature = parts.attachments.last().expect("signature part");
+    assert_eq!(signature.mime_type, "text/xml");
+    xmlsec1_verify(&h, &signature.content, &["--ignore-manifests"]);
 
     // TD3.1: the identity is the internal system's own unsigned VIHF this time.
     let reply = h
@@ -156,6 +177,47 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
         let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
         assert_valid(&sent.body, "IHE/XDS.b_DocumentRepository.xsd");
     }
+}
+
+/// SAML 2.0 assertion schema plus the HL7v3 datatypes, for the `xsi:type="CE"` values of
+/// roles and purpose of use.
+fn vihf_schema() -> std::path::PathBuf {
+    let spec = spec().canonicalize().expect("spec");
+    let wrapper = format!(
+        r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:passerelle:test:vihf"><xs:import namespace="urn:oasis:names:tc:SAML:2.0:assertion" schemaLocation="{}"/><xs:import namespace="urn:hl7-org:v3" schemaLocation="{}"/></xs:schema>"#,
+        spec.join("insi/xsd/SAML/saml-schema-assertion-2.0.xsd")
+            .display(),
+        spec.join("dmp/schema/HL7V3/NE2009/coreschemas/datatypes.xsd")
+            .display(),
+    );
+    let path = std::env::temp_dir().join(format!("passerelle-e2e-vihf-{}.xsd", std::process::id()));
+    std::fs::write(&path, wrapper).expect("write wrapper schema");
+    path
+}
+
+/// `xmlsec1 --verify` with the test root and the ORG intermediate only.
+fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) {
+    let file = std::env::temp_dir().join(format!(
+        "passerelle-e2e-{}.xml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&file, document).expect("write");
+    let out = std::process::Command::new("xmlsec1")
+        .arg("--verify")
+        .arg("--trusted-pem")
+        .arg(h.pki.path(&h.pki.ca.root))
+        .arg("--untrusted-pem")
+        .arg(h.pki.path(&h.pki.ca.org_intermediate))
+        .args(extra)
+        .arg(&file)
+        .output()
+        .expect("xmlsec1 installed");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "xmlsec1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A VIHF as an internal system may send it: complete, unsigned.
