@@ -420,4 +420,28 @@ pub mod messages {
             r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body><RECSANSVITALE xmlns="http://www.cnamts.fr/INSiRecSans"><NomNaissance>{name}</NomNaissance><Prenom>{first}</Prenom><Sexe>{sex}</Sexe><DateNaissance>{birth_date}</DateNaissance></RECSANSVITALE></soap:Body></soap:Envelope>"#
         )
     }
+
+    /// A VIHF as an internal system may send it: complete, unsigned.
+    pub fn unsigned_vihf(structure: &str, mode: &str) -> String {
+        format!(
+            r#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_{id}" IssueInstant="2020-01-01T00:00:00Z" Version="2.0"><saml2:Issuer>SIH</saml2:Issuer><saml2:Subject><saml2:NameID>899900063480</saml2:NameID></saml2:Subject><saml2:AuthnStatement AuthnInstant="2020-01-01T00:00:00Z"><saml2:AuthnContext><saml2:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement><saml2:AttributeStatement>{attrs}</saml2:AttributeStatement></saml2:Assertion>"#,
+            id = uuid::Uuid::new_v4(),
+            attrs = [
+                ("Identifiant_Structure", structure.to_string()),
+                ("Secteur_Activite", "SA01^1.2.250.1.71.4.2.4".into()),
+                ("urn:oasis:names:tc:xspa:1.0:subject:subject-id", "MAX LIBRE".into()),
+                ("urn:oasis:names:tc:xacml:2.0:subject:role", "10".into()),
+                ("VIHF_Version", "3.0".into()),
+                ("Authentification_mode", mode.to_string()),
+                ("urn:oasis:names:tc:xacml:2.0:resource:resource-id", PATIENT.replace('&', "&amp;")),
+                ("Ressource_URN", "urn:dmp".into()),
+                ("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse", "normal".into()),
+                ("LPS_Nom", "SIH".into()),
+                ("LPS_Version", "1".into()),
+            ]
+            .iter()
+            .map(|(n, v)| format!(r#"<saml2:Attribute Name="{n}"><saml2:AttributeValue xsi:type="xs:string">{v}</saml2:AttributeValue></saml2:Attribute>"#))
+            .collect::<String>()
+        )
+    }
 }

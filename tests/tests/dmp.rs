@@ -138,7 +138,7 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
             SOAP_CT,
             messages::dmp_request(
                 passerelle_soap::xds::ITI18,
-                Some(&unsigned_vihf(&structure)),
+                Some(&messages::unsigned_vihf(&structure, "INDIRECTE")),
                 find_documents()
                     .split("<soap:Body>")
                     .nth(1)
@@ -220,26 +220,75 @@ fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) {
     );
 }
 
-/// A VIHF as an internal system may send it: complete, unsigned.
-fn unsigned_vihf(structure: &str) -> String {
-    format!(
-        r#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_{id}" IssueInstant="2020-01-01T00:00:00Z" Version="2.0"><saml2:Issuer>SIH</saml2:Issuer><saml2:Subject><saml2:NameID>899900063480</saml2:NameID></saml2:Subject><saml2:AuthnStatement AuthnInstant="2020-01-01T00:00:00Z"><saml2:AuthnContext><saml2:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement><saml2:AttributeStatement>{attrs}</saml2:AttributeStatement></saml2:Assertion>"#,
-        id = uuid::Uuid::new_v4(),
-        attrs = [
-            ("Identifiant_Structure", structure.to_string()),
-            ("Secteur_Activite", "SA01^1.2.250.1.71.4.2.4".into()),
-            ("urn:oasis:names:tc:xspa:1.0:subject:subject-id", "MAX LIBRE".into()),
-            ("urn:oasis:names:tc:xacml:2.0:subject:role", "10".into()),
-            ("VIHF_Version", "3.0".into()),
-            ("Authentification_mode", "INDIRECTE".into()),
-            ("urn:oasis:names:tc:xacml:2.0:resource:resource-id", passerelle_e2e::PATIENT.replace('&', "&amp;")),
-            ("Ressource_URN", "urn:dmp".into()),
-            ("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse", "normal".into()),
-            ("LPS_Nom", "SIH".into()),
-            ("LPS_Version", "1".into()),
-        ]
-        .iter()
-        .map(|(n, v)| format!(r#"<saml2:Attribute Name="{n}"><saml2:AttributeValue xsi:type="xs:string">{v}</saml2:AttributeValue></saml2:Attribute>"#))
-        .collect::<String>()
-    )
+#[tokio::test]
+async fn td21_with_inline_base64_documents_is_signed_too() {
+    let h = Harness::start().await;
+    let docs = three_documents("inline");
+    let (ct, body) = submission("1.2.250.1.999.inline.100", &docs);
+    let parts = mtom::parse(&ct, &body).expect("MTOM");
+    let inline = inline_xop(std::str::from_utf8(&parts.root).expect("UTF-8"), &parts);
+    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let reply = h
+        .post(
+            "/dmp/repository",
+            &headers("ch-test-a", &vihf),
+            SOAP_CT,
+            inline,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.text().contains("ResponseStatusType:Success"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(h.dmp_service.documents().len(), 4);
+    let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
+    assert!(
+        sent.content_type.starts_with("application/soap+xml"),
+        "stays inline SOAP"
+    );
+    assert_valid(&sent.body, "IHE/XDS.b_DocumentRepository.xsd");
+}
+
+#[tokio::test]
+async fn the_internal_systems_vihf_is_checked_before_signing() {
+    let h = Harness::start().await;
+    let body = |vihf: &str| {
+        messages::dmp_request(
+            passerelle_soap::xds::ITI18,
+            Some(vihf),
+            find_documents()
+                .split("<soap:Body>")
+                .nth(1)
+                .and_then(|b| b.split("</soap:Body>").next())
+                .expect("body"),
+        )
+    };
+    let tenant = [("x-passerelle-tenant", "ch-test-a")];
+    let foreign = messages::unsigned_vihf(&h.pki.tenants[1].structure_id, "INDIRECTE");
+    let reply = h
+        .post("/dmp/registry", &tenant, SOAP_CT, body(&foreign))
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.fault_code().as_deref(), Some("ForeignStructure"));
+    let direct = messages::unsigned_vihf(&h.pki.tenants[0].structure_id, "DIRECTE");
+    let reply = h
+        .post("/dmp/registry", &tenant, SOAP_CT, body(&direct))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.fault_code().as_deref(), Some("BadIdentity"));
+    assert!(reply.text().contains("INDIRECTE"), "{}", reply.text());
+    let doctype = format!(
+        "<!DOCTYPE x>{}",
+        messages::unsigned_vihf(&h.pki.tenants[0].structure_id, "INDIRECTE")
+    );
+    let reply = h
+        .post("/dmp/registry", &tenant, SOAP_CT, body(&doctype))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        h.dmp.stats.recent_bodies().is_empty(),
+        "nothing went upstream"
+    );
 }
