@@ -217,6 +217,20 @@ impl Harness {
     }
 }
 
+/// A keep-alive HTTP/1.1 connection to `address`, as an internal system opens it.
+pub async fn http1(
+    address: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the proxy");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection);
+    sender
+}
+
 /// One HTTP/1.1 POST over a fresh connection.
 pub async fn post(
     address: std::net::SocketAddr,
@@ -225,13 +239,7 @@ pub async fn post(
     content_type: &str,
     body: Bytes,
 ) -> Reply {
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect to the proxy");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("HTTP handshake");
-    tokio::spawn(connection);
+    let mut sender = http1(address).await;
     let mut request = http::Request::post(path)
         .header(http::header::HOST, address.to_string())
         .header(http::header::CONTENT_TYPE, content_type);
@@ -257,12 +265,30 @@ pub async fn post(
     }
 }
 
+/// A temporary file, removed on drop.
+#[derive(Debug)]
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(contents: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "passerelle-e2e-{}.xml",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, contents).expect("temp file");
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `xmllint --schema` on `xml`; returns (valid, output).
 pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
-    use std::io::Write;
-    let mut file = tempfile_in_target();
-    file.1.write_all(xml.as_bytes()).expect("write");
-    drop(file.1);
+    let file = TempFile::new(xml.as_bytes());
     let out = std::process::Command::new("xmllint")
         .arg("--noout")
         .arg("--schema")
@@ -270,20 +296,10 @@ pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
         .arg(&file.0)
         .output()
         .expect("xmllint (libxml2-utils) installed");
-    let _ = std::fs::remove_file(&file.0);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn tempfile_in_target() -> (PathBuf, std::fs::File) {
-    let path = std::env::temp_dir().join(format!(
-        "passerelle-e2e-{}.xml",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let file = std::fs::File::create(&path).expect("temp file");
-    (path, file)
 }
 
 /// Sample messages the internal systems send.

@@ -6,7 +6,7 @@
 use passerelle_e2e::messages::{
     self, find_documents, retrieve, submission, three_documents, vihf_headers,
 };
-use passerelle_e2e::{Harness, SOAP_CT, spec, xmllint};
+use passerelle_e2e::{Harness, SOAP_CT, TempFile, spec, xmllint};
 use passerelle_mocks::dmp::REPOSITORY_UNIQUE_ID;
 use passerelle_soap::Envelope;
 use passerelle_soap::envelope::standalone;
@@ -197,11 +197,7 @@ fn vihf_schema() -> std::path::PathBuf {
 
 /// `xmlsec1 --verify` with the test root and the ORG intermediate only.
 fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) {
-    let file = std::env::temp_dir().join(format!(
-        "passerelle-e2e-{}.xml",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::write(&file, document).expect("write");
+    let file = TempFile::new(document);
     let out = std::process::Command::new("xmlsec1")
         .arg("--verify")
         .arg("--trusted-pem")
@@ -209,10 +205,9 @@ fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) {
         .arg("--untrusted-pem")
         .arg(h.pki.path(&h.pki.ca.org_intermediate))
         .args(extra)
-        .arg(&file)
+        .arg(&file.0)
         .output()
         .expect("xmlsec1 installed");
-    let _ = std::fs::remove_file(&file);
     assert!(
         out.status.success(),
         "xmlsec1: {}",

@@ -26,13 +26,7 @@ fn request(path: &str, body: &str, extra: &[(&str, String)]) -> http::Request<Fu
 #[tokio::test]
 async fn thousand_sequential_requests_need_one_handshake_per_pool() {
     let h = Harness::start().await;
-    let tcp = tokio::net::TcpStream::connect(h.proxy().address)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut sender = passerelle_e2e::http1(h.proxy().address).await;
     let insi = insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14");
     for i in 0..1000 {
         sender.ready().await.expect("ready");
