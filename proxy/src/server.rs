@@ -191,7 +191,7 @@ struct RequestLog {
     client: String,
     tenant: String,
     service: String,
-    upstream_ms: Option<u128>,
+    forward_ms: Option<u128>,
     dmp: DmpSummary,
     insi_operation: String,
     insi_completed: Vec<&'static str>,
@@ -229,7 +229,7 @@ async fn handle(
         completed = ?log.insi_completed,
         status = response.status().as_u16(),
         code = code.unwrap_or("-"),
-        upstream_ms = log.upstream_ms.unwrap_or(0),
+        forward_ms = log.forward_ms.unwrap_or(0),
         total_ms = started.elapsed().as_millis(),
         "request"
     );
@@ -300,7 +300,7 @@ async fn dispatch(
                 &mut log.dmp,
             )
             .await;
-            log.upstream_ms = Some(sent_at.elapsed().as_millis());
+            log.forward_ms = Some(sent_at.elapsed().as_millis());
             r?
         }
         Route::Insi(mode) => {
@@ -321,7 +321,7 @@ async fn dispatch(
                 .pool
                 .send(&content_type, &[], vec![request.body], Retry::IfNotSent)
                 .await;
-            log.upstream_ms = Some(sent_at.elapsed().as_millis());
+            log.forward_ms = Some(sent_at.elapsed().as_millis());
             r?
         }
     };
