@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConfigFile {
-    pub listener: ListenerSection,
+    pub listener: InternalListenerSection,
     pub admin: ListenerSection,
     pub software: SoftwareSection,
     #[serde(default)]
@@ -26,6 +26,52 @@ pub struct ConfigFile {
     pub security: SecuritySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[listener]`: where internal systems connect, and how much they may ask at once.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InternalListenerSection {
+    pub address: String,
+    /// Time a client may take to send its request headers.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
+    /// Requests handled at once; beyond, 503 with Retry-After.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_header_read_timeout() -> String {
+    "30s".into()
+}
+
+fn default_max_concurrent_requests() -> usize {
+    1024
+}
+
+/// `[audit]`: the audit trail (one JSON line per upstream exchange).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuditSection {
+    pub path: PathBuf,
+    /// Start a new file before this size (0: never by size).
+    pub rotate_bytes: u64,
+    /// Start a new file each day (UTC).
+    pub rotate_daily: bool,
+    /// fsync each batch of lines before answering (slower, survives a power cut).
+    pub fsync: bool,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("audit/passerelle-audit.jsonl"),
+            rotate_bytes: 100 * 1024 * 1024,
+            rotate_daily: true,
+            fsync: false,
+        }
+    }
 }
 
 /// `[limits]`: what one internal request may cost.
@@ -34,12 +80,15 @@ pub struct ConfigFile {
 pub struct LimitsSection {
     /// Largest request body accepted, in bytes (ITI-41 submissions included).
     pub max_body_bytes: u64,
+    /// Requests in flight at once per upstream pool (tenant, service, certificate).
+    pub upstream_concurrency: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024 * 1024,
+            upstream_concurrency: 64,
         }
     }
 }
@@ -228,6 +277,8 @@ pub struct ClientSection {
     /// `dmp` (every DMP service), `dmp/<service>`, `insi`.
     #[serde(default)]
     pub services: Vec<String>,
+    /// Requests per second allowed to this client (token bucket, burst = one second).
+    pub rate_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

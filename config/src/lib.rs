@@ -164,6 +164,7 @@ pub struct Config {
     pub clients: Vec<InternalClient>,
     pub security: file::SecuritySection,
     pub limits: Limits,
+    pub audit: Audit,
     /// Warnings found while loading (an expiring certificate, no client declared, ...).
     pub warnings: Vec<Problem>,
 }
@@ -201,10 +202,26 @@ pub struct UpstreamTrust {
     pub crls: Vec<Vec<u8>>,
 }
 
-/// What one internal request may cost.
+/// What one internal request may cost, and how many run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Requests in flight at once per upstream pool.
+    pub upstream_concurrency: usize,
+    /// Time a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Requests handled at once; beyond, 503 with Retry-After.
+    pub max_concurrent_requests: usize,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Absolute, or resolved against the configuration file's directory.
+    pub path: PathBuf,
+    pub rotate_bytes: u64,
+    pub rotate_daily: bool,
+    pub fsync: bool,
 }
 
 /// Digest of a signature (`sha256`, or `sha1` for the older profiles).
@@ -311,6 +328,8 @@ pub struct InternalClient {
     pub cert_subject: Option<String>,
     pub tenants: Vec<TenantId>,
     pub services: Vec<ServiceScope>,
+    /// Requests per second allowed (burst: one second's worth); `None`: unlimited.
+    pub rate_per_second: Option<f64>,
 }
 
 /// Validates the configuration at `path` and every file it names; returns it when no
@@ -468,13 +487,30 @@ impl Validator {
             tenants,
             clients,
             security: raw.security.clone(),
-            limits: self.limits(&raw.limits)?,
+            limits: self.limits(&raw)?,
+            audit: Audit {
+                path: self.resolve(&raw.audit.path),
+                rotate_bytes: raw.audit.rotate_bytes,
+                rotate_daily: raw.audit.rotate_daily,
+                fsync: raw.audit.fsync,
+            },
             warnings: Vec::new(),
         })
     }
 
-    fn limits(&mut self, l: &file::LimitsSection) -> Option<Limits> {
+    fn limits(&mut self, raw: &ConfigFile) -> Option<Limits> {
         const FLOOR: u64 = 64 * 1024;
+        let l = &raw.limits;
+        let header_read_timeout = self.duration(
+            "listener.header_read_timeout",
+            &raw.listener.header_read_timeout,
+        );
+        if raw.listener.max_concurrent_requests == 0 {
+            self.error("listener.max_concurrent_requests", "must be at least 1");
+        }
+        if l.upstream_concurrency == 0 {
+            self.error("limits.upstream_concurrency", "must be at least 1");
+        }
         if l.max_body_bytes < FLOOR {
             self.error(
                 "limits.max_body_bytes",
@@ -486,7 +522,12 @@ impl Validator {
             return None;
         }
         match usize::try_from(l.max_body_bytes) {
-            Ok(max_body_bytes) => Some(Limits { max_body_bytes }),
+            Ok(max_body_bytes) => Some(Limits {
+                max_body_bytes,
+                upstream_concurrency: l.upstream_concurrency.max(1),
+                header_read_timeout: header_read_timeout?,
+                max_concurrent_requests: raw.listener.max_concurrent_requests.max(1),
+            }),
             Err(_) => {
                 self.error(
                     "limits.max_body_bytes",
@@ -655,19 +696,24 @@ impl Validator {
         }
     }
 
-    fn timeouts(&mut self, section: &str, t: &TimeoutsSection) -> Option<Timeouts> {
-        let mut parse = |name: &str, value: &str| match humantime::parse_duration(value) {
+    fn duration(&mut self, field: &str, value: &str) -> Option<Duration> {
+        match humantime::parse_duration(value) {
             Ok(d) if !d.is_zero() => Some(d),
             _ => {
                 self.error(
-                    &format!("{section}.timeouts.{name}"),
+                    field,
                     format!(
                         "{value:?} is not a positive duration such as \"30s\", \"500ms\" or \"2m\""
                     ),
                 );
                 None
             }
-        };
+        }
+    }
+
+    fn timeouts(&mut self, section: &str, t: &TimeoutsSection) -> Option<Timeouts> {
+        let mut parse =
+            |name: &str, value: &str| self.duration(&format!("{section}.timeouts.{name}"), value);
         let connect = parse("connect", &t.connect);
         let tls = parse("tls", &t.tls);
         let request = parse("request", &t.request);
@@ -1284,6 +1330,14 @@ impl Validator {
                     }
                 }
             }
+            if let Some(rate) = c.rate_per_second
+                && !(rate.is_finite() && rate > 0.0)
+            {
+                self.error(
+                    &format!("{field}.rate_per_second"),
+                    format!("{rate} is not a positive number of requests per second"),
+                );
+            }
             if c.source_cidrs.is_empty() {
                 self.warning(
                     &format!("{field}.source_cidrs"),
@@ -1403,6 +1457,7 @@ impl Validator {
                     cert_subject: c.cert_subject.clone(),
                     tenants: client_tenants,
                     services,
+                    rate_per_second: c.rate_per_second,
                 });
             }
         }

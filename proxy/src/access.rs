@@ -34,6 +34,8 @@ impl std::fmt::Display for Service<'_> {
 pub struct Grant {
     pub client: String,
     pub tenant: TenantId,
+    /// The client's rate limit, requests per second.
+    pub rate_per_second: Option<f64>,
 }
 
 /// The declared clients, with their token digests.
@@ -119,6 +121,7 @@ impl AccessPolicy {
         Ok(Grant {
             client: client.name.clone(),
             tenant,
+            rate_per_second: client.rate_per_second,
         })
     }
 }
@@ -141,6 +144,7 @@ mod tests {
             cert_subject: None,
             tenants: tenants.iter().map(|t| t.parse().expect("tenant")).collect(),
             services,
+            rate_per_second: None,
         }
     }
 

@@ -130,6 +130,14 @@ pub enum ProxyError {
         reason: String,
         sent: Sent,
     },
+    #[error(
+        "Passerelle is handling as many requests as it may (listener.max_concurrent_requests): retry shortly"
+    )]
+    Overloaded,
+    #[error(
+        "client {client:?} is over its rate (clients.rate_per_second): retry in {retry_after} s"
+    )]
+    RateLimited { client: String, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -170,6 +178,8 @@ impl ProxyError {
             Self::UpstreamTls { .. } => "UpstreamTls",
             Self::UpstreamTimeout { .. } => "UpstreamTimeout",
             Self::UpstreamConnectionLost { .. } => "UpstreamConnectionLost",
+            Self::Overloaded => "Overloaded",
+            Self::RateLimited { .. } => "RateLimited",
             Self::Internal(_) => "Internal",
         }
     }
@@ -207,6 +217,8 @@ impl ProxyError {
             | Self::UpstreamTls { .. }
             | Self::UpstreamConnectionLost { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -216,6 +228,19 @@ impl ProxyError {
             Self::UpstreamTimeout { sent, .. } | Self::UpstreamConnectionLost { sent, .. } => *sent,
             _ => Sent::No,
         }
+    }
+
+    /// Whether access control refused the caller (who, rather than what was sent).
+    pub fn is_access_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingCredentials
+                | Self::UnknownClient
+                | Self::SourceNotAllowed { .. }
+                | Self::TenantRequired { .. }
+                | Self::TenantNotAllowed { .. }
+                | Self::ServiceNotAllowed { .. }
+        )
     }
 
     /// Sender faults are the caller's to fix; Receiver faults are ours or upstream's.
@@ -263,6 +288,16 @@ impl ProxyError {
         );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             response.headers_mut().insert("x-request-id", v);
+        }
+        let retry_after = match self {
+            Self::Overloaded => Some(1),
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status() == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

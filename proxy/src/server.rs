@@ -20,17 +20,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tracing::Instrument;
+
 use crate::access::Service;
+use crate::audit::AuditRecord;
 use crate::body::{ProxyBody, read_limited};
 use crate::dmp::{self, DmpSummary};
 use crate::fault::ProxyError;
 use crate::insi;
 use crate::message::SoapMessage;
+use crate::runtime::Proxy;
 use crate::state::{InsiMode, ProxyState};
 use crate::upstream::Retry;
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that concern one connection only, never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -44,17 +45,22 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// A running proxy: its bound addresses, its state, and a handle to stop it.
+/// A running proxy: its bound addresses, its shared parts, and a handle to stop it.
 #[derive(Debug)]
 pub struct RunningProxy {
     pub address: SocketAddr,
     pub admin_address: SocketAddr,
-    pub state: Arc<ProxyState>,
+    pub proxy: Arc<Proxy>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningProxy {
+    /// The state in force now.
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.proxy.state()
+    }
+
     /// Stops accepting, lets in-flight requests finish within `grace`, then returns.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
@@ -64,9 +70,9 @@ impl RunningProxy {
     }
 }
 
-/// Serves `state` on the two listeners until [`RunningProxy::shutdown`].
+/// Serves `proxy` on the two listeners until [`RunningProxy::shutdown`].
 pub fn start(
-    state: Arc<ProxyState>,
+    proxy: Arc<Proxy>,
     listener: TcpListener,
     admin: TcpListener,
     grace: Duration,
@@ -78,20 +84,20 @@ pub fn start(
         listener,
         stopped.clone(),
         grace,
-        Arc::clone(&state),
-        |state, peer, req| async move { Ok::<_, Infallible>(handle(state, peer, req).await) },
+        Arc::clone(&proxy),
+        |proxy, peer, req| async move { Ok::<_, Infallible>(handle(proxy, peer, req).await) },
     ));
     let admin_task = tokio::spawn(serve(
         admin,
         stopped,
         grace,
-        Arc::clone(&state),
-        |state, _, req| async move { Ok::<_, Infallible>(admin_route(&state, &req)) },
+        Arc::clone(&proxy),
+        |proxy, _, req| async move { Ok::<_, Infallible>(admin_route(&proxy, &req)) },
     ));
     Ok(RunningProxy {
         address,
         admin_address,
-        state,
+        proxy,
         stop,
         tasks: vec![main, admin_task],
     })
@@ -101,10 +107,10 @@ async fn serve<F, Fut>(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
-    state: Arc<ProxyState>,
+    proxy: Arc<Proxy>,
     handler: F,
 ) where
-    F: Fn(Arc<ProxyState>, SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Arc<Proxy>, SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -112,7 +118,7 @@ async fn serve<F, Fut>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(proxy.state().config.limits.header_read_timeout)
         .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {
@@ -128,9 +134,9 @@ async fn serve<F, Fut>(
             _ = stopped.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
+        let proxy = Arc::clone(&proxy);
         let handler = handler.clone();
-        let service = service_fn(move |req| handler(Arc::clone(&state), peer, req));
+        let service = service_fn(move |req| handler(Arc::clone(&proxy), peer, req));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
@@ -185,58 +191,169 @@ fn request_id(req: &Request<Incoming>) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
 }
 
-/// What the log line of a request says.
+/// What the log line, the metrics and the audit trail say of a request.
 #[derive(Debug, Default)]
 struct RequestLog {
     client: String,
     tenant: String,
     service: String,
-    forward_ms: Option<u128>,
     dmp: DmpSummary,
     insi_operation: String,
     insi_completed: Vec<&'static str>,
+    insi_message_id: String,
+    insi_emetteur: String,
+    /// Whether an upstream exchange was attempted.
+    exchanged: bool,
+    upstream: Duration,
+    upstream_status: u16,
+    patient_ins: String,
+}
+
+impl RequestLog {
+    fn action(&self) -> &str {
+        if self.dmp.action.is_empty() {
+            &self.insi_operation
+        } else {
+            &self.dmp.action
+        }
+    }
+}
+
+/// The INS an INSi answer returns (`NumIdentifiant` + `Cle`), for the audit trail.
+fn returned_ins(body: &ProxyBody) -> String {
+    let ProxyBody::Full(bytes) = body else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let between = |open: &str, close: &str| {
+        let start = text.find(open)? + open.len();
+        let end = text[start..].find(close)?;
+        Some(text[start..start + end].trim().to_string())
+    };
+    match (
+        between("<NumIdentifiant>", "</NumIdentifiant>"),
+        between("<Cle>", "</Cle>"),
+    ) {
+        (Some(nir), Some(key)) => format!("{nir}{key}"),
+        _ => String::new(),
+    }
 }
 
 async fn handle(
-    state: Arc<ProxyState>,
+    proxy: Arc<Proxy>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let id = request_id(&req);
+    let span = tracing::info_span!("request", request_id = %id);
+    handle_in_span(proxy, peer, req, id).instrument(span).await
+}
+
+async fn handle_in_span(
+    proxy: Arc<Proxy>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    id: String,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let _in_flight = proxy.metrics.in_flight();
     let mut log = RequestLog::default();
-    let (mut response, code) = match dispatch(&state, peer, req, &mut log).await {
+    // The state in force when the request arrived serves it to the end, even across a reload.
+    let state = proxy.state();
+    let result = match proxy.admit() {
+        Ok(_slot) => dispatch(&proxy, &state, peer, req, &mut log).await,
+        Err(e) => Err(e),
+    };
+    let (mut response, code) = match result {
         Ok(r) => (r, None),
         Err(e) => {
             let code = e.code();
-            tracing::warn!(request_id = %id, code, reason = %e, "refused");
+            if e.is_access_refusal() {
+                proxy.metrics.access_refused(code);
+            }
+            tracing::warn!(code, reason = %e, "refused");
             (e.to_response(&id), Some(code))
         }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    let outcome = match code {
+        Some(c) => c,
+        None if response.status().is_success() => "ok",
+        None => "upstream_fault",
+    };
+    if log.service.is_empty() {
+        log.service = "unrouted".into();
+    }
+    let total = started.elapsed();
+    proxy
+        .metrics
+        .request(&log.service, log.action(), outcome, total);
+    if log.dmp.signing > Duration::ZERO {
+        proxy.metrics.signing(log.dmp.signing);
+    }
+    if log.exchanged {
+        proxy.metrics.upstream(&log.service, log.upstream);
+        if log.service == "insi" {
+            log.patient_ins = returned_ins(response.body());
+        }
+        let record = AuditRecord {
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            request_id: id.clone(),
+            message_id: if log.dmp.message_id.is_empty() {
+                log.insi_message_id.clone()
+            } else {
+                log.dmp.message_id.clone()
+            },
+            client: log.client.clone(),
+            tenant: log.tenant.clone(),
+            structure: if log.dmp.structure.is_empty() {
+                log.insi_emetteur.clone()
+            } else {
+                log.dmp.structure.clone()
+            },
+            service: log.service.clone(),
+            action: log.action().to_string(),
+            actor_id: log.dmp.actor_id.clone(),
+            patient_ins: if log.patient_ins.is_empty() {
+                log.dmp.patient_ins.clone()
+            } else {
+                log.patient_ins.clone()
+            },
+            outcome: outcome.to_string(),
+            upstream_status: log.upstream_status,
+            latency_ms: total.as_millis() as u64,
+        };
+        // Written and flushed before the internal system gets its answer.
+        if let Err(e) = proxy.audit().record(&record).await {
+            tracing::error!(error = %e, path = %proxy.audit().path().display(), "audit trail write failed");
+        }
+    }
     tracing::info!(
-        request_id = %id,
         peer = %peer,
         client = %log.client,
         tenant = %log.tenant,
         service = %log.service,
-        action = %if log.dmp.action.is_empty() { &log.insi_operation } else { &log.dmp.action },
-        message_id = %log.dmp.message_id,
+        action = %log.action(),
+        message_id = %if log.dmp.message_id.is_empty() { &log.insi_message_id } else { &log.dmp.message_id },
         structure = %log.dmp.structure,
         documents = log.dmp.documents,
         completed = ?log.insi_completed,
         status = response.status().as_u16(),
         code = code.unwrap_or("-"),
-        forward_ms = log.forward_ms.unwrap_or(0),
-        total_ms = started.elapsed().as_millis(),
+        signing_ms = log.dmp.signing.as_millis(),
+        upstream_ms = log.upstream.as_millis(),
+        total_ms = total.as_millis(),
         "request"
     );
     response
 }
 
 async fn dispatch(
+    proxy: &Proxy,
     state: &ProxyState,
     peer: SocketAddr,
     req: Request<Incoming>,
@@ -271,6 +388,7 @@ async fn dispatch(
     let grant = state.access.authorize(req.headers(), peer.ip(), service)?;
     log.client = grant.client.clone();
     log.tenant = grant.tenant.to_string();
+    proxy.take_token(&grant.client, grant.rate_per_second)?;
     let tenant = state.tenants.get(&grant.tenant).ok_or_else(|| {
         ProxyError::Internal(format!("tenant {} has no runtime state", grant.tenant))
     })?;
@@ -287,7 +405,6 @@ async fn dispatch(
         .unwrap_or("")
         .to_string();
     let body = read_limited(body, declared, state.config.limits.max_body_bytes).await?;
-    let sent_at = Instant::now();
     let response = match route {
         Route::Dmp(name) => {
             let r = dmp::forward(
@@ -300,7 +417,8 @@ async fn dispatch(
                 &mut log.dmp,
             )
             .await;
-            log.forward_ms = Some(sent_at.elapsed().as_millis());
+            log.exchanged = log.dmp.exchanged;
+            log.upstream = log.dmp.upstream;
             r?
         }
         Route::Insi(mode) => {
@@ -315,16 +433,20 @@ async fn dispatch(
             )?;
             log.insi_operation = request.operation.clone();
             log.insi_completed = request.completed.clone();
+            log.insi_message_id = request.message_id.clone();
+            log.insi_emetteur = upstream.emetteur.clone();
+            log.exchanged = true;
             let sent_at = Instant::now();
             // INSi searches read only: one retry if the first attempt was never written.
             let r = upstream
                 .pool
                 .send(&content_type, &[], vec![request.body], Retry::IfNotSent)
                 .await;
-            log.forward_ms = Some(sent_at.elapsed().as_millis());
+            log.upstream = sent_at.elapsed();
             r?
         }
     };
+    log.upstream_status = response.status().as_u16();
     Ok(strip_hop_by_hop(response))
 }
 
@@ -345,10 +467,33 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-/// Admin routes: `/healthz` and `/pools` (connection and handshake counters per pool).
-fn admin_route(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
+/// Admin routes: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/pools`.
+fn admin_route(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let state = proxy.state();
+    let now = time::OffsetDateTime::now_utc();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => {
+            let expired: Vec<String> = state
+                .credentials()
+                .filter(|c| c.check(now).is_err())
+                .map(|c| format!("{} {}", c.tenant, c.role))
+                .collect();
+            if expired.is_empty() {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("expired certificates: {}\n", expired.join(", ")),
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            proxy.metrics.render(&state, now),
+        ),
         (&Method::GET, "/pools") => {
             let pools: Vec<serde_json::Value> = state
                 .pools()
@@ -373,7 +518,7 @@ fn admin_route(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBod
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "GET /healthz or /pools\n".into(),
+            "GET /healthz, /readyz, /metrics or /pools\n".into(),
         ),
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
 use crate::fault::ProxyError;
-use crate::upstream::{self, UpstreamPool, UpstreamTarget};
+use crate::upstream::{self, PoolKey, UpstreamPool, UpstreamTarget};
 
 /// Why the runtime state could not be built from a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,16 @@ impl ProxyState {
         })
     }
 
+    /// Every certificate in use, for expiry checks and metrics.
+    pub fn credentials(&self) -> impl Iterator<Item = &Credential> {
+        self.tenants.values().flat_map(|t| {
+            t.dmp
+                .iter()
+                .flat_map(|d| [&d.auth, &d.sign])
+                .chain(t.insi.values().map(|i| &i.credential))
+        })
+    }
+
     /// Every pool, for counters.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
         self.tenants.values().flat_map(|t| {
@@ -155,16 +165,21 @@ fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, Sta
         (Some(dmp), Some(auth), Some(sign)) => {
             let mut pools = HashMap::new();
             for name in dmp.services.keys() {
-                let pool_name = format!("{} dmp/{name} {}", tenant.id, CertRole::DmpAuth);
+                let key = PoolKey {
+                    tenant: tenant.id.to_string(),
+                    service: format!("dmp/{name}"),
+                    role: CertRole::DmpAuth,
+                };
                 let url = dmp.service_url(name).unwrap_or_default();
-                let tls = upstream::client_config(&pool_name, &dmp.trust, auth)?;
+                let tls = upstream::client_config(&key.to_string(), &dmp.trust, auth)?;
                 pools.insert(
                     name.clone(),
                     Arc::new(UpstreamPool::new(
-                        pool_name,
+                        key,
                         UpstreamTarget::parse(&url)?,
                         tls,
                         dmp.timeouts,
+                        config.limits.upstream_concurrency,
                     )),
                 );
             }
@@ -188,16 +203,21 @@ fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, Sta
             let Some(material) = cert(mode.role()) else {
                 continue;
             };
-            let pool_name = format!("{} insi {}", tenant.id, mode.role());
-            let tls = upstream::client_config(&pool_name, &service.trust, material)?;
+            let key = PoolKey {
+                tenant: tenant.id.to_string(),
+                service: "insi".into(),
+                role: mode.role(),
+            };
+            let tls = upstream::client_config(&key.to_string(), &service.trust, material)?;
             insi.insert(
                 mode,
                 InsiUpstream {
                     pool: Arc::new(UpstreamPool::new(
-                        pool_name,
+                        key,
                         UpstreamTarget::parse(service.url.as_str())?,
                         tls,
                         service.timeouts,
+                        config.limits.upstream_concurrency,
                     )),
                     emetteur: material
                         .info

@@ -175,6 +175,21 @@ impl PoolStats {
     }
 }
 
+/// What a pool is for: one tenant, one service, one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolKey {
+    pub tenant: String,
+    /// `dmp/<service>` or `insi`.
+    pub service: String,
+    pub role: passerelle_config::CertRole,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.tenant, self.service, self.role)
+    }
+}
+
 struct IdleConnection {
     sender: SendRequest<Chunks>,
     since: Instant,
@@ -182,12 +197,15 @@ struct IdleConnection {
 
 /// Keep-alive connections to one upstream URL with one client certificate.
 pub struct UpstreamPool {
-    /// `<tenant> <service> <role>`, for messages and metrics.
+    key: PoolKey,
+    /// `<tenant> <service> <role>`, for messages.
     name: String,
     target: UpstreamTarget,
     tls: TlsConnector,
     timeouts: Timeouts,
     idle: Mutex<VecDeque<IdleConnection>>,
+    /// Requests in flight at once on this pool.
+    slots: tokio::sync::Semaphore,
     pub stats: PoolStats,
 }
 
@@ -206,23 +224,30 @@ fn secs(d: Duration) -> u64 {
 
 impl UpstreamPool {
     pub fn new(
-        name: String,
+        key: PoolKey,
         target: UpstreamTarget,
         tls: Arc<ClientConfig>,
         timeouts: Timeouts,
+        concurrency: usize,
     ) -> Self {
         Self {
-            name,
+            name: key.to_string(),
+            key,
             target,
             tls: TlsConnector::from(tls),
             timeouts,
             idle: Mutex::new(VecDeque::new()),
+            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
             stats: PoolStats::default(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn key(&self) -> &PoolKey {
+        &self.key
     }
 
     pub fn url(&self) -> &str {
@@ -340,6 +365,16 @@ impl UpstreamPool {
         let mut request = build()?;
         let mut attempts = 0;
         let deadline = Instant::now() + self.timeouts.request;
+        // Wait for a slot within the request's time (limits.upstream_concurrency).
+        let _slot = tokio::time::timeout(self.timeouts.request, self.slots.acquire())
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout {
+                upstream: upstream.clone(),
+                phase: "waiting for a free upstream slot (limits.upstream_concurrency)",
+                seconds: secs(self.timeouts.request),
+                sent: Sent::No,
+            })?
+            .map_err(|_| ProxyError::Internal("upstream slots closed".into()))?;
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),

@@ -13,7 +13,7 @@ use passerelle_certs_test::{Manifest, shared_test_pki};
 use passerelle_mocks::dmp::MockDmp;
 use passerelle_mocks::faults::Faults;
 use passerelle_mocks::server::Running;
-use passerelle_proxy::{ProxyState, RunningProxy};
+use passerelle_proxy::{Proxy, ProxyState, RunningProxy};
 
 /// The sandbox client's bearer token (its SHA-256 is in the generated configuration).
 pub const TOKEN: &str = "sandbox-token";
@@ -37,6 +37,13 @@ pub struct Options {
     pub limits_max_body: Option<u64>,
     /// Replaces the DMP server trust anchors (path relative to the PKI directory).
     pub dmp_trust_anchor: Option<String>,
+    /// Extra `[listener]` keys.
+    pub listener: Vec<(&'static str, toml::Value)>,
+    /// Replaces the `[[clients]]` array.
+    pub clients: Option<toml::Value>,
+    /// Tenant A's ORG AUTH_CLI from `dmp-auth.{cert,chain,key}.pem` in this directory
+    /// (for renewal tests, which change the files).
+    pub tenant_a_dmp_auth_dir: Option<PathBuf>,
 }
 
 /// Mocks and proxy, stopped on drop.
@@ -46,7 +53,8 @@ pub struct Harness {
     pub dmp: Running,
     pub dmp_service: Arc<MockDmp>,
     pub insi: Running,
-    config_path: PathBuf,
+    pub config_path: PathBuf,
+    pub audit_path: PathBuf,
 }
 
 impl std::fmt::Debug for Harness {
@@ -60,6 +68,9 @@ impl std::fmt::Debug for Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config_path);
+        if let Some(dir) = self.audit_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -157,17 +168,45 @@ impl Harness {
             limits.insert("max_body_bytes".into(), toml::Value::Integer(max as i64));
             doc.insert("limits".into(), toml::Value::Table(limits));
         }
-        let config_path = pki
-            .dir
-            .join(format!("e2e-{}.toml", uuid::Uuid::new_v4().simple()));
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let audit_path = std::env::temp_dir()
+            .join(format!("passerelle-e2e-audit-{run_id}"))
+            .join("audit.jsonl");
+        let mut audit = toml::Table::new();
+        audit.insert("path".into(), audit_path.display().to_string().into());
+        doc.insert("audit".into(), toml::Value::Table(audit));
+        for (key, value) in &options.listener {
+            set(&mut doc, "listener", key, value.clone());
+        }
+        if let Some(dir) = &options.tenant_a_dmp_auth_dir
+            && let Some(toml::Value::Array(tenants)) = doc.get_mut("tenants")
+            && let Some(toml::Value::Table(a)) = tenants.first_mut()
+            && let Some(toml::Value::Table(certs)) = a.get_mut("certificates")
+        {
+            let mut auth = toml::Table::new();
+            for (key, file) in [
+                ("cert", "dmp-auth.cert.pem"),
+                ("chain", "dmp-auth.chain.pem"),
+                ("key", "dmp-auth.key.pem"),
+            ] {
+                auth.insert(key.into(), dir.join(file).display().to_string().into());
+            }
+            certs.insert("dmp_auth".into(), toml::Value::Table(auth));
+        }
+        if let Some(clients) = &options.clients {
+            doc.insert("clients".into(), clients.clone());
+        }
+        let config_path = pki.dir.join(format!("e2e-{run_id}.toml"));
         std::fs::write(&config_path, toml::to_string(&doc).expect("TOML")).expect("write config");
         let config = passerelle_config::load(&config_path).expect("configuration loads");
-        let state = Arc::new(ProxyState::new(config).expect("proxy state"));
+        let proxy = Arc::new(
+            Proxy::new(ProxyState::new(config).expect("proxy state")).expect("audit trail"),
+        );
         let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
         let admin = tokio::net::TcpListener::bind(any)
             .await
             .expect("bind admin");
-        let proxy = passerelle_proxy::start(state, listener, admin, Duration::from_secs(5))
+        let proxy = passerelle_proxy::start(proxy, listener, admin, Duration::from_secs(5))
             .expect("proxy starts");
         Self {
             pki,
@@ -176,11 +215,40 @@ impl Harness {
             dmp_service,
             insi,
             config_path,
+            audit_path,
         }
     }
 
     pub fn proxy(&self) -> &RunningProxy {
         self.proxy.as_ref().expect("proxy running")
+    }
+
+    /// The audit trail's lines so far.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// The admin listener's `path`, as text.
+    pub async fn admin(&self, path: &str) -> (u16, String) {
+        let address = self.proxy().admin_address;
+        let mut sender = http1(address).await;
+        let request = http::Request::get(path)
+            .header(http::header::HOST, address.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("admin response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Sends a POST to the proxy as an internal system, with the sandbox token unless

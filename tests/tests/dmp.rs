@@ -94,7 +94,7 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     assert!(root.contains(&format!(
             "<wsa:To xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">{}",
             h.proxy()
-                .state
+                .state()
                 .config
                 .dmp
                 .as_ref()

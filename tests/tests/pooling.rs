@@ -56,7 +56,7 @@ async fn thousand_sequential_requests_need_one_handshake_per_pool() {
         assert_eq!(response.status(), 200, "DMP request {i}");
         response.into_body().collect().await.expect("body");
     }
-    let state = &h.proxy().state;
+    let state = h.proxy().state();
     let mut used = 0;
     for pool in state.pools() {
         let handshakes = pool.stats.handshakes();

@@ -102,7 +102,7 @@ async fn structure_of_another_tenant_is_refused_before_any_upstream_byte() {
 
 fn connections(h: &Harness) -> u64 {
     h.proxy()
-        .state
+        .state()
         .pools()
         .map(|p| p.stats.connections.load(Ordering::Relaxed))
         .sum()

@@ -1,12 +1,26 @@
-//! `passerelle run`: validate the configuration fully, then serve until SIGTERM or
-//! Ctrl-C, finishing in-flight requests within the grace period.
+//! `passerelle run`: validate the configuration fully, then serve; reload on SIGHUP and
+//! when the configuration or a file it names changes; warn daily about certificates
+//! close to expiry; on SIGTERM or Ctrl-C finish in-flight requests within the grace
+//! period, flush the audit trail, exit 0.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use passerelle_proxy::ProxyState;
+use passerelle_proxy::runtime::Proxy;
+use passerelle_proxy::{ProxyState, RunningProxy};
+
+/// How often the files are checked for changes.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How often expiring certificates are reported.
+const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -16,28 +30,32 @@ pub struct RunArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Log lines for people (default) or one JSON object per line.
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PASSERELLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PASSERELLE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logs(args.log_format);
     let inspection = passerelle_config::inspect(&args.config);
     for problem in &inspection.problems {
         eprintln!("{problem}");
     }
-    let Some(config) = inspection.config.filter(|_| {
-        !inspection
-            .problems
-            .iter()
-            .any(|p| p.severity == passerelle_config::Severity::Error)
-    }) else {
+    let has_errors = inspection.has_errors();
+    let Some(config) = inspection.config.filter(|_| !has_errors) else {
         eprintln!(
             "{}: not started: fix the errors above (passerelle check --config ...)",
             args.config.display()
@@ -59,8 +77,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
 
 async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
     let (listen, admin) = (config.listener, config.admin);
-    let state = match ProxyState::new(config) {
-        Ok(s) => Arc::new(s),
+    let proxy = match ProxyState::new(config)
+        .map_err(passerelle_proxy::runtime::StartError::from)
+        .and_then(Proxy::new)
+    {
+        Ok(p) => Arc::new(p),
         Err(e) => {
             eprintln!("not started: {e}");
             return ExitCode::FAILURE;
@@ -78,33 +99,159 @@ async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = match passerelle_proxy::start(state, listener, admin_listener, grace) {
+    let running = match passerelle_proxy::start(Arc::clone(&proxy), listener, admin_listener, grace)
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("not started: {e}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %running.address, admin = %running.admin_address, tenants = running.state.tenants.len(), "passerelle ready");
-    wait_for_signal().await;
+    tracing::info!(
+        listen = %running.address,
+        admin = %running.admin_address,
+        tenants = running.state().tenants.len(),
+        audit = %proxy.audit().path().display(),
+        "passerelle ready"
+    );
+    let watcher = tokio::spawn(watch_files(Arc::clone(&proxy)));
+    let warner = tokio::spawn(warn_expiring(Arc::clone(&proxy)));
+    wait_for_stop(&proxy).await;
+    watcher.abort();
+    warner.abort();
+    stop(running, grace).await;
+    ExitCode::SUCCESS
+}
+
+async fn stop(running: RunningProxy, grace: Duration) {
     tracing::info!(
         grace_s = grace.as_secs(),
         "stopping: no new connections, finishing in-flight requests"
     );
     running.shutdown(grace).await;
+    // Every answered request waited for its audit line: the trail is complete.
     tracing::info!("stopped");
-    ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
+fn reload(proxy: &Proxy, why: &str) {
+    match proxy.reload() {
+        Ok(()) => tracing::info!(trigger = why, "configuration and certificates reloaded"),
+        Err(reasons) => {
+            for reason in &reasons {
+                tracing::error!(trigger = why, %reason, "reload refused");
             }
-        } => {}
+            tracing::error!(
+                trigger = why,
+                errors = reasons.len(),
+                "reload refused: the running configuration stays"
+            );
+        }
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C, reloading on every SIGHUP meanwhile.
+async fn wait_for_stop(proxy: &Proxy) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = recv(&mut term) => return,
+            _ = recv(&mut hup) => reload(proxy, "SIGHUP"),
+        }
+    }
+}
+
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Every file the configuration names (string values that are existing files), and the
+/// configuration itself.
+fn watched_files(config: &Path) -> Vec<PathBuf> {
+    fn walk(v: &toml::Value, dir: &Path, out: &mut Vec<PathBuf>) {
+        match v {
+            toml::Value::String(s) => {
+                let p = dir.join(s);
+                if p.is_file() {
+                    out.push(p);
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, dir, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| walk(v, dir, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![config.to_path_buf()];
+    let dir = config.parent().unwrap_or(Path::new("."));
+    if let Ok(Ok(table)) = std::fs::read_to_string(config).map(|t| t.parse::<toml::Table>()) {
+        walk(&toml::Value::Table(table), dir, &mut out);
+    }
+    out
+}
+
+fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok();
+            (
+                f.clone(),
+                meta.and_then(|m| Some((m.modified().ok()?, m.len()))),
+            )
+        })
+        .collect()
+}
+
+/// Reloads when the configuration or a file it names changes. A change is acted on once
+/// the files have stayed the same for one period, so a renewal copied file by file
+/// reloads once, complete.
+async fn watch_files(proxy: Arc<Proxy>) {
+    let mut files = watched_files(proxy.config_path());
+    let mut seen = fingerprint(&files);
+    let mut pending = false;
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let now = fingerprint(&files);
+        if now != seen {
+            seen = now;
+            pending = true;
+            continue;
+        }
+        if pending {
+            pending = false;
+            reload(&proxy, "files changed");
+            files = watched_files(proxy.config_path());
+            seen = fingerprint(&files);
+        }
+    }
+}
+
+/// Logs a warning for every certificate expiring within `expiry_warning_days`, at start
+/// and then daily.
+async fn warn_expiring(proxy: Arc<Proxy>) {
+    loop {
+        let state = proxy.state();
+        let now = time::OffsetDateTime::now_utc();
+        let days = i64::from(state.config.security.expiry_warning_days);
+        for c in state.credentials() {
+            let left = (c.not_after - now).whole_days();
+            if left < days {
+                tracing::warn!(
+                    tenant = %c.tenant,
+                    role = %c.role,
+                    not_after = %c.not_after.date(),
+                    days_left = left,
+                    "certificate expires soon: renew it on the IGC-Santé portal, then replace the files (reload is automatic)"
+                );
+            }
+        }
+        tokio::time::sleep(EXPIRY_WARNING_EVERY).await;
     }
 }

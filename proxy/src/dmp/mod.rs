@@ -41,13 +41,21 @@ const IDEMPOTENT: [&str; 5] = [
 /// out exactly as it was signed.
 const VIHF_MARKER: &str = "passerelle-signed-vihf";
 
-/// What the log says about one DMP exchange (no patient data).
+/// What one DMP exchange was, for the log (no patient data) and the audit trail.
 #[derive(Debug, Clone, Default)]
 pub struct DmpSummary {
     pub action: String,
     pub message_id: String,
     pub structure: String,
     pub documents: usize,
+    /// Audit only: the acting person's national id.
+    pub actor_id: String,
+    /// Audit only: the patient's INS (HL7 CX).
+    pub patient_ins: String,
+    pub signing: std::time::Duration,
+    pub upstream: std::time::Duration,
+    /// Whether the request went to the upstream pool.
+    pub exchanged: bool,
 }
 
 fn digest(d: SignatureDigest) -> DigestAlgorithm {
@@ -100,14 +108,32 @@ fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
     }
 }
 
-/// The unsigned assertion in `wsse:Security`, serialized on its own.
-fn supplied_vihf(message: &SoapMessage) -> Option<String> {
+/// The unsigned assertion in `wsse:Security`, serialized on its own, with the acting
+/// person's id and the patient's INS as it says them (for the audit trail).
+fn supplied_vihf(message: &SoapMessage) -> Option<(String, String, String)> {
     let (security, scope) = message.envelope.header(WSSE, "Security")?;
     let inner = xml::scope_of(security, &scope);
-    security
-        .elements()
-        .find(|e| e.local == "Assertion" && xml::namespace_of(e, &inner).as_deref() == Some(SAML))
-        .map(|a| passerelle_soap::envelope::standalone(a, &inner))
+    let assertion = security.elements().find(|e| {
+        e.local == "Assertion" && xml::namespace_of(e, &inner).as_deref() == Some(SAML)
+    })?;
+    let actor = xds::descendants(assertion, "NameID")
+        .first()
+        .map(|n| n.text_content().trim().to_string())
+        .unwrap_or_default();
+    let patient = xds::descendants(assertion, "Attribute")
+        .into_iter()
+        .find(|a| a.attribute("Name") == Some("urn:oasis:names:tc:xacml:2.0:resource:resource-id"))
+        .and_then(|a| {
+            xds::descendants(a, "AttributeValue")
+                .first()
+                .map(|v| v.text_content().trim().to_string())
+        })
+        .unwrap_or_default();
+    Some((
+        passerelle_soap::envelope::standalone(assertion, &inner),
+        actor,
+        patient,
+    ))
 }
 
 /// Replaces `wsse:Security` by one holding only the marker, and completes WS-Addressing.
@@ -219,7 +245,11 @@ pub async fn forward(
     summary.action = action.clone();
 
     let identity = match supplied_vihf(&message) {
-        Some(assertion) => Identity::Supplied(assertion),
+        Some((assertion, actor, patient)) => {
+            summary.actor_id = actor;
+            summary.patient_ins = patient;
+            Identity::Supplied(assertion)
+        }
         None if identity::present(headers) => {
             let ctx = identity::from_headers(
                 headers,
@@ -232,6 +262,8 @@ pub async fn forward(
                 .map_err(|e| ProxyError::BadIdentity(e.to_string()))?;
             check_structure(tenant, &structure)?;
             summary.structure = structure.to_string();
+            summary.actor_id = ctx.actor.id.clone();
+            summary.patient_ins = ctx.patient.to_cx();
             Identity::Built(Box::new(ctx))
         }
         None => return Err(ProxyError::MissingIdentity),
@@ -257,6 +289,7 @@ pub async fn forward(
     let options = vihf_options(&settings.signing);
     let lot_digest = digest(settings.signing.lot_digest);
     let software = software_identity(&state.config.software);
+    let started = std::time::Instant::now();
     let signed = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         sign_all(
@@ -273,6 +306,7 @@ pub async fn forward(
     .await
     .map_err(|e| ProxyError::Internal(format!("signing task: {e}")))?
     .map_err(|e| signing_error(e, tenant))?;
+    summary.signing = started.elapsed();
     if summary.structure.is_empty() {
         summary.structure = signed.structure.clone();
     }
@@ -298,7 +332,11 @@ pub async fn forward(
     } else {
         Retry::Never
     };
-    pool.send(&content_type, &[], chunks, retry).await
+    summary.exchanged = true;
+    let sent_at = std::time::Instant::now();
+    let answer = pool.send(&content_type, &[], chunks, retry).await;
+    summary.upstream = sent_at.elapsed();
+    answer
 }
 
 fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<(), ProxyError> {

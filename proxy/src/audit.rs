@@ -1,0 +1,240 @@
+//! The audit trail: one JSON line per upstream exchange, the record of every access the
+//! establishment is legally responsible for (domain.md §1). It is not the log: it holds
+//! the acting person and the patient, and lives in its own file.
+//!
+//! One writer thread owns the file. Requests hand it their line and wait until it is
+//! written and flushed (and fsynced when configured) before their answer leaves, so no
+//! answered exchange is missing from the trail. Lines waiting together are written in
+//! one batch. Rotation (by size, or when the day changes) renames the file between two
+//! lines and opens a new one: no line is lost or split.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// One upstream exchange.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditRecord {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub request_id: String,
+    /// WS-Addressing MessageID sent upstream.
+    pub message_id: String,
+    pub client: String,
+    pub tenant: String,
+    /// Structure id the request acted under (VIHF `Identifiant_Structure`; INSi: Emetteur).
+    pub structure: String,
+    /// `dmp/<service>` or `insi`.
+    pub service: String,
+    /// WS-Addressing Action (DMP) or INSi operation.
+    pub action: String,
+    /// National id of the acting person (VIHF `NameID`); empty for INSi.
+    pub actor_id: String,
+    /// The patient's INS (DMP: VIHF resource-id; INSi: the INS returned, if any).
+    pub patient_ins: String,
+    /// `ok`, `upstream_fault`, or the passerelle fault code.
+    pub outcome: String,
+    /// HTTP status of the upstream answer; 0 when there was none.
+    pub upstream_status: u16,
+    pub latency_ms: u64,
+}
+
+/// When to start a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a line would take the file past this size (0: never by size).
+    pub max_bytes: u64,
+    /// Rotate at the first line of a new day (UTC).
+    pub daily: bool,
+}
+
+enum Job {
+    Line(String, oneshot::Sender<io::Result<()>>),
+}
+
+/// Handle to the writer thread; cloning shares the same file.
+#[derive(Debug, Clone)]
+pub struct AuditTrail {
+    tx: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    day: time::Date,
+    rotation: Rotation,
+    fsync: bool,
+}
+
+fn open(path: &Path) -> io::Result<(File, u64)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}
+
+impl Writer {
+    fn rotate_if_needed(&mut self, next: u64, now: OffsetDateTime) -> io::Result<()> {
+        let by_size = self.rotation.max_bytes > 0
+            && self.size > 0
+            && self.size + next > self.rotation.max_bytes;
+        let by_day = self.rotation.daily && now.date() != self.day && self.size > 0;
+        if !(by_size || by_day) {
+            self.day = now.date();
+            return Ok(());
+        }
+        self.file.sync_all()?;
+        let stamp = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let mut target = self.path.with_extension(format!("{stamp}.jsonl"));
+        let mut n = 1;
+        while target.exists() {
+            target = self.path.with_extension(format!("{stamp}-{n}.jsonl"));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &target)?;
+        let (file, size) = open(&self.path)?;
+        self.file = file;
+        self.size = size;
+        self.day = now.date();
+        Ok(())
+    }
+
+    fn write_batch(&mut self, lines: &[String]) -> io::Result<()> {
+        for line in lines {
+            self.rotate_if_needed(line.len() as u64 + 1, OffsetDateTime::now_utc())?;
+            // One write per line: a line is never split across files.
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            self.file.write_all(&buf)?;
+            self.size += buf.len() as u64;
+        }
+        self.file.flush()?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+impl AuditTrail {
+    /// Opens (appending) or creates the trail and starts its writer thread.
+    pub fn open(path: &Path, rotation: Rotation, fsync: bool) -> io::Result<Self> {
+        let (file, size) = open(path)?;
+        let mut writer = Writer {
+            path: path.to_path_buf(),
+            file,
+            size,
+            day: OffsetDateTime::now_utc().date(),
+            rotation,
+            fsync,
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("passerelle-audit".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        jobs.push(more);
+                    }
+                    let (lines, acks): (Vec<String>, Vec<_>) =
+                        jobs.into_iter().map(|Job::Line(l, a)| (l, a)).unzip();
+                    let result = writer.write_batch(&lines);
+                    for ack in acks {
+                        let _ = ack.send(match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                        });
+                    }
+                }
+                // Every sender is gone: the last lines were flushed with their batch.
+            })?;
+        Ok(Self {
+            tx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record; returns once it is written and flushed.
+    pub async fn record(&self, record: &AuditRecord) -> io::Result<()> {
+        let line = serde_json::to_string(record).map_err(io::Error::other)?;
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Line(line, ack))
+            .map_err(|_| io::Error::other("audit writer stopped"))?;
+        done.await
+            .map_err(|_| io::Error::other("audit writer stopped"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_flushed_and_rotation_loses_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit").join("passerelle-audit.jsonl");
+        let trail = AuditTrail::open(
+            &path,
+            Rotation {
+                max_bytes: 2_000,
+                daily: true,
+            },
+            false,
+        )
+        .expect("open");
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let trail = trail.clone();
+            tasks.push(tokio::spawn(async move {
+                let record = AuditRecord {
+                    request_id: format!("r{i}"),
+                    outcome: "ok".into(),
+                    ..AuditRecord::default()
+                };
+                trail.record(&record).await.expect("recorded");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut ids = Vec::new();
+        let mut files = 0;
+        for entry in std::fs::read_dir(path.parent().expect("dir")).expect("dir") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+            files += 1;
+            assert!(text.len() <= 2_000, "rotated before passing the size");
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("whole JSON line");
+                ids.push(v["request_id"].as_str().expect("id").to_string());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "every line once");
+        assert!(files > 5, "rotated by size: {files} files");
+    }
+}

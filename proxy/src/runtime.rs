@@ -1,0 +1,156 @@
+//! The running proxy's shared parts: the state in force (swapped whole on reload, so a
+//! request finishes on the material it started with), metrics, the audit trail, the
+//! cap on concurrent requests and the per-client rate limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use passerelle_config::{Severity, inspect};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::audit::{AuditTrail, Rotation};
+use crate::fault::ProxyError;
+use crate::metrics::Metrics;
+use crate::state::ProxyState;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("audit trail {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A token bucket: `rate` tokens a second, at most one second's worth saved.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Everything shared by all connections, for the life of the process.
+#[derive(Debug)]
+pub struct Proxy {
+    state: ArcSwap<ProxyState>,
+    config_path: PathBuf,
+    pub metrics: Metrics,
+    audit: AuditTrail,
+    capacity: Arc<Semaphore>,
+    buckets: DashMap<String, Mutex<TokenBucket>>,
+}
+
+impl Proxy {
+    /// Builds the state and opens the audit trail of `config`.
+    pub fn new(state: ProxyState) -> Result<Self, StartError> {
+        let audit = &state.config.audit;
+        let trail = AuditTrail::open(
+            &audit.path,
+            Rotation {
+                max_bytes: audit.rotate_bytes,
+                daily: audit.rotate_daily,
+            },
+            audit.fsync,
+        )
+        .map_err(|source| StartError::Audit {
+            path: audit.path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            capacity: Arc::new(Semaphore::new(state.config.limits.max_concurrent_requests)),
+            config_path: state.config.path.clone(),
+            state: ArcSwap::from_pointee(state),
+            metrics: Metrics::default(),
+            audit: trail,
+            buckets: DashMap::new(),
+        })
+    }
+
+    /// The state in force now; a request keeps the one it started with.
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.state.load_full()
+    }
+
+    pub fn audit(&self) -> &AuditTrail {
+        &self.audit
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// A slot among `max_concurrent_requests`, or `Overloaded`.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ProxyError> {
+        Arc::clone(&self.capacity)
+            .try_acquire_owned()
+            .map_err(|_| ProxyError::Overloaded)
+    }
+
+    /// One request of `client` against its rate, or `RateLimited` with the wait.
+    pub fn take_token(&self, client: &str, rate: Option<f64>) -> Result<(), ProxyError> {
+        let Some(rate) = rate else {
+            return Ok(());
+        };
+        let entry = self.buckets.entry(client.to_string()).or_insert_with(|| {
+            Mutex::new(TokenBucket {
+                tokens: rate.max(1.0),
+                last: Instant::now(),
+            })
+        });
+        let mut bucket = entry
+            .lock()
+            .map_err(|_| ProxyError::Internal("rate limiter poisoned".into()))?;
+        let now = Instant::now();
+        let burst = rate.max(1.0);
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64;
+            Err(ProxyError::RateLimited {
+                client: client.to_string(),
+                retry_after: wait,
+            })
+        }
+    }
+
+    /// Reloads the configuration file and every certificate it names. On any error the
+    /// running state stays and every reason is returned.
+    pub fn reload(&self) -> Result<(), Vec<String>> {
+        let inspection = inspect(&self.config_path);
+        let errors: Vec<String> = inspection
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        let result = match inspection.config {
+            Some(config) if errors.is_empty() => {
+                let old = self.state();
+                if config.listener != old.config.listener || config.admin != old.config.admin {
+                    tracing::warn!("listener and admin addresses change only on restart");
+                }
+                match ProxyState::new(config) {
+                    Ok(state) => {
+                        self.state.store(Arc::new(state));
+                        Ok(())
+                    }
+                    Err(e) => Err(vec![e.to_string()]),
+                }
+            }
+            _ if errors.is_empty() => Err(vec!["the configuration could not be read".into()]),
+            _ => Err(errors),
+        };
+        self.metrics.reload(result.is_ok());
+        result
+    }
+}

@@ -1,0 +1,493 @@
+//! Operating Passerelle: metrics (every series, parsed), the audit trail (one line per
+//! upstream exchange, with the acting person and the patient), overload (503 +
+//! Retry-After), per-client rate limits (429), source CIDRs, slow clients that do not
+//! starve the others, and certificate renewal by reload under load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use passerelle_e2e::messages::{find_documents, insi_search_bare, vihf_headers};
+use passerelle_e2e::{Harness, Options, Reply, SOAP_CT};
+use passerelle_mocks::faults::FaultSpec;
+use tokio::io::AsyncWriteExt;
+
+async fn dmp_query(h: &Harness) -> Reply {
+    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    headers.push(("x-passerelle-tenant", "ch-test-a"));
+    h.post("/dmp/registry", &headers, SOAP_CT, find_documents())
+        .await
+}
+
+async fn insi_search(h: &Harness) -> Reply {
+    h.post(
+        "/insi/auto",
+        &[("x-passerelle-tenant", "ch-test-a")],
+        SOAP_CT,
+        insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"),
+    )
+    .await
+}
+
+/// `name{labels} value` lines of a Prometheus exposition, by metric name.
+fn parse_metrics(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
+    let mut out: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("numeric value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        out.entry(name.to_string())
+            .or_default()
+            .push((labels.to_string(), value));
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_expose_every_series_and_audit_has_one_line_per_exchange() {
+    let h = Harness::start().await;
+    assert_eq!(dmp_query(&h).await.status, 200);
+    assert_eq!(insi_search(&h).await.status, 200);
+    let refused = h
+        .post(
+            "/insi/auto",
+            &[("authorization", "Bearer nope")],
+            SOAP_CT,
+            "<x/>",
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+
+    let (status, text) = h.admin("/metrics").await;
+    assert_eq!(status, 200);
+    let m = parse_metrics(&text);
+    for name in [
+        "passerelle_requests_total",
+        "passerelle_access_refusals_total",
+        "passerelle_request_duration_seconds_bucket",
+        "passerelle_request_duration_seconds_sum",
+        "passerelle_request_duration_seconds_count",
+        "passerelle_upstream_duration_seconds_bucket",
+        "passerelle_signing_duration_seconds_bucket",
+        "passerelle_in_flight_requests",
+        "passerelle_upstream_connections_total",
+        "passerelle_upstream_idle_connections",
+        "passerelle_upstream_tls_handshakes_total",
+        "passerelle_certificate_expiry_seconds",
+        "passerelle_reloads_total",
+    ] {
+        assert!(m.contains_key(name), "{name} missing:\n{text}");
+    }
+    let requests = &m["passerelle_requests_total"];
+    assert!(
+        requests
+            .iter()
+            .any(|(l, v)| l.contains("service=\"dmp/registry\"")
+                && l.contains("outcome=\"ok\"")
+                && *v == 1.0),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(|(l, v)| l.contains("service=\"insi\"")
+            && l.contains("outcome=\"ok\"")
+            && *v == 1.0),
+        "{requests:?}"
+    );
+    assert!(
+        m["passerelle_access_refusals_total"]
+            .iter()
+            .any(|(l, v)| l == "code=\"UnknownClient\"" && *v == 1.0)
+    );
+    let expiry = &m["passerelle_certificate_expiry_seconds"];
+    assert_eq!(expiry.len(), 8, "2 tenants x 4 roles: {expiry:?}");
+    assert!(
+        expiry.iter().all(|(_, v)| *v > 86_400.0 * 300.0),
+        "{expiry:?}"
+    );
+    let signing = &m["passerelle_signing_duration_seconds_count"];
+    assert_eq!(signing[0].1, 1.0, "one VIHF signed");
+    assert!(
+        m["passerelle_upstream_tls_handshakes_total"]
+            .iter()
+            .any(|(l, v)| l.contains("kind=\"full\"") && *v == 1.0)
+    );
+    let (status, ready) = h.admin("/readyz").await;
+    assert_eq!((status, ready.as_str()), (200, "ready\n"));
+
+    // The audit trail: one line per upstream exchange, none for the refusal.
+    let lines = h.audit_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let dmp = &lines[0];
+    assert_eq!(dmp["service"], "dmp/registry");
+    assert_eq!(dmp["action"], "urn:ihe:iti:2007:RegistryStoredQuery");
+    assert_eq!(dmp["client"], "sandbox");
+    assert_eq!(dmp["tenant"], "ch-test-a");
+    assert_eq!(dmp["structure"], h.pki.tenants[0].structure_id.as_str());
+    assert_eq!(dmp["actor_id"], "899900063480");
+    assert_eq!(dmp["patient_ins"], passerelle_e2e::PATIENT);
+    assert_eq!(dmp["outcome"], "ok");
+    assert_eq!(dmp["upstream_status"], 200);
+    assert!(
+        dmp["message_id"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("urn:uuid:"))
+    );
+    assert!(!dmp["request_id"].as_str().unwrap_or("").is_empty());
+    let insi = &lines[1];
+    assert_eq!(insi["service"], "insi");
+    assert_eq!(insi["action"], "rechercherInsAvecTraitsIdentite");
+    assert_eq!(insi["patient_ins"], "207058575627097", "the INS returned");
+    assert!(
+        insi["message_id"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("uuid:"))
+    );
+}
+
+#[tokio::test]
+async fn overload_gets_503_with_retry_after() {
+    let h = Harness::start_with(Options {
+        listener: vec![("max_concurrent_requests", toml::Value::Integer(1))],
+        ..Options::default()
+    })
+    .await;
+    h.insi
+        .faults
+        .replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                latency_ms: 800,
+                ..FaultSpec::default()
+            },
+        )]))
+        .expect("faults");
+    let (slow, quick) = tokio::join!(insi_search(&h), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        insi_search(&h).await
+    });
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    assert_eq!(quick.status, 503, "{}", quick.text());
+    assert_eq!(quick.fault_code().as_deref(), Some("Overloaded"));
+    assert_eq!(
+        quick
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+}
+
+fn clients(rate: Option<f64>, cidr: &str) -> toml::Value {
+    let mut client = toml::Table::new();
+    client.insert("name".into(), "lab".into());
+    client.insert("source_cidrs".into(), toml::Value::Array(vec![cidr.into()]));
+    client.insert(
+        "token_sha256".into(),
+        "24b9cd79145e7e5dbc8a202c85b29f5c13a1b7a9bf060a5d9dfa6c1e756c0a92".into(),
+    );
+    client.insert(
+        "tenants".into(),
+        toml::Value::Array(vec!["ch-test-a".into()]),
+    );
+    client.insert("services".into(), toml::Value::Array(vec!["insi".into()]));
+    if let Some(r) = rate {
+        client.insert("rate_per_second".into(), toml::Value::Float(r));
+    }
+    toml::Value::Array(vec![toml::Value::Table(client)])
+}
+
+#[tokio::test]
+async fn rate_limit_and_source_cidr_refuse_before_upstream() {
+    let h = Harness::start_with(Options {
+        clients: Some(clients(Some(1.0), "127.0.0.0/8")),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(insi_search(&h).await.status, 200);
+    let limited = insi_search(&h).await;
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert_eq!(limited.fault_code().as_deref(), Some("RateLimited"));
+    assert!(limited.headers.contains_key("retry-after"));
+    // The client may not use the DMP at all.
+    assert_eq!(
+        dmp_query(&h).await.fault_code().as_deref(),
+        Some("ServiceNotAllowed")
+    );
+    assert_eq!(
+        h.insi.stats.recent_bodies().len(),
+        1,
+        "only the first request went upstream"
+    );
+
+    let h = Harness::start_with(Options {
+        clients: Some(clients(None, "10.0.0.0/8")),
+        ..Options::default()
+    })
+    .await;
+    let reply = insi_search(&h).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.fault_code().as_deref(), Some("SourceNotAllowed"));
+    assert!(h.insi.stats.recent_bodies().is_empty());
+}
+
+#[tokio::test]
+async fn a_thousand_idle_or_slow_connections_do_not_stop_a_normal_client() {
+    let h = Harness::start().await;
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        let mut s = tokio::net::TcpStream::connect(h.proxy().address)
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            // Slow: headers started, never finished.
+            s.write_all(b"POST /insi/auto HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("write");
+        }
+        idle.push(s);
+    }
+    let started = std::time::Instant::now();
+    let reply = insi_search(&h).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served in {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+/// Re-issues tenant A's ORG AUTH_CLI certificate (same subject and key, new serial) with
+/// the test ORG intermediate, into `dir`; returns the new serial (upper-case hex).
+fn renew_dmp_auth(h: &Harness, dir: &std::path::Path) -> String {
+    let leaf = &h.pki.tenants[0].dmp_auth;
+    let serial = format!("{:032X}", uuid::Uuid::new_v4().as_u128() >> 1);
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "[v3]\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\ncertificatePolicies = 1.2.250.1.213.1.7.2.1.1.1.1\nauthorityKeyIdentifier = keyid\nsubjectKeyIdentifier = hash\n",
+    )
+    .expect("ext");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |rel: &std::path::Path| h.pki.path(rel).display().to_string();
+    let req = dir.join("req.pem").display().to_string();
+    let new_cert = dir.join("new.cert.pem").display().to_string();
+    run(&[
+        "x509",
+        "-x509toreq",
+        "-in",
+        &p(&leaf.cert),
+        "-signkey",
+        &p(&leaf.key),
+        "-out",
+        &req,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &req,
+        "-CA",
+        &p(&h.pki.ca.org_intermediate),
+        "-CAkey",
+        &p(&h.pki.ca.org_intermediate_key),
+        "-set_serial",
+        &format!("0x{serial}"),
+        "-days",
+        "800",
+        "-sha256",
+        "-extfile",
+        &ext.display().to_string(),
+        "-extensions",
+        "v3",
+        "-out",
+        &new_cert,
+    ]);
+    let cert = std::fs::read_to_string(&new_cert).expect("new cert");
+    let intermediate =
+        std::fs::read_to_string(h.pki.path(&h.pki.ca.org_intermediate)).expect("intermediate");
+    // Replace the files in place, as an operator copying the renewal would.
+    std::fs::write(dir.join("dmp-auth.cert.pem"), &cert).expect("cert");
+    std::fs::write(
+        dir.join("dmp-auth.chain.pem"),
+        format!("{cert}{intermediate}"),
+    )
+    .expect("chain");
+    serial.trim_start_matches('0').to_string()
+}
+
+#[tokio::test]
+async fn renewed_certificate_reloaded_under_load_loses_no_request() {
+    let dir = tempfile_dir();
+    let leaf = {
+        let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
+        pki.tenants[0].dmp_auth.clone()
+    };
+    let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
+    for (from, to) in [
+        (&leaf.cert, "dmp-auth.cert.pem"),
+        (&leaf.chain, "dmp-auth.chain.pem"),
+        (&leaf.key, "dmp-auth.key.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("dmp-auth.key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let h = Harness::start_with(Options {
+        tenant_a_dmp_auth_dir: Some(dir.clone()),
+        ..Options::default()
+    })
+    .await;
+    h.dmp
+        .faults
+        .replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                latency_ms: 150,
+                ..FaultSpec::default()
+            },
+        )]))
+        .expect("faults");
+    let old_serial = leaf.serial.trim_start_matches('0').to_uppercase();
+
+    let h = std::sync::Arc::new(h);
+    let mut load = Vec::new();
+    for i in 0..200 {
+        let h = std::sync::Arc::clone(&h);
+        load.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis((i % 20) * 20)).await;
+            dmp_query(&h).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new_serial = renew_dmp_auth(&h, &dir);
+    h.proxy().proxy.reload().expect("reload accepted");
+    let mut failed = Vec::new();
+    for task in load {
+        let reply = task.await.expect("task");
+        if reply.status != 200 {
+            failed.push(reply.text());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+
+    // New requests go out on new connections with the renewed certificate.
+    h.dmp.faults.replace(BTreeMap::new()).expect("faults");
+    assert_eq!(dmp_query(&h).await.status, 200);
+    let stats = h.dmp.stats.to_json();
+    let serials: BTreeSet<String> = stats["recent"]
+        .as_array()
+        .expect("recent")
+        .iter()
+        .map(|r| {
+            r["client_serial"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches('0')
+                .to_uppercase()
+        })
+        .collect();
+    assert!(
+        serials.contains(&old_serial),
+        "requests before the reload used the old certificate: {serials:?}"
+    );
+    let last = stats["recent"]
+        .as_array()
+        .and_then(|r| r.last())
+        .expect("last");
+    assert_eq!(
+        last["client_serial"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('0')
+            .to_uppercase(),
+        new_serial,
+        "the request after the reload presented the renewed certificate"
+    );
+    let (_, metrics) = h.admin("/metrics").await;
+    assert!(
+        metrics.contains("passerelle_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_bad_reload_keeps_the_running_configuration() {
+    let dir = tempfile_dir();
+    let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
+    let leaf = &pki.tenants[0].dmp_auth;
+    for (from, to) in [
+        (&leaf.cert, "dmp-auth.cert.pem"),
+        (&leaf.chain, "dmp-auth.chain.pem"),
+        (&leaf.key, "dmp-auth.key.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("dmp-auth.key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let h = Harness::start_with(Options {
+        tenant_a_dmp_auth_dir: Some(dir.clone()),
+        ..Options::default()
+    })
+    .await;
+    // The renewal went wrong: the expired certificate was copied.
+    std::fs::copy(
+        pki.path(&pki.bad["expired"].files.cert),
+        dir.join("dmp-auth.cert.pem"),
+    )
+    .expect("copy");
+    let reasons = h.proxy().proxy.reload().expect_err("refused");
+    assert!(reasons.iter().any(|r| r.contains("expired")), "{reasons:?}");
+    assert_eq!(
+        dmp_query(&h).await.status,
+        200,
+        "still serving with the running material"
+    );
+    let (_, metrics) = h.admin("/metrics").await;
+    assert!(
+        metrics.contains("passerelle_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "passerelle-e2e-renew-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
