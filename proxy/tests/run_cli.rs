@@ -1,13 +1,23 @@
-//! `passerelle run`, the real binary: starts on a configuration, serves an INSi search
-//! and a DMP query through the mocks, stops cleanly on SIGTERM; its log holds one line
-//! per request and no patient data. A configuration with errors does not start.
+//! `passerelle run`, the real binary, as an operator runs it: it serves DMP and INSi
+//! through the mocks; stops on SIGTERM answering every accepted request, with one audit
+//! line per upstream exchange; reloads on SIGHUP and when its files change; refuses a
+//! 65 MiB body without holding it; logs (human or JSON) carry no patient data, token or
+//! key. A configuration with errors does not start.
 
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use passerelle_certs_test::shared_test_pki;
-use passerelle_mocks::faults::Faults;
+use passerelle_mocks::faults::{FaultSpec, Faults};
+use passerelle_mocks::server::Running;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -16,154 +26,434 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl installed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The mocks, and `passerelle run` on a configuration pointing at them.
+struct Fixture {
+    /// Kept running for the proxy's DMP pools.
+    _dmp: Running,
+    insi: Running,
+    child: Child,
+    listen: u16,
+    admin: u16,
+    config: PathBuf,
+    audit: PathBuf,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_serves_then_stops_on_sigterm_without_patient_data_in_logs() {
-    let pki = shared_test_pki().expect("PKI");
-    let any = "127.0.0.1:0".parse().expect("addr");
-    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/insi/xsd");
-    let (dmp, _service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
-        .await
-        .expect("mock DMP");
-    let insi = passerelle_mocks::start_insi(&pki, &spec, any, any, Faults::default())
-        .await
-        .expect("mock INSi");
-    let (listen, admin) = (free_port(), free_port());
-    let mut doc: toml::Table = std::fs::read_to_string(pki.path(&pki.config))
-        .expect("config")
-        .parse()
-        .expect("TOML");
-    let mut set = |table: &str, key: &str, value: String| {
-        if let Some(toml::Value::Table(t)) = doc.get_mut(table) {
-            t.insert(key.into(), value.into());
-        }
-    };
-    set("listener", "address", format!("127.0.0.1:{listen}"));
-    set("admin", "address", format!("127.0.0.1:{admin}"));
-    set(
-        "dmp",
-        "base_url",
-        format!(
-            "https://localhost:{}/si-dmp-server/v2/services",
-            dmp.address.port()
-        ),
-    );
-    set(
-        "insi",
-        "url",
-        format!("https://localhost:{}/lps", insi.address.port()),
-    );
-    let config = pki.dir.join(format!("run-cli-{listen}.toml"));
-    std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("write");
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start passerelle");
-    let healthz = format!("http://127.0.0.1:{admin}/healthz");
-    let started = Instant::now();
-    while curl(&[&healthz]) != "ok\n" {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "passerelle did not start"
+impl Fixture {
+    async fn start(extra: &[&str]) -> Self {
+        let pki = shared_test_pki().expect("PKI");
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let spec =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/insi/xsd");
+        let (dmp, _service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
+            .await
+            .expect("mock DMP");
+        let insi = passerelle_mocks::start_insi(&pki, &spec, any, any, Faults::default())
+            .await
+            .expect("mock INSi");
+        let (listen, admin) = (free_port(), free_port());
+        let mut doc: toml::Table = std::fs::read_to_string(pki.path(&pki.config))
+            .expect("config")
+            .parse()
+            .expect("TOML");
+        let mut set = |table: &str, key: &str, value: toml::Value| {
+            doc.entry(table.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("table")
+                .insert(key.into(), value);
+        };
+        let audit = std::env::temp_dir()
+            .join(format!("passerelle-run-cli-{listen}"))
+            .join("audit.jsonl");
+        set("listener", "address", format!("127.0.0.1:{listen}").into());
+        set("admin", "address", format!("127.0.0.1:{admin}").into());
+        set(
+            "dmp",
+            "base_url",
+            format!(
+                "https://localhost:{}/si-dmp-server/v2/services",
+                dmp.address.port()
+            )
+            .into(),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        set(
+            "insi",
+            "url",
+            format!("https://localhost:{}/lps", insi.address.port()).into(),
+        );
+        set("audit", "path", audit.display().to_string().into());
+        let config = pki.dir.join(format!("run-cli-{listen}.toml"));
+        std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("write");
+        let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start passerelle");
+        let f = Self {
+            _dmp: dmp,
+            insi,
+            child,
+            listen,
+            admin,
+            config,
+            audit,
+        };
+        let started = Instant::now();
+        while f.admin_get("/healthz").await.1 != "ok\n" {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "passerelle did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        f
     }
-    let base = format!("http://127.0.0.1:{listen}");
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    let common = [
-        "-H",
-        "Authorization: Bearer sandbox-token",
-        "-H",
-        "X-Passerelle-Tenant: ch-test-a",
-        "-H",
-        "Content-Type: application/soap+xml",
-    ];
-    let insi_reply = tokio::task::spawn_blocking({
-        let (base, common) = (base.clone(), common.map(String::from));
-        move || {
-            let mut args: Vec<String> = common.to_vec();
-            args.extend([
-                "--data-binary".into(),
-                format!("@{examples}/insi-rechercher-traits-minimal.xml"),
-                format!("{base}/insi/auto"),
-            ]);
-            curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        }
-    })
-    .await
-    .expect("curl");
-    assert!(insi_reply.contains("<CodeCR>00</CodeCR>"), "{insi_reply}");
-    let dmp_reply = tokio::task::spawn_blocking({
-        let (base, common) = (base.clone(), common.map(String::from));
-        move || {
-            let mut args: Vec<String> = common.to_vec();
-            for h in [
-                "X-Vihf-Subject-Id: 899900063480",
-                "X-Vihf-Subject-Name: MAX%20LIBRE",
-                "X-Vihf-Role: 10^M%C3%A9decin",
-                "X-Vihf-Sector: SA01",
-                "X-Vihf-Patient: 207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH",
-            ] {
-                args.extend(["-H".into(), h.into()]);
-            }
-            args.extend([
-                "--data-binary".into(),
-                format!("@{examples}/dmp-find-documents.xml"),
-                format!("{base}/dmp/registry"),
-            ]);
-            curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        }
-    })
-    .await
-    .expect("curl");
-    assert!(
-        dmp_reply.contains("ResponseStatusType:Success"),
-        "{dmp_reply}"
-    );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("wait");
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("log");
-    let _ = std::fs::remove_file(&config);
-    assert!(exit.success(), "exit {exit:?}\n{log}");
-    assert_eq!(
-        log.matches(" request ").count() + log.matches("\"request\"").count(),
-        2,
-        "{log}"
-    );
-    assert!(log.contains("stopped"), "{log}");
-    // The INS, its key, the patient's names: nowhere in the log.
+    async fn admin_get(&self, path: &str) -> (u16, String) {
+        let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", self.admin)).await else {
+            return (0, String::new());
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header("host", "admin")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = sender.send_request(req).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// POST as the sandbox client for tenant A; `None` when the connection was refused.
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Option<(u16, String)> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.listen))
+            .await
+            .ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let mut req = http::Request::post(path)
+            .header("host", "passerelle")
+            .header("content-type", "application/soap+xml")
+            .header("authorization", "Bearer sandbox-token")
+            .header("x-passerelle-tenant", "ch-test-a");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = sender
+            .send_request(req.body(Full::new(body)).expect("request"))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    async fn insi_search(&self) -> Option<(u16, String)> {
+        let body = std::fs::read(format!("{EXAMPLES}/insi-rechercher-traits-minimal.xml"))
+            .expect("example");
+        self.post("/insi/auto", &[], Bytes::from(body)).await
+    }
+
+    async fn dmp_query(&self) -> Option<(u16, String)> {
+        let body = std::fs::read(format!("{EXAMPLES}/dmp-find-documents.xml")).expect("example");
+        self.post(
+            "/dmp/registry",
+            &[
+                ("x-vihf-subject-id", "899900063480"),
+                ("x-vihf-subject-name", "MAX%20LIBRE"),
+                ("x-vihf-role", "10^M%C3%A9decin"),
+                ("x-vihf-sector", "SA01"),
+                (
+                    "x-vihf-patient",
+                    "207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH",
+                ),
+            ],
+            Bytes::from(body),
+        )
+        .await
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Peak resident memory of the proxy so far, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    fn stop(mut self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
+        self.signal("TERM");
+        let exit = self.child.wait().expect("wait");
+        let mut log = String::new();
+        self.child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut log)
+            .expect("log");
+        let audit = std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit JSON"))
+            .collect();
+        (exit, log, audit)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = std::fs::remove_file(&self.config);
+        if let Some(dir) = self.audit.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Patient data, the token and key material must never be in the log.
+fn assert_clean(log: &str) {
     for secret in [
         "2070585756270",
         "207058575627097",
         "MARTIN",
         "CLAIRE",
         "MAX LIBRE",
+        "MAX%20LIBRE",
         "sandbox-token",
         "PRIVATE KEY",
     ] {
         assert!(!log.contains(secret), "{secret:?} found in the log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_then_stops_on_sigterm_without_patient_data_in_logs() {
+    let f = Fixture::start(&[]).await;
+    let (status, body) = f.insi_search().await.expect("answer");
+    assert_eq!(status, 200);
+    assert!(body.contains("<CodeCR>00</CodeCR>"), "{body}");
+    let (status, body) = f.dmp_query().await.expect("answer");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ResponseStatusType:Success"), "{body}");
+    let (exit, log, audit) = f.stop();
+    assert!(exit.success(), "exit {exit:?}\n{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(" request ") || l.ends_with(" request"))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+    assert_clean(&log);
+    assert_eq!(audit.len(), 2, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_answers_every_accepted_request_and_audits_each_exchange() {
+    let f = std::sync::Arc::new(Fixture::start(&["--log-format", "json"]).await);
+    f.insi
+        .faults
+        .replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                latency_ms: 400,
+                ..FaultSpec::default()
+            },
+        )]))
+        .expect("faults");
+    let mut load = Vec::new();
+    for _ in 0..40 {
+        let f = std::sync::Arc::clone(&f);
+        load.push(tokio::spawn(async move { f.insi_search().await }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    f.signal("TERM");
+    let mut answered = 0;
+    for task in load {
+        match task.await.expect("task") {
+            Some((status, body)) => {
+                assert_eq!(
+                    status, 200,
+                    "an accepted request was answered with an error: {body}"
+                );
+                answered += 1;
+            }
+            None => {} // not accepted: connection refused after the listener closed
+        }
+    }
+    assert_eq!(
+        answered, 40,
+        "all 40 were accepted before SIGTERM and all were answered"
+    );
+    let f = std::sync::Arc::try_unwrap(f).ok().expect("sole owner");
+    let upstream = f
+        .insi
+        .stats
+        .count("rechercherInsAvecTraitsIdentite", "cr00");
+    let (exit, log, audit) = f.stop();
+    assert!(exit.success(), "{log}");
+    assert_eq!(
+        audit.len() as u64,
+        upstream,
+        "one audit line per upstream exchange"
+    );
+    assert_eq!(upstream, 40);
+    // JSON logs: every line an object, the request lines with their request id.
+    let mut requests = 0;
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["fields"]["message"] == "request" {
+            requests += 1;
+            assert!(
+                v["span"]["request_id"]
+                    .as_str()
+                    .is_some_and(|id| !id.is_empty()),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(requests, 40);
+    assert_clean(&log);
+}
+
+/// Waits until the metrics count `n` successful reloads.
+async fn wait_for_reloads(f: &Fixture, n: u64) {
+    let started = Instant::now();
+    loop {
+        let (_, text) = f.admin_get("/metrics").await;
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("passerelle_reloads_total{result=\"success\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no reload series:\n{text}"));
+        if count >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no reload #{n}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_on_sighup_and_when_files_change() {
+    let f = Fixture::start(&[]).await;
+    f.signal("HUP");
+    wait_for_reloads(&f, 1).await;
+    // An operator edits the configuration: a reload follows within a few seconds.
+    let text = std::fs::read_to_string(&f.config).expect("config");
+    std::fs::write(&f.config, format!("{text}\n# edited\n")).expect("edit");
+    wait_for_reloads(&f, 2).await;
+    assert_eq!(f.insi_search().await.map(|r| r.0), Some(200));
+    let (exit, log, _) = f.stop();
+    assert!(exit.success());
+    assert!(
+        log.contains("trigger=\"SIGHUP\"") || log.contains("trigger=SIGHUP"),
+        "{log}"
+    );
+    assert!(log.contains("files changed"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_65_mib_body_is_refused_without_being_held() {
+    let f = Fixture::start(&[]).await;
+    assert_eq!(f.insi_search().await.map(|r| r.0), Some(200));
+    let before = f.peak_rss_kib();
+    // 65 MiB announced and streamed in 64 KiB chunks: the client holds none of it either.
+    let total: usize = 65 * 1024 * 1024;
+    let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+    let frames = Frames { chunk, left: total };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", f.listen))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post("/dmp/repository")
+        .header("host", "passerelle")
+        .header("content-type", "multipart/related; boundary=x")
+        .header("content-length", total.to_string())
+        .header("authorization", "Bearer sandbox-token")
+        .header("x-passerelle-tenant", "ch-test-a")
+        .body(frames)
+        .expect("request");
+    let response = sender
+        .send_request(req)
+        .await
+        .expect("an answer, not a reset");
+    assert_eq!(response.status(), 413);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("passerelle:BodyTooLarge"));
+    let after = f.peak_rss_kib();
+    eprintln!("peak RSS: {before} KiB before, {after} KiB after the 65 MiB body");
+    assert!(
+        after < before + 16 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    let (exit, _, audit) = f.stop();
+    assert!(exit.success());
+    assert_eq!(audit.len(), 1, "the refused body never went upstream");
+}
+
+/// `total` bytes in `chunk`-sized frames, made as they are sent.
+struct Frames {
+    chunk: Bytes,
+    left: usize,
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
     }
 }
 
