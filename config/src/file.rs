@@ -40,6 +40,24 @@ pub struct InternalListenerSection {
     /// Requests handled at once; beyond, 503 with Retry-After.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// TLS on the internal listener, with optional client certificates.
+    pub tls: Option<ListenerTlsSection>,
+}
+
+/// `[listener.tls]`: HTTPS for internal systems, and the CAs of their certificates.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListenerTlsSection {
+    /// The proxy's server certificate (PEM, with its chain).
+    pub cert: PathBuf,
+    /// Its private key (PEM, unencrypted, mode 0600).
+    pub key: PathBuf,
+    /// CAs whose certificates internal clients may present (`clients.cert_sha256` /
+    /// `cert_subject` identify them).
+    #[serde(default)]
+    pub client_ca: Vec<PathBuf>,
+    /// Refuse TLS connections without a client certificate.
+    #[serde(default)]
+    pub require_client_certificate: bool,
 }
 
 fn default_header_read_timeout() -> String {

@@ -165,6 +165,8 @@ pub struct Config {
     pub security: file::SecuritySection,
     pub limits: Limits,
     pub audit: Audit,
+    /// `None`: the internal listener is plain HTTP.
+    pub listener_tls: Option<ListenerTls>,
     /// Warnings found while loading (an expiring certificate, no client declared, ...).
     pub warnings: Vec<Problem>,
 }
@@ -212,6 +214,17 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Requests handled at once; beyond, 503 with Retry-After.
     pub max_concurrent_requests: usize,
+}
+
+/// TLS on the internal listener.
+#[derive(Debug)]
+pub struct ListenerTls {
+    /// The server certificate then its chain, DER.
+    pub chain_der: Vec<Vec<u8>>,
+    pub key: PrivateKey,
+    /// CAs of the internal clients' certificates, DER.
+    pub client_cas_der: Vec<Vec<u8>>,
+    pub require_client_certificate: bool,
 }
 
 /// The audit trail.
@@ -476,6 +489,21 @@ impl Validator {
         let insi = raw.insi.as_ref().and_then(|i| self.insi(i));
         let tenants = self.tenants(&raw, &trust);
         let clients = self.clients(&raw, &tenants);
+        let listener_tls = raw.listener.tls.as_ref().and_then(|t| self.listener_tls(t));
+        if raw
+            .listener
+            .tls
+            .as_ref()
+            .is_none_or(|t| t.client_ca.is_empty())
+            && clients
+                .iter()
+                .any(|c| c.cert_sha256.is_some() || c.cert_subject.is_some())
+        {
+            self.warning(
+                "clients",
+                "a client is identified by its certificate, but listener.tls.client_ca is not set: it cannot connect",
+            );
+        }
 
         Some(Config {
             path: self.config_path.clone(),
@@ -487,6 +515,7 @@ impl Validator {
             tenants,
             clients,
             security: raw.security.clone(),
+            listener_tls,
             limits: self.limits(&raw)?,
             audit: Audit {
                 path: self.resolve(&raw.audit.path),
@@ -495,6 +524,74 @@ impl Validator {
                 fsync: raw.audit.fsync,
             },
             warnings: Vec::new(),
+        })
+    }
+
+    fn listener_tls(&mut self, t: &file::ListenerTlsSection) -> Option<ListenerTls> {
+        let cert_path = self.resolve(&t.cert);
+        let key_path = self.resolve(&t.key);
+        let certs = match material::read_certificates(&cert_path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(Severity::Error, Some(&cert_path), "listener.tls.cert", e);
+                return None;
+            }
+        };
+        self.check_secret_permissions("listener.tls.key", &key_path);
+        let key = match material::read_pem_key(&key_path) {
+            Ok(k) => k,
+            Err(e) => {
+                self.problem(Severity::Error, Some(&key_path), "listener.tls.key", e);
+                return None;
+            }
+        };
+        let matches = certs[0].public_key().is_ok_and(|p| p.public_eq(&key));
+        if !matches {
+            self.problem(
+                Severity::Error,
+                Some(&key_path),
+                "listener.tls.key",
+                "the private key does not match listener.tls.cert".to_string(),
+            );
+            return None;
+        }
+        let mut client_cas_der = Vec::new();
+        for (i, ca) in t.client_ca.iter().enumerate() {
+            let path = self.resolve(ca);
+            match material::read_certificates(&path) {
+                Ok(cas) => client_cas_der.extend(cas.iter().filter_map(|c| c.to_der().ok())),
+                Err(e) => self.problem(
+                    Severity::Error,
+                    Some(&path),
+                    &format!("listener.tls.client_ca[{i}]"),
+                    e,
+                ),
+            }
+        }
+        if t.require_client_certificate && t.client_ca.is_empty() {
+            self.error(
+                "listener.tls.require_client_certificate",
+                "client certificates are required but listener.tls.client_ca names no CA",
+            );
+        }
+        let chain_der = certs.iter().filter_map(|c| c.to_der().ok()).collect();
+        let key = key
+            .private_key_to_pkcs8()
+            .map(|der| PrivateKey(zeroize::Zeroizing::new(der)))
+            .map_err(|e| {
+                self.problem(
+                    Severity::Error,
+                    Some(&key_path),
+                    "listener.tls.key",
+                    e.to_string(),
+                )
+            })
+            .ok()?;
+        Some(ListenerTls {
+            chain_der,
+            key,
+            client_cas_der,
+            require_client_certificate: t.require_client_certificate,
         })
     }
 

@@ -15,7 +15,7 @@ use crate::ids::CertRole;
 
 /// A private key, PKCS#8 DER. Zeroed on drop; `Debug` never prints it.
 #[derive(Clone)]
-pub struct PrivateKey(Zeroizing<Vec<u8>>);
+pub struct PrivateKey(pub(crate) Zeroizing<Vec<u8>>);
 
 impl PrivateKey {
     /// PKCS#8 DER encoding, for a signer or a TLS configuration to load.

@@ -1,7 +1,9 @@
 //! Who may use the proxy, default deny: an internal client is recognised by its bearer
-//! token (only its SHA-256 is configured), must connect from one of its source CIDRs,
-//! and may act only for its tenants and call only its services. Nothing is sent
-//! upstream before these checks pass.
+//! token (only its SHA-256 is configured) and/or the certificate it presents on the TLS
+//! listener (SHA-256 fingerprint or subject); every credential a client declares must
+//! be presented. It must connect from one of its source CIDRs, and may act only for
+//! its tenants and call only its services. Nothing is sent upstream before these checks
+//! pass.
 
 use std::net::IpAddr;
 
@@ -25,6 +27,25 @@ impl std::fmt::Display for Service<'_> {
         match self {
             Self::Dmp(name) => write!(f, "dmp/{name}"),
             Self::Insi => f.write_str("insi"),
+        }
+    }
+}
+
+/// The certificate an internal client presented on the TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub sha256: [u8; 32],
+    /// RFC 2253.
+    pub subject: String,
+}
+
+impl PeerCertificate {
+    pub fn from_der(der: &[u8]) -> Self {
+        Self {
+            sha256: openssl::sha::sha256(der),
+            subject: passerelle_config::CertificateInfo::from_der(der)
+                .map(|i| i.subject)
+                .unwrap_or_default(),
         }
     }
 }
@@ -60,16 +81,30 @@ impl AccessPolicy {
         &self,
         headers: &HeaderMap,
         source: IpAddr,
+        peer: Option<&PeerCertificate>,
         service: Service<'_>,
     ) -> Result<Grant, ProxyError> {
-        let token = bearer(headers).ok_or(ProxyError::MissingCredentials)?;
-        let digest = openssl::sha::sha256(token.as_bytes());
-        // Every digest is compared, each in constant time.
+        let token = bearer(headers).map(|t| openssl::sha::sha256(t.as_bytes()));
+        if token.is_none() && peer.is_none() {
+            return Err(ProxyError::MissingCredentials);
+        }
+        // Every client is examined, each token digest compared in constant time.
         let mut found = None;
         for c in &self.clients {
-            if c.token_sha256
-                .is_some_and(|d| openssl::memcmp::eq(&d, &digest))
-            {
+            let token_ok = c
+                .token_sha256
+                .map(|d| token.is_some_and(|t| openssl::memcmp::eq(&d, &t)));
+            let cert_ok = c
+                .cert_sha256
+                .map(|d| peer.is_some_and(|p| openssl::memcmp::eq(&d, &p.sha256)));
+            let subject_ok = c
+                .cert_subject
+                .as_ref()
+                .map(|s| peer.is_some_and(|p| p.subject == *s));
+            let declared = [token_ok, cert_ok, subject_ok];
+            let matches =
+                declared.iter().any(Option::is_some) && declared.iter().all(|d| d.unwrap_or(true));
+            if matches {
                 found.get_or_insert(c);
             }
         }
@@ -175,16 +210,26 @@ mod tests {
         ]);
         let inside: IpAddr = "10.1.2.3".parse().expect("ip");
         let code = |r: Result<Grant, ProxyError>| r.err().map(|e| e.code());
+        let policy_authorize =
+            |h: &HeaderMap, ip: IpAddr, s: Service<'_>| policy.authorize(h, ip, None, s);
         assert_eq!(
-            code(policy.authorize(&headers(None, None), inside, Service::Insi)),
+            code(policy_authorize(
+                &headers(None, None),
+                inside,
+                Service::Insi
+            )),
             Some("MissingCredentials")
         );
         assert_eq!(
-            code(policy.authorize(&headers(Some("nope"), None), inside, Service::Insi)),
+            code(policy_authorize(
+                &headers(Some("nope"), None),
+                inside,
+                Service::Insi
+            )),
             Some("UnknownClient")
         );
         assert_eq!(
-            code(policy.authorize(
+            code(policy_authorize(
                 &headers(Some("secret-lab"), None),
                 "192.168.1.1".parse().expect("ip"),
                 Service::Insi
@@ -192,7 +237,7 @@ mod tests {
             Some("SourceNotAllowed")
         );
         assert_eq!(
-            code(policy.authorize(
+            code(policy_authorize(
                 &headers(Some("secret-dpi"), None),
                 inside,
                 Service::Dmp("registry")
@@ -200,7 +245,7 @@ mod tests {
             Some("TenantRequired")
         );
         assert_eq!(
-            code(policy.authorize(
+            code(policy_authorize(
                 &headers(Some("secret-dpi"), Some("c")),
                 inside,
                 Service::Dmp("registry")
@@ -208,7 +253,7 @@ mod tests {
             Some("TenantNotAllowed")
         );
         assert_eq!(
-            code(policy.authorize(
+            code(policy_authorize(
                 &headers(Some("secret-dpi"), Some("a")),
                 inside,
                 Service::Insi
@@ -216,33 +261,85 @@ mod tests {
             Some("ServiceNotAllowed")
         );
         assert_eq!(
-            code(policy.authorize(
+            code(policy_authorize(
                 &headers(Some("secret-lab"), None),
                 inside,
                 Service::Dmp("repository")
             )),
             Some("ServiceNotAllowed")
         );
-        let g = policy
-            .authorize(
-                &headers(Some("secret-lab"), None),
-                "::ffff:10.0.0.1".parse().expect("ip"),
-                Service::Dmp("registry"),
-            )
-            .expect("allowed");
+        let g = policy_authorize(
+            &headers(Some("secret-lab"), None),
+            "::ffff:10.0.0.1".parse().expect("ip"),
+            Service::Dmp("registry"),
+        )
+        .expect("allowed");
         assert_eq!((g.client.as_str(), g.tenant.as_str()), ("lab", "a"));
-        let g = policy
-            .authorize(
-                &headers(Some("secret-dpi"), Some("b")),
-                inside,
-                Service::Dmp("patients"),
-            )
-            .expect("allowed");
+        let g = policy_authorize(
+            &headers(Some("secret-dpi"), Some("b")),
+            inside,
+            Service::Dmp("patients"),
+        )
+        .expect("allowed");
         assert_eq!(g.tenant.as_str(), "b");
         assert!(
             AccessPolicy::new(vec![])
-                .authorize(&headers(Some("x"), None), inside, Service::Insi)
+                .authorize(&headers(Some("x"), None), inside, None, Service::Insi)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn certificates_identify_clients_and_every_declared_credential_is_needed() {
+        let mut by_cert = client("lab", "unused", &["a"], vec![ServiceScope::Insi]);
+        by_cert.token_sha256 = None;
+        by_cert.cert_sha256 = Some([7; 32]);
+        let mut both = client("dpi", "secret-dpi", &["a"], vec![ServiceScope::Insi]);
+        both.cert_subject = Some("CN=dpi,O=CHU".into());
+        let policy = AccessPolicy::new(vec![by_cert, both]);
+        let inside: IpAddr = "10.0.0.9".parse().expect("ip");
+        let lab = PeerCertificate {
+            sha256: [7; 32],
+            subject: "CN=lab".into(),
+        };
+        let other = PeerCertificate {
+            sha256: [8; 32],
+            subject: "CN=dpi,O=CHU".into(),
+        };
+        let dpi = PeerCertificate {
+            sha256: [9; 32],
+            subject: "CN=dpi,O=CHU".into(),
+        };
+        let grant = |h: HeaderMap, p: Option<&PeerCertificate>| {
+            policy
+                .authorize(&h, inside, p, Service::Insi)
+                .map(|g| g.client)
+                .map_err(|e| e.code())
+        };
+        assert_eq!(grant(headers(None, None), Some(&lab)), Ok("lab".into()));
+        assert_eq!(grant(headers(None, None), None), Err("MissingCredentials"));
+        assert_eq!(
+            grant(
+                headers(None, None),
+                Some(&PeerCertificate {
+                    sha256: [1; 32],
+                    subject: "CN=x".into()
+                })
+            ),
+            Err("UnknownClient")
+        );
+        // dpi declares a token and a subject: both are needed.
+        assert_eq!(
+            grant(headers(Some("secret-dpi"), None), None),
+            Err("UnknownClient")
+        );
+        assert_eq!(
+            grant(headers(None, None), Some(&other)),
+            Err("UnknownClient")
+        );
+        assert_eq!(
+            grant(headers(Some("secret-dpi"), None), Some(&dpi)),
+            Ok("dpi".into())
         );
     }
 }

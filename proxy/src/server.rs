@@ -19,10 +19,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use tracing::Instrument;
 
-use crate::access::Service;
+use crate::access::{PeerCertificate, Service};
 use crate::audit::AuditRecord;
 use crate::body::{ProxyBody, read_limited};
 use crate::dmp::{self, DmpSummary};
@@ -80,19 +81,30 @@ pub fn start(
     let address = listener.local_addr()?;
     let admin_address = admin.local_addr()?;
     let (stop, stopped) = watch::channel(false);
+    let tls = proxy
+        .state()
+        .config
+        .listener_tls
+        .as_ref()
+        .map(inbound_tls)
+        .transpose()?;
     let main = tokio::spawn(serve(
         listener,
+        tls,
         stopped.clone(),
         grace,
         Arc::clone(&proxy),
-        |proxy, peer, req| async move { Ok::<_, Infallible>(handle(proxy, peer, req).await) },
+        |proxy, peer, cert, req| async move {
+            Ok::<_, Infallible>(handle(proxy, peer, cert, req).await)
+        },
     ));
     let admin_task = tokio::spawn(serve(
         admin,
+        None,
         stopped,
         grace,
         Arc::clone(&proxy),
-        |proxy, _, req| async move { Ok::<_, Infallible>(admin_route(&proxy, &req)) },
+        |proxy, _, _, req| async move { Ok::<_, Infallible>(admin_route(&proxy, &req)) },
     ));
     Ok(RunningProxy {
         address,
@@ -103,22 +115,69 @@ pub fn start(
     })
 }
 
+/// The internal listener's TLS: the proxy's certificate, and client certificates
+/// verified against `client_ca` (optional unless required).
+fn inbound_tls(t: &passerelle_config::ListenerTls) -> std::io::Result<TlsAcceptor> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let err = |e: String| std::io::Error::other(format!("listener.tls: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| err(e.to_string()))?;
+    let builder = if t.client_cas_der.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &t.client_cas_der {
+            roots
+                .add(CertificateDer::from(ca.clone()))
+                .map_err(|e| err(format!("client_ca: {e}")))?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if t.require_client_certificate {
+            verifier
+        } else {
+            verifier.allow_unauthenticated()
+        };
+        builder.with_client_cert_verifier(verifier.build().map_err(|e| err(e.to_string()))?)
+    };
+    let chain = t
+        .chain_der
+        .iter()
+        .cloned()
+        .map(CertificateDer::from)
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(t.key.pkcs8_der().to_vec()));
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| err(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 async fn serve<F, Fut>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
     proxy: Arc<Proxy>,
     handler: F,
 ) where
-    F: Fn(Arc<Proxy>, SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Arc<Proxy>, SocketAddr, Option<Arc<PeerCertificate>>, Request<Incoming>) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     Fut: std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let header_read_timeout = proxy.state().config.limits.header_read_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(proxy.state().config.limits.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {
@@ -136,13 +195,46 @@ async fn serve<F, Fut>(
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
         let handler = handler.clone();
-        let service = service_fn(move |req| handler(Arc::clone(&proxy), peer, req));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => {
+                    let service =
+                        service_fn(move |req| handler(Arc::clone(&proxy), peer, None, req));
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The handshake counts against the header read timeout: a client
+                    // that opens a connection and says nothing is dropped.
+                    let stream = match tokio::time::timeout(
+                        header_read_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake with an internal client failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| Arc::new(PeerCertificate::from_der(c)));
+                    let service =
+                        service_fn(move |req| handler(Arc::clone(&proxy), peer, cert.clone(), req));
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });
@@ -242,16 +334,20 @@ fn returned_ins(body: &ProxyBody) -> String {
 async fn handle(
     proxy: Arc<Proxy>,
     peer: SocketAddr,
+    cert: Option<Arc<PeerCertificate>>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let id = request_id(&req);
     let span = tracing::info_span!("request", request_id = %id);
-    handle_in_span(proxy, peer, req, id).instrument(span).await
+    handle_in_span(proxy, peer, cert, req, id)
+        .instrument(span)
+        .await
 }
 
 async fn handle_in_span(
     proxy: Arc<Proxy>,
     peer: SocketAddr,
+    cert: Option<Arc<PeerCertificate>>,
     req: Request<Incoming>,
     id: String,
 ) -> Response<ProxyBody> {
@@ -261,7 +357,7 @@ async fn handle_in_span(
     // The state in force when the request arrived serves it to the end, even across a reload.
     let state = proxy.state();
     let result = match proxy.admit() {
-        Ok(_slot) => dispatch(&proxy, &state, peer, req, &mut log).await,
+        Ok(_slot) => dispatch(&proxy, &state, peer, cert.as_deref(), req, &mut log).await,
         Err(e) => Err(e),
     };
     let (mut response, code) = match result {
@@ -356,6 +452,7 @@ async fn dispatch(
     proxy: &Proxy,
     state: &ProxyState,
     peer: SocketAddr,
+    cert: Option<&PeerCertificate>,
     req: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -385,7 +482,9 @@ async fn dispatch(
         }
     };
     log.service = service.to_string();
-    let grant = state.access.authorize(req.headers(), peer.ip(), service)?;
+    let grant = state
+        .access
+        .authorize(req.headers(), peer.ip(), cert, service)?;
     log.client = grant.client.clone();
     log.tenant = grant.tenant.to_string();
     proxy.take_token(&grant.client, grant.rate_per_second)?;
