@@ -82,6 +82,8 @@ impl Fixture {
             format!("https://localhost:{}/lps", insi.address.port()).into(),
         );
         set("audit", "path", audit.display().to_string().into());
+        // Every test certificate expires within 2,000 days: each gets its daily warning.
+        set("security", "expiry_warning_days", toml::Value::Integer(2000));
         let config = pki.dir.join(format!("run-cli-{listen}.toml"));
         std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("write");
         let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
@@ -276,6 +278,11 @@ async fn run_serves_then_stops_on_sigterm_without_patient_data_in_logs() {
     assert!(log.contains("stopped"), "{log}");
     assert_clean(&log);
     assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("certificate expires soon")).count(),
+        8,
+        "one warning per certificate (2 tenants x 4 roles):\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
