@@ -76,6 +76,8 @@ sih "${soap[@]}" "${vihf[@]}" --data-binary @examples/dmp-retrieve-document.xml 
 echo
 echo "== Passerelle's upstream pools (admin :9090/pools): one TLS handshake per pool"
 curl -s http://127.0.0.1:9090/pools | tr '}' '\n' | grep -v '"requests":0' | sed 's/^[],[]*//' | grep . || true
+echo "== The audit trail ($dir/audit/passerelle-audit.jsonl), last exchange: who, for which patient"
+tail -n 1 "$dir/audit/passerelle-audit.jsonl" || true
 echo "== What the mocks saw (admin ports): each request with the tenant's own certificate"
 curl -s http://127.0.0.1:9543/stats | head -c 400; echo
 curl -s http://127.0.0.1:9544/stats | head -c 400; echo
@@ -85,8 +87,9 @@ cat <<TXT
 Sandbox ready in $dir/:
   configuration   $dir/passerelle.toml   (passerelle check --config ...)
   Passerelle log  $dir/passerelle.log    (one line per request, no patient data)
+  audit trail     $dir/audit/passerelle-audit.jsonl   (one line per upstream exchange)
   Passerelle      http://127.0.0.1:8080  (POST /dmp/<service>, /insi/auto, /insi/manu; token sandbox-token)
-                  admin http://127.0.0.1:9090/healthz, /pools
+                  admin http://127.0.0.1:9090/healthz, /readyz, /metrics, /pools
   tenants         $dir/tenants/<id>/{dmp-auth,dmp-sign,insi-auto,insi-manu}.{cert.pem,chain.pem,key.pem,p12}
   mock DMP        https://localhost:9443/si-dmp-server/v2/services/   admin http://127.0.0.1:9543
   mock INSi       https://localhost:9444/lps                          admin http://127.0.0.1:9544
