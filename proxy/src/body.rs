@@ -15,21 +15,51 @@ use crate::upstream::PooledBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long, and how much, a refused body is still read (and dropped) so that the client,
+/// still sending, gets to read its 413 instead of a reset connection ("lingering close").
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+const DRAIN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads the rest of a refused body into nothing, within [`DRAIN_TIME`] and
+/// [`DRAIN_BYTES`]; the connection closes after.
+fn drain<B>(body: B)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        let mut read = 0u64;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    read += data.len() as u64;
+                    if read > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
+}
+
 /// Reads a whole request body, refusing it as soon as it passes `limit` bytes: a
-/// declared Content-Length over the limit is refused before reading anything.
+/// declared Content-Length over the limit is refused before reading anything. A refused
+/// body is dropped as it arrives, never held.
 pub async fn read_limited<B>(
     body: B,
     declared: Option<u64>,
     limit: usize,
 ) -> Result<Bytes, ProxyError>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body);
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let mut body = std::pin::pin!(body);
+    let mut body = body;
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -37,6 +67,7 @@ where
         if let Ok(data) = frame.into_data() {
             total += data.len();
             if total > limit {
+                drain(body);
                 return Err(ProxyError::BodyTooLarge { limit });
             }
             chunks.push(data);

@@ -83,7 +83,11 @@ impl Fixture {
         );
         set("audit", "path", audit.display().to_string().into());
         // Every test certificate expires within 2,000 days: each gets its daily warning.
-        set("security", "expiry_warning_days", toml::Value::Integer(2000));
+        set(
+            "security",
+            "expiry_warning_days",
+            toml::Value::Integer(2000),
+        );
         let config = pki.dir.join(format!("run-cli-{listen}.toml"));
         std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("write");
         let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
@@ -279,7 +283,9 @@ async fn run_serves_then_stops_on_sigterm_without_patient_data_in_logs() {
     assert_clean(&log);
     assert_eq!(audit.len(), 2, "{audit:?}");
     assert_eq!(
-        log.lines().filter(|l| l.contains("certificate expires soon")).count(),
+        log.lines()
+            .filter(|l| l.contains("certificate expires soon"))
+            .count(),
         8,
         "one warning per certificate (2 tenants x 4 roles):\n{log}"
     );

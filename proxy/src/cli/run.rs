@@ -52,13 +52,16 @@ pub fn run(args: &RunArgs) -> ExitCode {
     init_logs(args.log_format);
     let inspection = passerelle_config::inspect(&args.config);
     for problem in &inspection.problems {
-        eprintln!("{problem}");
+        match problem.severity {
+            passerelle_config::Severity::Error => tracing::error!(%problem, "configuration"),
+            passerelle_config::Severity::Warning => tracing::warn!(%problem, "configuration"),
+        }
     }
     let has_errors = inspection.has_errors();
     let Some(config) = inspection.config.filter(|_| !has_errors) else {
-        eprintln!(
-            "{}: not started: fix the errors above (passerelle check --config ...)",
-            args.config.display()
+        tracing::error!(
+            config = %args.config.display(),
+            "not started: fix the errors above (passerelle check --config ...)"
         );
         return ExitCode::FAILURE;
     };
@@ -68,7 +71,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            tracing::error!(error = %e, "not started: cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -83,7 +86,7 @@ async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
     {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            eprintln!("not started: {e}");
+            tracing::error!(error = %e, "not started");
             return ExitCode::FAILURE;
         }
     };
@@ -95,7 +98,7 @@ async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
     let (listener, admin_listener) = match (bind(listen).await, bind(admin).await) {
         (Ok(l), Ok(a)) => (l, a),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("not started: {e}");
+            tracing::error!(error = %e, "not started");
             return ExitCode::FAILURE;
         }
     };
@@ -103,7 +106,7 @@ async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("not started: {e}");
+            tracing::error!(error = %e, "not started");
             return ExitCode::FAILURE;
         }
     };
