@@ -240,15 +240,8 @@ impl Harness {
             .header(http::header::HOST, address.to_string())
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let response = sender.send_request(request).await.expect("admin response");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let reply = read_reply(sender.send_request(request).await.expect("admin response")).await;
+        (reply.status, reply.text())
     }
 
     /// Sends a POST to the proxy as an internal system, with the sandbox token unless
@@ -318,6 +311,11 @@ pub async fn post(
         .send_request(request.body(Full::new(body)).expect("request"))
         .await
         .expect("response");
+    read_reply(response).await
+}
+
+/// The status, headers and whole body of a response.
+pub async fn read_reply(response: http::Response<hyper::body::Incoming>) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response

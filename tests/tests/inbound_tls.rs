@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use passerelle_e2e::messages::insi_search_bare;
 use passerelle_e2e::{Harness, Options, SOAP_CT, TOKEN};
@@ -85,14 +85,8 @@ async fn post_tls(
         .send_request(req.body(Full::new(body)).expect("request"))
         .await
         .expect("response");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let reply = passerelle_e2e::read_reply(response).await;
+    (reply.status, reply.text())
 }
 
 #[tokio::test]

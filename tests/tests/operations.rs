@@ -336,25 +336,9 @@ fn renew_dmp_auth(h: &Harness, dir: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn renewed_certificate_reloaded_under_load_loses_no_request() {
-    let dir = tempfile_dir();
-    let leaf = {
-        let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
-        pki.tenants[0].dmp_auth.clone()
-    };
+    let dir = dmp_auth_copy();
     let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
-    for (from, to) in [
-        (&leaf.cert, "dmp-auth.cert.pem"),
-        (&leaf.chain, "dmp-auth.chain.pem"),
-        (&leaf.key, "dmp-auth.key.pem"),
-    ] {
-        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        dir.join("dmp-auth.key.pem"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod");
+    let leaf = pki.tenants[0].dmp_auth.clone();
     let h = Harness::start_with(Options {
         tenant_a_dmp_auth_dir: Some(dir.clone()),
         ..Options::default()
@@ -441,22 +425,8 @@ async fn renewed_certificate_reloaded_under_load_loses_no_request() {
 
 #[tokio::test]
 async fn a_bad_reload_keeps_the_running_configuration() {
-    let dir = tempfile_dir();
+    let dir = dmp_auth_copy();
     let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
-    let leaf = &pki.tenants[0].dmp_auth;
-    for (from, to) in [
-        (&leaf.cert, "dmp-auth.cert.pem"),
-        (&leaf.chain, "dmp-auth.chain.pem"),
-        (&leaf.key, "dmp-auth.key.pem"),
-    ] {
-        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        dir.join("dmp-auth.key.pem"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod");
     let h = Harness::start_with(Options {
         tenant_a_dmp_auth_dir: Some(dir.clone()),
         ..Options::default()
@@ -483,11 +453,28 @@ async fn a_bad_reload_keeps_the_running_configuration() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
+/// A private copy of tenant A's ORG AUTH_CLI files (`dmp-auth.{cert,chain,key}.pem`),
+/// for tests that replace them.
+fn dmp_auth_copy() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!(
         "passerelle-e2e-renew-{}",
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).expect("dir");
+    let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
+    let leaf = &pki.tenants[0].dmp_auth;
+    for (from, to) in [
+        (&leaf.cert, "dmp-auth.cert.pem"),
+        (&leaf.chain, "dmp-auth.chain.pem"),
+        (&leaf.key, "dmp-auth.key.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
+    }
+    std::fs::set_permissions(
+        dir.join("dmp-auth.key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     dir
 }

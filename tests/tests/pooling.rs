@@ -34,13 +34,9 @@ async fn thousand_sequential_requests_need_one_handshake_per_pool() {
             .send_request(request("/insi/auto", &insi, &[]))
             .await
             .expect("response");
-        assert_eq!(response.status(), 200, "request {i}");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let reply = passerelle_e2e::read_reply(response).await;
+        assert_eq!(reply.status, 200, "request {i}");
+        let body = reply.body;
         assert!(
             body.windows(13).any(|w| w == b"<CodeCR>00</C"),
             "request {i}"
@@ -96,13 +92,9 @@ async fn cleartext_http2_clients_are_served() {
     for r in responses {
         let response = r.await.expect("response");
         assert_eq!(response.version(), http::Version::HTTP_2);
-        assert_eq!(response.status(), 200);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let reply = passerelle_e2e::read_reply(response).await;
+        assert_eq!(reply.status, 200);
+        let body = reply.body;
         assert!(String::from_utf8_lossy(&body).contains("<CodeCR>00</CodeCR>"));
     }
 }
