@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages Passerelle builds, tests and runs its sandbox with.
+# Installs the Debian 12 packages Passerelle builds, tests and runs its sandbox with
+# (and, with --bench, its load comparison).
 # Idempotent and quick when everything is present; uses sudo when not run as root.
 set -euo pipefail
 
@@ -9,6 +10,11 @@ packages=(
   xmlsec1 libxml2-utils           # reference verifier and xmllint for tests
   curl ca-certificates            # the sandbox's sample requests
 )
+# `--bench`: what the load comparison needs besides (nginx as the reference proxy, a font
+# for the chart).
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(nginx-light fonts-dejavu-core)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

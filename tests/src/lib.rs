@@ -444,6 +444,26 @@ pub mod messages {
     /// TD2.1 without lot signature (the proxy adds it): the ebRIM metadata of the
     /// submission set and documents, and the documents as MTOM parts.
     pub fn submission(set_uid: &str, docs: &[Doc]) -> (String, bytes::Bytes) {
+        submission_with(set_uid, docs, None)
+    }
+
+    /// TD2.1 as the DMP receives it, signed in advance with `signer` (ORG SIGN): the
+    /// VIHF of `structure` in `wsse:Security`, the lot signature document, its metadata
+    /// and associations. What direct access to the DMP has to send.
+    pub fn signed_submission(
+        set_uid: &str,
+        docs: &[Doc],
+        structure: &str,
+        signer: &dyn passerelle_signing::Signer,
+    ) -> (String, bytes::Bytes) {
+        submission_with(set_uid, docs, Some((structure, signer)))
+    }
+
+    fn submission_with(
+        set_uid: &str,
+        docs: &[Doc],
+        signed: Option<(&str, &dyn passerelle_signing::Signer)>,
+    ) -> (String, bytes::Bytes) {
         let mut metadata = String::new();
         let mut doc_elements = String::new();
         let mut parts = Vec::new();
@@ -477,11 +497,81 @@ pub mod messages {
                 content: bytes::Bytes::from(d.content.clone()),
             });
         }
+        let mut security = None;
+        if let Some((structure, signer)) = signed {
+            use passerelle_signing::lot::LotMetadataInput;
+            use passerelle_signing::{DigestAlgorithm, DocumentDigest, LotRequest};
+            let now = time::OffsetDateTime::now_utc();
+            let lot = passerelle_signing::sign_lot(
+                &LotRequest {
+                    submission_set_unique_id: set_uid.to_string(),
+                    signature_unique_id: format!("{set_uid}.99"),
+                    documents: docs
+                        .iter()
+                        .map(|d| {
+                            DocumentDigest::compute(
+                                &d.unique_id,
+                                d.mime,
+                                &d.content,
+                                DigestAlgorithm::Sha256,
+                            )
+                            .expect("digest")
+                        })
+                        .collect(),
+                    digest: DigestAlgorithm::Sha256,
+                    signing_time: now,
+                },
+                signer,
+            )
+            .expect("lot signature");
+            let meta = passerelle_signing::lot_metadata(
+                &LotMetadataInput {
+                    submission_set_entry_id: "SubmissionSet01".into(),
+                    signature_entry_id: "SignatureDocument".into(),
+                    patient_id: PATIENT.into(),
+                    creation_time: now,
+                    copied_classifications: vec![],
+                },
+                &lot,
+            );
+            for e in [&meta.extrinsic_object, &meta.has_member, &meta.signs] {
+                metadata.push_str(&e.to_xml());
+            }
+            doc_elements.push_str(r#"<xdsb:Document id="SignatureDocument"><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:signature%40sih.example"/></xdsb:Document>"#);
+            parts.push(passerelle_soap::mtom::Attachment {
+                content_id: "signature@sih.example".into(),
+                mime_type: "text/xml".into(),
+                content: bytes::Bytes::from(lot.xml),
+            });
+            security = Some(signed_vihf(structure, signer));
+        }
         let body = format!(
             r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"><rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
             u = uuid::Uuid::new_v4(),
         );
-        passerelle_soap::mtom::build(&dmp_request(ITI41, None, &body), &parts)
+        passerelle_soap::mtom::build(&dmp_request(ITI41, security.as_deref(), &body), &parts)
+    }
+
+    /// A VIHF of `structure` for the test patient, signed now with `signer`.
+    pub fn signed_vihf(structure: &str, signer: &dyn passerelle_signing::Signer) -> String {
+        let mut ctx = passerelle_signing::VihfContext::from_json(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/vihf-context.json"
+            ))
+            .expect("example context"),
+        )
+        .expect("context");
+        ctx.structure_id = structure.to_string();
+        let software = passerelle_signing::SoftwareIdentity {
+            name: "PASSERELLE".into(),
+            version: "0.1.0".into(),
+            homologation_id: "TEST-HOMOLOGATION-0000".into(),
+            lps_id: None,
+        };
+        passerelle_signing::sign_vihf(&ctx, &software, signer, time::OffsetDateTime::now_utc())
+            .expect("VIHF")
+            .xml
     }
 
     /// The `X-Vihf-*` headers of a physician of `structure` acting for the test patient.

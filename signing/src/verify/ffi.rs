@@ -167,6 +167,54 @@ fn verify_inner(v: &Verification<'_>) -> Result<(), String> {
         }
     }
 
+    with_keys_manager(v.anchors, v.intermediates, |mngr| {
+        verify_with(mngr, &doc, root, v)
+    })
+}
+
+thread_local! {
+    /// Keys managers already built on this thread, by their certificates' digest. Building
+    /// one costs tens of milliseconds (libxmlsec1's X509 store also loads the system CA
+    /// bundle), so each thread builds one per trust set and reuses it.
+    static MANAGERS: RefCell<Vec<([u8; 32], KeysMngr)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's keys manager for `anchors` and `intermediates`.
+fn with_keys_manager<R>(
+    anchors: &[Vec<u8>],
+    intermediates: &[Vec<u8>],
+    f: impl FnOnce(x::xmlSecKeysMngrPtr) -> Result<R, String>,
+) -> Result<R, String> {
+    let mut hasher = openssl::sha::Sha256::new();
+    for der in anchors {
+        hasher.update(b"A");
+        hasher.update(der);
+    }
+    for der in intermediates {
+        hasher.update(b"I");
+        hasher.update(der);
+    }
+    let key = hasher.finish();
+    let mngr = MANAGERS.with(|m| {
+        let found = m
+            .borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, mngr)| mngr.0);
+        match found {
+            Some(ptr) => Ok(ptr),
+            None => {
+                let mngr = keys_manager(anchors, intermediates)?;
+                let ptr = mngr.0;
+                m.borrow_mut().push((key, mngr));
+                Ok::<_, String>(ptr)
+            }
+        }
+    })?;
+    f(mngr)
+}
+
+fn keys_manager(anchors: &[Vec<u8>], intermediates: &[Vec<u8>]) -> Result<KeysMngr, String> {
     // SAFETY: plain constructor; owned by `KeysMngr`.
     let mngr = KeysMngr(unsafe { x::xmlSecKeysMngrCreate() });
     if mngr.0.is_null() {
@@ -177,8 +225,8 @@ fn verify_inner(v: &Verification<'_>) -> Result<(), String> {
         return Err("xmlsec could not initialise the keys manager".into());
     }
     for (certs, kind) in [
-        (v.anchors, x::xmlSecKeyDataTypeTrusted),
-        (v.intermediates, x::xmlSecKeyDataTypeNone),
+        (anchors, x::xmlSecKeyDataTypeTrusted),
+        (intermediates, x::xmlSecKeyDataTypeNone),
     ] {
         for der in certs {
             let size = u32::try_from(der.len()).map_err(|_| "certificate too large".to_string())?;
@@ -197,9 +245,19 @@ fn verify_inner(v: &Verification<'_>) -> Result<(), String> {
             }
         }
     }
+    Ok(mngr)
+}
 
-    // SAFETY: the context borrows `mngr`, which outlives it (dropped after `ctx`).
-    let ctx = DsigCtx(unsafe { x::xmlSecDSigCtxCreate(mngr.0) });
+/// Verifies the signature under `root`; `_doc` owns `root` and outlives the call.
+fn verify_with(
+    mngr: x::xmlSecKeysMngrPtr,
+    _doc: &Doc,
+    root: x::xmlNodePtr,
+    v: &Verification<'_>,
+) -> Result<(), String> {
+    // SAFETY: `mngr` is alive in this thread's cache for the whole call; the context is
+    // destroyed (by `DsigCtx`) before this function returns.
+    let ctx = DsigCtx(unsafe { x::xmlSecDSigCtxCreate(mngr) });
     if ctx.0.is_null() {
         return Err("xmlsec could not create a signature context".into());
     }
@@ -210,6 +268,9 @@ fn verify_inner(v: &Verification<'_>) -> Result<(), String> {
         if v.ignore_manifests {
             (*ctx.0).flags |= x::XMLSEC_DSIG_FLAGS_IGNORE_MANIFESTS;
         }
+        // The signer's chain is checked by the caller against the given anchors only
+        // (libxmlsec1's store would also trust the system's web-PKI roots).
+        (*ctx.0).keyInfoReadCtx.flags |= x::XMLSEC_KEYINFO_FLAGS_X509DATA_DONT_VERIFY_CERTS;
     }
     let dsig_ns = c"http://www.w3.org/2000/09/xmldsig#";
     // SAFETY: `root` is valid; the name/ns literals are NUL-terminated.

@@ -148,6 +148,105 @@ fn signer_certificate(
     Ok((der, info))
 }
 
+/// Parsed anchors and intermediates, by digest of their DER: parsing certificates is the
+/// dearest step of a verification with OpenSSL 3, so each trust set is parsed once.
+type ParsedTrust = (openssl::x509::store::X509Store, Vec<openssl::x509::X509>);
+
+fn parsed_trust(trust: &TrustAnchors) -> Result<std::sync::Arc<ParsedTrust>, VerifyError> {
+    use openssl::x509::X509;
+    use openssl::x509::store::X509StoreBuilder;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Arc<ParsedTrust>>>> = OnceLock::new();
+    let bad = |e: openssl::error::ErrorStack| VerifyError::Trust(e.to_string());
+    let mut hasher = openssl::sha::Sha256::new();
+    for der in &trust.anchors {
+        hasher.update(b"A");
+        hasher.update(der);
+    }
+    for der in &trust.intermediates {
+        hasher.update(b"I");
+        hasher.update(der);
+    }
+    let key = hasher.finish();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(found) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(found);
+    }
+    let mut store = X509StoreBuilder::new().map_err(bad)?;
+    for der in &trust.anchors {
+        store
+            .add_cert(X509::from_der(der).map_err(bad)?)
+            .map_err(bad)?;
+    }
+    let intermediates = trust
+        .intermediates
+        .iter()
+        .map(|der| X509::from_der(der).map_err(bad))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = Arc::new((store.build(), intermediates));
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, Arc::clone(&parsed));
+    }
+    Ok(parsed)
+}
+
+/// The signer's certificate must chain to the anchors given, and to nothing else
+/// (libxmlsec1's own X509 store also holds the system's web-PKI roots, so its chain
+/// check is switched off and this one is authoritative).
+fn check_chain(leaf_der: &[u8], trust: &TrustAnchors) -> Result<(), VerifyError> {
+    use openssl::stack::Stack;
+    use openssl::x509::{X509, X509StoreContext};
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+    // A chain found valid is not built again for a minute (a busy verifier sees the same
+    // few signers over and over); validity dates are checked again after that.
+    const REMEMBER: Duration = Duration::from_secs(60);
+    static VALID: OnceLock<Mutex<HashMap<[u8; 32], Instant>>> = OnceLock::new();
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(leaf_der);
+    for der in trust.anchors.iter().chain(&trust.intermediates) {
+        hasher.update(der);
+    }
+    let key = hasher.finish();
+    let valid = VALID.get_or_init(|| Mutex::new(HashMap::new()));
+    let known = valid
+        .lock()
+        .ok()
+        .and_then(|v| v.get(&key).copied())
+        .is_some_and(|at| at.elapsed() < REMEMBER);
+    if known {
+        return Ok(());
+    }
+    let bad = |e: openssl::error::ErrorStack| VerifyError::Trust(e.to_string());
+    let parsed = parsed_trust(trust)?;
+    let (store, intermediates) = &*parsed;
+    let leaf = X509::from_der(leaf_der).map_err(bad)?;
+    let mut chain = Stack::new().map_err(bad)?;
+    for cert in intermediates {
+        chain.push(cert.clone()).map_err(bad)?;
+    }
+    let mut ctx = X509StoreContext::new().map_err(bad)?;
+    let verdict = ctx
+        .init(store, &leaf, &chain, |c| {
+            Ok(c.verify_cert()?
+                .then_some(())
+                .ok_or_else(|| c.error().to_string()))
+        })
+        .map_err(bad)?;
+    verdict.map_err(|reason| {
+        VerifyError::Signature(format!(
+            "the signer's certificate does not chain to the trust anchors: {reason}"
+        ))
+    })?;
+    if let Ok(mut v) = valid.lock() {
+        v.retain(|_, at| at.elapsed() < REMEMBER);
+        v.insert(key, Instant::now());
+    }
+    Ok(())
+}
+
 /// Verifies a VIHF assertion (the whole document is the assertion): structure, then
 /// libxmlsec1 signature and chain to `trust`, then `Issuer` = signer subject.
 pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf, VerifyError> {
@@ -196,7 +295,7 @@ pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf,
             "the Reference transforms must be enveloped-signature then exclusive c14n, found {transforms:?}"
         ));
     }
-    let (_, signer) = signer_certificate(signature, &sig_scope)?;
+    let (signer_der, signer) = signer_certificate(signature, &sig_scope)?;
 
     ffi::verify(&ffi::Verification {
         xml: xml_text,
@@ -206,6 +305,7 @@ pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf,
         ignore_manifests: true,
     })
     .map_err(VerifyError::Signature)?;
+    check_chain(&signer_der, trust)?;
 
     let issuer = one(&root, &scope, SAML_NS, "Issuer", "Assertion")?.text_content();
     if issuer != signer.subject {
@@ -314,7 +414,7 @@ pub fn verify_lot(
     if count_named(&root, &Scope::new(), XADES_NS, "SignedProperties") != 1 {
         return structure("exactly one XAdES 1.1.1 SignedProperties expected");
     }
-    let (_, signer) = signer_certificate(&root, &scope)?;
+    let (signer_der, signer) = signer_certificate(&root, &scope)?;
 
     ffi::verify(&ffi::Verification {
         xml: xml_text,
@@ -324,6 +424,7 @@ pub fn verify_lot(
         ignore_manifests: true,
     })
     .map_err(VerifyError::Signature)?;
+    check_chain(&signer_der, trust)?;
 
     let manifest = find_by_id(&root, &scope, MANIFEST_ID)
         .ok_or_else(|| VerifyError::Structure("no Manifest".into()))?;

@@ -1,0 +1,585 @@
+//! `cargo bench -p passerelle-benches --bench compare`: Passerelle against direct access
+//! and against nginx, in one run, on this machine.
+//!
+//! The mocks run in this process; Passerelle (release build) and nginx run as their own
+//! processes so their CPU time and memory can be read. Every scenario runs against each
+//! target with the same load; the raw RSA-2048 sign rate of the ORG SIGN key is measured
+//! in the same run. Prints a table, writes `target/bench/compare.json` and
+//! `target/bench/compare.png`.
+//!
+//! Settings (environment): `BENCH_SECONDS` (measure, default 8), `BENCH_WARMUP` (2),
+//! `BENCH_INSI_CONCURRENCY` (256), `BENCH_DMP_CONCURRENCY` (32), `BENCH_RATE` (requests
+//! a second: fixed-rate mode instead of fixed concurrency).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use passerelle_benches::chart::{self, Bar};
+use passerelle_benches::load::{self, Endpoint, LoadConfig, LoadReport, Mode};
+use passerelle_benches::resources;
+use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Via};
+use passerelle_certs_test::{LeafFiles, Manifest, shared_test_pki};
+use passerelle_config::CertRole;
+use passerelle_mocks::faults::Faults;
+use passerelle_signing::{DigestAlgorithm, Signer, SoftwareSigner};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Serialize;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mtls(pki: &Manifest, leaf: &LeafFiles) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path(&pki.ca.root)).expect("root"))
+        .expect("root");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(&leaf.chain))
+        .expect("chain")
+        .collect::<Result<_, _>>()
+        .expect("chain");
+    let key = PrivateKeyDer::from_pem_file(pki.path(&leaf.key)).expect("key");
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client certificate"),
+    )
+}
+
+/// Raw RSA-2048 signatures a second, one core, with the ORG SIGN key.
+fn rsa_rate(signer: &dyn Signer) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        let _ = signer.sign(DigestAlgorithm::Sha256, format!("message {n}").as_bytes());
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A process under test: its pid(s) for CPU and memory.
+struct Proc {
+    child: Child,
+    /// Sum over the process and these children (nginx workers).
+    with_children: bool,
+}
+
+impl Proc {
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        if self.with_children {
+            pids.extend(resources::children(self.child.id()));
+        }
+        pids
+    }
+    fn cpu(&self) -> f64 {
+        self.pids().into_iter().map(resources::cpu_seconds).sum()
+    }
+    fn peak_rss_mib(&self) -> f64 {
+        self.pids().into_iter().map(resources::peak_rss_mib).sum()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_passerelle(pki: &Manifest, dmp_port: u16, insi_port: u16, out: &Path) -> (Proc, u16) {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "passerelle-proxy",
+            "--bin",
+            "passerelle",
+        ])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building passerelle failed");
+    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/passerelle");
+    let (listen, admin) = (free_port(), free_port());
+    let mut doc: toml::Table = std::fs::read_to_string(pki.path(&pki.config))
+        .expect("config")
+        .parse()
+        .expect("TOML");
+    let mut set = |table: &str, key: &str, value: toml::Value| {
+        doc.entry(table.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("table")
+            .insert(key.into(), value);
+    };
+    set("listener", "address", format!("127.0.0.1:{listen}").into());
+    set("admin", "address", format!("127.0.0.1:{admin}").into());
+    set(
+        "dmp",
+        "base_url",
+        format!("https://localhost:{dmp_port}/si-dmp-server/v2/services").into(),
+    );
+    set(
+        "insi",
+        "url",
+        format!("https://localhost:{insi_port}/lps").into(),
+    );
+    set(
+        "audit",
+        "path",
+        out.join("audit/passerelle-audit.jsonl")
+            .display()
+            .to_string()
+            .into(),
+    );
+    let config = pki.dir.join(format!("bench-{listen}.toml"));
+    std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("config");
+    let child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("PASSERELLE_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start passerelle");
+    wait_for_port(admin, "passerelle");
+    wait_for_port(listen, "passerelle");
+    (
+        Proc {
+            child,
+            with_children: false,
+        },
+        listen,
+    )
+}
+
+fn start_nginx(pki: &Manifest, insi_port: u16, out: &Path) -> Option<(Proc, u16)> {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let port = free_port();
+    let prefix = out.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).expect("nginx dir");
+    let leaf = &pki.tenants[0].insi_auto;
+    // The same job as Passerelle's INSi path without contexts to fill: an mTLS forward
+    // proxy with the tenant's INSI-AUTO certificate and keep-alive upstream connections.
+    let conf = format!(
+        r#"worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  upstream insi {{ server 127.0.0.1:{insi_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    keepalive_requests 100000;
+    location /lps {{
+      proxy_pass https://insi;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_certificate {chain};
+      proxy_ssl_certificate_key {key};
+      proxy_ssl_trusted_certificate {root};
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on;
+    }}
+  }}
+}}
+"#,
+        prefix = prefix.display(),
+        chain = pki.path(&leaf.chain).display(),
+        key = pki.path(&leaf.key).display(),
+        root = pki.path(&pki.ca.root).display(),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("nginx.conf");
+    let child = Command::new(nginx)
+        .args(["-p"])
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_for_port(port, "nginx");
+    Some((
+        Proc {
+            child,
+            with_children: true,
+        },
+        port,
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    scenario: &'static str,
+    target: &'static str,
+    #[serde(flatten)]
+    report: LoadReport,
+    /// Proxy CPU seconds per 1,000 requests (none for direct access).
+    cpu_s_per_1000: Option<f64>,
+    /// Cores the proxy kept busy during the measurement.
+    cores_used: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    /// TLS handshakes the mock served during the run (warm-up included).
+    upstream_handshakes: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    scenario: &'static str,
+    target: &'static str,
+    endpoint: &Endpoint,
+    workload: Arc<dyn load::Workload>,
+    config: LoadConfig,
+    proc: Option<&Proc>,
+    handshakes: &dyn Fn() -> u64,
+) -> Row {
+    let cpu_before = proc.map(Proc::cpu);
+    let hs_before = handshakes();
+    let started = Instant::now();
+    let report = load::run(endpoint, workload, config).await;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = proc.map(|p| p.cpu() - cpu_before.unwrap_or(0.0));
+    let row = Row {
+        scenario,
+        target,
+        cpu_s_per_1000: cpu.map(|c| c / report.requests.max(1) as f64 * 1000.0),
+        cores_used: cpu.map(|c| c / wall),
+        peak_rss_mib: proc.map(Proc::peak_rss_mib),
+        upstream_handshakes: handshakes() - hs_before,
+        report,
+    };
+    eprintln!(
+        "  {scenario:<10} {target:<10} {:>8.0} req/s  p99 {:>7.2} ms  errors {:?}",
+        row.report.throughput, row.report.p99_ms, row.report.errors
+    );
+    row
+}
+
+fn handshakes_of(stats: &passerelle_mocks::stats::Stats) -> u64 {
+    stats.to_json()["handshakes"].as_u64().unwrap_or(0)
+}
+
+fn main() {
+    let seconds: f64 = env_or("BENCH_SECONDS", 8.0);
+    let warmup: f64 = env_or("BENCH_WARMUP", 2.0);
+    let insi_concurrency: usize = env_or("BENCH_INSI_CONCURRENCY", 256);
+    let dmp_concurrency: usize = env_or("BENCH_DMP_CONCURRENCY", 32);
+    let rate: Option<f64> = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let began = Instant::now();
+
+    let pki = shared_test_pki().expect("test PKI");
+    let config = passerelle_config::load(&pki.path(&pki.config)).expect("sandbox configuration");
+    let signer = SoftwareSigner::from_material(&config.tenants[0].certificates[&CertRole::DmpSign])
+        .expect("ORG SIGN");
+    let structure = pki.tenants[0].structure_id.clone();
+    eprintln!("raw RSA-2048 signature rate (ORG SIGN, one core)...");
+    let rsa = rsa_rate(&signer);
+    eprintln!("  {rsa:.0} signatures/s");
+
+    // The mocks, on their own runtime.
+    let mocks = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let any = "127.0.0.1:0".parse().expect("address");
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/insi/xsd");
+    let (dmp, _dmp_service) = mocks
+        .block_on(passerelle_mocks::start_dmp(
+            &pki,
+            any,
+            any,
+            Faults::default(),
+        ))
+        .expect("mock DMP");
+    let insi = mocks
+        .block_on(passerelle_mocks::start_insi(
+            &pki,
+            &spec,
+            any,
+            any,
+            Faults::default(),
+        ))
+        .expect("mock INSi");
+
+    let (passerelle, proxy_port) =
+        start_passerelle(&pki, dmp.address.port(), insi.address.port(), &out);
+    let nginx = start_nginx(&pki, insi.address.port(), &out);
+    if nginx.is_none() {
+        eprintln!(
+            "nginx not found: run scripts/install-deps.sh --bench (the nginx row is left out)"
+        );
+    }
+
+    let generator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let localhost = ServerName::try_from("localhost").expect("name");
+    let direct = |leaf: &LeafFiles, port: u16| Endpoint {
+        address: format!("127.0.0.1:{port}").parse().expect("address"),
+        tls: Some((mtls(&pki, leaf), localhost.clone())),
+    };
+    let plain = |port: u16| Endpoint {
+        address: format!("127.0.0.1:{port}").parse().expect("address"),
+        tls: None,
+    };
+    let bounds = |concurrency: usize, max: Option<u64>| LoadConfig {
+        mode: match rate {
+            Some(per_second) => Mode::Rate {
+                per_second,
+                connections: concurrency,
+            },
+            None => Mode::Concurrency(concurrency),
+        },
+        warmup: Duration::from_secs_f64(warmup),
+        duration: Duration::from_secs_f64(seconds),
+        max_requests: max,
+    };
+    let insi_hs = || handshakes_of(&insi.stats);
+    let dmp_hs = || handshakes_of(&dmp.stats);
+    let mut rows = Vec::new();
+    eprintln!("load ({seconds} s each after {warmup} s warm-up):");
+    generator.block_on(async {
+        let c = bounds(insi_concurrency, None);
+        rows.push(
+            measure(
+                "insi",
+                "direct",
+                &direct(&pki.tenants[0].insi_auto, insi.address.port()),
+                workloads::shared(InsiSearch::new(Via::Direct)),
+                c,
+                None,
+                &insi_hs,
+            )
+            .await,
+        );
+        rows.push(
+            measure(
+                "insi",
+                "passerelle",
+                &plain(proxy_port),
+                workloads::shared(InsiSearch::new(Via::Passerelle)),
+                c,
+                Some(&passerelle),
+                &insi_hs,
+            )
+            .await,
+        );
+        if let Some((nginx, port)) = &nginx {
+            rows.push(
+                measure(
+                    "insi",
+                    "nginx",
+                    &plain(*port),
+                    workloads::shared(InsiSearch::new(Via::Nginx)),
+                    c,
+                    Some(nginx),
+                    &insi_hs,
+                )
+                .await,
+            );
+        }
+        let c = bounds(dmp_concurrency, None);
+        rows.push(
+            measure(
+                "dmp-query",
+                "direct",
+                &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
+                workloads::shared(DmpQuery::direct(&structure, &signer)),
+                c,
+                None,
+                &dmp_hs,
+            )
+            .await,
+        );
+        rows.push(
+            measure(
+                "dmp-query",
+                "passerelle",
+                &plain(proxy_port),
+                workloads::shared(DmpQuery::passerelle(&structure)),
+                c,
+                Some(&passerelle),
+                &dmp_hs,
+            )
+            .await,
+        );
+        // Direct submissions are signed in advance, each with its own submission set.
+        let count: u64 = env_or("BENCH_SUBMISSIONS", 1500);
+        eprintln!("  (signing {count} submissions in advance for direct access...)");
+        let presigned = DmpSubmit::direct(&structure, &signer, count);
+        let c = bounds(
+            dmp_concurrency,
+            Some(presigned.prepared().saturating_sub(400)),
+        );
+        rows.push(
+            measure(
+                "dmp-submit",
+                "direct",
+                &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
+                workloads::shared(presigned),
+                c,
+                None,
+                &dmp_hs,
+            )
+            .await,
+        );
+        rows.push(
+            measure(
+                "dmp-submit",
+                "passerelle",
+                &plain(proxy_port),
+                workloads::shared(DmpSubmit::passerelle(&structure)),
+                bounds(dmp_concurrency, None),
+                Some(&passerelle),
+                &dmp_hs,
+            )
+            .await,
+        );
+    });
+
+    // Ratios measured in this run.
+    let find = |s: &str, t: &str| rows.iter().find(|r| r.scenario == s && r.target == t);
+    let mut ratios = serde_json::Map::new();
+    if let (Some(p), Some(n)) = (find("insi", "passerelle"), find("insi", "nginx")) {
+        ratios.insert(
+            "insi_throughput_vs_nginx".into(),
+            (p.report.throughput / n.report.throughput).into(),
+        );
+        ratios.insert(
+            "insi_p99_vs_nginx".into(),
+            (p.report.p99_ms / n.report.p99_ms).into(),
+        );
+    }
+    if let Some(p) = find("dmp-query", "passerelle") {
+        let cores = p.cores_used.unwrap_or(1.0).max(0.01);
+        ratios.insert(
+            "dmp_query_vs_rsa_rate_x_cores".into(),
+            (p.report.throughput / (rsa * cores)).into(),
+        );
+    }
+    if let (Some(p), Some(d)) = (find("dmp-query", "passerelle"), find("dmp-query", "direct")) {
+        ratios.insert(
+            "dmp_query_vs_direct".into(),
+            (p.report.throughput / d.report.throughput).into(),
+        );
+    }
+
+    println!();
+    println!(
+        "| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU s / 1k req | proxy cores | peak RSS MiB | upstream handshakes |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.target,
+            r.report.throughput,
+            r.report.p50_ms,
+            r.report.p99_ms,
+            r.report.p999_ms,
+            r.report.errors.values().sum::<u64>(),
+            opt(r.cpu_s_per_1000, 3),
+            opt(r.cores_used, 2),
+            opt(r.peak_rss_mib, 1),
+            r.upstream_handshakes
+        );
+    }
+    println!();
+    println!("raw RSA-2048 sign rate (ORG SIGN, one core): {rsa:.0}/s");
+    for (k, v) in &ratios {
+        println!("{k}: {:.3}", v.as_f64().unwrap_or(0.0));
+    }
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c
+                .lines()
+                .find_map(|l| l.strip_prefix("model name\t: ").map(str::to_string)))
+            .unwrap_or_default()
+    );
+    let json = serde_json::json!({
+        "machine": machine,
+        "settings": { "seconds": seconds, "warmup": warmup, "insi_concurrency": insi_concurrency, "dmp_concurrency": dmp_concurrency, "rate": rate },
+        "rsa_sign_per_second": rsa,
+        "rows": rows,
+        "ratios": ratios,
+        "total_seconds": began.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        out.join("compare.json"),
+        serde_json::to_string_pretty(&json).expect("JSON"),
+    )
+    .expect("compare.json");
+    let bars: Vec<Bar> = rows
+        .iter()
+        .map(|r| Bar {
+            label: format!("{} / {}", r.scenario, r.target),
+            throughput: r.report.throughput,
+            p99_ms: r.report.p99_ms,
+        })
+        .collect();
+    match chart::draw(
+        &out.join("compare.png"),
+        &format!("Passerelle vs direct vs nginx ({machine})"),
+        &bars,
+    ) {
+        Ok(()) => println!("wrote target/bench/compare.json and target/bench/compare.png"),
+        Err(e) => println!("wrote target/bench/compare.json; chart not drawn: {e}"),
+    }
+    println!("total {:.0} s", began.elapsed().as_secs_f64());
+    drop(passerelle);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(out.join("audit"));
+}

@@ -1,0 +1,99 @@
+//! The comparison chart: throughput and p99 latency per scenario and target, as a PNG.
+
+use plotters::prelude::*;
+
+/// One bar pair.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    pub label: String,
+    pub throughput: f64,
+    pub p99_ms: f64,
+}
+
+/// One panel: where, its caption, the value it plots, the bar colour.
+type Panel<'a, DB> = (
+    &'a DrawingArea<DB, plotters::coord::Shift>,
+    &'static str,
+    &'a dyn Fn(&Bar) -> f64,
+    RGBColor,
+);
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Draws `bars` into `path` (1200 x 100 + 40 per bar pixels).
+pub fn draw(
+    path: &std::path::Path,
+    title: &str,
+    bars: &[Bar],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let font = std::fs::read(FONT)
+        .map_err(|e| format!("{FONT}: {e} (scripts/install-deps.sh --bench installs it)"))?;
+    // plotters keeps registered fonts for the life of the process.
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| format!("{FONT}: not a usable font"))?;
+    let n = bars.len().max(1);
+    let height = 100 + 40 * n as u32;
+    let root = BitMapBackend::new(path, (1200, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let (left, right) = root.split_horizontally(600);
+    let throughput = |b: &Bar| b.throughput;
+    let p99 = |b: &Bar| b.p99_ms;
+    let panels: [Panel<'_, _>; 2] = [
+        (
+            &left,
+            "throughput (requests/s, higher is better)",
+            &throughput,
+            RGBColor(46, 110, 180),
+        ),
+        (
+            &right,
+            "p99 latency (ms, lower is better)",
+            &p99,
+            RGBColor(200, 90, 40),
+        ),
+    ];
+    for (area, caption, value, color) in panels {
+        let max = bars.iter().map(value).fold(0.0_f64, f64::max).max(1e-6) * 1.25;
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(28)
+            .build_cartesian_2d(0.0..max, 0.0..n as f64)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_labels(6)
+            .label_style(("sans-serif", 12))
+            .draw()?;
+        for (i, bar) in bars.iter().enumerate() {
+            let top = (n - i) as f64 - 0.1;
+            let bottom = (n - i) as f64 - 0.9;
+            let v = value(bar);
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, bottom), (v, top)],
+                color.mix(0.75).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!(
+                    "{}  {}",
+                    bar.label,
+                    if v >= 100.0 {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.2}")
+                    }
+                ),
+                (max * 0.01, top - 0.25),
+                ("sans-serif", 13).into_font().color(&BLACK),
+            )))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}

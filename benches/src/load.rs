@@ -1,0 +1,282 @@
+//! The load generator: keep-alive HTTP/1.1 connections (plain or mutual TLS) driven at a
+//! fixed concurrency or a fixed rate, latencies in an HDR histogram.
+//!
+//! Fixed rate measures each latency from the request's *intended* send time, so a slow
+//! answer that delays the following requests is counted in their latency too (no
+//! coordinated omission). A warm-up period runs first and is not recorded; the
+//! measurement stops at its deadline or after a request budget.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+
+/// How the load is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// This many connections, each sending its next request when the last is answered.
+    Concurrency(usize),
+    /// This many requests a second in all, spread over `connections`.
+    Rate { per_second: f64, connections: usize },
+}
+
+/// One run's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadConfig {
+    pub mode: Mode,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Stop after this many measured requests (e.g. pre-signed submissions).
+    pub max_requests: Option<u64>,
+}
+
+/// Where the generator connects.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// Mutual TLS (direct access to the services) or plain HTTP (a proxy).
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("address", &self.address)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// What is sent, and how an answer is judged.
+pub trait Workload: Send + Sync {
+    /// Request number `i` (0-based, warm-up included).
+    fn request(&self, i: u64) -> http::Request<Full<Bytes>>;
+    /// `Err(kind)` when the answer is not the expected one.
+    fn check(&self, status: u16, body: &[u8]) -> Result<(), &'static str>;
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub mode: Mode,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub seconds: f64,
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+struct Shared {
+    histogram: Mutex<Histogram<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    next: AtomicU64,
+    measured: AtomicU64,
+}
+
+impl Shared {
+    fn error(&self, kind: &str) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, &'static str> {
+    let tcp = tokio::net::TcpStream::connect(endpoint.address)
+        .await
+        .map_err(|_| "connect")?;
+    let _ = tcp.set_nodelay(true);
+    match &endpoint.tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|_| "http")?;
+            tokio::spawn(conn);
+            Ok(sender)
+        }
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|_| "tls")?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|_| "http")?;
+            tokio::spawn(conn);
+            Ok(sender)
+        }
+    }
+}
+
+/// One request on `sender`; `Err(kind)` on failure.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    workload: &dyn Workload,
+    i: u64,
+) -> Result<(), &'static str> {
+    sender.ready().await.map_err(|_| "io")?;
+    let response = sender
+        .send_request(workload.request(i))
+        .await
+        .map_err(|_| "io")?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| "io")?
+        .to_bytes();
+    match status {
+        200..=299 => workload.check(status, &body),
+        400..=499 => Err("status_4xx"),
+        _ => Err("status_5xx"),
+    }
+}
+
+/// Drives one connection until `end`: the worker of both modes. With `pace`, request
+/// `k` of this worker is due at `start + k * pace` and its latency counts from then.
+async fn worker(
+    endpoint: Endpoint,
+    workload: Arc<dyn Workload>,
+    shared: Arc<Shared>,
+    measure_from: Instant,
+    end: Instant,
+    max: Option<u64>,
+    pace: Option<(Instant, Duration)>,
+) {
+    let mut sender = None;
+    let mut k: u32 = 0;
+    loop {
+        let intended = match pace {
+            Some((start, every)) => {
+                let due = start + every * k;
+                k += 1;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        if intended >= end || max.is_some_and(|m| shared.measured.load(Ordering::Relaxed) >= m) {
+            return;
+        }
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if sender.is_none() {
+            match connect(&endpoint).await {
+                Ok(s) => sender = Some(s),
+                Err(kind) => {
+                    if intended >= measure_from {
+                        shared.error(kind);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        let result = exchange(s, workload.as_ref(), i).await;
+        let latency = intended.elapsed();
+        if let Err(kind) = result {
+            if kind == "io" {
+                sender = None;
+            }
+            if intended >= measure_from {
+                shared.error(kind);
+            }
+            continue;
+        }
+        if intended >= measure_from && Instant::now() <= end + Duration::from_secs(30) {
+            shared.measured.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut h) = shared.histogram.lock() {
+                let _ = h.record(latency.as_micros().max(1) as u64);
+            }
+        }
+    }
+}
+
+/// Runs `workload` against `endpoint`.
+pub async fn run(
+    endpoint: &Endpoint,
+    workload: Arc<dyn Workload>,
+    config: LoadConfig,
+) -> LoadReport {
+    let shared = Arc::new(Shared {
+        // 1 µs to 60 s, 3 significant digits.
+        histogram: Mutex::new(
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        ),
+        errors: Mutex::new(BTreeMap::new()),
+        next: AtomicU64::new(0),
+        measured: AtomicU64::new(0),
+    });
+    let start = Instant::now();
+    let measure_from = start + config.warmup;
+    let end = measure_from + config.duration;
+    let (connections, pace) = match config.mode {
+        Mode::Concurrency(n) => (n, None),
+        Mode::Rate {
+            per_second,
+            connections,
+        } => {
+            let every = Duration::from_secs_f64(connections as f64 / per_second.max(0.001));
+            (connections, Some(every))
+        }
+    };
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        // Rate mode: the workers' schedules are staggered evenly.
+        let pace = pace.map(|every| (start + every.mul_f64(c as f64 / connections as f64), every));
+        tasks.push(tokio::spawn(worker(
+            endpoint.clone(),
+            Arc::clone(&workload),
+            Arc::clone(&shared),
+            measure_from,
+            end,
+            config.max_requests,
+            pace,
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // A request budget may end the run before its deadline.
+    let seconds = measure_from
+        .elapsed()
+        .as_secs_f64()
+        .min(config.duration.as_secs_f64())
+        .max(1e-9);
+    let h = shared
+        .histogram
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let requests = h.len();
+    LoadReport {
+        mode: config.mode,
+        requests,
+        errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        seconds,
+        throughput: requests as f64 / seconds,
+        p50_ms: ms(0.5),
+        p90_ms: ms(0.9),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: h.max() as f64 / 1000.0,
+    }
+}
