@@ -9,7 +9,8 @@
 //!
 //! Settings (environment): `BENCH_SECONDS` (measure, default 8), `BENCH_WARMUP` (2),
 //! `BENCH_INSI_CONCURRENCY` (256), `BENCH_DMP_CONCURRENCY` (32), `BENCH_RATE` (requests
-//! a second: fixed-rate mode instead of fixed concurrency).
+//! a second: fixed-rate mode instead of fixed concurrency), `BENCH_ONLY` (comma-separated
+//! scenarios), `BENCH_SUBMISSIONS` (direct submissions signed in advance, 1500).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -319,6 +320,14 @@ fn main() {
     eprintln!("raw RSA-2048 signature rate (ORG SIGN, one core)...");
     let rsa = rsa_rate(&signer);
     eprintln!("  {rsa:.0} signatures/s");
+    // The same on every core at once: vCPUs may share physical cores, and a signature
+    // costs more when all of them are busy (as under load).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rsa_all: f64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores).map(|_| s.spawn(|| rsa_rate(&signer))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+    });
+    eprintln!("  {rsa_all:.0} signatures/s on {cores} cores at once");
 
     // The mocks, on their own runtime.
     let mocks = tokio::runtime::Builder::new_multi_thread()
@@ -385,103 +394,111 @@ fn main() {
     let dmp_hs = || handshakes_of(&dmp.stats);
     let mut rows = Vec::new();
     eprintln!("load ({seconds} s each after {warmup} s warm-up):");
+    let only: Option<String> = std::env::var("BENCH_ONLY").ok();
+    let wanted = |scenario: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == scenario))
+    };
     generator.block_on(async {
-        let c = bounds(insi_concurrency, None);
-        rows.push(
-            measure(
-                "insi",
-                "direct",
-                &direct(&pki.tenants[0].insi_auto, insi.address.port()),
-                workloads::shared(InsiSearch::new(Via::Direct)),
-                c,
-                None,
-                &insi_hs,
-            )
-            .await,
-        );
-        rows.push(
-            measure(
-                "insi",
-                "passerelle",
-                &plain(proxy_port),
-                workloads::shared(InsiSearch::new(Via::Passerelle)),
-                c,
-                Some(&passerelle),
-                &insi_hs,
-            )
-            .await,
-        );
-        if let Some((nginx, port)) = &nginx {
+        if wanted("insi") {
+            let c = bounds(insi_concurrency, None);
             rows.push(
                 measure(
                     "insi",
-                    "nginx",
-                    &plain(*port),
-                    workloads::shared(InsiSearch::new(Via::Nginx)),
+                    "direct",
+                    &direct(&pki.tenants[0].insi_auto, insi.address.port()),
+                    workloads::shared(InsiSearch::new(Via::Direct)),
                     c,
-                    Some(nginx),
+                    None,
                     &insi_hs,
                 )
                 .await,
             );
+            rows.push(
+                measure(
+                    "insi",
+                    "passerelle",
+                    &plain(proxy_port),
+                    workloads::shared(InsiSearch::new(Via::Passerelle)),
+                    c,
+                    Some(&passerelle),
+                    &insi_hs,
+                )
+                .await,
+            );
+            if let Some((nginx, port)) = &nginx {
+                rows.push(
+                    measure(
+                        "insi",
+                        "nginx",
+                        &plain(*port),
+                        workloads::shared(InsiSearch::new(Via::Nginx)),
+                        c,
+                        Some(nginx),
+                        &insi_hs,
+                    )
+                    .await,
+                );
+            }
         }
-        let c = bounds(dmp_concurrency, None);
-        rows.push(
-            measure(
-                "dmp-query",
-                "direct",
-                &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
-                workloads::shared(DmpQuery::direct(&structure, &signer)),
-                c,
-                None,
-                &dmp_hs,
-            )
-            .await,
-        );
-        rows.push(
-            measure(
-                "dmp-query",
-                "passerelle",
-                &plain(proxy_port),
-                workloads::shared(DmpQuery::passerelle(&structure)),
-                c,
-                Some(&passerelle),
-                &dmp_hs,
-            )
-            .await,
-        );
-        // Direct submissions are signed in advance, each with its own submission set.
-        let count: u64 = env_or("BENCH_SUBMISSIONS", 1500);
-        eprintln!("  (signing {count} submissions in advance for direct access...)");
-        let presigned = DmpSubmit::direct(&structure, &signer, count);
-        let c = bounds(
-            dmp_concurrency,
-            Some(presigned.prepared().saturating_sub(400)),
-        );
-        rows.push(
-            measure(
-                "dmp-submit",
-                "direct",
-                &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
-                workloads::shared(presigned),
-                c,
-                None,
-                &dmp_hs,
-            )
-            .await,
-        );
-        rows.push(
-            measure(
-                "dmp-submit",
-                "passerelle",
-                &plain(proxy_port),
-                workloads::shared(DmpSubmit::passerelle(&structure)),
-                bounds(dmp_concurrency, None),
-                Some(&passerelle),
-                &dmp_hs,
-            )
-            .await,
-        );
+        if wanted("dmp-query") {
+            let c = bounds(dmp_concurrency, None);
+            rows.push(
+                measure(
+                    "dmp-query",
+                    "direct",
+                    &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
+                    workloads::shared(DmpQuery::direct(&structure, &signer)),
+                    c,
+                    None,
+                    &dmp_hs,
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    "dmp-query",
+                    "passerelle",
+                    &plain(proxy_port),
+                    workloads::shared(DmpQuery::passerelle(&structure)),
+                    c,
+                    Some(&passerelle),
+                    &dmp_hs,
+                )
+                .await,
+            );
+        }
+        if wanted("dmp-submit") {
+            // Direct submissions are signed in advance, each with its own submission set.
+            let count: u64 = env_or("BENCH_SUBMISSIONS", 1500);
+            eprintln!("  (signing {count} submissions in advance for direct access...)");
+            let presigned = DmpSubmit::direct(&structure, &signer, count);
+            let c = bounds(dmp_concurrency, Some(presigned.prepared()));
+            rows.push(
+                measure(
+                    "dmp-submit",
+                    "direct",
+                    &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
+                    workloads::shared(presigned),
+                    c,
+                    None,
+                    &dmp_hs,
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    "dmp-submit",
+                    "passerelle",
+                    &plain(proxy_port),
+                    workloads::shared(DmpSubmit::passerelle(&structure)),
+                    bounds(dmp_concurrency, None),
+                    Some(&passerelle),
+                    &dmp_hs,
+                )
+                .await,
+            );
+        }
     });
 
     // Ratios measured in this run.
@@ -498,10 +515,14 @@ fn main() {
         );
     }
     if let Some(p) = find("dmp-query", "passerelle") {
-        let cores = p.cores_used.unwrap_or(1.0).max(0.01);
+        let used = p.cores_used.unwrap_or(1.0).max(0.01);
         ratios.insert(
             "dmp_query_vs_rsa_rate_x_cores".into(),
-            (p.report.throughput / (rsa * cores)).into(),
+            (p.report.throughput / (rsa * used)).into(),
+        );
+        ratios.insert(
+            "dmp_query_vs_loaded_rsa_rate_x_cores".into(),
+            (p.report.throughput / (rsa_all / cores as f64 * used)).into(),
         );
     }
     if let (Some(p), Some(d)) = (find("dmp-query", "passerelle"), find("dmp-query", "direct")) {
@@ -535,7 +556,9 @@ fn main() {
         );
     }
     println!();
-    println!("raw RSA-2048 sign rate (ORG SIGN, one core): {rsa:.0}/s");
+    println!(
+        "raw RSA-2048 sign rate (ORG SIGN): {rsa:.0}/s on one core, {rsa_all:.0}/s on {cores} cores at once"
+    );
     for (k, v) in &ratios {
         println!("{k}: {:.3}", v.as_f64().unwrap_or(0.0));
     }
@@ -553,6 +576,7 @@ fn main() {
         "machine": machine,
         "settings": { "seconds": seconds, "warmup": warmup, "insi_concurrency": insi_concurrency, "dmp_concurrency": dmp_concurrency, "rate": rate },
         "rsa_sign_per_second": rsa,
+        "rsa_sign_per_second_all_cores": rsa_all,
         "rows": rows,
         "ratios": ratios,
         "total_seconds": began.elapsed().as_secs_f64(),

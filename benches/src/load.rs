@@ -36,7 +36,8 @@ pub struct LoadConfig {
     pub mode: Mode,
     pub warmup: Duration,
     pub duration: Duration,
-    /// Stop after this many measured requests (e.g. pre-signed submissions).
+    /// Send at most this many requests in all, warm-up included (e.g. the number of
+    /// submissions signed in advance, each usable once).
     pub max_requests: Option<u64>,
 }
 
@@ -84,7 +85,6 @@ struct Shared {
     histogram: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     next: AtomicU64,
-    measured: AtomicU64,
 }
 
 impl Shared {
@@ -172,10 +172,13 @@ async fn worker(
             }
             None => Instant::now(),
         };
-        if intended >= end || max.is_some_and(|m| shared.measured.load(Ordering::Relaxed) >= m) {
+        if intended >= end {
             return;
         }
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if max.is_some_and(|m| i >= m) {
+            return;
+        }
         if sender.is_none() {
             match connect(&endpoint).await {
                 Ok(s) => sender = Some(s),
@@ -201,7 +204,6 @@ async fn worker(
             continue;
         }
         if intended >= measure_from && Instant::now() <= end + Duration::from_secs(30) {
-            shared.measured.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut h) = shared.histogram.lock() {
                 let _ = h.record(latency.as_micros().max(1) as u64);
             }
@@ -222,7 +224,6 @@ pub async fn run(
         ),
         errors: Mutex::new(BTreeMap::new()),
         next: AtomicU64::new(0),
-        measured: AtomicU64::new(0),
     });
     let start = Instant::now();
     let measure_from = start + config.warmup;
