@@ -1,7 +1,9 @@
-//! The internal listener (HTTP/1.1 keep-alive and cleartext HTTP/2) and the admin
-//! listener, the routes, and one request from arrival to answer:
-//! route -> access control -> body within the limit -> DMP or INSi path -> upstream
-//! answer passed through, or a fault. One log line per request, without patient data.
+//! The internal listener (HTTP/1.1 keep-alive and HTTP/2, in clear or over TLS with
+//! optional client certificates) and the admin listener, the routes, and one request
+//! from arrival to answer: capacity -> route -> access control and rate -> body within
+//! the limit -> DMP or INSi path -> upstream answer passed through, or a fault; then
+//! metrics, the audit line (before the answer leaves) and one log line without
+//! patient data.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +22,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-
 use tracing::Instrument;
 
 use crate::access::{PeerCertificate, Service};
