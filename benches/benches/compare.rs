@@ -21,7 +21,7 @@ use passerelle_benches::chart::{self, Bar};
 use passerelle_benches::load::{self, Endpoint, LoadConfig, LoadReport, Mode};
 use passerelle_benches::resources;
 use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Via};
-use passerelle_certs_test::{LeafFiles, Manifest, shared_test_pki};
+use passerelle_certs_test::{ConfigAddresses, LeafFiles, Manifest, shared_test_pki};
 use passerelle_config::CertRole;
 use passerelle_mocks::faults::Faults;
 use passerelle_signing::{DigestAlgorithm, Signer, SoftwareSigner};
@@ -135,39 +135,18 @@ fn start_passerelle(pki: &Manifest, dmp_port: u16, insi_port: u16, out: &Path) -
     assert!(status.success(), "building passerelle failed");
     let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/passerelle");
     let (listen, admin) = (free_port(), free_port());
-    let mut doc: toml::Table = std::fs::read_to_string(pki.path(&pki.config))
-        .expect("config")
-        .parse()
-        .expect("TOML");
-    let mut set = |table: &str, key: &str, value: toml::Value| {
-        doc.entry(table.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .expect("table")
-            .insert(key.into(), value);
-    };
-    set("listener", "address", format!("127.0.0.1:{listen}").into());
-    set("admin", "address", format!("127.0.0.1:{admin}").into());
-    set(
-        "dmp",
-        "base_url",
-        format!("https://localhost:{dmp_port}/si-dmp-server/v2/services").into(),
-    );
-    set(
-        "insi",
-        "url",
-        format!("https://localhost:{insi_port}/lps").into(),
-    );
-    set(
-        "audit",
-        "path",
-        out.join("audit/passerelle-audit.jsonl")
-            .display()
-            .to_string()
-            .into(),
-    );
-    let config = pki.dir.join(format!("bench-{listen}.toml"));
-    std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("config");
+    let config = pki
+        .write_config(
+            &format!("bench-{listen}.toml"),
+            &ConfigAddresses {
+                listener: format!("127.0.0.1:{listen}"),
+                admin: format!("127.0.0.1:{admin}"),
+                dmp_port,
+                insi_port,
+                audit: Some(out.join("audit/passerelle-audit.jsonl")),
+            },
+        )
+        .expect("bench configuration");
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(&config)

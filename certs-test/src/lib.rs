@@ -922,7 +922,7 @@ impl<'o> Builder<'o> {
         };
         write_file(
             &dir.join(&manifest.config),
-            sandbox_config(&manifest).as_bytes(),
+            sandbox_config(&manifest, &ConfigAddresses::default()).as_bytes(),
             0o644,
         )?;
         let json =
@@ -1182,19 +1182,55 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     file.write_all(bytes).map_err(io_err(path))
 }
 
+/// Where a configuration's listeners and services are (the sandbox's fixed ports by
+/// default; tests, benchmarks and the e2e harness use ephemeral ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigAddresses {
+    pub listener: String,
+    pub admin: String,
+    /// Port of the (mock) DMP on localhost.
+    pub dmp_port: u16,
+    /// Port of the (mock) INSi on localhost.
+    pub insi_port: u16,
+    /// `[audit] path`; `None`: the default beside the configuration.
+    pub audit: Option<PathBuf>,
+}
+
+impl Default for ConfigAddresses {
+    fn default() -> Self {
+        Self {
+            listener: "127.0.0.1:8080".into(),
+            admin: "127.0.0.1:9090".into(),
+            dmp_port: 9443,
+            insi_port: 9444,
+            audit: None,
+        }
+    }
+}
+
+impl Manifest {
+    /// Writes the sandbox configuration with these addresses as `name` in the PKI
+    /// directory (so its relative paths resolve), and returns its path.
+    pub fn write_config(&self, name: &str, addresses: &ConfigAddresses) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        write_file(&path, sandbox_config(self, addresses).as_bytes(), 0o644)?;
+        Ok(path)
+    }
+}
+
 /// The sandbox configuration: tenant A from PEM files, the others from PKCS#12, so both
 /// forms are exercised by `passerelle check`.
-fn sandbox_config(m: &Manifest) -> String {
+fn sandbox_config(m: &Manifest, a: &ConfigAddresses) -> String {
     let p = |path: &Path| path.display().to_string();
     let mut out = format!(
         r#"# Passerelle sandbox configuration, written by passerelle-certs-test.
 # Paths are relative to this file. See the README's configuration reference.
 
 [listener]
-address = "127.0.0.1:8080"
+address = "{listener}"
 
 [admin]
-address = "127.0.0.1:9090"
+address = "{admin}"
 
 [software]
 lps_name = "PASSERELLE"
@@ -1210,7 +1246,7 @@ intermediates = ["{org}"]
 crls = ["{crl}"]
 
 [dmp]
-base_url = "https://localhost:9443/si-dmp-server/v2/services"
+base_url = "https://localhost:{dmp_port}/si-dmp-server/v2/services"
 trust_anchors = ["{root}"]
 
 [dmp.timeouts]
@@ -1220,9 +1256,13 @@ request = "60s"
 idle = "90s"
 
 [insi]
-url = "https://localhost:9444/lps"
+url = "https://localhost:{insi_port}/lps"
 trust_anchors = ["{root}"]
 "#,
+        listener = a.listener,
+        admin = a.admin,
+        dmp_port = a.dmp_port,
+        insi_port = a.insi_port,
         version = env!("CARGO_PKG_VERSION"),
         root = p(&m.ca.root),
         org = p(&m.ca.org_intermediate),
@@ -1280,6 +1320,14 @@ services = ["dmp", "insi"]
 "#,
         token = SANDBOX_TOKEN_SHA256,
     ));
+    if let Some(audit) = &a.audit {
+        let path = audit
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        out.push_str(&format!("\n[audit]\npath = \"{path}\"\n"));
+    }
     out
 }
 

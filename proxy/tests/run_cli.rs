@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use passerelle_certs_test::shared_test_pki;
+use passerelle_certs_test::{ConfigAddresses, shared_test_pki};
 use passerelle_mocks::faults::{FaultSpec, Faults};
 use passerelle_mocks::server::Running;
 
@@ -51,45 +51,25 @@ impl Fixture {
             .await
             .expect("mock INSi");
         let (listen, admin) = (free_port(), free_port());
-        let mut doc: toml::Table = std::fs::read_to_string(pki.path(&pki.config))
-            .expect("config")
-            .parse()
-            .expect("TOML");
-        let mut set = |table: &str, key: &str, value: toml::Value| {
-            doc.entry(table.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                .as_table_mut()
-                .expect("table")
-                .insert(key.into(), value);
-        };
         let audit = std::env::temp_dir()
             .join(format!("passerelle-run-cli-{listen}"))
             .join("audit.jsonl");
-        set("listener", "address", format!("127.0.0.1:{listen}").into());
-        set("admin", "address", format!("127.0.0.1:{admin}").into());
-        set(
-            "dmp",
-            "base_url",
-            format!(
-                "https://localhost:{}/si-dmp-server/v2/services",
-                dmp.address.port()
+        let config = pki
+            .write_config(
+                &format!("run-cli-{listen}.toml"),
+                &ConfigAddresses {
+                    listener: format!("127.0.0.1:{listen}"),
+                    admin: format!("127.0.0.1:{admin}"),
+                    dmp_port: dmp.address.port(),
+                    insi_port: insi.address.port(),
+                    audit: Some(audit.clone()),
+                },
             )
-            .into(),
-        );
-        set(
-            "insi",
-            "url",
-            format!("https://localhost:{}/lps", insi.address.port()).into(),
-        );
-        set("audit", "path", audit.display().to_string().into());
+            .expect("write configuration");
         // Every test certificate expires within 2,000 days: each gets its daily warning.
-        set(
-            "security",
-            "expiry_warning_days",
-            toml::Value::Integer(2000),
-        );
-        let config = pki.dir.join(format!("run-cli-{listen}.toml"));
-        std::fs::write(&config, toml::to_string(&doc).expect("TOML")).expect("write");
+        let mut text = std::fs::read_to_string(&config).expect("configuration");
+        text.push_str("\n[security]\nexpiry_warning_days = 2000\n");
+        std::fs::write(&config, text).expect("write");
         let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
             .args(["run", "--config"])
             .arg(&config)

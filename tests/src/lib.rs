@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use passerelle_certs_test::{Manifest, shared_test_pki};
+use passerelle_certs_test::{ConfigAddresses, Manifest, shared_test_pki};
 use passerelle_mocks::dmp::MockDmp;
 use passerelle_mocks::faults::Faults;
 use passerelle_mocks::server::Running;
@@ -124,28 +124,33 @@ impl Harness {
         )
         .await
         .expect("mock INSi");
-        let base = std::fs::read_to_string(pki.path(&pki.config)).expect("sandbox configuration");
-        let mut doc: toml::Table = base.parse().expect("TOML");
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let audit_path = std::env::temp_dir()
+            .join(format!("passerelle-e2e-audit-{run_id}"))
+            .join("audit.jsonl");
+        let config_path = pki
+            .write_config(
+                &format!("e2e-{run_id}.toml"),
+                &ConfigAddresses {
+                    listener: "127.0.0.1:0".into(),
+                    admin: "127.0.0.1:0".into(),
+                    dmp_port: dmp.address.port(),
+                    insi_port: insi.address.port(),
+                    audit: Some(audit_path.clone()),
+                },
+            )
+            .expect("write configuration");
+        // The options below edit that configuration.
+        let text = std::fs::read_to_string(&config_path).expect("configuration");
+        let mut doc: toml::Table = text.parse().expect("TOML");
         let set = |doc: &mut toml::Table, table: &str, key: &str, value: toml::Value| {
             if let Some(toml::Value::Table(t)) = doc.get_mut(table) {
                 t.insert(key.to_string(), value);
             }
         };
-        set(&mut doc, "listener", "address", "127.0.0.1:0".into());
-        set(&mut doc, "admin", "address", "127.0.0.1:0".into());
-        let dmp_url = options.dmp_url.clone().unwrap_or_else(|| {
-            format!(
-                "https://localhost:{}/si-dmp-server/v2/services",
-                dmp.address.port()
-            )
-        });
-        set(&mut doc, "dmp", "base_url", dmp_url.into());
-        set(
-            &mut doc,
-            "insi",
-            "url",
-            format!("https://localhost:{}/lps", insi.address.port()).into(),
-        );
+        if let Some(url) = &options.dmp_url {
+            set(&mut doc, "dmp", "base_url", url.clone().into());
+        }
         if let Some(t) = options.request_timeout {
             for service in ["dmp", "insi"] {
                 let mut timeouts = toml::Table::new();
@@ -168,13 +173,6 @@ impl Harness {
             limits.insert("max_body_bytes".into(), toml::Value::Integer(max as i64));
             doc.insert("limits".into(), toml::Value::Table(limits));
         }
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let audit_path = std::env::temp_dir()
-            .join(format!("passerelle-e2e-audit-{run_id}"))
-            .join("audit.jsonl");
-        let mut audit = toml::Table::new();
-        audit.insert("path".into(), audit_path.display().to_string().into());
-        doc.insert("audit".into(), toml::Value::Table(audit));
         for (key, value) in &options.listener {
             set(&mut doc, "listener", key, value.clone());
         }
@@ -196,7 +194,6 @@ impl Harness {
         if let Some(clients) = &options.clients {
             doc.insert("clients".into(), clients.clone());
         }
-        let config_path = pki.dir.join(format!("e2e-{run_id}.toml"));
         std::fs::write(&config_path, toml::to_string(&doc).expect("TOML")).expect("write config");
         let config = passerelle_config::load(&config_path).expect("configuration loads");
         let proxy = Arc::new(
