@@ -18,7 +18,8 @@ $bin/passerelle check --config "$dir/passerelle.toml"
 pids=()
 cleanup() { [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
-$bin/mock-dmp --pki "$dir" --listen 127.0.0.1:9443 --admin 127.0.0.1:9543 & pids+=($!)
+$bin/mock-dmp --pki "$dir" --listen 127.0.0.1:9443 --admin 127.0.0.1:9543 \
+  --spec ../shared/spec/dmp & pids+=($!)
 $bin/mock-insi --pki "$dir" --listen 127.0.0.1:9444 --admin 127.0.0.1:9544 \
   --xsd ../shared/spec/insi/xsd & pids+=($!)
 $bin/passerelle run --config "$dir/passerelle.toml" 2>"$dir/passerelle.log" & pids+=($!)

@@ -319,6 +319,7 @@ fn main() {
     let (dmp, _dmp_service) = mocks
         .block_on(passerelle_mocks::start_dmp(
             &pki,
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/dmp"),
             any,
             any,
             Faults::default(),

@@ -125,6 +125,10 @@ pub struct SoftwareSection {
     /// CNDA homologation number (`LPS_ID_HOMOLOGATION_DMP`).
     #[serde(default)]
     pub dmp_homologation_id: String,
+    /// `LPS_ID` of the VIHF (the official INDIRECTE example carries one, e.g.
+    /// `01.01.01.01`); not emitted when absent.
+    #[serde(default)]
+    pub lps_id: Option<String>,
     /// INSi `IDAM` given by the CNAM for this software.
     #[serde(default)]
     pub insi_idam: String,
@@ -172,6 +176,8 @@ pub struct DmpSigningSection {
     pub inclusive_prefixes: Vec<String>,
     /// Forward a submission that already carries a lot signature instead of refusing it.
     pub lot_signature_passthrough: bool,
+    /// Oldest `AuthnInstant` kept from an internal system's VIHF (humantime, e.g. `12h`).
+    pub max_authn_age: String,
 }
 
 impl Default for DmpSigningSection {
@@ -183,6 +189,7 @@ impl Default for DmpSigningSection {
             lot_digest: "sha256".into(),
             inclusive_prefixes: Vec::new(),
             lot_signature_passthrough: false,
+            max_authn_age: "12h".into(),
         }
     }
 }
@@ -195,6 +202,7 @@ pub fn default_dmp_services() -> BTreeMap<String, String> {
         "patients",
         "habilitations",
         "PatientSpecific",
+        "patientCertif",
     ]
     .into_iter()
     .map(|s| (s.to_string(), s.to_string()))

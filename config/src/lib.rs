@@ -183,6 +183,8 @@ pub struct Software {
     pub lps_name: String,
     pub lps_version: String,
     pub dmp_homologation_id: String,
+    /// `LPS_ID` of the VIHF, when configured.
+    pub lps_id: Option<String>,
     pub insi_idam: String,
     pub instance_id: uuid::Uuid,
 }
@@ -258,6 +260,8 @@ pub struct DmpSigning {
     pub inclusive_prefixes: Vec<String>,
     /// Forward a submission that already carries a lot signature instead of refusing it.
     pub lot_signature_passthrough: bool,
+    /// An internal system's `AuthnInstant` older than this is refused.
+    pub max_authn_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +309,9 @@ impl Tenant {
     }
 }
 
+/// Intermediates (nearest first) and the anchor a verified chain ended at, DER.
+type VerifiedChain = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
 /// A certificate with its chain and key, checked against its role.
 #[derive(Debug)]
 pub struct CertMaterial {
@@ -314,6 +321,9 @@ pub struct CertMaterial {
     pub leaf_der: Vec<u8>,
     /// Intermediates up to (not including) the anchor, DER, nearest first.
     pub intermediates_der: Vec<Vec<u8>>,
+    /// The configured trust anchor (root) the chain ended at, DER; `None` when the leaf
+    /// is itself the anchor. XAdES `SigningCertificate` lists the chain up to the root.
+    pub anchor_der: Option<Vec<u8>>,
     pub key: PrivateKey,
     /// The file it was read from (certificate or PKCS#12).
     pub source: PathBuf,
@@ -682,10 +692,21 @@ impl Validator {
                 None
             }
         };
+        let lps_id = match s.lps_id.as_deref().map(str::trim) {
+            Some("") => {
+                self.error(
+                    "software.lps_id",
+                    "empty: remove the key, or give the LPS_ID to emit (e.g. \"01.01.01.01\")",
+                );
+                None
+            }
+            other => other.map(str::to_string),
+        };
         Some(Software {
             lps_name: s.lps_name.clone(),
             lps_version: s.lps_version.clone(),
             dmp_homologation_id: s.dmp_homologation_id.clone(),
+            lps_id,
             insi_idam: s.insi_idam.clone(),
             instance_id: instance_id?,
         })
@@ -891,6 +912,7 @@ impl Validator {
         }
         let vihf_digest = self.digest("dmp.signing.vihf_digest", &s.vihf_digest);
         let lot_digest = self.digest("dmp.signing.lot_digest", &s.lot_digest);
+        let max_authn_age = self.duration("dmp.signing.max_authn_age", &s.max_authn_age);
         Some(DmpSigning {
             vihf_version: s.vihf_version.clone(),
             auth_mode_attribute: s.auth_mode_attribute.clone(),
@@ -898,6 +920,7 @@ impl Validator {
             lot_digest: lot_digest?,
             inclusive_prefixes: s.inclusive_prefixes.clone(),
             lot_signature_passthrough: s.lot_signature_passthrough,
+            max_authn_age: max_authn_age?,
         })
     }
 
@@ -1276,29 +1299,32 @@ impl Validator {
                 format!("expires on {} (in {days_left} days): renew it now, renewal must not interrupt service", date(info.not_after)),
             );
         }
-        let intermediates = self.anchor(&mut err, &raw, trust);
+        let chain = self.anchor(&mut err, &raw, trust);
         self.revocation(&raw, trust, &main_file, field);
+        let (intermediates_der, anchor_der) = chain?;
         Some(CertMaterial {
             role,
             info,
             leaf_der,
-            intermediates_der: intermediates?,
+            intermediates_der,
+            anchor_der,
             key: key?,
             source: main_file,
         })
     }
 
-    /// Builds the chain to a configured anchor, ignoring time (reported separately).
+    /// Builds the chain to a configured anchor, ignoring time (reported separately):
+    /// the intermediates strictly between leaf and anchor, and the anchor itself.
     fn anchor(
         &mut self,
         err: &mut impl FnMut(&mut Self, String),
         raw: &material::RawMaterial,
         trust: &TenantTrust,
-    ) -> Option<Vec<Vec<u8>>> {
+    ) -> Option<VerifiedChain> {
         if trust.anchors.is_empty() {
             return None;
         }
-        let result = (|| -> Result<Result<Vec<Vec<u8>>, String>, openssl::error::ErrorStack> {
+        let result = (|| -> Result<Result<VerifiedChain, String>, openssl::error::ErrorStack> {
             let mut store = X509StoreBuilder::new()?;
             for a in &trust.anchors {
                 store.add_cert(a.clone())?;
@@ -1313,11 +1339,12 @@ impl Validator {
             ctx.init(&store, &raw.leaf, &untrusted, |ctx| {
                 if ctx.verify_cert()? {
                     let chain = ctx.chain().map(|c| {
-                        let all: Vec<_> = c.iter().filter_map(|x| x.to_der().ok()).collect();
-                        // Leaf first, anchor last: keep what lies strictly between.
-                        all.get(1..all.len().saturating_sub(1))
-                            .map(<[_]>::to_vec)
-                            .unwrap_or_default()
+                        let mut all: Vec<_> = c.iter().filter_map(|x| x.to_der().ok()).collect();
+                        // Leaf first, anchor last: what lies strictly between, then the
+                        // anchor (none when the leaf itself is the anchor).
+                        let anchor = if all.len() > 1 { all.pop() } else { None };
+                        let intermediates = all.get(1..).map(<[_]>::to_vec).unwrap_or_default();
+                        (intermediates, anchor)
                     });
                     Ok(Ok(chain.unwrap_or_default()))
                 } else {

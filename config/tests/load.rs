@@ -67,7 +67,15 @@ fn sandbox_loads_into_typed_config() {
         dmp.service_url("registry").as_deref(),
         Some("https://localhost:9443/si-dmp-server/v2/services/registry")
     );
-    assert_eq!(dmp.services.len(), 5);
+    assert_eq!(
+        dmp.services.len(),
+        6,
+        "registry, repository, patients, habilitations, PatientSpecific, patientCertif"
+    );
+    assert_eq!(
+        dmp.signing.max_authn_age,
+        std::time::Duration::from_secs(12 * 3600)
+    );
     assert_eq!(dmp.trust.anchors.len(), 1);
     assert_eq!(dmp.timeouts.request, std::time::Duration::from_secs(60));
 

@@ -1,15 +1,23 @@
-//! Mock DMP (`/si-dmp-server/v2/services/<service>`, domain.md §4–§6).
+//! Mock DMP (`/si-dmp-server/v2/services/<service>`, domain.md §4–§6), a strict oracle
+//! that shares none of Passerelle's conventions: what it accepts comes from the official
+//! WSDL annex ([`crate::wsdl`]) and XSDs, and signatures are checked by libxmlsec1 as a
+//! standard XML-DSig processor does.
 //!
 //! On every request, in order, it refuses with a SOAP 1.2 fault naming the check:
-//! the service path, the envelope, the WS-Addressing Action of the endpoint, the VIHF
-//! alone in `wsse:Security`, its signature (libxmlsec1, up to the test root), Issuer =
-//! TLS client subject, `Identifiant_Structure` = client OU or one of its geographic
-//! entities, `INDIRECTE` and the required attributes, IssueInstant within ±5 minutes.
+//! the service path, the envelope, WS-Addressing (exactly one `MessageID`, `To`,
+//! `ReplyTo` and `Action`, none empty; `To` = this service's URL; `ReplyTo` anonymous),
+//! the Action as an operation of this service in its WSDL, the SOAP Body against the XSD
+//! of that operation's element, the VIHF alone in `wsse:Security`, its signature
+//! (libxmlsec1, up to the test root), Issuer = TLS client subject,
+//! `Identifiant_Structure` exactly once with one value, = client OU or one of its
+//! geographic entities, `INDIRECTE` and the required attributes, IssueInstant within ±5
+//! minutes.
 //!
-//! Then: ITI-41 (MTOM, lot signature verified against the document parts, `signs`
-//! association, duplicate submission set refused as a real registry does), ITI-18
-//! (documents recorded for the patient), ITI-43 (their bytes over MTOM), ITI-57
-//! (success), and canned acknowledgements for the HL7v3 and habilitation operations.
+//! Then: ITI-41 (MTOM, lot signature verified with the Manifest processed against the
+//! document parts, `signs` association, duplicate submission set refused as a real
+//! registry does), ITI-18 (documents recorded for the patient), ITI-43 (their bytes over
+//! MTOM), and for every other operation the schema-valid answer of its WSDL. Every
+//! accepted request is recorded ([`MockDmp::exchanges`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,18 +29,20 @@ use passerelle_signing::resign::{AUTH_MODE_NAMES, REQUIRED_ATTRIBUTES};
 use passerelle_signing::xml::{self, Element};
 use passerelle_signing::{SuppliedDocument, TrustAnchors, verify_lot, verify_vihf};
 
-use crate::mtom;
 use crate::server::{MockRequest, MockResponse, Service};
 use crate::soap::{self, Envelope, Fault, FaultCode, WSA};
+use crate::wsdl::{Catalog, Operation};
+use crate::{MockError, mtom, xsd};
 
 pub const BASE_PATH: &str = "/si-dmp-server/v2/services/";
 pub use passerelle_soap::xds::{
-    ITI18, ITI41, ITI43, ITI57, QUERY, RIM, RS, SAML, SIGNS, WSSE, XDSB, XOP, actions,
+    ITI18, ITI41, ITI43, ITI57, QUERY, RIM, RS, SAML, SIGNS, WSSE, XDSB, XOP,
 };
 use passerelle_soap::xds::{PATIENT_ID_SCHEME, Submission, UNIQUE_ID_SCHEME, descendants as all};
 
 const SUCCESS: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success";
 const FAILURE: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure";
+const PARTIAL_SUCCESS: &str = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess";
 /// The mock repository's uniqueId.
 pub const REPOSITORY_UNIQUE_ID: &str = "1.2.250.1.213.1.1.1.1";
 
@@ -64,14 +74,87 @@ pub struct DmpConfig {
     pub geographic: HashMap<String, Vec<String>>,
     /// Allowed distance between IssueInstant and now.
     pub max_clock_skew: Duration,
+    /// The DMP WSDL/XSD annex (`../shared/spec/dmp`).
+    pub spec_dir: std::path::PathBuf,
+}
+
+/// An accepted request, as recorded.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub service: String,
+    /// WSDL operation name.
+    pub operation: String,
+    pub action: String,
+    pub message_id: String,
+    /// Subject DN of the TLS client.
+    pub client_subject: String,
 }
 
 /// The mock DMP service.
 #[derive(Debug)]
 pub struct MockDmp {
     config: DmpConfig,
+    catalog: Catalog,
+    /// Input element local name -> the answer's body.
+    answers: HashMap<String, Element>,
     registry: Mutex<Registry>,
+    exchanges: Mutex<Vec<Exchange>>,
+    /// Where the schemas embedded in the WSDLs were written; removed on drop.
+    _scratch: tempfile::TempDir,
 }
+
+/// The answers of the operations the mock has no state for, schema-valid (checked by
+/// `fixtures/dmp/check.sh` and the mock's tests), by the local name of the request.
+const ANSWERS: [(&str, &str); 11] = [
+    (
+        "PRPA_IN201307UV02",
+        include_str!("../fixtures/dmp/responses/prpa_in201307.xml"),
+    ),
+    (
+        "PRPA_IN201311UV02",
+        include_str!("../fixtures/dmp/responses/prpa_in201311.xml"),
+    ),
+    (
+        "PRPA_IN201314UV02",
+        include_str!("../fixtures/dmp/responses/prpa_in201314.xml"),
+    ),
+    (
+        "PRPA_IN201305UV02",
+        include_str!("../fixtures/dmp/responses/prpa_in201305.xml"),
+    ),
+    (
+        "setAuthorization",
+        include_str!("../fixtures/dmp/responses/setAuthorization.xml"),
+    ),
+    (
+        "listAuthorizationByPatient",
+        include_str!("../fixtures/dmp/responses/listAuthorizationByPatient.xml"),
+    ),
+    (
+        "patientList",
+        include_str!("../fixtures/dmp/responses/patientList.xml"),
+    ),
+    (
+        "createPatientAccess",
+        include_str!("../fixtures/dmp/responses/createPatientAccess.xml"),
+    ),
+    (
+        "patientOTPUpdate",
+        include_str!("../fixtures/dmp/responses/patientOTPUpdate.xml"),
+    ),
+    (
+        "updatePatientAccess",
+        include_str!("../fixtures/dmp/responses/updatePatientAccess.xml"),
+    ),
+    (
+        "identityCertification",
+        include_str!("../fixtures/dmp/responses/identityCertification.xml"),
+    ),
+];
+
+/// The supplement schema for the PatientSpecific operations the annex lacks.
+const SUPPLEMENT_XSD: &str =
+    include_str!("../fixtures/dmp/schemas/PatientsSpecific-access-supplement.xsd");
 
 /// A refusal: the check that failed and why.
 struct Refusal {
@@ -121,11 +204,53 @@ fn registry_response(status: &'static str, error: Option<(&'static str, String)>
 }
 
 impl MockDmp {
-    pub fn new(config: DmpConfig) -> Self {
-        Self {
-            config,
-            registry: Mutex::new(Registry::default()),
+    /// Reads the WSDL annex of `config.spec_dir` and compiles every operation's schema.
+    pub fn new(config: DmpConfig) -> Result<Self, MockError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("mock-dmp-schemas")
+            .tempdir()
+            .map_err(|e| MockError::File {
+                path: std::env::temp_dir(),
+                message: e.to_string(),
+            })?;
+        let supplement = scratch
+            .path()
+            .join("PatientsSpecific-access-supplement.xsd");
+        std::fs::write(&supplement, SUPPLEMENT_XSD).map_err(|e| MockError::File {
+            path: supplement.clone(),
+            message: e.to_string(),
+        })?;
+        let catalog = Catalog::load(&config.spec_dir.join("wsdl"), &supplement, scratch.path())?;
+        for op in &catalog.operations {
+            xsd::load(&op.input_schema)?;
         }
+        let mut answers = HashMap::new();
+        for (request, text) in ANSWERS {
+            let body =
+                xml::parse(text.trim_start_matches('\u{feff}')).map_err(|e| MockError::Schema {
+                    path: format!("fixtures/dmp/responses (answer to {request})").into(),
+                    message: e.to_string(),
+                })?;
+            answers.insert(request.to_string(), body);
+        }
+        Ok(Self {
+            config,
+            catalog,
+            answers,
+            registry: Mutex::new(Registry::default()),
+            exchanges: Mutex::new(Vec::new()),
+            _scratch: scratch,
+        })
+    }
+
+    /// The operations read from the WSDLs.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Every request accepted so far, in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Documents recorded so far (for tests and `/stats`-like checks).
@@ -196,7 +321,23 @@ impl MockDmp {
                 format!("VIHF authentication mode is {mode:?}, expected INDIRECTE"),
             );
         }
-        let structure = vihf.attribute("Identifiant_Structure").unwrap_or("");
+        let structure = match vihf
+            .attributes
+            .get("Identifiant_Structure")
+            .map(Vec::as_slice)
+        {
+            Some([one]) => one.as_str(),
+            Some(values) => {
+                return refuse(
+                    "vihf_structure",
+                    format!(
+                        "VIHF Identifiant_Structure must carry exactly one value, found {}",
+                        values.len()
+                    ),
+                );
+            }
+            None => "",
+        };
         let ou = req.client.organizational_unit.as_deref().unwrap_or("");
         let geographic = self.config.geographic.get(ou);
         if structure != ou && !geographic.is_some_and(|g| g.iter().any(|s| s == structure)) {
@@ -403,14 +544,16 @@ impl MockDmp {
             .child(list))
     }
 
+    /// ITI-43: the documents found, over MTOM; an unknown uniqueId gets an
+    /// `XDSDocumentUniqueIdError` (status PartialSuccess, or Failure when none is found),
+    /// as an XDS.b repository answers.
     fn retrieve(&self, env: &Envelope) -> Result<(Element, Vec<mtom::Attachment>), Refusal> {
         let Some((body, _)) = env.body_element() else {
             return refuse("iti43_body", "empty SOAP Body");
         };
         let docs = self.documents();
-        let mut response = Element::new(Some("xdsb"), "RetrieveDocumentSetResponse")
-            .ns(Some("xdsb"), XDSB)
-            .child(registry_response(SUCCESS, None));
+        let mut responses = Vec::new();
+        let mut unknown = Vec::new();
         let mut attachments = Vec::new();
         for request in all(body, "DocumentRequest") {
             let uid = request
@@ -419,10 +562,11 @@ impl MockDmp {
                 .map(|e| e.text_content().trim().to_string())
                 .unwrap_or_default();
             let Some(doc) = docs.iter().find(|d| d.unique_id == uid) else {
-                return refuse("iti43_unknown", format!("no document has uniqueId {uid}"));
+                unknown.push(uid);
+                continue;
             };
             let cid = format!("doc{}@mock-dmp", attachments.len() + 1);
-            response = response.child(
+            responses.push(
                 Element::new(Some("xdsb"), "DocumentResponse")
                     .child(
                         Element::new(Some("xdsb"), "RepositoryUniqueId").text(REPOSITORY_UNIQUE_ID),
@@ -443,6 +587,35 @@ impl MockDmp {
                 content: doc.content.clone(),
             });
         }
+        let status = match (responses.is_empty(), unknown.is_empty()) {
+            (_, true) => SUCCESS,
+            (true, false) => FAILURE,
+            (false, false) => PARTIAL_SUCCESS,
+        };
+        let mut registry = Element::new(Some("rs"), "RegistryResponse")
+            .ns(Some("rs"), RS)
+            .attr("status", status);
+        if !unknown.is_empty() {
+            let mut list = Element::new(Some("rs"), "RegistryErrorList");
+            for uid in unknown {
+                list = list.child(
+                    Element::new(Some("rs"), "RegistryError")
+                        .attr("codeContext", format!("no document has uniqueId {uid}"))
+                        .attr("errorCode", "XDSDocumentUniqueIdError")
+                        .attr(
+                            "severity",
+                            "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error",
+                        ),
+                );
+            }
+            registry = registry.child(list);
+        }
+        let mut response = Element::new(Some("xdsb"), "RetrieveDocumentSetResponse")
+            .ns(Some("xdsb"), XDSB)
+            .child(registry);
+        for r in responses {
+            response = response.child(r);
+        }
         Ok((response, attachments))
     }
 
@@ -462,72 +635,191 @@ impl MockDmp {
     }
 }
 
-/// A canned HL7v3 accept acknowledgement (MCCI_IN000002UV01, `typeCode AA`) for the
-/// TD0.x / TD1.x and habilitation operations; its `interactionId` names the response
-/// interaction of the request (PRPA_IN201308UV02 for PRPA_IN201307UV02, ...).
-fn hl7_acknowledgement(action: &str) -> Element {
-    let interaction = action.rsplit(':').next().unwrap_or("MCCI_IN000002UV01");
-    let response = match interaction {
-        "PRPA_IN201307UV02" => "PRPA_IN201308UV02",
-        "PRPA_IN201305UV02" => "PRPA_IN201306UV02",
-        other => other,
+/// The single WS-Addressing header `local`, or why not.
+fn one_wsa<'e>(env: &'e Envelope, local: &str) -> Result<&'e Element, Refusal> {
+    match env.header_count(WSA, local) {
+        1 => env.header(WSA, local).map(|(e, _)| e).ok_or(Refusal {
+            outcome: "addressing",
+            reason: format!("wsa:{local} unreadable"),
+        }),
+        0 => refuse("addressing", format!("wsa:{local} is missing")),
+        n => refuse(
+            "addressing",
+            format!("wsa:{local} appears {n} times: exactly one is required"),
+        ),
+    }
+}
+
+/// WS-Addressing as the DMP requires it (domain.md §4): one of each, none empty, `To`
+/// naming this service, replies to the anonymous endpoint.
+fn check_addressing(env: &Envelope, expected_to: &str) -> Result<(String, String), Refusal> {
+    let mut texts = Vec::new();
+    for local in ["MessageID", "To", "Action"] {
+        let text = one_wsa(env, local)?.text_content().trim().to_string();
+        if text.is_empty() {
+            return refuse("addressing", format!("wsa:{local} is empty"));
+        }
+        texts.push(text);
+    }
+    let reply_to = one_wsa(env, "ReplyTo")?;
+    let address = reply_to
+        .elements()
+        .find(|e| e.local == "Address")
+        .map(|e| e.text_content().trim().to_string())
+        .unwrap_or_default();
+    if address != "http://www.w3.org/2005/08/addressing/anonymous" {
+        return refuse(
+            "addressing",
+            format!("wsa:ReplyTo/Address {address:?} is not the anonymous endpoint"),
+        );
+    }
+    if texts[1] != expected_to {
+        return refuse(
+            "addressing",
+            format!(
+                "wsa:To {:?} is not this service's URL {expected_to:?}",
+                texts[1]
+            ),
+        );
+    }
+    let action = texts.pop().unwrap_or_default();
+    let message_id = texts.swap_remove(0);
+    Ok((message_id, action))
+}
+
+/// The Body's single element against the operation's schema. ITI-41 documents travel as
+/// `xop:Include` (MTOM); their content is left out of the validation, as an XOP-aware
+/// validator reads the part in its place.
+fn check_body(env: &Envelope, op: &Operation) -> Result<(), Refusal> {
+    let Some((body, scope)) = env.body_element() else {
+        return refuse("body", "the SOAP Body is empty");
     };
-    let el = |local: &'static str| Element::new(None, local);
-    let device = |id: &'static str| {
-        el("device")
-            .attr("classCode", "DEV")
-            .attr("determinerCode", "INSTANCE")
-            .child(el("id").attr("root", id))
-    };
-    el("MCCI_IN000002UV01")
-        .ns(None, "urn:hl7-org:v3")
-        .attr("ITSVersion", "XML_1.0")
-        .child(el("id").attr("root", uuid::Uuid::new_v4().to_string()))
-        .child(el("creationTime").attr(
-            "value",
-            passerelle_signing::lot::dtm(time::OffsetDateTime::now_utc()),
-        ))
-        .child(
-            el("interactionId")
-                .attr("extension", response.to_string())
-                .attr("root", "2.16.840.1.113883.1.6"),
-        )
-        .child(el("processingCode").attr("code", "P"))
-        .child(el("processingModeCode").attr("code", "T"))
-        .child(el("acceptAckCode").attr("code", "NE"))
-        .child(
-            el("receiver")
-                .attr("typeCode", "RCV")
-                .child(device("1.2.250.1.213.4.1.1")),
-        )
-        .child(
-            el("sender")
-                .attr("typeCode", "SND")
-                .child(device("1.2.250.1.213.4.1")),
-        )
-        .child(
-            el("acknowledgement")
-                .child(el("typeCode").attr("code", "AA"))
-                .child(
-                    el("targetMessage")
-                        .child(el("id").attr("root", uuid::Uuid::new_v4().to_string())),
+    let ns = xml::namespace_of(body, &scope).unwrap_or_default();
+    if ns != op.input.ns || body.local != op.input.local.as_str() {
+        return refuse(
+            "body",
+            format!(
+                "the SOAP Body holds {{{ns}}}{}, operation {} takes {}",
+                body.local, op.name, op.input
+            ),
+        );
+    }
+    let mut copy = body.clone();
+    blank_xop(&mut copy);
+    let text = soap::standalone(&copy, &scope);
+    xsd::validate(&op.input_schema, &text).map_err(|why| Refusal {
+        outcome: "schema",
+        reason: format!(
+            "the SOAP Body is not valid against {}: {why}",
+            op.input_schema
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+    })
+}
+
+/// Empties every `xop:Include` parent (an `xdsb:Document`): base64 of no bytes.
+fn blank_xop(e: &mut Element) {
+    let has_include = e.elements().any(|c| c.local == "Include");
+    if has_include && e.local == "Document" {
+        e.children.clear();
+        return;
+    }
+    for c in &mut e.children {
+        if let xml::Node::Element(c) = c {
+            blank_xop(c);
+        }
+    }
+}
+
+impl MockDmp {
+    fn record(
+        &self,
+        service: &str,
+        op: &Operation,
+        action: &str,
+        message_id: &str,
+        req: &MockRequest,
+    ) {
+        if let Ok(mut e) = self.exchanges.lock() {
+            e.push(Exchange {
+                service: service.to_string(),
+                operation: op.name.clone(),
+                action: action.to_string(),
+                message_id: message_id.to_string(),
+                client_subject: req.client.subject.clone(),
+            });
+        }
+    }
+
+    fn answer(
+        &self,
+        op: &Operation,
+        env: &Envelope,
+        attachments: Option<&mtom::Mtom>,
+        req: &MockRequest,
+        relates_to: &str,
+        label: &str,
+    ) -> Result<MockResponse, Refusal> {
+        let soap_type = "application/soap+xml; charset=utf-8".to_string();
+        let ok = |body: Element, outcome: &str| MockResponse {
+            status: StatusCode::OK,
+            content_type: soap_type.clone(),
+            body: Bytes::from(envelope_with_action(&op.output_action, relates_to, body)),
+            operation: label.to_string(),
+            outcome: outcome.into(),
+        };
+        match op.input.local.as_str() {
+            "ProvideAndRegisterDocumentSetRequest" => {
+                let r = self.provide_and_register(env, attachments, req)?;
+                let outcome = if r.attribute("status") == Some(FAILURE) {
+                    "duplicate"
+                } else {
+                    "ok"
+                };
+                Ok(ok(r, outcome))
+            }
+            "AdhocQueryRequest" => Ok(ok(self.stored_query(env)?, "ok")),
+            "RetrieveDocumentSetRequest" => {
+                let (r, attachments) = self.retrieve(env)?;
+                let root = envelope_with_action(&op.output_action, relates_to, r);
+                let (content_type, body) = mtom::build(&root, &attachments);
+                Ok(MockResponse {
+                    status: StatusCode::OK,
+                    content_type,
+                    body,
+                    operation: label.to_string(),
+                    outcome: "ok".into(),
+                })
+            }
+            "SubmitObjectsRequest" => Ok(ok(registry_response(SUCCESS, None), "ok")),
+            other => match self.answers.get(other) {
+                Some(body) => Ok(ok(body.clone(), "ok")),
+                None => refuse(
+                    "not_implemented",
+                    format!("the mock has no answer for {}", op.name),
                 ),
-        )
+            },
+        }
+    }
 }
 
 impl Service for MockDmp {
     fn handle(&self, req: &MockRequest) -> MockResponse {
+        let services = self.catalog.services();
         let Some(service) = req
             .path
             .strip_prefix(BASE_PATH)
-            .filter(|s| !actions(s).is_empty())
+            .filter(|s| services.contains(s))
         else {
             return MockResponse {
                 status: StatusCode::NOT_FOUND,
                 content_type: "text/plain".into(),
                 body: Bytes::from(format!(
-                    "no DMP service at {}: use {BASE_PATH}{{registry,repository,patients,habilitations,PatientSpecific}}\n",
-                    req.path
+                    "no DMP service at {}: use {BASE_PATH}{{{}}}\n",
+                    req.path,
+                    services.join(",")
                 )),
                 operation: "unknown".into(),
                 outcome: "not_found".into(),
@@ -573,84 +865,43 @@ impl Service for MockDmp {
                 );
             }
         };
-        let action = env.header_text(WSA, "Action").unwrap_or_default();
-        let operation = action
-            .rsplit([':', '/'])
-            .next()
-            .unwrap_or("unknown")
-            .to_string();
-        if !actions(service).contains(&action.as_str()) {
+        // Statistics and fault injection name an operation by its Action's last segment.
+        let label = env
+            .header_text(WSA, "Action")
+            .and_then(|a| a.rsplit([':', '/']).next().map(str::to_string))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let expected_to = format!("https://{host}{}", req.path);
+        let (message_id, action) = match check_addressing(&env, &expected_to) {
+            Ok(v) => v,
+            Err(r) => return self.fault(&label, r),
+        };
+        let Some(op) = self.catalog.find(service, &action) else {
             return self.fault(
-                &operation,
+                &label,
                 Refusal {
                     outcome: "action",
                     reason: format!(
-                        "wsa:Action {action:?} is not an operation of the {service} service"
+                        "wsa:Action {action:?} is not an operation of the {service} service's WSDL"
                     ),
                 },
             );
-        }
-        if let Err(r) = self.check_vihf(&env, req) {
-            return self.fault(&operation, r);
-        }
-        let relates_to = env.header_text(WSA, "MessageID").unwrap_or_default();
-        let ok = |body: String, content_type: String| MockResponse {
-            status: StatusCode::OK,
-            content_type,
-            body: Bytes::from(body),
-            operation: operation.clone(),
-            outcome: "ok".into(),
         };
-        let soap_type = "application/soap+xml; charset=utf-8".to_string();
-        let result = match action.as_str() {
-            ITI41 => self
-                .provide_and_register(&env, attachments.as_ref(), req)
-                .map(|r| {
-                    let failed = r.attribute("status") == Some(FAILURE);
-                    let mut resp = ok(
-                        envelope_with_action(&format!("{ITI41}Response"), &relates_to, r),
-                        soap_type.clone(),
-                    );
-                    if failed {
-                        resp.outcome = "duplicate".into();
-                    }
-                    resp
-                }),
-            ITI18 => self.stored_query(&env).map(|r| {
-                ok(
-                    envelope_with_action(&format!("{ITI18}Response"), &relates_to, r),
-                    soap_type.clone(),
-                )
-            }),
-            ITI57 => Ok(ok(
-                envelope_with_action(
-                    &format!("{ITI57}-Response"),
-                    &relates_to,
-                    registry_response(SUCCESS, None),
-                ),
-                soap_type.clone(),
-            )),
-            ITI43 => self.retrieve(&env).map(|(r, attachments)| {
-                let root = envelope_with_action(&format!("{ITI43}Response"), &relates_to, r);
-                let (content_type, body) = mtom::build(&root, &attachments);
-                MockResponse {
-                    status: StatusCode::OK,
-                    content_type,
-                    body,
-                    operation: operation.clone(),
-                    outcome: "ok".into(),
-                }
-            }),
-            other => Ok(ok(
-                envelope_with_action(
-                    &format!("{other}Response"),
-                    &relates_to,
-                    hl7_acknowledgement(other),
-                ),
-                soap_type.clone(),
-            )),
-        };
-        result.unwrap_or_else(|r| self.fault(&operation, r))
+        let result = check_body(&env, op)
+            .and_then(|()| self.check_vihf(&env, req))
+            .and_then(|()| self.answer(op, &env, attachments.as_ref(), req, &message_id, &label));
+        match result {
+            Ok(response) => {
+                self.record(service, op, &action, &message_id, req);
+                response
+            }
+            Err(r) => self.fault(&label, r),
+        }
     }
 
     fn unavailable(&self, operation: &str) -> MockResponse {

@@ -10,16 +10,21 @@
 //! - [`stats`]: counts per operation and outcome, and the client certificate seen.
 //! - [`soap`]: SOAP envelopes and SOAP 1.2 faults.
 //! - [`insi`]: the mock INSi (`/lps`).
-//! - [`dmp`]: the mock DMP (`/si-dmp-server/v2/services/...`), with [`mtom`] for ITI-41/43.
+//! - [`dmp`]: the mock DMP (`/si-dmp-server/v2/services/...`), with [`mtom`] for ITI-41/43,
+//!   [`wsdl`] (its operations, read from the official WSDL annex) and [`xsd`] (libxml2
+//!   schema validation).
 
 pub mod dmp;
 pub mod faults;
+pub mod fixtures;
 pub mod insi;
 pub use passerelle_soap::mtom;
 pub mod server;
 pub use passerelle_soap::envelope as soap;
 pub mod stats;
 pub mod tls;
+pub mod wsdl;
+pub mod xsd;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,9 +36,11 @@ use passerelle_certs_test::Manifest;
 
 /// Starts the mock DMP on the current tokio runtime with the material of a certs-test
 /// PKI (SERV SSL leaf, ORG intermediate as client CA, test root as signature anchor,
-/// tenants' geographic entities). Port 0 picks an ephemeral port.
+/// tenants' geographic entities) and the DMP WSDL/XSD annex of `spec_dir`
+/// (`../shared/spec/dmp`). Port 0 picks an ephemeral port.
 pub async fn start_dmp(
     pki: &Manifest,
+    spec_dir: &Path,
     listen: SocketAddr,
     admin: SocketAddr,
     faults: faults::Faults,
@@ -56,7 +63,8 @@ pub async fn start_dmp(
         trust,
         geographic,
         max_clock_skew: Duration::from_secs(300),
-    }));
+        spec_dir: spec_dir.to_path_buf(),
+    })?);
     let running = server::start(service.clone(), tls, listen, admin, faults).await?;
     Ok((running, service))
 }

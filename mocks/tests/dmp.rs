@@ -12,6 +12,7 @@ use passerelle_certs_test::{Manifest, shared_test_pki};
 use passerelle_config::{CertRole, Config};
 use passerelle_mocks::dmp::{self, MockDmp};
 use passerelle_mocks::faults::Faults;
+use passerelle_mocks::fixtures::{DMP_OPERATIONS, body_element, dmp_dir};
 use passerelle_mocks::mtom;
 use passerelle_mocks::server::Running;
 use passerelle_mocks::soap::{Envelope, standalone};
@@ -34,9 +35,15 @@ async fn fixture() -> Fixture {
     let pki = shared_test_pki().expect("PKI");
     let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
     let any = "127.0.0.1:0".parse().expect("addr");
-    let (mock, service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
-        .await
-        .expect("start");
+    let (mock, service) = passerelle_mocks::start_dmp(
+        &pki,
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/dmp"),
+        any,
+        any,
+        Faults::default(),
+    )
+    .await
+    .expect("start");
     Fixture {
         pki,
         config,
@@ -111,10 +118,25 @@ impl Fixture {
 
 const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
 
-/// A SOAP 1.2 request with WS-Addressing and the VIHF alone in wsse:Security.
+/// The service path that serves `action` (the test's own table, from domain.md §4).
+fn service_of(action: &str) -> &'static str {
+    match action {
+        dmp::ITI18 | dmp::ITI57 => "registry",
+        dmp::ITI41 | dmp::ITI43 => "repository",
+        _ => "patients",
+    }
+}
+
+/// A SOAP 1.2 request with WS-Addressing (`To` = the service's URL as the client names
+/// it: `Host: localhost`) and the VIHF alone in wsse:Security.
 fn request(action: &str, vihf: Option<&str>, body: &str) -> String {
+    request_to(service_of(action), action, vihf, body)
+}
+
+fn request_to(service: &str, action: &str, vihf: Option<&str>, body: &str) -> String {
     format!(
-        r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://www.w3.org/2005/08/addressing"><soap:Header><wsa:Action soap:mustUnderstand="true">{action}</wsa:Action><wsa:MessageID>urn:uuid:{id}</wsa:MessageID><wsa:ReplyTo soap:mustUnderstand="true"><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>{security}</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>"#,
+        r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://www.w3.org/2005/08/addressing"><soap:Header><wsa:Action soap:mustUnderstand="true">{action}</wsa:Action><wsa:MessageID>urn:uuid:{id}</wsa:MessageID><wsa:To>https://localhost{base}{service}</wsa:To><wsa:ReplyTo soap:mustUnderstand="true"><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>{security}</soap:Header><soap:Body>{body}</soap:Body></soap:Envelope>"#,
+        base = dmp::BASE_PATH,
         id = uuid::Uuid::new_v4(),
         security = vihf
             .map(|v| format!(
@@ -175,6 +197,20 @@ fn submission(
     sign: bool,
     tamper: bool,
 ) -> (String, Bytes) {
+    submission_with(f, vihf, set_uid, docs, sign, tamper, true)
+}
+
+/// [`submission`]; `declare_transforms` false signs the XML document's digest without
+/// declaring its c14n transform (the old, non-standard lot signature).
+fn submission_with(
+    f: &Fixture,
+    vihf: &str,
+    set_uid: &str,
+    docs: &[Doc],
+    sign: bool,
+    tamper: bool,
+    declare_transforms: bool,
+) -> (String, Bytes) {
     let eo = |d: &Doc| {
         format!(
             r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"><rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
@@ -211,13 +247,15 @@ fn submission(
                 documents: docs
                     .iter()
                     .map(|d| {
-                        DocumentDigest::compute(
+                        let mut digest = DocumentDigest::compute(
                             &d.unique_id,
                             d.mime,
                             &d.content,
                             DigestAlgorithm::Sha256,
                         )
-                        .expect("digest")
+                        .expect("digest");
+                        digest.xml &= declare_transforms;
+                        digest
                     })
                     .collect(),
                 digest: DigestAlgorithm::Sha256,
@@ -427,6 +465,29 @@ async fn lot_signature_missing_or_not_matching_is_refused() {
 }
 
 #[tokio::test]
+async fn lot_reference_without_declared_transform_is_refused() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let mut docs = documents("45");
+    // Raw bytes that differ from their canonical form (declaration, quotes, CRLF).
+    docs[0].content =
+        b"<?xml version='1.0' encoding='UTF-8'?>\r\n<ClinicalDocument xmlns='urn:hl7-org:v3'><title >CR</title></ClinicalDocument>\r\n".to_vec();
+    let (ct, body) = submission_with(&f, &vihf, "1.2.250.1.999.45.100", &docs, true, false, false);
+    let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+    assert_eq!(status, 500);
+    let reason = fault_reason(&resp);
+    assert!(
+        reason.contains("urn:oid:1.2.250.1.999.45.1") && reason.contains("declares no Transforms"),
+        "{reason}"
+    );
+    assert!(f.service.documents().is_empty(), "nothing recorded");
+    // The same lot with the transform declared is accepted.
+    let (ct, body) = submission(&f, &vihf, "1.2.250.1.999.45.100", &docs, true, false);
+    let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+}
+
+#[tokio::test]
 async fn vihf_checks_refuse_with_the_failed_check() {
     let f = fixture().await;
     let query = find_documents_query();
@@ -467,7 +528,7 @@ async fn vihf_checks_refuse_with_the_failed_check() {
         ),
         (
             0,
-            request(dmp::ITI41, Some(&good), &query),
+            request_to("registry", dmp::ITI41, Some(&good), &query),
             "is not an operation of the registry service",
         ),
         (
@@ -504,32 +565,131 @@ async fn vihf_checks_refuse_with_the_failed_check() {
 }
 
 #[tokio::test]
-async fn hl7v3_operations_and_soap11_are_answered() {
+async fn every_wsdl_operation_is_answered_with_a_schema_valid_body() {
+    let f = fixture().await;
+    let catalog = f.service.catalog();
+    // Every operation read from the WSDL annex has a fixture, and the reverse.
+    let mut from_wsdl: Vec<String> = catalog
+        .operations
+        .iter()
+        .flat_map(|o| o.actions.iter().cloned())
+        .filter(|a| a != dmp::ITI41)
+        .collect();
+    from_wsdl.sort();
+    let mut fixtures: Vec<String> = DMP_OPERATIONS
+        .iter()
+        .flat_map(|o| o.actions.iter().map(|a| a.to_string()))
+        .collect();
+    fixtures.sort();
+    assert_eq!(from_wsdl, fixtures);
+    let mut sent = 0;
+    for op in DMP_OPERATIONS {
+        for action in op.actions {
+            let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+            let req = request_to(op.service, action, Some(&vihf), body_element(op.request));
+            let (status, _, resp) = f.send(0, op.service, SOAP_CT, Bytes::from(req)).await;
+            assert_eq!(status, 200, "{action}: {}", String::from_utf8_lossy(&resp));
+            let text = if op.name == "iti43" {
+                // MTOM answer: the root part is the envelope.
+                let m = mtom::parse(
+                    &format!("multipart/related; boundary=\"{}\"", boundary_of(&resp)),
+                    &resp,
+                )
+                .expect("mtom");
+                String::from_utf8(m.root.to_vec()).expect("utf8")
+            } else {
+                String::from_utf8(resp.to_vec()).expect("utf8")
+            };
+            let env = Envelope::parse(&text).expect("envelope");
+            let (e, scope) = env.body_element().expect("body");
+            let alone = standalone(e, &scope);
+            if op.name != "iti43" {
+                let (ok, out) = xmllint(&alone, &dmp_dir().join(op.response_schema));
+                assert!(ok, "{action}: {out}\n{alone}");
+            }
+            sent += 1;
+        }
+    }
+    let exchanges = f.service.exchanges();
+    assert_eq!(exchanges.len(), sent);
+    assert!(exchanges.iter().any(
+        |e| e.operation == "setAuthorization" && e.action == "urn:hl7-org:v3:setAuthorization"
+    ));
+}
+
+/// The MIME boundary of a multipart body (its first line).
+fn boundary_of(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("--"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn addressing_body_and_action_are_checked_as_the_wsdl_says() {
     let f = fixture().await;
     let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
-    let body = r#"<PRPA_IN201307UV02 xmlns="urn:hl7-org:v3" ITSVersion="XML_1.0"/>"#;
-    let (status, _, resp) = f
-        .send(
-            0,
-            "patients",
-            SOAP_CT,
-            Bytes::from(request(
-                "urn:hl7-org:v3:PRPA_IN201307UV02",
-                Some(&vihf),
-                body,
-            )),
-        )
+    let good = request(dmp::ITI18, Some(&vihf), &find_documents_query());
+    let to = format!(
+        "<wsa:To>https://localhost{}registry</wsa:To>",
+        dmp::BASE_PATH
+    );
+    assert!(good.contains(&to));
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace(&to, &format!("{to}{to}")),
+            "wsa:To appears 2 times",
+        ),
+        (good.replace(&to, "<wsa:To/>"), "wsa:To is empty"),
+        (good.replace(&to, ""), "wsa:To is missing"),
+        (
+            good.replace(&to, "<wsa:To>https://localhost/elsewhere</wsa:To>"),
+            "is not this service's URL",
+        ),
+        (
+            good.replacen(
+                "<wsa:MessageID>",
+                "<wsa:MessageID>x</wsa:MessageID><wsa:MessageID>",
+                1,
+            ),
+            "wsa:MessageID appears 2 times",
+        ),
+        (
+            good.replace(
+                "http://www.w3.org/2005/08/addressing/anonymous",
+                "http://sih.example/callback",
+            ),
+            "not the anonymous endpoint",
+        ),
+        (
+            good.replace(dmp::ITI18, "urn:ihe:iti:2007:RegistryStoredQueryX"),
+            "is not an operation of the registry service's WSDL",
+        ),
+        (
+            good.replace("returnType=\"LeafClass\"", "returnType=\"Everything\""),
+            "is not valid against",
+        ),
+        (
+            good.replace("query:AdhocQueryRequest", "query:AdhocQueryResponse"),
+            "takes {urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0}AdhocQueryRequest",
+        ),
+    ];
+    for (req, expected) in cases {
+        let (status, _, resp) = f.send(0, "registry", SOAP_CT, Bytes::from(req)).await;
+        assert_eq!(status, 500, "{expected}");
+        let text = fault_reason(&resp);
+        assert!(text.contains(expected), "expected {expected:?}: {text}");
+    }
+    assert!(f.service.exchanges().is_empty(), "nothing accepted");
+    let (status, _, _) = f
+        .send(0, "registry", SOAP_CT, Bytes::from(good.clone()))
         .await;
     assert_eq!(status, 200);
-    let ack = assert_valid_body(
-        &resp,
-        "HL7V3/NE2008/multicacheschemas/MCCI_IN000002UV01.xsd",
-    );
-    assert!(
-        ack.contains("extension=\"PRPA_IN201308UV02\"") && ack.contains("<typeCode code=\"AA\"/>"),
-        "{ack}"
-    );
-    let soap11 = request(dmp::ITI18, Some(&vihf), &find_documents_query()).replace(
+
+    let soap11 = good.replace(
         "http://www.w3.org/2003/05/soap-envelope",
         "http://schemas.xmlsoap.org/soap/envelope/",
     );

@@ -72,6 +72,10 @@ pub enum ProxyError {
     NotSoap(String),
     #[error("the SOAP header has no wsa:Action")]
     MissingAction,
+    #[error(
+        "the SOAP header has {count} {header} blocks: exactly one is allowed (an empty one is filled in by Passerelle)"
+    )]
+    DuplicateHeader { header: &'static str, count: usize },
     #[error("Action {action:?} is not an operation of DMP service {service:?}")]
     ActionNotAllowed { action: String, service: String },
     #[error(
@@ -163,6 +167,7 @@ impl ProxyError {
             Self::DtdForbidden(_) => "DtdForbidden",
             Self::NotSoap(_) => "NotSoap",
             Self::MissingAction => "MissingAction",
+            Self::DuplicateHeader { .. } => "DuplicateHeader",
             Self::ActionNotAllowed { .. } => "ActionNotAllowed",
             Self::MissingIdentity => "MissingIdentity",
             Self::BadIdentity(_) => "BadIdentity",
@@ -203,6 +208,7 @@ impl ProxyError {
             | Self::DtdForbidden(_)
             | Self::NotSoap(_)
             | Self::MissingAction
+            | Self::DuplicateHeader { .. }
             | Self::ActionNotAllowed { .. }
             | Self::MissingIdentity
             | Self::BadIdentity(_)

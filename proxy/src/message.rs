@@ -114,6 +114,62 @@ impl SoapMessage {
         Ok(())
     }
 
+    /// The media type of the envelope's SOAP version: `application/soap+xml` (1.2) or
+    /// `text/xml` (1.1).
+    pub fn soap_media_type(&self) -> &'static str {
+        if self.is_soap12() {
+            mtom::SOAP12_MEDIA_TYPE
+        } else {
+            mtom::SOAP11_MEDIA_TYPE
+        }
+    }
+
+    /// The Content-Type to send upstream with `root` (the envelope as written) and
+    /// `attachments`, and the body's chunks. The media type always matches the envelope's
+    /// SOAP version: official examples send SOAP 1.2 as `text/xml`, or label an MTOM root
+    /// part SOAP 1.1 `application/soap+xml`; refusing them would break internal systems
+    /// built from those examples, so the label is corrected (logged at debug).
+    pub fn upstream_body(
+        &self,
+        root: Bytes,
+        attachments: &[mtom::Attachment],
+    ) -> (String, Vec<Bytes>) {
+        let soap = self.soap_media_type();
+        if self.mtom.is_some() {
+            let declared = mtom::header_param(&self.content_type, "start-info")
+                .map(|t| media_type(&t))
+                .unwrap_or_default();
+            if declared != soap {
+                tracing::debug!(declared = %declared, sent = soap, "MTOM start-info corrected to the envelope's SOAP version");
+            }
+            return mtom::build_chunks_for(soap, root, attachments);
+        }
+        let declared = media_type(&self.content_type);
+        if declared == soap {
+            (self.content_type.clone(), vec![root])
+        } else {
+            tracing::debug!(declared = %declared, sent = soap, "Content-Type corrected to the envelope's SOAP version");
+            (format!("{soap}; charset=utf-8"), vec![root])
+        }
+    }
+
+    /// Refuses a second `MessageID`, `To`, `ReplyTo` or `Action`: upstream must see exactly
+    /// one of each, and which one a receiver reads is not defined.
+    pub fn check_single_addressing(&self) -> Result<(), ProxyError> {
+        for (local, header) in [
+            ("MessageID", "wsa:MessageID"),
+            ("To", "wsa:To"),
+            ("ReplyTo", "wsa:ReplyTo"),
+            ("Action", "wsa:Action"),
+        ] {
+            let count = self.envelope.header_count(WSA, local);
+            if count > 1 {
+                return Err(ProxyError::DuplicateHeader { header, count });
+            }
+        }
+        Ok(())
+    }
+
     /// Text of a WS-Addressing header, if present.
     pub fn wsa(&self, local: &str) -> Option<String> {
         self.envelope

@@ -303,6 +303,17 @@ struct RequestLog {
 }
 
 impl RequestLog {
+    /// The operation as a metric label, from a closed set.
+    fn action_label(&self) -> &str {
+        match self.dmp.operation {
+            Some(op) => op.name(),
+            None if self.service == "insi" => &self.insi_operation,
+            None if self.dmp.action.is_empty() => "",
+            None => "other",
+        }
+    }
+
+    /// The Action as the internal system sent it (audit trail, log).
     fn action(&self) -> &str {
         if self.dmp.action.is_empty() {
             &self.insi_operation
@@ -386,7 +397,7 @@ async fn handle_in_span(
     let total = started.elapsed();
     proxy
         .metrics
-        .request(&log.service, log.action(), outcome, total);
+        .request(&log.service, log.action_label(), outcome, total);
     if log.dmp.signing > Duration::ZERO {
         proxy.metrics.signing(log.dmp.signing);
     }

@@ -44,9 +44,15 @@ impl Fixture {
         let any = "127.0.0.1:0".parse().expect("addr");
         let spec =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/insi/xsd");
-        let (dmp, _service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
-            .await
-            .expect("mock DMP");
+        let (dmp, _service) = passerelle_mocks::start_dmp(
+            &pki,
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/dmp"),
+            any,
+            any,
+            Faults::default(),
+        )
+        .await
+        .expect("mock DMP");
         let insi = passerelle_mocks::start_insi(&pki, &spec, any, any, Faults::default())
             .await
             .expect("mock INSi");

@@ -4,7 +4,8 @@
 //!
 //! Documents are reduced to their digests first ([`DocumentDigest`]), so a caller can
 //! hash large documents as they arrive; XML documents are canonicalised (c14n with
-//! comments) before digesting, as the profile requires.
+//! comments) before digesting, as the profile requires, and their manifest Reference
+//! declares that transform so that any standard XML-DSig processor agrees.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -44,34 +45,76 @@ pub struct DocumentDigest {
     /// XDS `uniqueId` of the document (an OID).
     pub unique_id: String,
     pub digest: Vec<u8>,
+    /// Digested as XML: `digest` is over the Canonical XML (with comments) of the whole
+    /// document, so its manifest Reference declares that transform; otherwise over the
+    /// raw bytes, with no transform.
+    pub xml: bool,
+}
+
+/// The transform an XML document's manifest Reference declares: with it, a standard
+/// XML-DSig processor that dereferences `urn:oid:<uniqueId>` to the document's bytes
+/// recomputes [`DocumentDigest::digest`].
+pub const XML_DOCUMENT_TRANSFORM: &str =
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments";
+
+/// Encodings that decode pure-ASCII bytes exactly as UTF-8 does.
+fn ascii_compatible(encoding: &str) -> bool {
+    let e = encoding.to_ascii_lowercase();
+    e == "us-ascii"
+        || e == "ascii"
+        || e == "latin1"
+        || e.starts_with("iso-8859-")
+        || e.starts_with("windows-125")
+        || e.starts_with("cp125")
+}
+
+/// The Canonical XML (with comments) of a whole XML document, as a standard processor
+/// computes it from the document's bytes: a UTF-8 BOM and the XML declaration are not
+/// part of it (libxml2 skips both), comments and processing instructions around the
+/// root element are.
+pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String, SigningError> {
+    let bad = |reason: String| SigningError::Document(format!("document {unique_id}: {reason}"));
+    let content = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
+    let text = std::str::from_utf8(content).map_err(|_| {
+        bad("XML content is not UTF-8 (only UTF-8 XML documents are signed)".into())
+    })?;
+    let doc = xml::parse_document(text).map_err(|e| bad(e.to_string()))?;
+    // A verifier decodes the bytes with the declared encoding: another encoding than
+    // UTF-8 gives the same characters only when every byte is ASCII.
+    if let Some(encoding) = &doc.declared_encoding {
+        let utf8 = encoding.eq_ignore_ascii_case("utf-8") || encoding.eq_ignore_ascii_case("utf8");
+        let same_characters = utf8 || (ascii_compatible(encoding) && content.is_ascii());
+        if !same_characters {
+            return Err(bad(format!(
+                "declares encoding {encoding:?}: only UTF-8 XML documents are signed"
+            )));
+        }
+    }
+    Ok(xml::canonicalize_document(
+        &doc,
+        &C14n::INCLUSIVE_WITH_COMMENTS,
+    ))
 }
 
 impl DocumentDigest {
-    /// Digests a whole document; XML is parsed (DTDs refused) and canonicalised first.
+    /// Digests a whole document. XML (by MIME type) is parsed (DTDs refused) and
+    /// canonicalised first, and recorded as such (see [`DocumentDigest::xml`]).
     pub fn compute(
         unique_id: &str,
         mime_type: &str,
         content: &[u8],
         digest: DigestAlgorithm,
     ) -> Result<Self, SigningError> {
-        let digest = if is_xml_mime(mime_type) {
-            let text = std::str::from_utf8(content).map_err(|_| {
-                SigningError::Document(format!(
-                    "document {unique_id}: {mime_type} content is not UTF-8"
-                ))
-            })?;
-            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-            let root = xml::parse(text)
-                .map_err(|e| SigningError::Document(format!("document {unique_id}: {e}")))?;
-            digest.digest(
-                canonicalize(&root, &Scope::new(), &C14n::INCLUSIVE_WITH_COMMENTS, None).as_bytes(),
-            )
+        let xml = is_xml_mime(mime_type);
+        let digest = if xml {
+            digest.digest(canonical_xml_document(unique_id, content)?.as_bytes())
         } else {
             digest.digest(content)
         };
         Ok(Self {
             unique_id: unique_id.to_string(),
             digest,
+            xml,
         })
     }
 }
@@ -136,7 +179,11 @@ pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, 
             ReferenceSpec {
                 uri: format!("urn:oid:{}", d.unique_id),
                 reference_type: None,
-                transforms: vec![],
+                transforms: if d.xml {
+                    vec![XML_DOCUMENT_TRANSFORM]
+                } else {
+                    vec![]
+                },
                 digest,
                 digest_value: d.digest.clone(),
             }
@@ -154,8 +201,9 @@ pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, 
         .element(),
     );
 
+    // Every certificate up to and including the root, as the official TD2.1 sample.
     let mut signing_certificate = xades("SigningCertificate");
-    for der in signer.certificate_chain() {
+    for der in signer.certificate_chain_to_root() {
         signing_certificate = signing_certificate.child(cert_element(der, digest)?);
     }
     let signed_properties = xades("SignedProperties")
@@ -221,8 +269,10 @@ pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, 
         .child(dsig::key_info(signer.certificate_chain(), false))
         .child(ds("Object").child(qualifying))
         .child(
+            // In no namespace, as the official sample: the xmldsig schema would want an
+            // element in another namespace inside a ds:SignatureProperty, not text.
             ds("Object").child(
-                ds("SignatureProperties").child(
+                ds("SignatureProperties").ns(None, "").child(
                     ds("SignatureProperty")
                         .attr("Id", "purposeOfSignature")
                         .attr("Target", format!("#{sig_id}"))
@@ -467,10 +517,12 @@ mod tests {
         )
         .expect("xml");
         assert_eq!(a, b);
+        assert!(a.xml);
         let raw =
             DocumentDigest::compute("1.2.3", "application/pdf", b"%PDF", DigestAlgorithm::Sha256)
                 .expect("pdf");
         assert_eq!(raw.digest, DigestAlgorithm::Sha256.digest(b"%PDF"));
+        assert!(!raw.xml);
         assert!(
             DocumentDigest::compute(
                 "1.2.3",

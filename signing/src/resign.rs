@@ -134,6 +134,7 @@ pub fn resign_vihf(
     if !owns(&structure) {
         return Err(VihfError::ForeignStructure(structure.to_string()).into());
     }
+    check_authn_instant(&root, &scope, options, now)?;
     // The proxy issues the token: its signing certificate's DN, now.
     let issuer = root
         .children
@@ -156,6 +157,51 @@ pub fn resign_vihf(
         id,
         xml: root.to_xml(),
     })
+}
+
+/// How far in the future an `AuthnInstant` may be (clocks of the internal system and of
+/// the proxy differ a little).
+const AUTHN_CLOCK_SKEW: time::Duration = time::Duration::seconds(60);
+
+/// The token keeps the internal system's `AuthnInstant` (when the user logged in) while
+/// `IssueInstant` becomes now: only a recent login, not one in the future, may be vouched for.
+fn check_authn_instant(
+    root: &Element,
+    scope: &Scope,
+    options: &VihfOptions,
+    now: OffsetDateTime,
+) -> Result<(), VihfError> {
+    let statements: Vec<&Element> = root
+        .elements()
+        .filter(|e| is_saml(e, scope, "AuthnStatement"))
+        .collect();
+    let [statement] = statements.as_slice() else {
+        return Err(VihfError::Invalid(format!(
+            "exactly one AuthnStatement (with AuthnInstant) is required, found {}",
+            statements.len()
+        )));
+    };
+    let value = statement
+        .attribute("AuthnInstant")
+        .ok_or_else(|| VihfError::Invalid("AuthnStatement has no AuthnInstant".into()))?;
+    let instant = OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| VihfError::Invalid(format!("AuthnInstant {value:?} is not an xs:dateTime")))?;
+    let max =
+        time::Duration::seconds(i64::try_from(options.max_authn_age_secs).unwrap_or(i64::MAX));
+    if instant > now + AUTHN_CLOCK_SKEW {
+        return Err(VihfError::Invalid(format!(
+            "AuthnInstant {value} is in the future (now {})",
+            saml_instant(now)
+        )));
+    }
+    if now - instant > max {
+        return Err(VihfError::Invalid(format!(
+            "AuthnInstant {value} is {} min old, older than dmp.signing.max_authn_age ({} min): the user must log in again",
+            (now - instant).whole_minutes(),
+            max.whole_minutes()
+        )));
+    }
+    Ok(())
 }
 
 fn is_ncname(s: &str) -> bool {

@@ -72,6 +72,12 @@ pub trait Signer: Send + Sync + fmt::Debug {
     /// The signing certificate (DER) then its intermediates, nearest first.
     fn certificate_chain(&self) -> &[Vec<u8>];
 
+    /// [`Self::certificate_chain`] followed by the root (trust anchor) it ends at, as
+    /// XAdES `SigningCertificate` lists it. Without a known root: the chain alone.
+    fn certificate_chain_to_root(&self) -> &[Vec<u8>] {
+        self.certificate_chain()
+    }
+
     /// What is known of the signing certificate (subject DN, serial, ...).
     fn certificate(&self) -> &CertificateInfo;
 }
@@ -79,7 +85,11 @@ pub trait Signer: Send + Sync + fmt::Debug {
 /// A software key held in memory.
 pub struct SoftwareSigner {
     key: PKey<Private>,
+    /// Leaf, intermediates, then the root when known (one vector, so both chain views
+    /// are slices of it).
     chain: Vec<Vec<u8>>,
+    /// How many of `chain` are leaf and intermediates (the rest is the root).
+    without_root: usize,
     info: CertificateInfo,
 }
 
@@ -93,11 +103,22 @@ impl fmt::Debug for SoftwareSigner {
 }
 
 impl SoftwareSigner {
-    /// From a tenant's validated certificate material.
+    /// From a tenant's validated certificate material (with the anchor its chain ended at).
     pub fn from_material(material: &CertMaterial) -> Result<Self, SigningError> {
         let mut chain = vec![material.leaf_der.clone()];
         chain.extend(material.intermediates_der.iter().cloned());
-        Self::from_pkcs8(material.key.pkcs8_der(), chain)
+        let signer = Self::from_pkcs8(material.key.pkcs8_der(), chain)?;
+        Ok(match &material.anchor_der {
+            Some(root) => signer.with_root(root.clone()),
+            None => signer,
+        })
+    }
+
+    /// Adds the root the chain ends at (listed by [`Signer::certificate_chain_to_root`]).
+    pub fn with_root(mut self, root_der: Vec<u8>) -> Self {
+        self.chain.truncate(self.without_root);
+        self.chain.push(root_der);
+        self
     }
 
     /// From a PKCS#8 RSA key and its chain (leaf first).
@@ -110,7 +131,12 @@ impl SoftwareSigner {
             .first()
             .ok_or_else(|| SigningError::Key("no certificate given with the key".into()))?;
         let info = CertificateInfo::from_der(leaf).map_err(SigningError::Key)?;
-        Ok(Self { key, chain, info })
+        Ok(Self {
+            key,
+            without_root: chain.len(),
+            chain,
+            info,
+        })
     }
 
     pub fn into_arc(self) -> Arc<dyn Signer> {
@@ -128,6 +154,10 @@ impl Signer for SoftwareSigner {
     }
 
     fn certificate_chain(&self) -> &[Vec<u8>] {
+        &self.chain[..self.without_root]
+    }
+
+    fn certificate_chain_to_root(&self) -> &[Vec<u8>] {
         &self.chain
     }
 

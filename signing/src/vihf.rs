@@ -234,6 +234,9 @@ pub struct VihfOptions {
     /// Exclusive c14n InclusiveNamespaces PrefixList on the reference transform (the ANS
     /// kit writes `ds saml #default xsi`); empty: none.
     pub inclusive_prefixes: Vec<String>,
+    /// Re-signing: the oldest `AuthnInstant` kept from an internal system's VIHF, in
+    /// seconds (the user's local login must be recent; default 12 h).
+    pub max_authn_age_secs: u64,
 }
 
 impl Default for VihfOptions {
@@ -243,6 +246,7 @@ impl Default for VihfOptions {
             auth_mode_attribute: "Authentification_mode".into(),
             digest: DigestAlgorithm::Sha256,
             inclusive_prefixes: Vec::new(),
+            max_authn_age_secs: 12 * 3600,
         }
     }
 }

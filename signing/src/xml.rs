@@ -5,7 +5,10 @@
 //!   Canonicalization 1.0 (with an optional InclusiveNamespaces prefix list) over any
 //!   subtree, optionally leaving one element out (the enveloped-signature transform),
 //! - a parser for foreign XML (a VIHF supplied by an internal system) that refuses DTDs,
-//!   entity declarations and processing instructions instead of expanding them.
+//!   entity declarations and processing instructions instead of expanding them, and its
+//!   whole-document variant for submitted XML documents ([`parse_document`],
+//!   [`canonicalize_document`]: comments and processing instructions around the root
+//!   element are part of the document's Canonical XML).
 //!
 //! Generated structures are written straight into this tree and canonicalised here, so
 //! the hot path never goes through libxml; libxmlsec1 verifies the result in tests.
@@ -470,11 +473,88 @@ pub fn resolve<'s>(scope: &'s Scope, prefix: Option<&str>) -> Option<&'s str> {
 /// references and processing instructions are refused; comments are kept (Canonical
 /// XML without comments drops them); the XML declaration is dropped.
 pub fn parse(input: &str) -> Result<Element, XmlError> {
+    parse_inner(input, false).map(|d| d.root)
+}
+
+/// A comment or processing instruction outside the root element of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Misc {
+    Comment(String),
+    /// Target and data (the data without the white space that follows the target).
+    Pi {
+        target: String,
+        data: String,
+    },
+}
+
+/// A whole document: what Canonical XML of its document node covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// `encoding` of the XML declaration, as written.
+    pub declared_encoding: Option<String>,
+    /// Comments and processing instructions before the root element.
+    pub before: Vec<Misc>,
+    pub root: Element,
+    /// Comments and processing instructions after the root element.
+    pub after: Vec<Misc>,
+}
+
+/// Parses a whole document (a submitted clinical document) as [`parse`] does, except
+/// that processing instructions are accepted outside the root element (CDA documents
+/// often start with `<?xml-stylesheet ...?>`), and comments there are kept.
+pub fn parse_document(input: &str) -> Result<Document, XmlError> {
+    parse_inner(input, true)
+}
+
+/// Canonical XML of a whole document (the document node): top-level comments and
+/// processing instructions with the line feeds that separate them from the root
+/// element, as a standard XML-DSig processor canonicalises a dereferenced document.
+pub fn canonicalize_document(doc: &Document, algorithm: &C14n) -> String {
+    let keep = |m: &Misc| algorithm.with_comments() || matches!(m, Misc::Pi { .. });
+    let mut out = String::new();
+    for m in doc.before.iter().filter(|m| keep(m)) {
+        write_misc(&mut out, m);
+        out.push('\n');
+    }
+    out.push_str(&canonicalize(&doc.root, &Scope::new(), algorithm, None));
+    for m in doc.after.iter().filter(|m| keep(m)) {
+        out.push('\n');
+        write_misc(&mut out, m);
+    }
+    out
+}
+
+fn write_misc(out: &mut String, m: &Misc) {
+    match m {
+        Misc::Comment(c) => {
+            out.push_str("<!--");
+            out.push_str(c);
+            out.push_str("-->");
+        }
+        Misc::Pi { target, data } => {
+            out.push_str("<?");
+            out.push_str(target);
+            if !data.is_empty() {
+                out.push(' ');
+                escape_with(out, data, |b| (b == b'\r').then_some("&#xD;"));
+            }
+            out.push_str("?>");
+        }
+    }
+}
+
+/// `whole_document`: processing instructions outside the root element are kept and the
+/// declared encoding read ([`parse_document`]); otherwise any processing instruction is
+/// refused ([`parse`]).
+fn parse_inner(input: &str, whole_document: bool) -> Result<Document, XmlError> {
     let mut reader = Reader::from_str(input);
     reader.config_mut().expand_empty_elements = false;
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
+    let mut declared_encoding = None;
+    let mut before = Vec::new();
+    let mut after = Vec::new();
     let malformed = |reader: &Reader<&[u8]>, message: String| XmlError::Malformed {
         position: reader.buffer_position(),
         message,
@@ -485,8 +565,28 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             .map_err(|e| malformed(&reader, e.to_string()))?;
         match event {
             Event::DocType(_) => return Err(XmlError::Dtd),
+            Event::PI(pi) if whole_document && stack.is_empty() => {
+                let target = std::str::from_utf8(pi.target())
+                    .map_err(|e| malformed(&reader, e.to_string()))?
+                    .to_string();
+                let data = std::str::from_utf8(pi.content())
+                    .map_err(|e| malformed(&reader, e.to_string()))?;
+                let data = normalize_newlines(data.trim_start_matches([' ', '\t', '\r', '\n']));
+                let misc = Misc::Pi { target, data };
+                if root.is_some() {
+                    after.push(misc);
+                } else {
+                    before.push(misc);
+                }
+            }
             Event::PI(_) => return Err(XmlError::ProcessingInstruction),
-            Event::Decl(_) => {}
+            Event::Decl(_) if !whole_document => {}
+            Event::Decl(decl) => {
+                if let Some(encoding) = decl.encoding() {
+                    let encoding = encoding.map_err(|e| malformed(&reader, e.to_string()))?;
+                    declared_encoding = Some(String::from_utf8_lossy(&encoding).into_owned());
+                }
+            }
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
                 let _ = start;
                 return Err(XmlError::TrailingContent);
@@ -533,8 +633,11 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
             Event::Comment(c) => {
                 let raw = std::str::from_utf8(c.as_ref())
                     .map_err(|e| malformed(&reader, e.to_string()))?;
-                if let Some(parent) = stack.last_mut() {
-                    parent.children.push(Node::Comment(normalize_newlines(raw)));
+                let comment = normalize_newlines(raw);
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(Node::Comment(comment)),
+                    None if root.is_some() => after.push(Misc::Comment(comment)),
+                    None => before.push(Misc::Comment(comment)),
                 }
             }
             Event::Eof => break,
@@ -548,7 +651,12 @@ pub fn parse(input: &str) -> Result<Element, XmlError> {
     }
     let root = root.ok_or(XmlError::NoRoot)?;
     check_prefixes(&root, &Scope::new())?;
-    Ok(root)
+    Ok(Document {
+        declared_encoding,
+        before,
+        root,
+        after,
+    })
 }
 
 fn push_text(

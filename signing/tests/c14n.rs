@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::process::Command;
 
-use passerelle_signing::xml::{C14n, Scope, canonicalize, parse};
+use passerelle_signing::xml::{
+    C14n, Scope, canonicalize, canonicalize_document, parse, parse_document,
+};
 use proptest::prelude::*;
 
 fn xmllint(flag: &str, doc: &str) -> String {
@@ -56,6 +58,34 @@ fn exclusive_with_comments_matches_libxml2() {
     for doc in DOCS {
         assert_eq!(ours(doc, &exc), xmllint("--exc-c14n", doc), "{doc}");
     }
+}
+
+/// Whole documents (what a dereferenced `urn:oid:` document is canonicalised as):
+/// declaration, BOM, comments and processing instructions around the root element.
+const WHOLE_DOCS: &[&str] = &[
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<!--a-->\r\n<a/>\r\n<!--b-->\r\n",
+    "\u{feff}<?xml version=\"1.0\"?><a>\u{e9}</a>",
+    "<!--a-->\n<?pi   data with  spaces  ?><?empty?>\r\n<r><![CDATA[<x> & \r\n]]></r>\n<!--b--><?z?>\n",
+    "<?xml-stylesheet type=\"text/xsl\" href=\"CDA.xsl\"?>\n<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><!-- c --><x/></ClinicalDocument>",
+    "<?pi\r\n  multi\r\n line ?><a/>",
+];
+
+#[test]
+fn whole_document_inclusive_with_comments_matches_libxml2() {
+    for doc in WHOLE_DOCS {
+        let parsed = parse_document(doc.trim_start_matches('\u{feff}')).expect("parse");
+        assert_eq!(
+            canonicalize_document(&parsed, &C14n::INCLUSIVE_WITH_COMMENTS),
+            xmllint("--c14n", doc),
+            "{doc:?}"
+        );
+    }
+}
+
+#[test]
+fn processing_instructions_only_outside_the_root() {
+    assert!(parse_document("<a><?pi x?></a>").is_err());
+    assert!(parse("<?pi x?><a/>").is_err());
 }
 
 proptest! {

@@ -9,13 +9,25 @@ use passerelle_signing::{SigningError, VihfError, VihfOptions, resign_vihf, veri
 /// An unsigned VIHF as an internal system would write it (default namespace style,
 /// whitespace, another Issuer and an old signature to drop).
 fn sih_vihf(structure: &str, mode: &str) -> String {
+    sih_vihf_at(
+        structure,
+        mode,
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(5),
+    )
+}
+
+/// [`sih_vihf`] with the user's login at `authn`.
+fn sih_vihf_at(structure: &str, mode: &str, authn: time::OffsetDateTime) -> String {
+    let authn = authn
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("date");
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <Assertion xmlns="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_6f1c2a44-7b1e-4c61-9d3e-0a1b2c3d4e5f" IssueInstant="2020-01-01T00:00:00Z" Version="2.0">
   <Issuer>CN=wrong</Issuer>
   <ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo/></ds:Signature>
   <Subject><NameID>899900063480</NameID></Subject>
-  <AuthnStatement AuthnInstant="2020-01-01T00:00:00Z"><AuthnContext><AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</AuthnContextClassRef></AuthnContext></AuthnStatement>
+  <AuthnStatement AuthnInstant="{authn}"><AuthnContext><AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</AuthnContextClassRef></AuthnContext></AuthnStatement>
   <AttributeStatement>
     <Attribute Name="Identifiant_Structure"><AttributeValue xsi:type="xs:string">{structure}</AttributeValue></Attribute>
     <Attribute Name="Secteur_Activite"><AttributeValue xsi:type="xs:string">SA01^1.2.250.1.71.4.2.4</AttributeValue></Attribute>
@@ -169,4 +181,64 @@ fn hostile_inputs_get_typed_errors() {
         refused(&f, &no_issuer),
         SigningError::Vihf(VihfError::MissingIssuer)
     );
+}
+
+#[test]
+fn authn_instant_is_kept_only_when_recent_and_not_in_the_future() {
+    let f = fixture();
+    let signer = f.signer(0, CertRole::DmpSign);
+    let structure = f.pki.tenants[0].structure_id.clone();
+    let now = time::OffsetDateTime::now_utc();
+    let resign = |authn: time::OffsetDateTime, options: &VihfOptions| {
+        resign_vihf(
+            &sih_vihf_at(&structure, "INDIRECTE", authn),
+            owns(&f, 0),
+            &signer,
+            options,
+            now,
+        )
+    };
+    let defaults = VihfOptions::default();
+    // 11 h ago: kept as the SIH said it; IssueInstant is now.
+    let eleven = now - time::Duration::hours(11);
+    let signed = resign(eleven, &defaults).expect("recent login");
+    let kept = eleven
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("date");
+    assert!(
+        signed.xml.contains(&format!("AuthnInstant=\"{kept}\"")),
+        "{}",
+        signed.xml
+    );
+    // 13 h ago, and 10 min ahead: refused, naming AuthnInstant.
+    for (authn, why) in [
+        (
+            now - time::Duration::hours(13),
+            "older than dmp.signing.max_authn_age",
+        ),
+        (now + time::Duration::minutes(10), "is in the future"),
+    ] {
+        let err = resign(authn, &defaults).expect_err(why);
+        let text = err.to_string();
+        assert!(
+            text.contains("AuthnInstant") && text.contains(why),
+            "{text}"
+        );
+    }
+    // A stricter operator setting.
+    let strict = VihfOptions {
+        max_authn_age_secs: 3600,
+        ..VihfOptions::default()
+    };
+    assert!(resign(now - time::Duration::hours(2), &strict).is_err());
+    assert!(resign(now - time::Duration::minutes(30), &strict).is_ok());
+    // No AuthnStatement at all.
+    let full = sih_vihf(&structure, "INDIRECTE");
+    let without: String = full
+        .lines()
+        .filter(|l| !l.contains("AuthnStatement"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let err = resign_vihf(&without, owns(&f, 0), &signer, &defaults, now).expect_err("none");
+    assert!(err.to_string().contains("AuthnStatement"), "{err}");
 }

@@ -60,6 +60,16 @@ impl Envelope {
             .map(|e| (e, scope.clone()))
     }
 
+    /// How many header blocks are named `(ns, local)`.
+    pub fn header_count(&self, ns: &str, local: &str) -> usize {
+        self.part("Header").map_or(0, |(header, scope)| {
+            header
+                .elements()
+                .filter(|e| is(e, &scope, ns, local))
+                .count()
+        })
+    }
+
     /// Text of a header block (`wsa:Action`, `wsa:MessageID`).
     pub fn header_text(&self, ns: &str, local: &str) -> Option<String> {
         self.header(ns, local)

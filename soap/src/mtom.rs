@@ -163,10 +163,25 @@ pub struct Attachment {
 /// Returns the Content-Type header value and the body as chunks: the attachments'
 /// contents are not copied (they are usually slices of the request being forwarded).
 pub fn build_chunks(root_xml: Bytes, attachments: &[Attachment]) -> (String, Vec<Bytes>) {
+    build_chunks_for(SOAP12_MEDIA_TYPE, root_xml, attachments)
+}
+
+/// SOAP 1.2's media type; SOAP 1.1 uses `text/xml`.
+pub const SOAP12_MEDIA_TYPE: &str = "application/soap+xml";
+pub const SOAP11_MEDIA_TYPE: &str = "text/xml";
+
+/// [`build_chunks`] for an envelope of the SOAP version whose media type is `soap_type`
+/// (`application/soap+xml` or `text/xml`): the root part's `type` and the message's
+/// `start-info` name it.
+pub fn build_chunks_for(
+    soap_type: &str,
+    root_xml: Bytes,
+    attachments: &[Attachment],
+) -> (String, Vec<Bytes>) {
     let boundary = format!("MIMEBoundary_{}", uuid::Uuid::new_v4().simple());
     let mut chunks = Vec::with_capacity(2 * attachments.len() + 3);
     chunks.push(Bytes::from(format!(
-        "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <root.message@passerelle>\r\n\r\n"
+        "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"{soap_type}\"\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <root.message@passerelle>\r\n\r\n"
     )));
     chunks.push(root_xml);
     for a in attachments {
@@ -178,7 +193,7 @@ pub fn build_chunks(root_xml: Bytes, attachments: &[Attachment]) -> (String, Vec
     }
     chunks.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
     let content_type = format!(
-        "multipart/related; type=\"application/xop+xml\"; boundary=\"{boundary}\"; start=\"<root.message@passerelle>\"; start-info=\"application/soap+xml\""
+        "multipart/related; type=\"application/xop+xml\"; boundary=\"{boundary}\"; start=\"<root.message@passerelle>\"; start-info=\"{soap_type}\""
     );
     (content_type, chunks)
 }

@@ -41,6 +41,8 @@ pub struct Options {
     pub listener: Vec<(&'static str, toml::Value)>,
     /// Replaces the `[[clients]]` array.
     pub clients: Option<toml::Value>,
+    /// Any other key: (dotted table path such as `software` or `dmp.signing`, key, value).
+    pub keys: Vec<(&'static str, &'static str, toml::Value)>,
     /// Tenant A's ORG AUTH_CLI from `dmp-auth.{cert,chain,key}.pem` in this directory
     /// (for renewal tests, which change the files).
     pub tenant_a_dmp_auth_dir: Option<PathBuf>,
@@ -112,9 +114,10 @@ impl Harness {
     pub async fn start_with(options: Options) -> Self {
         let pki = shared_test_pki().expect("test PKI");
         let any = "127.0.0.1:0".parse().expect("address");
-        let (dmp, dmp_service) = passerelle_mocks::start_dmp(&pki, any, any, Faults::default())
-            .await
-            .expect("mock DMP");
+        let (dmp, dmp_service) =
+            passerelle_mocks::start_dmp(&pki, &spec().join("dmp"), any, any, Faults::default())
+                .await
+                .expect("mock DMP");
         let insi = passerelle_mocks::start_insi(
             &pki,
             &spec().join("insi/xsd"),
@@ -193,6 +196,19 @@ impl Harness {
         }
         if let Some(clients) = &options.clients {
             doc.insert("clients".into(), clients.clone());
+        }
+        for (path, key, value) in &options.keys {
+            let mut table = &mut doc;
+            for part in path.split('.') {
+                let next = table
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = match next {
+                    toml::Value::Table(t) => t,
+                    _ => panic!("{path} is not a table"),
+                };
+            }
+            table.insert(key.to_string(), value.clone());
         }
         std::fs::write(&config_path, toml::to_string(&doc).expect("TOML")).expect("write config");
         let config = passerelle_config::load(&config_path).expect("configuration loads");
@@ -593,8 +609,11 @@ pub mod messages {
     /// A VIHF as an internal system may send it: complete, unsigned.
     pub fn unsigned_vihf(structure: &str, mode: &str) -> String {
         format!(
-            r#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_{id}" IssueInstant="2020-01-01T00:00:00Z" Version="2.0"><saml2:Issuer>SIH</saml2:Issuer><saml2:Subject><saml2:NameID>899900063480</saml2:NameID></saml2:Subject><saml2:AuthnStatement AuthnInstant="2020-01-01T00:00:00Z"><saml2:AuthnContext><saml2:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement><saml2:AttributeStatement>{attrs}</saml2:AttributeStatement></saml2:Assertion>"#,
+            r#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_{id}" IssueInstant="2020-01-01T00:00:00Z" Version="2.0"><saml2:Issuer>SIH</saml2:Issuer><saml2:Subject><saml2:NameID>899900063480</saml2:NameID></saml2:Subject><saml2:AuthnStatement AuthnInstant="{authn}"><saml2:AuthnContext><saml2:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement><saml2:AttributeStatement>{attrs}</saml2:AttributeStatement></saml2:Assertion>"#,
             id = uuid::Uuid::new_v4(),
+            authn = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5))
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("date"),
             attrs = [
                 ("Identifiant_Structure", structure.to_string()),
                 ("Secteur_Activite", "SA01^1.2.250.1.71.4.2.4".into()),

@@ -129,6 +129,52 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     let signature = parts.attachments.last().expect("signature part");
     assert_eq!(signature.mime_type, "text/xml");
     xmlsec1_verify(&h, &signature.content, &["--ignore-manifests"]);
+    // With the Manifest processed as any standard processor does: each `urn:oid:`
+    // reference mapped to the part Passerelle sent, its declared transforms applied.
+    // Every document reference verifies; only the submission set's placeholder does not.
+    let files: Vec<(String, TempFile)> = docs
+        .iter()
+        .map(|d| {
+            let sent = parts
+                .attachments
+                .iter()
+                .find(|a| a.content.as_ref() == d.content.as_slice())
+                .expect("the document's part");
+            (d.unique_id.clone(), TempFile::new(&sent.content))
+        })
+        .chain(std::iter::once((
+            "1.2.250.1.999.e2e41.100".to_string(),
+            TempFile::new(b""),
+        )))
+        .collect();
+    let mut args: Vec<String> = vec![
+        "--enabled-reference-uris".into(),
+        "same-doc,remote".into(),
+        "--print-debug".into(),
+    ];
+    for (uid, file) in &files {
+        args.push(format!("--url-map:urn:oid:{uid}"));
+        args.push(file.0.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let debug = xmlsec1_verify(&h, &signature.content, &args);
+    // `--print-debug` writes each reference's status on the line before its URI.
+    let status_of = |uid: &str| {
+        let lines: Vec<&str> = debug.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == format!("== URI: \"urn:oid:{uid}\""))
+            .expect("reference listed");
+        lines[at - 1].to_string()
+    };
+    for (uid, _) in &files[..docs.len()] {
+        assert_eq!(status_of(uid), "== Status: succeeded", "{uid}\n{debug}");
+    }
+    assert_ne!(
+        status_of("1.2.250.1.999.e2e41.100"),
+        "== Status: succeeded",
+        "the AA== placeholder"
+    );
 
     // TD3.1: the identity is the internal system's own unsigned VIHF this time.
     let reply = h
@@ -195,8 +241,8 @@ fn vihf_schema() -> std::path::PathBuf {
     path
 }
 
-/// `xmlsec1 --verify` with the test root and the ORG intermediate only.
-fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) {
+/// `xmlsec1 --verify` with the test root and the ORG intermediate only; its stdout.
+fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) -> String {
     let file = TempFile::new(document);
     let out = std::process::Command::new("xmlsec1")
         .arg("--verify")
@@ -213,6 +259,7 @@ fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) {
         "xmlsec1: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Mock DMP (`/si-dmp-server/v2/services/{registry,repository,patients,habilitations,PatientSpecific}`):
-/// requires a client certificate chained to the ORG intermediate; checks the VIHF
-/// (signature, Issuer = TLS subject, structure, mode, attributes, IssueInstant) and the
-/// WS-Addressing Action; ITI-41 with lot signature, ITI-18, ITI-43, ITI-57 over an
-/// in-memory registry; canned HL7v3 acknowledgements.
+/// Mock DMP (`/si-dmp-server/v2/services/{registry,repository,patients,habilitations,PatientSpecific,patientCertif}`):
+/// requires a client certificate chained to the ORG intermediate; checks WS-Addressing,
+/// the Action and the SOAP Body against the official WSDL annex and XSDs, the VIHF
+/// (signature, Issuer = TLS subject, structure, mode, attributes, IssueInstant); ITI-41
+/// with lot signature (Manifest processed), ITI-18, ITI-43 over an in-memory registry;
+/// schema-valid answers for the other operations.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -23,6 +24,10 @@ struct Cli {
     /// Address of the plain-HTTP admin port (GET /health, GET /stats, GET|PUT /faults).
     #[arg(long, default_value = "127.0.0.1:9543")]
     admin: SocketAddr,
+    /// The DMP WSDL/XSD annex (its `wsdl/` and `schema/` folders): the operations the
+    /// mock accepts and the schemas of their bodies.
+    #[arg(long, value_name = "DIR", default_value = "../shared/spec/dmp")]
+    spec: PathBuf,
     /// Faults at start, JSON by operation (`*` for all).
     #[arg(long, value_name = "FILE")]
     faults: Option<PathBuf>,
@@ -34,7 +39,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let (pki, faults) = passerelle_mocks::binary_setup(&cli.pki, cli.faults.as_deref())?;
-    let (running, _) = passerelle_mocks::start_dmp(&pki, cli.listen, cli.admin, faults)
+    let (running, _) = passerelle_mocks::start_dmp(&pki, &cli.spec, cli.listen, cli.admin, faults)
         .await
         .map_err(|e| e.to_string())?;
     println!(

@@ -17,8 +17,9 @@ use passerelle_signing::{
     DigestAlgorithm, SignedVihf, Signer, SigningError, SoftwareIdentity, VihfContext, VihfError,
     VihfOptions, resign_vihf, sign_vihf,
 };
-use passerelle_soap::mtom;
-use passerelle_soap::xds::{self, ITI18, ITI41, ITI43, SAML, WSSE};
+use passerelle_soap::WSA;
+use passerelle_soap::dmp::{DmpOperation, DmpService};
+use passerelle_soap::xds::{self, ITI41, SAML, WSSE};
 use time::OffsetDateTime;
 
 use crate::body::ProxyBody;
@@ -28,15 +29,6 @@ use crate::state::{ProxyState, TenantRuntime};
 use crate::upstream::Retry;
 use submission::{LotPlan, SignedSubmission};
 
-/// Actions that only read: retried once when the connection failed before writing.
-const IDEMPOTENT: [&str; 5] = [
-    ITI18,
-    ITI43,
-    "urn:hl7-org:v3:PRPA_IN201307UV02",
-    "urn:hl7-org:v3:PRPA_IN201305UV02",
-    "urn:si-dmp-patients:PatientSpecificEndPoint:patientList",
-];
-
 /// The marker replaced by the signed VIHF once the envelope is written: the token goes
 /// out exactly as it was signed.
 const VIHF_MARKER: &str = "passerelle-signed-vihf";
@@ -45,6 +37,8 @@ const VIHF_MARKER: &str = "passerelle-signed-vihf";
 #[derive(Debug, Clone, Default)]
 pub struct DmpSummary {
     pub action: String,
+    /// The operation the Action names (`None` on a service path Passerelle does not know).
+    pub operation: Option<DmpOperation>,
     pub message_id: String,
     pub structure: String,
     pub documents: usize,
@@ -71,6 +65,7 @@ pub fn vihf_options(s: &DmpSigning) -> VihfOptions {
         auth_mode_attribute: s.auth_mode_attribute.clone(),
         digest: digest(s.vihf_digest),
         inclusive_prefixes: s.inclusive_prefixes.clone(),
+        max_authn_age_secs: s.max_authn_age.as_secs(),
     }
 }
 
@@ -79,7 +74,7 @@ pub fn software_identity(s: &Software) -> SoftwareIdentity {
         name: s.lps_name.clone(),
         version: s.lps_version.clone(),
         homologation_id: s.dmp_homologation_id.clone(),
-        lps_id: None,
+        lps_id: s.lps_id.clone(),
     }
 }
 
@@ -136,52 +131,78 @@ fn supplied_vihf(message: &SoapMessage) -> Option<(String, String, String)> {
     ))
 }
 
-/// Replaces `wsse:Security` by one holding only the marker, and completes WS-Addressing.
+/// Replaces `wsse:Security` by one holding only the marker, and completes WS-Addressing
+/// so that exactly one `MessageID`, `To` and `ReplyTo` go upstream: an empty one (the
+/// official examples carry `<To xmlns="http://www.w3.org/2005/08/addressing"/>`) is filled
+/// in place, a missing one added, a present one kept. Duplicates were refused before.
 fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyError> {
     let soap_ns = message.envelope.soap_ns;
-    let message_id = message.wsa("MessageID");
-    let has_to = message.wsa("To").is_some();
-    let has_reply_to = message
-        .envelope
-        .header(passerelle_soap::WSA, "ReplyTo")
-        .is_some();
     let root_scope = xml::scope_of(&message.envelope.root, &Scope::new());
     let header = message.header_mut()?;
     let header_scope = xml::scope_of(header, &root_scope);
-    header.children.retain(|n| {
-        !matches!(n, Node::Element(e) if e.local == "Security" && xml::namespace_of(e, &header_scope).as_deref() == Some(WSSE))
-    });
+    let is = |n: &Node, ns: &str, local: &str| matches!(n, Node::Element(e) if e.local == local && xml::namespace_of(e, &header_scope).as_deref() == Some(ns));
+    header.children.retain(|n| !is(n, WSSE, "Security"));
+    let position =
+        |header: &Element, local: &str| header.children.iter().position(|n| is(n, WSA, local));
+    let message_id_at = position(header, "MessageID");
+    let to_at = position(header, "To");
+    let reply_to_at = position(header, "ReplyTo");
+
     let mut security = Element::new(Some("wsse"), "Security").ns(Some("wsse"), WSSE);
     security.children.push(Node::Comment(VIHF_MARKER.into()));
     header.children.push(Node::Element(security));
-    let message_id = match message_id {
-        Some(id) => id,
-        None => {
-            let id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
-            header
-                .children
-                .push(Node::Element(wsa_block("MessageID", id.clone())));
-            id
-        }
+
+    let message_id = fill_or_add(header, message_id_at, "MessageID", || {
+        format!("urn:uuid:{}", uuid::Uuid::new_v4())
+    });
+    fill_or_add(header, to_at, "To", || to.to_string());
+    let anonymous = || {
+        Element::new(Some("wsa"), "Address")
+            .ns(Some("wsa"), WSA)
+            .text("http://www.w3.org/2005/08/addressing/anonymous")
     };
-    if !has_to {
-        header
-            .children
-            .push(Node::Element(wsa_block("To", to.to_string())));
-    }
-    if !has_reply_to {
-        header.children.push(Node::Element(
+    match reply_to_at.and_then(|i| header.children.get_mut(i)) {
+        Some(Node::Element(reply_to)) => {
+            let has_address = reply_to
+                .elements()
+                .any(|e| e.local == "Address" && !e.text_content().trim().is_empty());
+            if !has_address {
+                reply_to.children = vec![Node::Element(anonymous())];
+            }
+        }
+        _ => header.children.push(Node::Element(
             Element::new(Some("wsa"), "ReplyTo")
-                .ns(Some("wsa"), passerelle_soap::WSA)
+                .ns(Some("wsa"), WSA)
                 .ns(Some("soapenv"), soap_ns)
                 .attr("soapenv:mustUnderstand", "true")
-                .child(
-                    Element::new(Some("wsa"), "Address")
-                        .text("http://www.w3.org/2005/08/addressing/anonymous"),
-                ),
-        ));
+                .child(anonymous()),
+        )),
     }
     Ok(message_id)
+}
+
+/// The text of the WS-Addressing header at `at`, filled with `value()` when empty; or a
+/// new header block when there is none.
+fn fill_or_add(
+    header: &mut Element,
+    at: Option<usize>,
+    local: &'static str,
+    value: impl FnOnce() -> String,
+) -> String {
+    if let Some(Node::Element(e)) = at.and_then(|i| header.children.get_mut(i)) {
+        let text = e.text_content().trim().to_string();
+        if !text.is_empty() {
+            return text;
+        }
+        let v = value();
+        e.children = vec![Node::Text(v.clone().into())];
+        return v;
+    }
+    let v = value();
+    header
+        .children
+        .push(Node::Element(wsa_block(local, v.clone())));
+    v
 }
 
 /// Writes the envelope with the signed VIHF in place of the marker.
@@ -234,15 +255,25 @@ pub async fn forward(
     upstream.sign.check(now)?;
 
     let mut message = SoapMessage::read(content_type, body)?;
+    message.check_single_addressing()?;
     let action = message.wsa("Action").ok_or(ProxyError::MissingAction)?;
-    let known = xds::actions(service);
-    if !known.is_empty() && !known.contains(&action.as_str()) {
-        return Err(ProxyError::ActionNotAllowed {
-            action,
-            service: service.to_string(),
-        });
-    }
+    // A service path Passerelle knows only takes its own operations; a path configured
+    // for a service it does not know is passed through, and never re-sent.
+    let known_service = settings
+        .services
+        .get(service)
+        .and_then(|path| DmpService::from_path(path.rsplit('/').next().unwrap_or(path)));
+    let operation = match known_service {
+        Some(s) => Some(DmpOperation::from_action(s, &action).ok_or_else(|| {
+            ProxyError::ActionNotAllowed {
+                action: action.clone(),
+                service: service.to_string(),
+            }
+        })?),
+        None => None,
+    };
     summary.action = action.clone();
+    summary.operation = operation;
 
     let identity = match supplied_vihf(&message) {
         Some((assertion, actor, patient)) => {
@@ -322,21 +353,34 @@ pub async fn forward(
             .unwrap_or_default(),
     };
     let root = write_envelope(&message, &signed.vihf)?;
-    let (content_type, chunks) = if message.mtom.is_some() {
-        mtom::build_chunks(root, &attachments)
-    } else {
-        (message.content_type.clone(), vec![root])
-    };
-    let retry = if IDEMPOTENT.contains(&action.as_str()) {
+    let (content_type, chunks) = message.upstream_body(root, &attachments);
+    // Only reads may be sent again (and only when provably unsent): every other DMP
+    // operation changes state (domain.md §4).
+    let retry = if operation.is_some_and(DmpOperation::reads_only) {
         Retry::IfNotSent
     } else {
         Retry::Never
     };
+    let extra = soap_action_header(&message, &action);
     summary.exchanged = true;
     let sent_at = std::time::Instant::now();
-    let answer = pool.send(&content_type, &[], chunks, retry).await;
+    let answer = pool.send(&content_type, &extra, chunks, retry).await;
     summary.upstream = sent_at.elapsed();
     answer
+}
+
+/// SOAP 1.1's HTTP binding names the operation in a `SOAPAction` header; SOAP 1.2 has
+/// it in the envelope only.
+fn soap_action_header(
+    message: &SoapMessage,
+    action: &str,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    if message.is_soap12() {
+        return Vec::new();
+    }
+    http::HeaderValue::from_str(&format!("\"{action}\""))
+        .map(|v| vec![(http::HeaderName::from_static("soapaction"), v)])
+        .unwrap_or_default()
 }
 
 fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<(), ProxyError> {

@@ -1,8 +1,11 @@
 //! Verification of VIHF tokens and lot signatures with libxmlsec1, the reference
 //! implementation, plus the structural checks that stop signature-wrapping attacks:
 //! exactly one assertion, exactly one signature, its single reference pointing at the
-//! assertion's registered ID. Lot signatures additionally have every manifest reference
-//! recomputed against the documents supplied. Each error names the check that failed.
+//! assertion's registered ID. Lot signatures additionally have their manifest processed
+//! by libxmlsec1 as any standard XML-DSig processor would: each `urn:oid:` reference
+//! dereferenced to the supplied document's bytes, its own declared transforms applied.
+//! Nothing of the signer's conventions is reused here. Each error names the check that
+//! failed.
 
 mod ffi;
 
@@ -15,7 +18,6 @@ use passerelle_config::CertificateInfo;
 
 use crate::dsig::{DSIG_NS, ENVELOPED};
 use crate::lot::{self, MANIFEST_ID, SIGNED_PROPERTIES_ID, XADES_NS};
-use crate::signer::DigestAlgorithm;
 use crate::vihf::SAML_NS;
 use crate::xml::{self, C14n, Element, Scope};
 
@@ -302,9 +304,9 @@ pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf,
         root_id_attribute: Some("ID"),
         anchors: &trust.anchors,
         intermediates: &trust.intermediates,
-        ignore_manifests: true,
+        manifest_documents: None,
     })
-    .map_err(VerifyError::Signature)?;
+    .map_err(|f| VerifyError::Signature(f.message))?;
     check_chain(&signer_der, trust)?;
 
     let issuer = one(&root, &scope, SAML_NS, "Issuer", "Assertion")?.text_content();
@@ -355,6 +357,8 @@ pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf,
 #[derive(Debug, Clone, Copy)]
 pub struct SuppliedDocument<'a> {
     pub unique_id: &'a str,
+    /// Not used to verify: the Reference's own declared transforms say how the bytes
+    /// are digested, as for any standard processor.
     pub mime_type: &'a str,
     pub content: &'a [u8],
 }
@@ -364,15 +368,18 @@ pub struct SuppliedDocument<'a> {
 pub struct VerifiedLot {
     pub signature_id: String,
     pub signer: CertificateInfo,
-    /// Document uniqueIds whose digests were recomputed and matched.
+    /// Document uniqueIds whose manifest references libxmlsec1 verified.
     pub documents: Vec<String>,
     /// The submission set uniqueId listed with the placeholder digest.
     pub submission_set_unique_id: Option<String>,
 }
 
-/// Verifies a lot signature document: structure, libxmlsec1 on SignedInfo (manifest and
-/// signed properties references) and the signer's chain, then every manifest reference
-/// recomputed against `documents`. Every supplied document must be covered.
+/// Verifies a lot signature document: structure, then libxmlsec1 on the whole
+/// signature (SignedInfo references, signature value) and on the manifest, with each
+/// `urn:oid:<uniqueId>` served the supplied document's raw bytes and the Reference's
+/// own declared transforms applied, then the signer's chain. Every supplied document
+/// must be referenced exactly once and its reference verify; the submission set's
+/// reference (placeholder digest, no supplied document) is the only one let fail.
 pub fn verify_lot(
     xml_text: &str,
     documents: &[SuppliedDocument<'_>],
@@ -414,65 +421,97 @@ pub fn verify_lot(
     if count_named(&root, &Scope::new(), XADES_NS, "SignedProperties") != 1 {
         return structure("exactly one XAdES 1.1.1 SignedProperties expected");
     }
+    // libxmlsec1 processes every Manifest of the signature: only the signed one may be.
+    let manifests = count_named(&root, &Scope::new(), DSIG_NS, "Manifest");
+    if manifests != 1 {
+        return structure(format!("exactly one Manifest expected, found {manifests}"));
+    }
+    // (the scope returned is the one inside the Manifest element)
+    let (manifest, manifest_scope) = find_by_id(&root, &Scope::new(), MANIFEST_ID)
+        .ok_or_else(|| VerifyError::Structure("no Manifest".into()))?;
+    if manifest.local != "Manifest"
+        || xml::resolve(&manifest_scope, manifest.prefix.as_deref()) != Some(DSIG_NS)
+    {
+        return structure(format!(
+            "Id {MANIFEST_ID:?} is not on the XML-DSig Manifest"
+        ));
+    }
     let (signer_der, signer) = signer_certificate(&root, &scope)?;
 
-    ffi::verify(&ffi::Verification {
+    let mut served: Vec<(&str, &[u8])> = Vec::with_capacity(documents.len());
+    for d in documents {
+        if served.iter().any(|(id, _)| *id == d.unique_id) {
+            return Err(VerifyError::Manifest {
+                uri: format!("urn:oid:{}", d.unique_id),
+                reason: "two supplied documents have this uniqueId".into(),
+            });
+        }
+        served.push((d.unique_id, d.content));
+    }
+    let outcomes = ffi::verify(&ffi::Verification {
         xml: xml_text,
         root_id_attribute: None,
         anchors: &trust.anchors,
         intermediates: &trust.intermediates,
-        ignore_manifests: true,
+        manifest_documents: Some(&served),
     })
-    .map_err(VerifyError::Signature)?;
+    .map_err(|f| match f.manifest_uri {
+        Some(uri) => VerifyError::Manifest {
+            uri,
+            reason: format!("the reference could not be processed: {}", f.message),
+        },
+        None => VerifyError::Signature(f.message),
+    })?;
     check_chain(&signer_der, trust)?;
 
-    let manifest = find_by_id(&root, &scope, MANIFEST_ID)
-        .ok_or_else(|| VerifyError::Structure("no Manifest".into()))?;
-    let mut covered = Vec::new();
+    // The manifest as the crate reads it, to pair with libxmlsec1's outcomes.
+    let references = child(manifest, &manifest_scope, DSIG_NS, "Reference");
+    let same_references = references.len() == outcomes.len()
+        && references
+            .iter()
+            .zip(&outcomes)
+            .all(|(r, o)| r.attribute("URI").unwrap_or_default() == o.uri);
+    if !same_references {
+        return structure(format!(
+            "the manifest's {} references are not the {} libxmlsec1 processed",
+            references.len(),
+            outcomes.len()
+        ));
+    }
+    let mut covered: Vec<String> = Vec::new();
     let mut submission_set = None;
-    let supplied: BTreeMap<&str, &SuppliedDocument<'_>> =
-        documents.iter().map(|d| (d.unique_id, d)).collect();
-    for reference in manifest.0.elements().filter(|e| e.local == "Reference") {
-        let uri = reference.attribute("URI").unwrap_or_default().to_string();
+    for (reference, outcome) in references.iter().zip(&outcomes) {
         let fail = |reason: String| VerifyError::Manifest {
-            uri: uri.clone(),
+            uri: outcome.uri.clone(),
             reason,
         };
-        let unique_id = uri
+        let unique_id = outcome
+            .uri
             .strip_prefix("urn:oid:")
             .ok_or_else(|| fail("not a urn:oid: reference".into()))?;
-        let method = reference
-            .elements()
-            .find(|e| e.local == "DigestMethod")
-            .and_then(|e| e.attribute("Algorithm"))
-            .unwrap_or_default();
-        let digest = [DigestAlgorithm::Sha256, DigestAlgorithm::Sha1]
-            .into_iter()
-            .find(|d| d.digest_uri() == method)
-            .ok_or_else(|| fail(format!("unsupported DigestMethod {method:?}")))?;
-        let value: String = reference
-            .elements()
-            .find(|e| e.local == "DigestValue")
-            .map(Element::text_content)
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let value = B64
-            .decode(value)
-            .map_err(|_| fail("DigestValue is not base64".into()))?;
-        match supplied.get(unique_id) {
-            Some(doc) => {
-                let computed =
-                    lot::DocumentDigest::compute(doc.unique_id, doc.mime_type, doc.content, digest)
-                        .map_err(|e| fail(e.to_string()))?;
-                if computed.digest != value {
-                    return Err(fail(
-                        "the digest does not match the supplied document".into(),
-                    ));
-                }
-                covered.push(unique_id.to_string());
+        match documents.iter().find(|d| d.unique_id == unique_id) {
+            Some(_) if covered.iter().any(|c| c == unique_id) => {
+                return Err(fail(
+                    "the manifest references this document more than once".into(),
+                ));
             }
-            None if value == lot::SUBMISSION_SET_PLACEHOLDER_DIGEST && submission_set.is_none() => {
+            Some(doc) if !outcome.verified => {
+                let mut reason = String::from("the digest does not match the supplied document");
+                if !declares_transforms(reference, &manifest_scope) && parses_as_xml(doc.content) {
+                    reason.push_str(
+                        "; the Reference declares no Transforms: a standard processor digests \
+                         the raw bytes; XML documents need the c14n-with-comments transform \
+                         declared",
+                    );
+                }
+                return Err(fail(reason));
+            }
+            Some(_) => covered.push(unique_id.to_string()),
+            None if !outcome.verified
+                && submission_set.is_none()
+                && digest_value(reference)
+                    == Some(lot::SUBMISSION_SET_PLACEHOLDER_DIGEST.to_vec()) =>
+            {
                 submission_set = Some(unique_id.to_string());
             }
             None => return Err(fail("no supplied document has this uniqueId".into())),
@@ -493,6 +532,34 @@ pub fn verify_lot(
         documents: covered,
         submission_set_unique_id: submission_set,
     })
+}
+
+/// Whether a Reference has a `Transforms` child.
+fn declares_transforms(reference: &Element, scope: &Scope) -> bool {
+    !child(
+        reference,
+        &xml::scope_of(reference, scope),
+        DSIG_NS,
+        "Transforms",
+    )
+    .is_empty()
+}
+
+/// The decoded `DigestValue` of a Reference.
+fn digest_value(reference: &Element) -> Option<Vec<u8>> {
+    let value: String = reference
+        .elements()
+        .find(|e| e.local == "DigestValue")?
+        .text_content()
+        .split_whitespace()
+        .collect();
+    B64.decode(value).ok()
+}
+
+/// Whether bytes are a well-formed XML document (only to explain a failed reference).
+fn parses_as_xml(content: &[u8]) -> bool {
+    let content = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
+    std::str::from_utf8(content).is_ok_and(|text| xml::parse_document(text).is_ok())
 }
 
 fn count_attr(e: &Element, name: &str, value: &str) -> usize {

@@ -73,6 +73,92 @@ pub fn xmlsec1_verify(
     (out.status.success(), text)
 }
 
+/// What Debian's `xmlsec1 --verify` said of a lot signature with its Manifest processed.
+#[derive(Debug)]
+pub struct XmlsecLot {
+    /// Exit status 0: SignedInfo and the signature value verify (a failing manifest
+    /// reference does not change it, as XML-DSig core validation has it).
+    pub ok: bool,
+    /// Each Manifest reference's URI and status (`succeeded`, `invalid`), in order.
+    pub manifest: Vec<(String, String)>,
+    pub output: String,
+}
+
+impl XmlsecLot {
+    pub fn status(&self, uri: &str) -> Option<&str> {
+        self.manifest
+            .iter()
+            .find(|(u, _)| u == uri)
+            .map(|(_, s)| s.as_str())
+    }
+}
+
+/// `xmlsec1 --verify` of a lot signature as a standard processor: Manifests processed
+/// (no `--ignore-manifests`), each `urn:oid:<uniqueId>` mapped to the document's file
+/// (`--url-map`), the submission set's to an empty file, and the references' statuses
+/// read from `--print-debug`.
+pub fn xmlsec1_verify_lot(
+    xml: &str,
+    root: &Path,
+    intermediate: &Path,
+    documents: &[(&str, &[u8])],
+    submission_set_unique_id: &str,
+) -> XmlsecLot {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let signature = dir.path().join("signature.xml");
+    std::fs::write(&signature, xml).expect("write signature");
+    let mut command = Command::new("xmlsec1");
+    command
+        .arg("--verify")
+        .arg("--enabled-reference-uris")
+        .arg("same-doc,remote")
+        .arg("--trusted-pem")
+        .arg(root)
+        .arg("--untrusted-pem")
+        .arg(intermediate)
+        .arg("--print-debug");
+    let empty = dir.path().join("submission-set");
+    std::fs::write(&empty, b"").expect("write empty");
+    command
+        .arg(format!("--url-map:urn:oid:{submission_set_unique_id}"))
+        .arg(&empty);
+    for (i, (unique_id, bytes)) in documents.iter().enumerate() {
+        let file = dir.path().join(format!("document-{i}"));
+        std::fs::write(&file, bytes).expect("write document");
+        command
+            .arg(format!("--url-map:urn:oid:{unique_id}"))
+            .arg(file);
+    }
+    let out = command
+        .arg(&signature)
+        .output()
+        .expect("run xmlsec1 (apt-get install xmlsec1)");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --print-debug lists "== Manifest References List:" then, per reference,
+    // "== Status: <status>" followed by "== URI: \"<uri>\"".
+    let mut manifest = Vec::new();
+    if let Some((_, list)) = output.split_once("== Manifest References List:") {
+        let mut status = None;
+        for line in list.lines() {
+            if let Some(s) = line.strip_prefix("== Status: ") {
+                status = Some(s.trim().to_string());
+            } else if let Some(u) = line.strip_prefix("== URI: ") {
+                let uri = u.trim().trim_matches('"').to_string();
+                manifest.push((uri, status.take().unwrap_or_default()));
+            }
+        }
+    }
+    XmlsecLot {
+        ok: out.status.success(),
+        manifest,
+        output,
+    }
+}
+
 /// `xmllint --noout --schema XSD` on a document.
 pub fn xmllint_schema(xml: &str, xsd: &Path) -> (bool, String) {
     let mut file = tempfile::NamedTempFile::new().expect("temp");
