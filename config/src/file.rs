@@ -40,6 +40,19 @@ pub struct InternalListenerSection {
     /// Requests handled at once; beyond, 503 with Retry-After.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Client connections open at once; left out, derived from the process's open-files
+    /// limit (RLIMIT_NOFILE) when the proxy starts.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Time a connection may stay open with no request in flight (HTTP/1.1 and HTTP/2).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    /// Interval of the HTTP/2 PING frames sent to check that a client is still there.
+    #[serde(default = "default_http2_keep_alive_interval")]
+    pub http2_keep_alive_interval: String,
+    /// Time a client has to acknowledge a PING before its HTTP/2 connection is closed.
+    #[serde(default = "default_http2_keep_alive_timeout")]
+    pub http2_keep_alive_timeout: String,
     /// TLS on the internal listener, with optional client certificates.
     pub tls: Option<ListenerTlsSection>,
 }
@@ -66,6 +79,18 @@ fn default_header_read_timeout() -> String {
 
 fn default_max_concurrent_requests() -> usize {
     1024
+}
+
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+
+fn default_http2_keep_alive_interval() -> String {
+    "30s".into()
+}
+
+fn default_http2_keep_alive_timeout() -> String {
+    "10s".into()
 }
 
 /// `[audit]`: the audit trail (one JSON line per upstream exchange).
@@ -100,6 +125,11 @@ pub struct LimitsSection {
     pub max_body_bytes: u64,
     /// Requests in flight at once per upstream pool (tenant, service, certificate).
     pub upstream_concurrency: usize,
+    /// Time a request's whole body may take to arrive, from its headers.
+    pub body_read_timeout: String,
+    /// Request body bytes held in memory at once, all requests together; left out,
+    /// four times `max_body_bytes`.
+    pub max_inflight_body_bytes: Option<u64>,
 }
 
 impl Default for LimitsSection {
@@ -107,6 +137,8 @@ impl Default for LimitsSection {
         Self {
             max_body_bytes: 64 * 1024 * 1024,
             upstream_concurrency: 64,
+            body_read_timeout: "30s".into(),
+            max_inflight_body_bytes: None,
         }
     }
 }

@@ -212,10 +212,23 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Requests in flight at once per upstream pool.
     pub upstream_concurrency: usize,
-    /// Time a client may take to send its request headers.
+    /// Time a client may take to send its request headers (for the first request of a
+    /// connection: from the moment it opened, TLS handshake included).
     pub header_read_timeout: Duration,
     /// Requests handled at once; beyond, 503 with Retry-After.
     pub max_concurrent_requests: usize,
+    /// Client connections open at once on the internal listener; `None`: derived from
+    /// the open-files limit when the proxy starts.
+    pub max_connections: Option<usize>,
+    /// Time a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval, and the time a client has to acknowledge one.
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+    /// Time a request's whole body may take to arrive, from its headers; beyond, 408.
+    pub body_read_timeout: Duration,
+    /// Request body bytes held in memory at once, all requests together; beyond, 503.
+    pub max_inflight_body_bytes: usize,
 }
 
 /// TLS on the internal listener.
@@ -608,12 +621,29 @@ impl Validator {
     fn limits(&mut self, raw: &ConfigFile) -> Option<Limits> {
         const FLOOR: u64 = 64 * 1024;
         let l = &raw.limits;
+        let listener = &raw.listener;
         let header_read_timeout = self.duration(
             "listener.header_read_timeout",
-            &raw.listener.header_read_timeout,
+            &listener.header_read_timeout,
         );
-        if raw.listener.max_concurrent_requests == 0 {
+        let idle_timeout = self.duration("listener.idle_timeout", &listener.idle_timeout);
+        let http2_keep_alive_interval = self.duration(
+            "listener.http2_keep_alive_interval",
+            &listener.http2_keep_alive_interval,
+        );
+        let http2_keep_alive_timeout = self.duration(
+            "listener.http2_keep_alive_timeout",
+            &listener.http2_keep_alive_timeout,
+        );
+        let body_read_timeout = self.duration("limits.body_read_timeout", &l.body_read_timeout);
+        if listener.max_concurrent_requests == 0 {
             self.error("listener.max_concurrent_requests", "must be at least 1");
+        }
+        if listener.max_connections == Some(0) {
+            self.error(
+                "listener.max_connections",
+                "must be at least 1 (leave it out to derive it from the open-files limit)",
+            );
         }
         if l.upstream_concurrency == 0 {
             self.error("limits.upstream_concurrency", "must be at least 1");
@@ -628,16 +658,42 @@ impl Validator {
             );
             return None;
         }
-        match usize::try_from(l.max_body_bytes) {
-            Ok(max_body_bytes) => Some(Limits {
+        let inflight = l
+            .max_inflight_body_bytes
+            .unwrap_or_else(|| l.max_body_bytes.saturating_mul(4));
+        if inflight < l.max_body_bytes {
+            self.error(
+                "limits.max_inflight_body_bytes",
+                format!(
+                    "{inflight} bytes is less than limits.max_body_bytes ({}): a body of the largest size allowed could never be read",
+                    l.max_body_bytes
+                ),
+            );
+            return None;
+        }
+        match (usize::try_from(l.max_body_bytes), usize::try_from(inflight)) {
+            (Ok(max_body_bytes), Ok(max_inflight_body_bytes)) => Some(Limits {
                 max_body_bytes,
                 upstream_concurrency: l.upstream_concurrency.max(1),
                 header_read_timeout: header_read_timeout?,
-                max_concurrent_requests: raw.listener.max_concurrent_requests.max(1),
+                max_concurrent_requests: listener.max_concurrent_requests.max(1),
+                max_connections: listener.max_connections.map(|n| n.max(1)),
+                idle_timeout: idle_timeout?,
+                http2_keep_alive_interval: http2_keep_alive_interval?,
+                http2_keep_alive_timeout: http2_keep_alive_timeout?,
+                body_read_timeout: body_read_timeout?,
+                max_inflight_body_bytes,
             }),
-            Err(_) => {
+            (Err(_), _) => {
                 self.error(
                     "limits.max_body_bytes",
+                    "larger than this machine can address",
+                );
+                None
+            }
+            (_, Err(_)) => {
+                self.error(
+                    "limits.max_inflight_body_bytes",
                     "larger than this machine can address",
                 );
                 None

@@ -135,3 +135,86 @@ fn certificates_expire_in_time() {
     );
     assert!(inspection.config.is_none());
 }
+
+#[test]
+fn connection_and_body_limits_have_defaults_and_are_validated() {
+    use std::time::Duration;
+    let m = shared_test_pki().expect("PKI");
+    let config = load(&m.path(&m.config)).expect("valid sandbox");
+    let l = config.limits;
+    assert_eq!(l.max_connections, None, "derived from the open-files limit");
+    assert_eq!(l.idle_timeout, Duration::from_secs(60));
+    assert_eq!(l.http2_keep_alive_interval, Duration::from_secs(30));
+    assert_eq!(l.http2_keep_alive_timeout, Duration::from_secs(10));
+    assert_eq!(l.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(l.max_inflight_body_bytes, 4 * l.max_body_bytes);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::read_to_string(m.path(&m.config))
+        .expect("read")
+        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
+        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()));
+    let path = dir.path().join("p.toml");
+    let with_listener = |keys: &str, limits: &str| {
+        base.replacen("[admin]", &format!("{keys}\n\n[admin]"), 1) + "\n[limits]\n" + limits
+    };
+    // Set values reach the typed configuration.
+    std::fs::write(
+        &path,
+        with_listener(
+            "max_connections = 500\nidle_timeout = \"5s\"\nhttp2_keep_alive_interval = \"2s\"\nhttp2_keep_alive_timeout = \"1s\"",
+            "body_read_timeout = \"10s\"\nmax_inflight_body_bytes = 134217728\n",
+        ),
+    )
+    .expect("write");
+    let l = load(&path).expect("valid").limits;
+    assert_eq!(l.max_connections, Some(500));
+    assert_eq!(l.idle_timeout, Duration::from_secs(5));
+    assert_eq!(l.http2_keep_alive_interval, Duration::from_secs(2));
+    assert_eq!(l.http2_keep_alive_timeout, Duration::from_secs(1));
+    assert_eq!(l.body_read_timeout, Duration::from_secs(10));
+    assert_eq!(l.max_inflight_body_bytes, 128 * 1024 * 1024);
+
+    // Bad values: each named with its file and field.
+    std::fs::write(
+        &path,
+        with_listener(
+            "max_connections = 0\nidle_timeout = \"soon\"\nhttp2_keep_alive_interval = \"0s\"",
+            "body_read_timeout = \"0s\"\n",
+        ),
+    )
+    .expect("write");
+    let err = load(&path).expect_err("invalid limits").to_string();
+    for (field, reason) in [
+        ("listener.max_connections", "at least 1"),
+        (
+            "listener.idle_timeout",
+            "\"soon\" is not a positive duration",
+        ),
+        (
+            "listener.http2_keep_alive_interval",
+            "not a positive duration",
+        ),
+        ("limits.body_read_timeout", "not a positive duration"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(&path.display().to_string())
+                && l.contains(field)
+                && l.contains(reason)),
+            "{field} not reported:\n{err}"
+        );
+    }
+    std::fs::write(
+        &path,
+        with_listener("", "max_inflight_body_bytes = 1000000\n"),
+    )
+    .expect("write");
+    let err = load(&path)
+        .expect_err("budget below max_body_bytes")
+        .to_string();
+    assert!(
+        err.contains("limits.max_inflight_body_bytes")
+            && err.contains("less than limits.max_body_bytes"),
+        "{err}"
+    );
+}

@@ -84,6 +84,16 @@ impl AccessPolicy {
         peer: Option<&PeerCertificate>,
         service: Service<'_>,
     ) -> Result<Grant, ProxyError> {
+        // Two credentials or two tenants: which one a reader takes is not defined.
+        for (name, header) in [
+            (http::header::AUTHORIZATION.as_str(), "Authorization"),
+            (TENANT_HEADER, "X-Passerelle-Tenant"),
+        ] {
+            let count = headers.get_all(name).iter().count();
+            if count > 1 {
+                return Err(ProxyError::DuplicateHeader { header, count });
+            }
+        }
         let token = bearer(headers).map(|t| openssl::sha::sha256(t.as_bytes()));
         if token.is_none() && peer.is_none() {
             return Err(ProxyError::MissingCredentials);

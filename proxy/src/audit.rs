@@ -37,6 +37,9 @@ pub struct AuditRecord {
     pub actor_id: String,
     /// The patient's INS (DMP: VIHF resource-id; INSi: the INS returned, if any).
     pub patient_ins: String,
+    /// DMP: the VIHF `purposeofuse` (`normal`, `bris_de_glace` for break-glass access,
+    /// `centre_15`); empty for INSi.
+    pub purpose: String,
     /// `ok`, `upstream_fault`, or the passerelle fault code.
     pub outcome: String,
     /// HTTP status of the upstream answer; 0 when there was none.
@@ -73,11 +76,41 @@ struct Writer {
     fsync: bool,
 }
 
-fn open(path: &Path) -> io::Result<(File, u64)> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+/// Refuses a file or folder others may write: anyone who can write the trail can
+/// forge or erase who accessed which patient.
+fn refuse_shared_write(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by group or others (mode {:04o}): chmod go-w it (the audit trail is the record of who accessed which patient)",
+                path.display(),
+                mode & 0o7777
+            ),
+        ));
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(())
+}
+
+/// Opens the trail for appending: folder created 0700, file 0600 (patient identifiers
+/// are in it); an existing folder or file others may write is refused.
+fn open(path: &Path) -> io::Result<(File, u64)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        refuse_shared_write(dir)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    refuse_shared_write(path)?;
     let size = file.metadata()?.len();
     Ok((file, size))
 }
@@ -236,5 +269,26 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 200, "every line once");
         assert!(files > 5, "rotated by size: {files} files");
+    }
+
+    #[test]
+    fn trail_is_private_and_shared_write_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit/trail.jsonl");
+        let (_file, _) = open(&path).expect("open");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().expect("dir")), 0o700);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let err = open(&path).expect_err("world-writable file");
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let parent = path.parent().expect("dir");
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(open(&path).is_err(), "world-writable folder");
     }
 }

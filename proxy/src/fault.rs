@@ -12,14 +12,8 @@ use crate::body::ProxyBody;
 /// Namespace of the `passerelle:` fault subcodes and detail.
 pub const FAULT_NS: &str = "urn:passerelle:fault";
 
-/// Whether the request, or part of it, reached the national service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// Not one byte of the request was written upstream: it is safe to send it again.
-    No,
-    /// The request was written; the service may have processed it.
-    Yes,
-}
+use crate::upstream::ExchangeError;
+pub use crate::upstream::Sent;
 
 /// A proxy-side failure. Upstream SOAP faults are not errors: they are passed through.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +53,10 @@ pub enum ProxyError {
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error(
+        "the request body did not arrive within {seconds} s of its headers (limits.body_read_timeout)"
+    )]
+    BodyTimeout { seconds: u64 },
+    #[error(
         "Content-Type {0:?} is not SOAP: use application/soap+xml (or text/xml for SOAP 1.1), or multipart/related for MTOM"
     )]
     UnsupportedMediaType(String),
@@ -73,11 +71,21 @@ pub enum ProxyError {
     #[error("the SOAP header has no wsa:Action")]
     MissingAction,
     #[error(
-        "the SOAP header has {count} {header} blocks: exactly one is allowed (an empty one is filled in by Passerelle)"
+        "{count} {header} headers: exactly one is allowed (which one a receiver reads is not defined)"
     )]
     DuplicateHeader { header: &'static str, count: usize },
     #[error("Action {action:?} is not an operation of DMP service {service:?}")]
     ActionNotAllowed { action: String, service: String },
+    #[error(
+        "the SOAP Body must hold exactly one element, {expected} for Action {action:?}; it holds {found}"
+    )]
+    OperationMismatch {
+        action: String,
+        expected: String,
+        found: String,
+    },
+    #[error("WS-Addressing: {0}")]
+    BadAddressing(String),
     #[error(
         "no identity: put an unsigned VIHF in wsse:Security or send the X-Vihf-* headers (README, HTTP API)"
     )]
@@ -139,11 +147,49 @@ pub enum ProxyError {
     )]
     Overloaded,
     #[error(
+        "Passerelle holds as many request bodies in memory as it may (limits.max_inflight_body_bytes = {limit}): retry shortly"
+    )]
+    BodyMemoryFull { limit: usize },
+    #[error(
         "client {client:?} is over its rate (clients.rate_per_second): retry in {retry_after} s"
     )]
     RateLimited { client: String, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<ExchangeError> for ProxyError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Unreachable { upstream, reason } => {
+                Self::UpstreamUnreachable { upstream, reason }
+            }
+            ExchangeError::Tls { upstream, reason } => Self::UpstreamTls { upstream, reason },
+            ExchangeError::Timeout {
+                upstream,
+                phase,
+                seconds,
+                sent,
+            } => Self::UpstreamTimeout {
+                upstream,
+                phase,
+                seconds,
+                sent,
+            },
+            ExchangeError::ConnectionLost {
+                upstream,
+                when,
+                reason,
+                sent,
+            } => Self::UpstreamConnectionLost {
+                upstream,
+                when,
+                reason,
+                sent,
+            },
+            ExchangeError::Internal(m) => Self::Internal(m),
+        }
+    }
 }
 
 impl ProxyError {
@@ -161,6 +207,7 @@ impl ProxyError {
             Self::ServiceNotAllowed { .. } => "ServiceNotAllowed",
             Self::BodyTooLarge { .. } => "BodyTooLarge",
             Self::BodyRead(_) => "BodyRead",
+            Self::BodyTimeout { .. } => "BodyTimeout",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Self::BadMultipart(_) => "BadMultipart",
             Self::MalformedXml(_) => "MalformedXml",
@@ -169,6 +216,8 @@ impl ProxyError {
             Self::MissingAction => "MissingAction",
             Self::DuplicateHeader { .. } => "DuplicateHeader",
             Self::ActionNotAllowed { .. } => "ActionNotAllowed",
+            Self::OperationMismatch { .. } => "OperationMismatch",
+            Self::BadAddressing(_) => "BadAddressing",
             Self::MissingIdentity => "MissingIdentity",
             Self::BadIdentity(_) => "BadIdentity",
             Self::ForeignStructure { .. } => "ForeignStructure",
@@ -183,7 +232,7 @@ impl ProxyError {
             Self::UpstreamTls { .. } => "UpstreamTls",
             Self::UpstreamTimeout { .. } => "UpstreamTimeout",
             Self::UpstreamConnectionLost { .. } => "UpstreamConnectionLost",
-            Self::Overloaded => "Overloaded",
+            Self::Overloaded | Self::BodyMemoryFull { .. } => "Overloaded",
             Self::RateLimited { .. } => "RateLimited",
             Self::Internal(_) => "Internal",
         }
@@ -210,6 +259,8 @@ impl ProxyError {
             | Self::MissingAction
             | Self::DuplicateHeader { .. }
             | Self::ActionNotAllowed { .. }
+            | Self::OperationMismatch { .. }
+            | Self::BadAddressing(_)
             | Self::MissingIdentity
             | Self::BadIdentity(_)
             | Self::BadSubmission(_)
@@ -223,7 +274,8 @@ impl ProxyError {
             | Self::UpstreamTls { .. }
             | Self::UpstreamConnectionLost { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::BodyMemoryFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -296,7 +348,7 @@ impl ProxyError {
             response.headers_mut().insert("x-request-id", v);
         }
         let retry_after = match self {
-            Self::Overloaded => Some(1),
+            Self::Overloaded | Self::BodyMemoryFull { .. } => Some(1),
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         };

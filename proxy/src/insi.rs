@@ -3,16 +3,23 @@
 //! system left out (Emetteur = the certificate's OU; software identity from the
 //! configuration), and forward. A request that lacks nothing is forwarded byte for byte.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use http::Response;
 use passerelle_config::{CertRole, Software};
 use passerelle_soap::insi::{
-    ACTION_PREFIX, CTXBAM_NS, CTXLPS_NS, LpsIdentity, contexte_bam, contexte_lps, operation_of,
+    ACTION_PREFIX, CTXBAM_NS, CTXLPS_NS, LpsIdentity, OP_TRAITS, OP_VITALE, contexte_bam,
+    contexte_lps, operation_of,
 };
 use time::OffsetDateTime;
 
+use crate::body::ProxyBody;
+use crate::exchange::{Exchange, Operation};
 use crate::fault::ProxyError;
 use crate::message::{SoapMessage, wsa_block};
-use crate::state::{InsiMode, InsiUpstream, TenantRuntime};
+use crate::state::{InsiMode, InsiUpstream, ProxyState, TenantRuntime};
+use crate::upstream::{Retry, UpstreamPool};
 
 /// Chooses the certificate: the route's mode, or the tenant's only INSi certificate.
 pub fn select(
@@ -42,12 +49,71 @@ pub fn select(
     }
 }
 
+/// An INSi request ready to send (end of phase 5).
+#[derive(Debug)]
+pub struct InsiReady {
+    pool: Arc<UpstreamPool>,
+    request: InsiRequest,
+}
+
+/// Phase 5 for INSi: the tenant's certificate for the mode (auto / manu), the envelope
+/// parsed (SOAP 1.2, DTDs refused), the contexts completed. No identity to sign: the
+/// INSi certificate is the identity.
+pub fn identify(
+    state: &ProxyState,
+    tenant: &TenantRuntime,
+    mode: Option<InsiMode>,
+    content_type: &str,
+    body: Bytes,
+    exchange: &mut Exchange,
+) -> Result<InsiReady, ProxyError> {
+    let (_, upstream) = select(tenant, mode)?;
+    let now = OffsetDateTime::now_utc();
+    upstream.credential.check(now)?;
+    exchange.insi_emetteur = Some(upstream.emetteur.clone());
+    let message = SoapMessage::read(content_type, body)?;
+    let request = prepare(message, upstream, &state.config.software, now)?;
+    exchange.action = Some(request.operation.clone());
+    exchange.operation = Operation::Insi(request.label);
+    exchange.message_id = Some(request.message_id.clone());
+    exchange.insi_completed = request.completed.clone();
+    Ok(InsiReady {
+        pool: Arc::clone(&upstream.pool),
+        request,
+    })
+}
+
+/// Phase 7 for INSi: searches only read, so one retry when the first attempt was
+/// provably not written.
+pub async fn send(
+    ready: InsiReady,
+    exchange: &mut Exchange,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    exchange.sent_upstream = true;
+    let sent_at = std::time::Instant::now();
+    let answer = ready
+        .pool
+        .send(
+            &ready.request.content_type,
+            &[],
+            ready.request.body,
+            Retry::IfNotSent,
+        )
+        .await;
+    exchange.timings.upstream = sent_at.elapsed();
+    answer.map_err(ProxyError::from)
+}
+
 /// What goes upstream.
 #[derive(Debug)]
 pub struct InsiRequest {
-    pub body: Bytes,
+    pub body: Vec<Bytes>,
     /// `rechercherInsAvecTraitsIdentite`, ... or the Action as sent for other operations.
     pub operation: String,
+    /// The operation as a metric label, from a closed set (`other` for the rest).
+    pub label: &'static str,
+    /// Content-Type and body chunks to send (the media type matches SOAP 1.2).
+    pub content_type: String,
     pub message_id: String,
     /// The headers the proxy added, for the log.
     pub completed: Vec<&'static str>,
@@ -65,12 +131,37 @@ pub fn prepare(
             "INSi accepts SOAP 1.2 only (http://www.w3.org/2003/05/soap-envelope)".into(),
         ));
     }
+    message.check_single_addressing()?;
     let body_operation = message
         .envelope
         .body_name()
         .and_then(|(ns, local)| operation_of(&ns, &local));
     let stamp = passerelle_signing::vihf::saml_instant(now);
     let mut completed = Vec::new();
+    // Contexts the client wrote: one of each, and emitted by this certificate's
+    // structure (CNAM reads Emetteur; the audit records the certificate's OU).
+    for (ns, local, header) in [
+        (CTXLPS_NS, "ContexteLPS", "ctxlps:ContexteLPS"),
+        (CTXBAM_NS, "ContexteBAM", "ctxbam:ContexteBAM"),
+    ] {
+        let count = message.envelope.header_count(ns, local);
+        if count > 1 {
+            return Err(ProxyError::DuplicateHeader { header, count });
+        }
+        if let Some((context, _)) = message.envelope.header(ns, local) {
+            let emetteurs: Vec<String> = context
+                .elements()
+                .filter(|e| e.local == "Emetteur")
+                .map(|e| e.text_content().trim().to_string())
+                .collect();
+            if emetteurs.as_slice() != [upstream.emetteur.clone()] {
+                return Err(ProxyError::BadInsiRequest(format!(
+                    "{header}: Emetteur must be the INSi certificate's structure ({}), once",
+                    upstream.emetteur
+                )));
+            }
+        }
+    }
     if message.envelope.header(CTXLPS_NS, "ContexteLPS").is_none() {
         let instance = software.instance_id.to_string();
         let lps = LpsIdentity {
@@ -115,14 +206,21 @@ pub fn prepare(
         .strip_prefix(ACTION_PREFIX)
         .unwrap_or(&action)
         .to_string();
-    let body = if completed.is_empty() {
-        message.root
+    let label = [OP_TRAITS, OP_VITALE]
+        .into_iter()
+        .find(|op| *op == operation)
+        .unwrap_or("other");
+    let root = if completed.is_empty() {
+        message.root.clone()
     } else {
         Bytes::from(message.envelope.root.to_xml())
     };
+    let (content_type, body) = message.upstream_body(root, &[]);
     Ok(InsiRequest {
         body,
         operation,
+        label,
+        content_type,
         message_id,
         completed,
     })

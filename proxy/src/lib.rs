@@ -1,7 +1,11 @@
 //! Passerelle's server: SOAP traffic from the hospital's internal systems, signed where
 //! it must be, forwarded over mutual TLS with exactly the right certificate.
 //!
-//! - [`server`]: listeners, routes, one request from arrival to answer.
+//! - [`server`]: the listeners (internal and admin) and their connections.
+//! - [`listener`]: client connections: the cap, idle and first-request timeouts, eviction.
+//! - [`pipeline`]: one request from arrival to answer, phase by phase, in order.
+//! - [`exchange`]: what a request is, typed (route, client, tenant, operation, identity
+//!   signed, timings); log, metrics and audit are written from it.
 //! - [`access`]: which internal client may act for which tenant and service (default deny).
 //! - [`message`]: the request as a SOAP message (envelope, MTOM parts, header edits).
 //! - [`dmp`]: identity (VIHF re-signed or built), structure check, WS-Addressing, the lot
@@ -14,16 +18,21 @@
 //! - [`metrics`]: counters and histograms, in Prometheus text.
 //! - [`fault`]: every refusal and its SOAP 1.2 fault, in one place.
 //! - [`body`]: request and response bodies.
+//! - [`sanitize`]: client text made safe to log.
 
 pub mod access;
 pub mod audit;
 pub mod body;
 pub mod dmp;
+pub mod exchange;
 pub mod fault;
 pub mod insi;
+pub mod listener;
 pub mod message;
 pub mod metrics;
+pub mod pipeline;
 pub mod runtime;
+pub mod sanitize;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -32,6 +32,17 @@ fn media_type(content_type: &str) -> String {
 
 /// Parses the envelope; a DTD or entity gets its own code.
 pub fn parse_envelope(root: &[u8]) -> Result<Envelope, ProxyError> {
+    // XML 1.0 forbids C0 controls but tab, LF and CR; a lenient parser would let them
+    // through into a signed token or a forwarded envelope the service cannot read.
+    if let Some(at) = root
+        .iter()
+        .position(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(ProxyError::MalformedXml(format!(
+            "byte {at} of the SOAP envelope is the control character 0x{:02X}, which XML 1.0 forbids",
+            root[at]
+        )));
+    }
     let text = std::str::from_utf8(root).map_err(|e| {
         ProxyError::MalformedXml(format!(
             "the SOAP envelope is not UTF-8 (byte {})",
@@ -41,7 +52,13 @@ pub fn parse_envelope(root: &[u8]) -> Result<Envelope, ProxyError> {
     Envelope::parse(text).map_err(|e| match e {
         EnvelopeError::Xml(XmlError::Dtd) => ProxyError::DtdForbidden(e.to_string()),
         EnvelopeError::Xml(x) => ProxyError::MalformedXml(x.to_string()),
-        EnvelopeError::NotAnEnvelope => ProxyError::NotSoap(e.to_string()),
+        EnvelopeError::NotAnEnvelope
+        | EnvelopeError::MissingBody
+        | EnvelopeError::DuplicateBody
+        | EnvelopeError::DuplicateHeader
+        | EnvelopeError::HeaderAfterBody
+        | EnvelopeError::UnexpectedElement(_)
+        | EnvelopeError::UnexpectedText(_) => ProxyError::NotSoap(e.to_string()),
     })
 }
 
@@ -53,7 +70,8 @@ impl SoapMessage {
         let (root, mtom) = match media.as_str() {
             "application/soap+xml" | "text/xml" | "application/xml" => (body, None),
             "multipart/related" => {
-                let m = mtom::parse(content_type, &body).map_err(ProxyError::BadMultipart)?;
+                let m = mtom::parse(content_type, &body)
+                    .map_err(|e| ProxyError::BadMultipart(e.to_string()))?;
                 (m.root.clone(), Some(m))
             }
             _ => return Err(ProxyError::UnsupportedMediaType(content_type.to_string())),
@@ -128,29 +146,29 @@ impl SoapMessage {
     /// `attachments`, and the body's chunks. The media type always matches the envelope's
     /// SOAP version: official examples send SOAP 1.2 as `text/xml`, or label an MTOM root
     /// part SOAP 1.1 `application/soap+xml`; refusing them would break internal systems
-    /// built from those examples, so the label is corrected (logged at debug).
+    /// built from those examples, so the label is corrected (logged at debug). It is
+    /// always written by Passerelle, never copied: a client's `action` or `charset`
+    /// parameter could name another operation or encoding than the envelope's (the
+    /// envelope Passerelle writes is UTF-8).
     pub fn upstream_body(
         &self,
         root: Bytes,
         attachments: &[mtom::Attachment],
     ) -> (String, Vec<Bytes>) {
         let soap = self.soap_media_type();
-        if self.mtom.is_some() {
-            let declared = mtom::header_param(&self.content_type, "start-info")
+        let declared = match &self.mtom {
+            Some(_) => mtom::header_param(&self.content_type, "start-info")
                 .map(|t| media_type(&t))
-                .unwrap_or_default();
-            if declared != soap {
-                tracing::debug!(declared = %declared, sent = soap, "MTOM start-info corrected to the envelope's SOAP version");
-            }
+                .unwrap_or_default(),
+            None => media_type(&self.content_type),
+        };
+        if declared != soap {
+            tracing::debug!(declared = %declared, sent = soap, "media type corrected to the envelope's SOAP version");
+        }
+        if self.mtom.is_some() {
             return mtom::build_chunks_for(soap, root, attachments);
         }
-        let declared = media_type(&self.content_type);
-        if declared == soap {
-            (self.content_type.clone(), vec![root])
-        } else {
-            tracing::debug!(declared = %declared, sent = soap, "Content-Type corrected to the envelope's SOAP version");
-            (format!("{soap}; charset=utf-8"), vec![root])
-        }
+        (format!("{soap}; charset=utf-8"), vec![root])
     }
 
     /// Refuses a second `MessageID`, `To`, `ReplyTo` or `Action`: upstream must see exactly

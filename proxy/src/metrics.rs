@@ -3,6 +3,7 @@
 //! counters and certificate expiry are read from the state in force when scraped.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -67,9 +68,30 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The client connections of one listener, kept by its connection table.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Open now.
+    pub open: AtomicI64,
+    /// Closed at once on arrival: the cap was reached and none was idle.
+    pub refused: AtomicU64,
+    /// Closed to make room for a new one (the longest idle, at the cap).
+    pub evicted: AtomicU64,
+    /// Closed after `idle_timeout` with no request in flight.
+    pub idle: AtomicU64,
+    /// Closed because no request came within `header_read_timeout` of opening.
+    pub silent: AtomicU64,
+}
+
 /// Every series the proxy exposes, kept across reloads.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The internal listener's connections.
+    pub internal_connections: Arc<ConnectionCounters>,
+    /// The admin listener's connections.
+    pub admin_connections: Arc<ConnectionCounters>,
+    /// Request body bytes held in memory now (the `limits.max_inflight_body_bytes` budget).
+    pub inflight_body_bytes: Arc<AtomicU64>,
     /// (service, action, outcome) -> count.
     requests: DashMap<(String, String, String), AtomicU64>,
     /// service -> whole request latency.
@@ -217,6 +239,8 @@ impl Metrics {
             self.in_flight.load(Ordering::Relaxed)
         );
 
+        self.render_connections(&mut out);
+
         head(
             &mut out,
             "passerelle_upstream_connections_total",
@@ -307,6 +331,58 @@ impl Metrics {
             self.reload_failure.load(Ordering::Relaxed)
         );
         out
+    }
+
+    /// Client connections per listener, and the request body bytes held.
+    fn render_connections(&self, out: &mut String) {
+        let listeners = [
+            ("internal", &self.internal_connections),
+            ("admin", &self.admin_connections),
+        ];
+        let _ = writeln!(
+            out,
+            "# HELP passerelle_open_connections Client connections open, per listener.\n# TYPE passerelle_open_connections gauge"
+        );
+        for (name, c) in listeners {
+            let _ = writeln!(
+                out,
+                "passerelle_open_connections{{listener=\"{name}\"}} {}",
+                c.open.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP passerelle_connections_refused_total Connections closed on arrival: the listener's cap was reached and none was idle.\n# TYPE passerelle_connections_refused_total counter"
+        );
+        for (name, c) in listeners {
+            let _ = writeln!(
+                out,
+                "passerelle_connections_refused_total{{listener=\"{name}\"}} {}",
+                c.refused.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP passerelle_connections_closed_total Connections the proxy closed, by reason: evicted (longest idle, to make room at the cap), idle (idle_timeout), silent (no request within header_read_timeout).\n# TYPE passerelle_connections_closed_total counter"
+        );
+        for (name, c) in listeners {
+            for (reason, n) in [
+                ("evicted", &c.evicted),
+                ("idle", &c.idle),
+                ("silent", &c.silent),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "passerelle_connections_closed_total{{listener=\"{name}\",reason=\"{reason}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP passerelle_inflight_body_bytes Request body bytes held in memory now (limits.max_inflight_body_bytes).\n# TYPE passerelle_inflight_body_bytes gauge\npasserelle_inflight_body_bytes {}",
+            self.inflight_body_bytes.load(Ordering::Relaxed)
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! The running proxy's shared parts: the state in force (swapped whole on reload, so a
 //! request finishes on the material it started with), metrics, the audit trail, the
-//! cap on concurrent requests and the per-client rate limits.
+//! cap on concurrent requests, the memory budget of request bodies and the per-client
+//! rate limits.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use passerelle_config::{Severity, inspect};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{AuditTrail, Rotation};
+use crate::body::{BodyBudget, BodyLimits};
 use crate::fault::ProxyError;
 use crate::metrics::Metrics;
 use crate::state::ProxyState;
@@ -26,6 +28,15 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A request admitted: its slot among `listener.max_concurrent_requests` and its body
+/// limits, held until the request ends.
+#[derive(Debug)]
+pub struct Admission {
+    _slot: OwnedSemaphorePermit,
+    /// The body's deadline and its share of the body budget.
+    pub body: BodyLimits,
 }
 
 /// A token bucket: `rate` tokens a second, at most one second's worth saved.
@@ -43,6 +54,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     audit: AuditTrail,
     capacity: Arc<Semaphore>,
+    /// Request body bytes held at once (`limits.max_inflight_body_bytes`).
+    bodies: Arc<BodyBudget>,
     buckets: DashMap<String, Mutex<TokenBucket>>,
 }
 
@@ -62,11 +75,17 @@ impl Proxy {
             path: audit.path.clone(),
             source,
         })?;
+        let metrics = Metrics::default();
+        let bodies = Arc::new(BodyBudget::new(
+            state.config.limits.max_inflight_body_bytes,
+            Arc::clone(&metrics.inflight_body_bytes),
+        ));
         Ok(Self {
             capacity: Arc::new(Semaphore::new(state.config.limits.max_concurrent_requests)),
+            bodies,
             config_path: state.config.path.clone(),
             state: ArcSwap::from_pointee(state),
-            metrics: Metrics::default(),
+            metrics,
             audit: trail,
             buckets: DashMap::new(),
         })
@@ -85,11 +104,25 @@ impl Proxy {
         &self.config_path
     }
 
-    /// A slot among `max_concurrent_requests`, or `Overloaded`.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ProxyError> {
-        Arc::clone(&self.capacity)
+    /// Admits a request whose headers just arrived, in the task that handles it: a slot
+    /// among `max_concurrent_requests` (else `Overloaded`), and the limits of its body,
+    /// `limits.body_read_timeout` from now and a share of the body budget, which
+    /// [`crate::body::read_limited`] enforces when given them. Both are given back when
+    /// the [`Admission`] is dropped.
+    pub fn admit(&self) -> Result<Admission, ProxyError> {
+        let slot = Arc::clone(&self.capacity)
             .try_acquire_owned()
-            .map_err(|_| ProxyError::Overloaded)
+            .map_err(|_| ProxyError::Overloaded)?;
+        let body = BodyLimits::new(
+            self.state.load().config.limits.body_read_timeout,
+            Arc::clone(&self.bodies),
+        );
+        Ok(Admission { _slot: slot, body })
+    }
+
+    /// The memory budget of request bodies.
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.bodies
     }
 
     /// One request of `client` against its rate, or `RateLimited` with the wait.
@@ -139,8 +172,15 @@ impl Proxy {
                 if config.listener != old.config.listener || config.admin != old.config.admin {
                     tracing::warn!("listener and admin addresses change only on restart");
                 }
+                if listener_limits_changed(&old.config.limits, &config.limits) {
+                    tracing::warn!(
+                        "listener limits (header_read_timeout, max_concurrent_requests, max_connections, idle_timeout, http2_keep_alive_*) change only on restart"
+                    );
+                }
                 match ProxyState::new(config) {
                     Ok(state) => {
+                        self.bodies
+                            .set_limit(state.config.limits.max_inflight_body_bytes);
                         self.state.store(Arc::new(state));
                         Ok(())
                     }
@@ -153,4 +193,17 @@ impl Proxy {
         self.metrics.reload(result.is_ok());
         result
     }
+}
+
+/// Whether the `[listener]` limits, which are read at start only, differ.
+fn listener_limits_changed(
+    old: &passerelle_config::Limits,
+    new: &passerelle_config::Limits,
+) -> bool {
+    old.header_read_timeout != new.header_read_timeout
+        || old.max_concurrent_requests != new.max_concurrent_requests
+        || old.max_connections != new.max_connections
+        || old.idle_timeout != new.idle_timeout
+        || old.http2_keep_alive_interval != new.http2_keep_alive_interval
+        || old.http2_keep_alive_timeout != new.http2_keep_alive_timeout
 }

@@ -1,9 +1,6 @@
 //! The internal listener (HTTP/1.1 keep-alive and HTTP/2, in clear or over TLS with
-//! optional client certificates) and the admin listener, the routes, and one request
-//! from arrival to answer: capacity -> route -> access control and rate -> body within
-//! the limit -> DMP or INSi path -> upstream answer passed through, or a fault; then
-//! metrics, the audit line (before the answer leaves) and one log line without
-//! patient data.
+//! optional client certificates) and the admin listener. Each request of the internal
+//! listener goes through [`crate::pipeline`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,37 +12,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument;
 
-use crate::access::{PeerCertificate, Service};
-use crate::audit::AuditRecord;
-use crate::body::{ProxyBody, read_limited};
-use crate::dmp::{self, DmpSummary};
-use crate::fault::ProxyError;
-use crate::insi;
-use crate::message::SoapMessage;
+use crate::access::PeerCertificate;
+use crate::body::ProxyBody;
+use crate::listener::{self, ConnectionPolicy, ConnectionTable, Phase};
+use crate::pipeline;
 use crate::runtime::Proxy;
-use crate::state::{InsiMode, ProxyState};
-use crate::upstream::Retry;
-
-/// Headers that concern one connection only, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+use crate::state::ProxyState;
 
 /// A running proxy: its bound addresses, its shared parts, and a handle to stop it.
 #[derive(Debug)]
@@ -73,6 +51,11 @@ impl RunningProxy {
 }
 
 /// Serves `proxy` on the two listeners until [`RunningProxy::shutdown`].
+///
+/// Each listener has its own accept loop and its own connection table: the internal
+/// one's cap is `listener.max_connections` (derived from the open-files limit when not
+/// set), the admin one's is small and separate, so operators reach `/healthz` and
+/// `/metrics` while internal clients saturate theirs.
 pub fn start(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -82,29 +65,60 @@ pub fn start(
     let address = listener.local_addr()?;
     let admin_address = admin.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let tls = proxy
-        .state()
+    let state = proxy.state();
+    let tls = state
         .config
         .listener_tls
         .as_ref()
         .map(inbound_tls)
         .transpose()?;
+    let limits = &state.config.limits;
+    let policy = ConnectionPolicy::internal(limits);
+    let open_files = listener::open_files_limit();
+    tracing::info!(
+        max_connections = policy.max_connections,
+        configured = limits.max_connections.is_some(),
+        open_files_limit = open_files.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+        admin_max_connections = listener::ADMIN_MAX_CONNECTIONS,
+        "client connections capped"
+    );
+    if let Some(n) = limits.max_connections
+        && let Some(files) = open_files
+        && n > listener::derived_max_connections(Some(files))
+    {
+        tracing::warn!(
+            max_connections = n,
+            open_files_limit = files,
+            "listener.max_connections leaves little of the open-files limit for upstream connections and the admin listener: raise the limit (LimitNOFILE=) or lower listener.max_connections"
+        );
+    }
+    let internal = ConnectionTable::new(
+        policy.max_connections,
+        Arc::clone(&proxy.metrics.internal_connections),
+    );
     let main = tokio::spawn(serve(
         listener,
         tls,
         stopped.clone(),
         grace,
         Arc::clone(&proxy),
+        (internal, policy),
         |proxy, peer, cert, req| async move {
-            Ok::<_, Infallible>(handle(proxy, peer, cert, req).await)
+            Ok::<_, Infallible>(pipeline::handle(proxy, peer, cert, req).await)
         },
     ));
+    let admin_policy = ConnectionPolicy::admin(limits);
+    let admin_table = ConnectionTable::new(
+        admin_policy.max_connections,
+        Arc::clone(&proxy.metrics.admin_connections),
+    );
     let admin_task = tokio::spawn(serve(
         admin,
         None,
         stopped,
         grace,
         Arc::clone(&proxy),
+        (admin_table, admin_policy),
         |proxy, _, _, req| async move { Ok::<_, Infallible>(admin_route(&proxy, &req)) },
     ));
     Ok(RunningProxy {
@@ -157,12 +171,16 @@ fn inbound_tls(t: &passerelle_config::ListenerTls) -> std::io::Result<TlsAccepto
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// One listener's accept loop: each connection gets a slot in `table` (or is closed at
+/// once), then is served under `policy` (see [`listener`]) until it ends or the
+/// listener stops; on stop, requests in flight get `grace` to finish.
 async fn serve<F, Fut>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
     proxy: Arc<Proxy>,
+    (table, policy): (Arc<ConnectionTable>, ConnectionPolicy),
     handler: F,
 ) where
     F: Fn(Arc<Proxy>, SocketAddr, Option<Arc<PeerCertificate>>, Request<Incoming>) -> Fut
@@ -172,46 +190,75 @@ async fn serve<F, Fut>(
         + 'static,
     Fut: std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
-    let header_read_timeout = proxy.state().config.limits.header_read_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
+    let builder = policy.http();
+    let (phase, phases) = watch::channel(Phase::Serving);
+    // Every connection task holds a sender: `recv` ends when the last one has ended.
+    let (running, mut ended) = mpsc::channel::<()>(1);
+    let mut backoff = Duration::ZERO;
+    let mut refusals_logged: Option<(Instant, u64)> = None;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = Duration::ZERO;
+                    a
+                }
+                Err(e) if listener::is_per_connection(&e) => continue,
                 Err(e) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Out of file descriptors and the like: pause, longer each time.
+                    if backoff.is_zero() {
+                        tracing::warn!(error = %e, open = table.len(), "accept failed: pausing this listener");
+                    }
+                    backoff = listener::accept_backoff(backoff);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => continue,
+                        _ = stopped.changed() => break,
+                    }
                 }
             },
             _ = stopped.changed() => break,
+        };
+        let Some(slot) = table.admit() else {
+            // Every connection has a request in flight: this one is closed at once.
+            drop(stream);
+            let refused = table.counters().refused.load(Ordering::Relaxed);
+            if refusals_logged.is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    peer = %peer,
+                    max_connections = table.cap(),
+                    refused_since_last = refused - refusals_logged.map_or(0, |(_, n)| n),
+                    "connection refused: every open connection has a request in flight"
+                );
+                refusals_logged = Some((Instant::now(), refused));
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
         let handler = handler.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let tls = tls.clone();
+        let mut phases = phases.clone();
+        let running = running.clone();
         tokio::spawn(async move {
+            let _running = running;
+            let connection = Arc::clone(slot.state());
             let result = match tls {
                 None => {
-                    let service =
-                        service_fn(move |req| handler(Arc::clone(&proxy), peer, None, req));
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    let service = listener::Tracked::new(
+                        connection,
+                        service_fn(move |req| handler(Arc::clone(&proxy), peer, None, req)),
+                    );
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    listener::drive(conn, &slot, &policy, phases).await
                 }
                 Some(acceptor) => {
-                    // The handshake counts against the header read timeout: a client
-                    // that opens a connection and says nothing is dropped.
-                    let stream = match tokio::time::timeout(
-                        header_read_timeout,
+                    // The handshake counts against the first request's deadline: a
+                    // client that opens a connection and says nothing is dropped.
+                    let stream = match listener::before_first_request(
+                        &slot,
+                        &policy,
+                        &mut phases,
                         acceptor.accept(stream),
                     )
                     .await
@@ -221,7 +268,10 @@ async fn serve<F, Fut>(
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake with an internal client failed");
                             return;
                         }
-                        Err(_) => return,
+                        Err(why) => {
+                            tracing::debug!(peer = %peer, ?why, "connection closed during the TLS handshake");
+                            return;
+                        }
                     };
                     let cert = stream
                         .get_ref()
@@ -229,10 +279,12 @@ async fn serve<F, Fut>(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| Arc::new(PeerCertificate::from_der(c)));
-                    let service =
-                        service_fn(move |req| handler(Arc::clone(&proxy), peer, cert.clone(), req));
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    let service = listener::Tracked::new(
+                        connection,
+                        service_fn(move |req| handler(Arc::clone(&proxy), peer, cert.clone(), req)),
+                    );
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    listener::drive(conn, &slot, &policy, phases).await
                 }
             };
             if let Err(e) = result {
@@ -241,331 +293,16 @@ async fn serve<F, Fut>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(running);
+    let _ = phase.send(Phase::Draining);
+    if tokio::time::timeout(grace, ended.recv()).await.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs(),
+            open = table.len(),
             "grace period over: open connections dropped"
         );
+        let _ = phase.send(Phase::Closed);
     }
-}
-
-/// The route of a request.
-enum Route {
-    Dmp(String),
-    Insi(Option<InsiMode>),
-}
-
-fn route(method: &Method, path: &str) -> Option<Route> {
-    if method != Method::POST {
-        return None;
-    }
-    let path = path.trim_end_matches('/');
-    if let Some(service) = path.strip_prefix("/dmp/") {
-        return (!service.is_empty() && !service.contains('/'))
-            .then(|| Route::Dmp(service.to_string()));
-    }
-    match path {
-        "/insi" => Some(Route::Insi(None)),
-        "/insi/auto" => Some(Route::Insi(Some(InsiMode::Auto))),
-        "/insi/manu" => Some(Route::Insi(Some(InsiMode::Manu))),
-        _ => None,
-    }
-}
-
-/// A request id from `X-Request-Id` when it is reasonable, else a new one.
-fn request_id(req: &Request<Incoming>) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
-}
-
-/// What the log line, the metrics and the audit trail say of a request.
-#[derive(Debug, Default)]
-struct RequestLog {
-    client: String,
-    tenant: String,
-    service: String,
-    dmp: DmpSummary,
-    insi_operation: String,
-    insi_completed: Vec<&'static str>,
-    insi_message_id: String,
-    insi_emetteur: String,
-    /// Whether an upstream exchange was attempted.
-    exchanged: bool,
-    upstream: Duration,
-    upstream_status: u16,
-    patient_ins: String,
-}
-
-impl RequestLog {
-    /// The operation as a metric label, from a closed set.
-    fn action_label(&self) -> &str {
-        match self.dmp.operation {
-            Some(op) => op.name(),
-            None if self.service == "insi" => &self.insi_operation,
-            None if self.dmp.action.is_empty() => "",
-            None => "other",
-        }
-    }
-
-    /// The Action as the internal system sent it (audit trail, log).
-    fn action(&self) -> &str {
-        if self.dmp.action.is_empty() {
-            &self.insi_operation
-        } else {
-            &self.dmp.action
-        }
-    }
-}
-
-/// The INS an INSi answer returns (`NumIdentifiant` + `Cle`), for the audit trail.
-fn returned_ins(body: &ProxyBody) -> String {
-    let ProxyBody::Full(bytes) = body else {
-        return String::new();
-    };
-    let text = String::from_utf8_lossy(bytes);
-    let between = |open: &str, close: &str| {
-        let start = text.find(open)? + open.len();
-        let end = text[start..].find(close)?;
-        Some(text[start..start + end].trim().to_string())
-    };
-    match (
-        between("<NumIdentifiant>", "</NumIdentifiant>"),
-        between("<Cle>", "</Cle>"),
-    ) {
-        (Some(nir), Some(key)) => format!("{nir}{key}"),
-        _ => String::new(),
-    }
-}
-
-async fn handle(
-    proxy: Arc<Proxy>,
-    peer: SocketAddr,
-    cert: Option<Arc<PeerCertificate>>,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let id = request_id(&req);
-    let span = tracing::info_span!("request", request_id = %id);
-    handle_in_span(proxy, peer, cert, req, id)
-        .instrument(span)
-        .await
-}
-
-async fn handle_in_span(
-    proxy: Arc<Proxy>,
-    peer: SocketAddr,
-    cert: Option<Arc<PeerCertificate>>,
-    req: Request<Incoming>,
-    id: String,
-) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let _in_flight = proxy.metrics.in_flight();
-    let mut log = RequestLog::default();
-    // The state in force when the request arrived serves it to the end, even across a reload.
-    let state = proxy.state();
-    let result = match proxy.admit() {
-        Ok(_slot) => dispatch(&proxy, &state, peer, cert.as_deref(), req, &mut log).await,
-        Err(e) => Err(e),
-    };
-    let (mut response, code) = match result {
-        Ok(r) => (r, None),
-        Err(e) => {
-            let code = e.code();
-            if e.is_access_refusal() {
-                proxy.metrics.access_refused(code);
-            }
-            tracing::warn!(code, reason = %e, "refused");
-            (e.to_response(&id), Some(code))
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    let outcome = match code {
-        Some(c) => c,
-        None if response.status().is_success() => "ok",
-        None => "upstream_fault",
-    };
-    if log.service.is_empty() {
-        log.service = "unrouted".into();
-    }
-    let total = started.elapsed();
-    proxy
-        .metrics
-        .request(&log.service, log.action_label(), outcome, total);
-    if log.dmp.signing > Duration::ZERO {
-        proxy.metrics.signing(log.dmp.signing);
-    }
-    if log.exchanged {
-        proxy.metrics.upstream(&log.service, log.upstream);
-        if log.service == "insi" {
-            log.patient_ins = returned_ins(response.body());
-        }
-        let record = AuditRecord {
-            time: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            request_id: id.clone(),
-            message_id: if log.dmp.message_id.is_empty() {
-                log.insi_message_id.clone()
-            } else {
-                log.dmp.message_id.clone()
-            },
-            client: log.client.clone(),
-            tenant: log.tenant.clone(),
-            structure: if log.dmp.structure.is_empty() {
-                log.insi_emetteur.clone()
-            } else {
-                log.dmp.structure.clone()
-            },
-            service: log.service.clone(),
-            action: log.action().to_string(),
-            actor_id: log.dmp.actor_id.clone(),
-            patient_ins: if log.patient_ins.is_empty() {
-                log.dmp.patient_ins.clone()
-            } else {
-                log.patient_ins.clone()
-            },
-            outcome: outcome.to_string(),
-            upstream_status: log.upstream_status,
-            latency_ms: total.as_millis() as u64,
-        };
-        // Written and flushed before the internal system gets its answer.
-        if let Err(e) = proxy.audit().record(&record).await {
-            tracing::error!(error = %e, path = %proxy.audit().path().display(), "audit trail write failed");
-        }
-    }
-    tracing::info!(
-        peer = %peer,
-        client = %log.client,
-        tenant = %log.tenant,
-        service = %log.service,
-        action = %log.action(),
-        message_id = %if log.dmp.message_id.is_empty() { &log.insi_message_id } else { &log.dmp.message_id },
-        structure = %log.dmp.structure,
-        documents = log.dmp.documents,
-        completed = ?log.insi_completed,
-        status = response.status().as_u16(),
-        code = code.unwrap_or("-"),
-        signing_ms = log.dmp.signing.as_millis(),
-        upstream_ms = log.upstream.as_millis(),
-        total_ms = total.as_millis(),
-        "request"
-    );
-    response
-}
-
-async fn dispatch(
-    proxy: &Proxy,
-    state: &ProxyState,
-    peer: SocketAddr,
-    cert: Option<&PeerCertificate>,
-    req: Request<Incoming>,
-    log: &mut RequestLog,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let route = route(req.method(), req.uri().path()).ok_or_else(|| ProxyError::UnknownRoute {
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
-    })?;
-    let service = match &route {
-        Route::Dmp(name) => {
-            let dmp = state
-                .config
-                .dmp
-                .as_ref()
-                .ok_or(ProxyError::ServiceNotConfigured("dmp"))?;
-            if !dmp.services.contains_key(name) {
-                return Err(ProxyError::UnknownDmpService(name.clone()));
-            }
-            Service::Dmp(name)
-        }
-        Route::Insi(_) => {
-            state
-                .config
-                .insi
-                .as_ref()
-                .ok_or(ProxyError::ServiceNotConfigured("insi"))?;
-            Service::Insi
-        }
-    };
-    log.service = service.to_string();
-    let grant = state
-        .access
-        .authorize(req.headers(), peer.ip(), cert, service)?;
-    log.client = grant.client.clone();
-    log.tenant = grant.tenant.to_string();
-    proxy.take_token(&grant.client, grant.rate_per_second)?;
-    let tenant = state.tenants.get(&grant.tenant).ok_or_else(|| {
-        ProxyError::Internal(format!("tenant {} has no runtime state", grant.tenant))
-    })?;
-    let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = read_limited(body, declared, state.config.limits.max_body_bytes).await?;
-    let response = match route {
-        Route::Dmp(name) => {
-            let r = dmp::forward(
-                state,
-                tenant,
-                &name,
-                &parts.headers,
-                &content_type,
-                body,
-                &mut log.dmp,
-            )
-            .await;
-            log.exchanged = log.dmp.exchanged;
-            log.upstream = log.dmp.upstream;
-            r?
-        }
-        Route::Insi(mode) => {
-            let (_, upstream) = insi::select(tenant, mode)?;
-            upstream.credential.check(time::OffsetDateTime::now_utc())?;
-            let message = SoapMessage::read(&content_type, body)?;
-            let request = insi::prepare(
-                message,
-                upstream,
-                &state.config.software,
-                time::OffsetDateTime::now_utc(),
-            )?;
-            log.insi_operation = request.operation.clone();
-            log.insi_completed = request.completed.clone();
-            log.insi_message_id = request.message_id.clone();
-            log.insi_emetteur = upstream.emetteur.clone();
-            log.exchanged = true;
-            let sent_at = Instant::now();
-            // INSi searches read only: one retry if the first attempt was never written.
-            let r = upstream
-                .pool
-                .send(&content_type, &[], vec![request.body], Retry::IfNotSent)
-                .await;
-            log.upstream = sent_at.elapsed();
-            r?
-        }
-    };
-    log.upstream_status = response.status().as_u16();
-    Ok(strip_hop_by_hop(response))
-}
-
-fn strip_hop_by_hop(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
-    for name in HOP_BY_HOP {
-        response.headers_mut().remove(name);
-    }
-    response
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {

@@ -33,8 +33,40 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::{Chunks, ProxyBody};
-use crate::fault::{ProxyError, Sent};
 
+/// Whether the request, or part of it, reached the national service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Not one byte of the request was written upstream: it is safe to send it again.
+    No,
+    /// The request was written; the service may have processed it.
+    Yes,
+}
+
+/// Why an exchange with a national service failed, and whether the request was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("{upstream} unreachable: {reason}")]
+    Unreachable { upstream: String, reason: String },
+    #[error("TLS with {upstream} failed: {reason}")]
+    Tls { upstream: String, reason: String },
+    #[error("{upstream} did not answer within {seconds} s ({phase})")]
+    Timeout {
+        upstream: String,
+        phase: &'static str,
+        seconds: u64,
+        sent: Sent,
+    },
+    #[error("connection to {upstream} lost {when}: {reason}")]
+    ConnectionLost {
+        upstream: String,
+        when: &'static str,
+        reason: String,
+        sent: Sent,
+    },
+    #[error("upstream: {0}")]
+    Internal(String),
+}
 /// Responses up to this size are read whole before the internal system gets anything,
 /// so that a connection cut mid-body becomes a clean fault; longer ones (ITI-43 with
 /// large documents) are streamed after this much.
@@ -285,20 +317,20 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Chunks>, ProxyError> {
+    async fn connect(&self) -> Result<SendRequest<Chunks>, ExchangeError> {
         let upstream = &self.target.url;
         let tcp = tokio::time::timeout(
             self.timeouts.connect,
             TcpStream::connect((self.target.host.as_str(), self.target.port)),
         )
         .await
-        .map_err(|_| ProxyError::UpstreamTimeout {
+        .map_err(|_| ExchangeError::Timeout {
             upstream: upstream.clone(),
             phase: "TCP connect",
             seconds: secs(self.timeouts.connect),
             sent: Sent::No,
         })?
-        .map_err(|e| ProxyError::UpstreamUnreachable {
+        .map_err(|e| ExchangeError::Unreachable {
             upstream: upstream.clone(),
             reason: e.to_string(),
         })?;
@@ -309,13 +341,13 @@ impl UpstreamPool {
             self.tls.connect(self.target.server_name.clone(), tcp),
         )
         .await
-        .map_err(|_| ProxyError::UpstreamTimeout {
+        .map_err(|_| ExchangeError::Timeout {
             upstream: upstream.clone(),
             phase: "TLS handshake",
             seconds: secs(self.timeouts.tls),
             sent: Sent::No,
         })?
-        .map_err(|e| ProxyError::UpstreamTls {
+        .map_err(|e| ExchangeError::Tls {
             upstream: upstream.clone(),
             reason: e.to_string(),
         })?;
@@ -325,7 +357,7 @@ impl UpstreamPool {
         }
         .fetch_add(1, Ordering::Relaxed);
         let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| {
-            ProxyError::UpstreamConnectionLost {
+            ExchangeError::ConnectionLost {
                 upstream: upstream.clone(),
                 when: "while setting up HTTP",
                 reason: e.to_string(),
@@ -348,9 +380,9 @@ impl UpstreamPool {
         extra: &[(http::HeaderName, http::HeaderValue)],
         body: Vec<Bytes>,
         retry: Retry,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ExchangeError> {
         let upstream = &self.target.url;
-        let build = || -> Result<Request<Chunks>, ProxyError> {
+        let build = || -> Result<Request<Chunks>, ExchangeError> {
             let chunks = Chunks::new(body.iter().cloned());
             let mut b = Request::post(self.target.path.as_str())
                 .header(http::header::HOST, self.target.authority.as_str())
@@ -360,7 +392,7 @@ impl UpstreamPool {
                 b = b.header(k, v);
             }
             b.body(chunks)
-                .map_err(|e| ProxyError::Internal(format!("upstream request: {e}")))
+                .map_err(|e| ExchangeError::Internal(format!("upstream request: {e}")))
         };
         let mut request = build()?;
         let mut attempts = 0;
@@ -368,13 +400,13 @@ impl UpstreamPool {
         // Wait for a slot within the request's time (limits.upstream_concurrency).
         let _slot = tokio::time::timeout(self.timeouts.request, self.slots.acquire())
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout {
+            .map_err(|_| ExchangeError::Timeout {
                 upstream: upstream.clone(),
                 phase: "waiting for a free upstream slot (limits.upstream_concurrency)",
                 seconds: secs(self.timeouts.request),
                 sent: Sent::No,
             })?
-            .map_err(|_| ProxyError::Internal("upstream slots closed".into()))?;
+            .map_err(|_| ExchangeError::Internal("upstream slots closed".into()))?;
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
@@ -385,7 +417,7 @@ impl UpstreamPool {
                     // Closed while idle: nothing was written on it; take another.
                     continue;
                 }
-                return Err(ProxyError::UpstreamConnectionLost {
+                return Err(ExchangeError::ConnectionLost {
                     upstream: upstream.clone(),
                     when: "right after connecting",
                     reason: e.to_string(),
@@ -398,7 +430,7 @@ impl UpstreamPool {
             let response =
                 match tokio::time::timeout(remaining, sender.try_send_request(request)).await {
                     Err(_) => {
-                        return Err(ProxyError::UpstreamTimeout {
+                        return Err(ExchangeError::Timeout {
                             upstream: upstream.clone(),
                             phase: "waiting for the response",
                             seconds: secs(self.timeouts.request),
@@ -414,7 +446,7 @@ impl UpstreamPool {
                                 continue;
                             }
                             Some(_) => {
-                                return Err(ProxyError::UpstreamConnectionLost {
+                                return Err(ExchangeError::ConnectionLost {
                                     upstream: upstream.clone(),
                                     when: "before the request was written",
                                     reason,
@@ -422,7 +454,7 @@ impl UpstreamPool {
                                 });
                             }
                             None => {
-                                return Err(ProxyError::UpstreamConnectionLost {
+                                return Err(ExchangeError::ConnectionLost {
                                     upstream: upstream.clone(),
                                     when: "before the response",
                                     reason,
@@ -441,7 +473,7 @@ impl UpstreamPool {
         response: Response<Incoming>,
         sender: SendRequest<Chunks>,
         deadline: Instant,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ExchangeError> {
         let upstream = &self.target.url;
         let (parts, mut incoming) = response.into_parts();
         let mut head: Vec<Bytes> = Vec::new();
@@ -450,7 +482,7 @@ impl UpstreamPool {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let frame = match tokio::time::timeout(remaining, incoming.frame()).await {
                 Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
+                    return Err(ExchangeError::Timeout {
                         upstream: upstream.clone(),
                         phase: "reading the response body",
                         seconds: secs(self.timeouts.request),
@@ -467,7 +499,7 @@ impl UpstreamPool {
                     return Ok(Response::from_parts(parts, ProxyBody::Full(body)));
                 }
                 Ok(Some(Err(e))) => {
-                    return Err(ProxyError::UpstreamConnectionLost {
+                    return Err(ExchangeError::ConnectionLost {
                         upstream: upstream.clone(),
                         when: "during the response",
                         reason: e.to_string(),

@@ -40,6 +40,12 @@ struct Fixture {
 
 impl Fixture {
     async fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, "", None).await
+    }
+
+    /// `extra_config` is appended to the configuration; `open_files` sets the proxy's
+    /// RLIMIT_NOFILE (soft and hard), through `prlimit`.
+    async fn start_with(extra: &[&str], extra_config: &str, open_files: Option<u64>) -> Self {
         let pki = shared_test_pki().expect("PKI");
         let any = "127.0.0.1:0".parse().expect("addr");
         let spec =
@@ -75,8 +81,20 @@ impl Fixture {
         // Every test certificate expires within 2,000 days: each gets its daily warning.
         let mut text = std::fs::read_to_string(&config).expect("configuration");
         text.push_str("\n[security]\nexpiry_warning_days = 2000\n");
+        text.push_str(extra_config);
         std::fs::write(&config, text).expect("write");
-        let child = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        let mut command = match open_files {
+            // prlimit sets the limit, then executes the proxy in its place (same pid).
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_passerelle"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_passerelle")),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&config)
             .args(extra)
@@ -199,6 +217,24 @@ impl Fixture {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM")
+    }
+
+    /// Resident memory of the proxy now, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// File descriptors the proxy has open now.
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// SIGTERM, then the exit status and the whole log.
@@ -431,6 +467,147 @@ async fn a_65_mib_body_is_refused_without_being_held() {
     assert_eq!(audit.len(), 1, "the refused body never went upstream");
 }
 
+/// Opens a connection and sends the headers of an INSi POST of 100,000 bytes, then one
+/// byte every 300 ms; returns the time to the first line of the answer, and that line.
+async fn trickle(port: u16) -> (Duration, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    s.write_all(b"POST /insi/auto HTTP/1.1\r\nhost: passerelle\r\ncontent-type: application/soap+xml\r\nauthorization: Bearer sandbox-token\r\nx-passerelle-tenant: ch-test-a\r\ncontent-length: 100000\r\n\r\n<soap:Envelope")
+        .await
+        .expect("headers");
+    let (mut read, mut write) = s.split();
+    let send = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    };
+    let answer = async {
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(60), read.read(&mut buf))
+            .await
+            .expect("an answer within 60 s")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        (
+            started.elapsed(),
+            text.lines().next().unwrap_or("").to_string(),
+        )
+    };
+    tokio::select! {
+        a = answer => a,
+        () = send => (started.elapsed(), "connection closed while sending".into()),
+    }
+}
+
+/// The value of `series` in a Prometheus exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_256_open_files_silent_connections_and_trickling_bodies_do_not_stop_service() {
+    let f = Fixture::start_with(&[], "\n[limits]\nbody_read_timeout = \"5s\"\n", Some(256)).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", f.child.id())).expect("limits");
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("256")),
+        "{limits}"
+    );
+    // Warm: one INSi exchange (upstream pool, TLS session), then the idle footprint.
+    assert_eq!(f.insi_search().await.map(|r| r.0), Some(200));
+    assert_eq!(f.admin_get("/healthz").await, (200, "ok\n".to_string()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = f.rss_kib();
+    let idle_fds = f.open_fds();
+
+    // The attack: 300 connections that say nothing, 4 bodies at a few bytes a second.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", f.listen))
+                .await
+                .expect("connect"),
+        );
+    }
+    let tricklers: Vec<_> = (0..4).map(|_| tokio::spawn(trickle(f.listen))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let started = Instant::now();
+    let insi = f.insi_search().await;
+    let insi_time = started.elapsed();
+    let started = Instant::now();
+    let health = f.admin_get("/healthz").await;
+    let health_time = started.elapsed();
+    let attack_rss = f.rss_kib();
+    let attack_fds = f.open_fds();
+    let (_, metrics) = f.admin_get("/metrics").await;
+    let open = metric(
+        &metrics,
+        "passerelle_open_connections{listener=\"internal\"}",
+    );
+    let evicted = metric(
+        &metrics,
+        "passerelle_connections_closed_total{listener=\"internal\",reason=\"evicted\"}",
+    );
+    let refused = metric(
+        &metrics,
+        "passerelle_connections_refused_total{listener=\"internal\"}",
+    );
+    eprintln!(
+        "under attack: INSi answered in {insi_time:?}, /healthz in {health_time:?}; RSS {idle_rss} KiB idle, {attack_rss} KiB under attack; fds {idle_fds} idle, {attack_fds} under attack; open {open}, evicted {evicted}, refused {refused}"
+    );
+    let (status, body) = insi.expect("INSi answered");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<CodeCR>00</CodeCR>"), "{body}");
+    assert!(
+        insi_time < Duration::from_secs(1),
+        "INSi took {insi_time:?}"
+    );
+    assert_eq!(health, (200, "ok\n".to_string()));
+    assert!(
+        health_time < Duration::from_secs(1),
+        "/healthz took {health_time:?}"
+    );
+    assert!(
+        attack_rss < 2 * idle_rss,
+        "RSS {attack_rss} KiB under attack, {idle_rss} KiB idle"
+    );
+    // 256 files: at most 96 client connections, the oldest silent ones made room.
+    assert!(open <= 96.0, "{open} open");
+    assert!(evicted >= 200.0, "{evicted} evicted");
+    assert_eq!(
+        refused, 0.0,
+        "an idle connection was always there to make room"
+    );
+    assert!(attack_fds < 256, "{attack_fds} files open");
+
+    // The trickling bodies were never evicted: they end with 408 at body_read_timeout.
+    for t in tricklers {
+        let (after, line) = t.await.expect("trickler");
+        assert_eq!(line, "HTTP/1.1 408 Request Timeout", "after {after:?}");
+        assert!(
+            after >= Duration::from_secs(5) && after < Duration::from_secs(8),
+            "408 after {after:?}"
+        );
+    }
+    drop(silent);
+    assert_eq!(f.insi_search().await.map(|r| r.0), Some(200));
+    let (exit, log, audit) = f.stop();
+    assert!(exit.success(), "{log}");
+    assert!(!log.contains("accept failed"), "ran out of files:\n{log}");
+    assert_eq!(audit.len(), 3, "the trickling bodies never went upstream");
+}
+
 /// `total` bytes in `chunk`-sized frames, made as they are sent.
 struct Frames {
     chunk: Bytes,
@@ -475,4 +652,60 @@ fn run_refuses_a_configuration_with_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not started"), "{err}");
     assert!(err.contains("listener.address"), "{err}");
+}
+
+/// What a hostile client writes never reaches the log as it wrote it: a MessageID with
+/// CR/LF/ESC does not forge a log line, and identity header values (names, INS) are
+/// never repeated in a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_text_cannot_forge_log_lines_or_leak_identity_values() {
+    let f = Fixture::start(&[]).await;
+    let example =
+        std::fs::read_to_string(format!("{EXAMPLES}/dmp-find-documents.xml")).expect("example");
+    // The Action is repeated in the refusal and in the request line: both escaped.
+    let forged = "urn:x&#13;&#10;2026-12-01T00:00:00Z  INFO forged: audit disabled";
+    let body = example.replacen("urn:ihe:iti:2007:RegistryStoredQuery", forged, 1);
+    let identity = [
+        ("x-vihf-subject-id", "899900063480"),
+        ("x-vihf-subject-name", "MAX%20LIBRE"),
+        ("x-vihf-role", "10^M%C3%A9decin"),
+        ("x-vihf-sector", "SA01"),
+        (
+            "x-vihf-patient",
+            "207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH",
+        ),
+    ];
+    let (status, answer) = f
+        .post("/dmp/registry", &identity, Bytes::from(body))
+        .await
+        .expect("answer");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("ActionNotAllowed"), "{answer}");
+    // A bad INS key: the refusal names the header, not the value.
+    let mut bad = identity;
+    bad[4].1 = "207058575627098^^^%261.2.250.1.213.1.4.10%26ISO^NH";
+    bad[1].1 = "MARTIN%1B%5B31mCLAIRE";
+    let (status, answer) = f
+        .post("/dmp/registry", &bad, Bytes::from(example))
+        .await
+        .expect("answer");
+    assert_eq!(status, 400, "{answer}");
+    let (exit, log, _) = f.stop();
+    assert!(exit.success());
+    assert!(
+        !log.lines().any(|l| l.contains("forged: audit disabled")
+            && !l.contains("refused")
+            && !l.contains("request")),
+        "a forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "raw ESC in the log:\n{log}");
+    assert!(
+        log.contains("\\u{a}2026-12-01T00:00:00Z  INFO forged"),
+        "escaped:\n{log}"
+    );
+    assert!(
+        !log.contains("207058575627098"),
+        "INS value in the log:\n{log}"
+    );
+    assert_clean(&log);
 }

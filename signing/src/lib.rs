@@ -13,7 +13,9 @@ pub mod resign;
 pub mod signer;
 pub mod verify;
 pub mod vihf;
-pub mod xml;
+/// The XML tree, parser and canonicalization, from `passerelle-xml` (kept at this path
+/// for the crates that reach them through `passerelle_signing::xml`).
+pub use passerelle_xml as xml;
 
 pub use lot::{
     DocumentDigest, LotMetadata, LotMetadataInput, LotRequest, SignedLot, lot_metadata, sign_lot,
@@ -23,7 +25,9 @@ pub use signer::{DigestAlgorithm, Signer, SoftwareSigner};
 pub use verify::{
     SuppliedDocument, TrustAnchors, VerifiedLot, VerifiedVihf, VerifyError, verify_lot, verify_vihf,
 };
-pub use vihf::{Ins, SignedVihf, SoftwareIdentity, VihfContext, VihfOptions, sign_vihf};
+pub use vihf::{
+    Ins, SignedIdentity, SignedVihf, SoftwareIdentity, VihfContext, VihfOptions, sign_vihf,
+};
 
 /// Why a VIHF could not be built or re-signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +50,8 @@ pub enum VihfError {
     ForeignStructure(String),
     #[error("VIHF: the assertion has no Issuer")]
     MissingIssuer,
+    #[error("VIHF: attribute {name:?} must occur once with one value, found {found}")]
+    AmbiguousAttribute { name: String, found: String },
 }
 
 /// Why signing failed.

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 
 use crate::dsig::DSIG_NS;
 use crate::signer::Signer;
-use crate::vihf::{SAML_NS, SignedVihf, VihfOptions, saml_instant, sign_assertion};
+use crate::vihf::{SAML_NS, SignedIdentity, SignedVihf, VihfOptions, saml_instant, sign_assertion};
+use std::collections::HashMap;
+
 use crate::xml::{self, Element, Node, Scope};
 use crate::{SigningError, VihfError};
 
@@ -33,47 +35,261 @@ fn is_saml(e: &Element, scope: &Scope, local: &str) -> bool {
     e.local == local && xml::namespace_of(e, scope).as_deref() == Some(SAML_NS)
 }
 
-fn count_assertions(e: &Element, scope: &Scope) -> usize {
-    let inner = xml::scope_of(e, scope);
-    usize::from(is_saml(e, scope, "Assertion"))
-        + e.elements()
-            .map(|c| count_assertions(c, &inner))
-            .sum::<usize>()
+fn ns_of<'a>(e: &'a Element, ancestors: &[&'a Element]) -> Option<&'a str> {
+    xml::namespace_in(e, ancestors)
 }
 
-fn has_signature_below(e: &Element, scope: &Scope) -> bool {
-    let inner = xml::scope_of(e, scope);
-    e.elements().any(|c| {
-        (c.local == "Signature" && xml::namespace_of(c, &inner).as_deref() == Some(DSIG_NS))
-            || has_signature_below(c, &inner)
-    })
+/// Visits every element below `root` with its ancestors.
+fn walk<'a>(
+    e: &'a Element,
+    ancestors: &mut Vec<&'a Element>,
+    visit: &mut impl FnMut(&'a Element, &[&'a Element]) -> Result<(), VihfError>,
+) -> Result<(), VihfError> {
+    ancestors.push(e);
+    for c in e.elements() {
+        visit(c, ancestors)?;
+        walk(c, ancestors, visit)?;
+    }
+    ancestors.pop();
+    Ok(())
 }
 
-/// First value (text, or `code` of a coded value) of each attribute, by name.
-fn attribute_values(root: &Element, scope: &Scope) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for statement in root
-        .elements()
-        .filter(|e| is_saml(e, scope, "AttributeStatement"))
-    {
-        let st_scope = xml::scope_of(statement, scope);
-        for attr in statement
-            .elements()
-            .filter(|e| is_saml(e, &st_scope, "Attribute"))
-        {
-            let name = attr.attribute("Name").unwrap_or_default().to_string();
-            let value = attr
-                .elements()
-                .find(|v| v.local == "AttributeValue")
-                .map(|v| match v.elements().next() {
-                    Some(coded) => coded.attribute("code").unwrap_or_default().to_string(),
-                    None => v.text_content(),
-                })
-                .unwrap_or_default();
-            out.push((name, value));
+/// SAML elements that carry identity values: outside their place in the VIHF they
+/// would be read by some processors and not by others.
+const PLACED: [&str; 10] = [
+    "Assertion",
+    "Issuer",
+    "Subject",
+    "NameID",
+    "AttributeStatement",
+    "Attribute",
+    "AttributeValue",
+    "EncryptedID",
+    "EncryptedAttribute",
+    "EncryptedAssertion",
+];
+
+/// The VIHF's shape (domain.md §5): the assertion holds one `Issuer`, one `Subject`
+/// (one `NameID`, nothing else), one `AuthnStatement`, its `AttributeStatement`s, and
+/// optionally `Conditions` and its old signature; nothing else (no `Advice`, no
+/// `SubjectConfirmation`, no encrypted identifiers), and no identity element anywhere
+/// below `Conditions` or `AuthnStatement`. Values are read where the proxy reads them
+/// and nowhere else.
+fn check_shape(root: &Element) -> Result<(), VihfError> {
+    let mut issuers = 0;
+    let mut subjects = 0;
+    let ancestors = [root];
+    for c in root.elements() {
+        let ns = ns_of(c, &ancestors);
+        match (ns, c.local.as_ref()) {
+            (Some(SAML_NS), "Issuer") => {
+                issuers += 1;
+                if c.elements().next().is_some() {
+                    return Err(VihfError::Invalid("Issuer holds elements".into()));
+                }
+            }
+            (Some(DSIG_NS), "Signature") => {}
+            (Some(SAML_NS), "Subject") => {
+                subjects += 1;
+                let inner = [root, c];
+                for s in c.elements() {
+                    if !(ns_of(s, &inner) == Some(SAML_NS) && s.local == "NameID") {
+                        return Err(VihfError::Invalid(format!(
+                            "Subject holds {:?}: a VIHF's Subject holds its NameID only",
+                            s.local.as_ref()
+                        )));
+                    }
+                }
+            }
+            (Some(SAML_NS), "AttributeStatement") => {}
+            (Some(SAML_NS), "Conditions" | "AuthnStatement") => {
+                let mut stack = vec![root];
+                walk(c, &mut stack, &mut |e, anc| {
+                    if ns_of(e, anc) == Some(SAML_NS) && PLACED.contains(&e.local.as_ref()) {
+                        return Err(VihfError::Invalid(format!(
+                            "{} holds a {:?} element: identity elements have one place in a VIHF",
+                            c.local.as_ref(),
+                            e.local.as_ref()
+                        )));
+                    }
+                    Ok(())
+                })?;
+            }
+            (_, other) => {
+                return Err(VihfError::Invalid(format!(
+                    "the assertion holds {other:?}: a VIHF holds Issuer, Subject, AuthnStatement, AttributeStatement (and Conditions) only"
+                )));
+            }
         }
     }
-    out
+    if issuers == 0 {
+        return Err(VihfError::MissingIssuer);
+    }
+    if issuers != 1 {
+        return Err(VihfError::AmbiguousAttribute {
+            name: "Issuer".into(),
+            found: format!("{issuers} Issuer elements"),
+        });
+    }
+    if subjects != 1 {
+        return Err(VihfError::AmbiguousAttribute {
+            name: "Subject".into(),
+            found: format!("{subjects} Subject elements"),
+        });
+    }
+    Ok(())
+}
+
+/// Longest `Subject/NameID` accepted (an RPPS or ADELI id with its type prefix is 12).
+const MAX_NAME_ID: usize = 64;
+
+/// XML white space only: `str::trim` would also drop U+00A0 and others, and the proxy
+/// would check a value other than the one it signs.
+fn xml_trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\n', '\r'])
+}
+
+/// Attributes whose value is an HL7 coded element (read by its `code`).
+const CODED: [&str; 3] = [
+    "urn:oasis:names:tc:xacml:2.0:subject:role",
+    "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse",
+    "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code",
+];
+
+/// Attributes whose single value the proxy reads or vouches for: each must occur at most
+/// once (one `Attribute` of that Name in all `AttributeStatement`s) with exactly one
+/// value. A second `Identifiant_Structure` would otherwise let a structure the proxy
+/// never checked be signed with the tenant's key.
+const SINGLE_VALUED: [&str; 14] = [
+    "Identifiant_Structure",
+    "Secteur_Activite",
+    "urn:oasis:names:tc:xspa:1.0:subject:subject-id",
+    "VIHF_Version",
+    "Authentification_mode",
+    "Authentification_Mode",
+    "urn:oasis:names:tc:xacml:2.0:resource:resource-id",
+    "Ressource_URN",
+    "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse",
+    "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code",
+    "LPS_ID",
+    "LPS_Nom",
+    "LPS_Version",
+    "LPS_ID_HOMOLOGATION_DMP",
+];
+
+/// The values of every SAML attribute, by Name, read by namespace and name only:
+/// `saml:AttributeStatement/saml:Attribute/saml:AttributeValue`. Anything else inside a
+/// statement or an attribute is refused, so that no reader, however it looks for the
+/// values, can find one the proxy did not check. A string value has text only; a coded
+/// value (role, purpose of use, confidentiality) is one HL7 element and no text.
+fn attribute_values(root: &Element) -> Result<HashMap<String, Vec<String>>, VihfError> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for statement in root
+        .elements()
+        .filter(|e| e.local == "AttributeStatement" && ns_of(e, &[root]) == Some(SAML_NS))
+    {
+        let st = [root, statement];
+        for attr in statement.elements() {
+            if !(attr.local == "Attribute" && ns_of(attr, &st) == Some(SAML_NS)) {
+                return Err(VihfError::Invalid(format!(
+                    "AttributeStatement holds {:?}: only saml:Attribute elements are allowed",
+                    attr.local.as_ref()
+                )));
+            }
+            let name = attr.attribute("Name").unwrap_or_default().to_string();
+            let coded = CODED.contains(&name.as_str());
+            let at = [root, statement, attr];
+            let mut values = Vec::new();
+            for v in attr.elements() {
+                if !(v.local == "AttributeValue" && ns_of(v, &at) == Some(SAML_NS)) {
+                    return Err(VihfError::Invalid(format!(
+                        "attribute {name:?} holds {:?}: only saml:AttributeValue elements are allowed",
+                        v.local.as_ref()
+                    )));
+                }
+                let children: Vec<&Element> = v.elements().collect();
+                let text = xml_trim(&v.text_content()).to_string();
+                let value = match (coded, children.as_slice()) {
+                    (false, []) => text,
+                    (true, [code]) if text.is_empty() && code.elements().next().is_none() => {
+                        let inner = [root, statement, attr, v];
+                        if ns_of(code, &inner) != Some(crate::vihf::HL7_NS) {
+                            return Err(VihfError::Invalid(format!(
+                                "attribute {name:?}: the coded value must be an HL7 v3 element (urn:hl7-org:v3)"
+                            )));
+                        }
+                        code.attribute("code").unwrap_or_default().to_string()
+                    }
+                    (false, _) => {
+                        return Err(VihfError::Invalid(format!(
+                            "attribute {name:?}: a string value holds text only, no element"
+                        )));
+                    }
+                    (true, _) => {
+                        return Err(VihfError::Invalid(format!(
+                            "attribute {name:?}: a coded value is exactly one HL7 element and no text"
+                        )));
+                    }
+                };
+                values.push(value);
+            }
+            match out.get_mut(&name) {
+                Some(existing) => {
+                    if SINGLE_VALUED.contains(&name.as_str()) {
+                        return Err(VihfError::AmbiguousAttribute {
+                            name,
+                            found: "two Attribute elements".into(),
+                        });
+                    }
+                    existing.extend(values);
+                }
+                None => {
+                    out.insert(name, values);
+                }
+            }
+        }
+    }
+    for (name, values) in &out {
+        if SINGLE_VALUED.contains(&name.as_str()) && values.len() != 1 {
+            return Err(VihfError::AmbiguousAttribute {
+                name: name.clone(),
+                found: format!("{} values", values.len()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The text of the single `saml:Subject/saml:NameID`.
+fn subject_name_id(root: &Element, scope: &Scope) -> Result<String, VihfError> {
+    let subjects: Vec<&Element> = root
+        .elements()
+        .filter(|e| is_saml(e, scope, "Subject"))
+        .collect();
+    let [subject] = subjects.as_slice() else {
+        return Err(VihfError::AmbiguousAttribute {
+            name: "Subject".into(),
+            found: format!("{} Subject elements", subjects.len()),
+        });
+    };
+    let inner = xml::scope_of(subject, scope);
+    let ids: Vec<&Element> = subject
+        .elements()
+        .filter(|e| is_saml(e, &inner, "NameID"))
+        .collect();
+    match ids.as_slice() {
+        [id] if id.elements().next().is_some() => Err(VihfError::Invalid(
+            "Subject/NameID holds elements: its value is text only".into(),
+        )),
+        [id] if !xml_trim(&id.text_content()).is_empty() => {
+            Ok(xml_trim(&id.text_content()).to_string())
+        }
+        [_] => Err(VihfError::MissingAttribute("Subject/NameID".into())),
+        other => Err(VihfError::AmbiguousAttribute {
+            name: "Subject/NameID".into(),
+            found: format!("{} NameID elements", other.len()),
+        }),
+    }
 }
 
 /// Checks and re-signs `xml_text`. `owns` says whether a structure belongs to the tenant
@@ -90,7 +306,13 @@ pub fn resign_vihf(
     if !is_saml(&root, &Scope::new(), "Assertion") {
         return Err(VihfError::NotAnAssertion.into());
     }
-    let assertions = count_assertions(&root, &Scope::new());
+    let mut assertions = 1;
+    walk(&root, &mut Vec::new(), &mut |e, anc| {
+        if e.local == "Assertion" && ns_of(e, anc) == Some(SAML_NS) {
+            assertions += 1;
+        }
+        Ok(())
+    })?;
     if assertions != 1 {
         return Err(VihfError::AssertionCount(assertions).into());
     }
@@ -105,25 +327,53 @@ pub fn resign_vihf(
     root.children.retain(|n| {
         !matches!(n, Node::Element(e) if e.local == "Signature" && xml::namespace_of(e, &scope).as_deref() == Some(DSIG_NS))
     });
-    if has_signature_below(&root, &Scope::new()) {
+    let mut nested_signature = false;
+    walk(&root, &mut Vec::new(), &mut |e, anc| {
+        nested_signature |= e.local == "Signature" && ns_of(e, anc) == Some(DSIG_NS);
+        Ok(())
+    })?;
+    if nested_signature {
         return Err(VihfError::Invalid("a Signature is nested inside the assertion".into()).into());
     }
-    let values = attribute_values(&root, &scope);
-    let value = |name: &str| {
-        values
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    check_shape(&root)?;
+    let values = attribute_values(&root)?;
+    let value = |name: &str| values.get(name).and_then(|v| v.first()).map(String::as_str);
     for name in REQUIRED_ATTRIBUTES {
-        if value(name).is_none_or(|v| v.trim().is_empty()) {
+        if value(name).is_none_or(|v| xml_trim(v).is_empty()) {
             return Err(VihfError::MissingAttribute(name.to_string()).into());
         }
     }
-    let mode = AUTH_MODE_NAMES
-        .iter()
-        .find_map(|n| value(n))
-        .ok_or_else(|| VihfError::MissingAttribute(AUTH_MODE_NAMES[0].to_string()))?;
+    let modes: Vec<&str> = AUTH_MODE_NAMES.iter().filter_map(|n| value(n)).collect();
+    let mode = match modes.as_slice() {
+        [one] => *one,
+        [] => return Err(VihfError::MissingAttribute(AUTH_MODE_NAMES[0].to_string()).into()),
+        _ => {
+            return Err(VihfError::AmbiguousAttribute {
+                name: AUTH_MODE_NAMES.join(" / "),
+                found: "both spellings".into(),
+            }
+            .into());
+        }
+    };
+    let actor_id = subject_name_id(&root, &scope)?;
+    if actor_id.chars().count() > MAX_NAME_ID {
+        return Err(VihfError::Invalid(format!(
+            "Subject/NameID is longer than {MAX_NAME_ID} characters: a national professional id is expected"
+        ))
+        .into());
+    }
+    // The patient is an INS the DMP can resolve: the proxy vouches for it and audits it.
+    let patient = value("urn:oasis:names:tc:xacml:2.0:resource:resource-id")
+        .unwrap_or_default()
+        .to_string();
+    crate::vihf::Ins::from_cx(&patient).map_err(|e| {
+        VihfError::Invalid(format!(
+            "urn:oasis:names:tc:xacml:2.0:resource:resource-id: {e}"
+        ))
+    })?;
+    let purpose = value("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse")
+        .unwrap_or_default()
+        .to_string();
     if mode != "INDIRECTE" {
         return Err(VihfError::NotIndirect(mode.to_string()).into());
     }
@@ -145,17 +395,29 @@ pub fn resign_vihf(
         })
         .ok_or(VihfError::MissingIssuer)?;
     issuer.children = vec![Node::Text(signer.certificate().subject.clone().into())];
-    if let Some(a) = root
-        .attributes
-        .iter_mut()
-        .find(|a| a.prefix.is_none() && a.local == "IssueInstant")
-    {
-        a.value = saml_instant(now).into();
-    }
+    // Only the Format the proxy vouches for: no NameQualifier or SPProvidedID of the SIH's.
+    issuer.attributes = vec![xml::Attribute {
+        prefix: None,
+        local: "Format".into(),
+        value: "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName".into(),
+    }];
+    root.attributes
+        .retain(|a| !(a.prefix.is_none() && a.local == "IssueInstant"));
+    root.attributes.push(xml::Attribute {
+        prefix: None,
+        local: "IssueInstant".into(),
+        value: saml_instant(now).into(),
+    });
     sign_assertion(&mut root, &id, signer, options)?;
     Ok(SignedVihf {
         id,
         xml: root.to_xml(),
+        identity: SignedIdentity {
+            structure: structure.to_string(),
+            actor_id,
+            patient,
+            purpose,
+        },
     })
 }
 

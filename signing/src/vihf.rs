@@ -125,6 +125,16 @@ impl Ins {
         self.kind
     }
 
+    /// Reads the HL7 CX form (`<INS>^^^&<OID>&ISO^NH`, the assigning authority's
+    /// `&ISO` and the `^NH` type optional). The INS and its OID are validated.
+    pub fn from_cx(text: &str) -> Result<Self, VihfError> {
+        let (value, rest) = text.split_once("^^^&").ok_or_else(|| {
+            VihfError::Invalid("patient: an INS in HL7 CX form is NIR^^^&OID&ISO^NH".into())
+        })?;
+        let oid = rest.split('&').next().unwrap_or("");
+        Self::new(value, oid)
+    }
+
     /// HL7 CX form of the VIHF `resource-id`: `<INS>^^^&<OID>&ISO^NH`.
     pub fn to_cx(&self) -> String {
         format!("{}^^^&{}&ISO^NH", self.value, self.kind.oid())
@@ -347,6 +357,22 @@ impl VihfContext {
 pub struct SignedVihf {
     pub id: String,
     pub xml: String,
+    /// Who acts, for which patient, under which structure: exactly the values signed.
+    pub identity: SignedIdentity,
+}
+
+/// The identity values a signed VIHF carries, read from what was signed (the audit
+/// trail records these, never a value found elsewhere in the request).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SignedIdentity {
+    /// `Identifiant_Structure`.
+    pub structure: String,
+    /// `Subject/NameID`: the acting person's national id.
+    pub actor_id: String,
+    /// `resource-id`: the patient's INS (HL7 CX).
+    pub patient: String,
+    /// `purposeofuse` code: `normal`, `bris_de_glace` (break-glass), `centre_15`.
+    pub purpose: String,
 }
 
 impl fmt::Display for SignedVihf {
@@ -567,6 +593,12 @@ pub fn sign_vihf(
     Ok(SignedVihf {
         id,
         xml: root.to_xml(),
+        identity: SignedIdentity {
+            structure: ctx.structure_id.clone(),
+            actor_id: ctx.actor.id.clone(),
+            patient: ctx.patient.to_cx(),
+            purpose: ctx.purpose.code().to_string(),
+        },
     })
 }
 

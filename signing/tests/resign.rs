@@ -184,6 +184,81 @@ fn hostile_inputs_get_typed_errors() {
 }
 
 #[test]
+fn values_have_one_place_and_one_reading() {
+    let f = fixture();
+    let ej = f.pki.tenants[0].structure_id.clone();
+    let other = f.pki.tenants[1].structure_id.clone();
+    let good = sih_vihf(&ej, "INDIRECTE");
+    let attr = |name: &str, value: &str| {
+        format!(
+            r#"<Attribute Name="{name}"><AttributeValue xsi:type="xs:string">{value}</AttributeValue></Attribute>"#
+        )
+    };
+    let cases = [
+        // An identity element where some readers look (first in document order) and the
+        // proxy does not.
+        (
+            "Attribute under SubjectConfirmationData",
+            good.replace(
+                "</NameID></Subject>",
+                &format!(
+                    "</NameID><SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\"><SubjectConfirmationData>{}</SubjectConfirmationData></SubjectConfirmation></Subject>",
+                    attr("Identifiant_Structure", &other)
+                ),
+            ),
+            "Subject holds",
+        ),
+        (
+            "Attribute under Conditions",
+            good.replace(
+                "<AuthnStatement",
+                &format!("<Conditions>{}</Conditions><AuthnStatement", attr("Identifiant_Structure", &other)),
+            ),
+            "identity elements have one place",
+        ),
+        ("Advice", good.replace("<Subject>", "<Advice/><Subject>"), "Advice"),
+        (
+            "second Issuer",
+            good.replace("<Subject>", "<Issuer>CN=other</Issuer><Subject>"),
+            "Issuer",
+        ),
+        // Mixed content: the proxy read the text, a DOM reader the whole string.
+        (
+            "element inside NameID",
+            good.replace("<NameID>899900063480</NameID>", "<NameID>8999<x:y xmlns:x=\"urn:x\">0006</x:y>3480</NameID>"),
+            "NameID holds elements",
+        ),
+        (
+            "element inside a string value",
+            good.replace(&format!(">{ej}</AttributeValue>"), &format!(">{ej}<x:c xmlns:x=\"urn:x\" code=\"{other}\"/></AttributeValue>")),
+            "text only",
+        ),
+        (
+            "text beside a coded value",
+            good.replace("<Role xmlns", "1999999999<Role xmlns"),
+            "exactly one HL7 element",
+        ),
+        (
+            "coded value outside HL7",
+            good.replace("<Role xmlns=\"urn:hl7-org:v3\"", "<Role xmlns=\"urn:x\""),
+            "HL7 v3",
+        ),
+    ];
+    for (case, xml, why) in cases {
+        let err = refused(&f, &xml).to_string();
+        assert!(err.contains(why), "{case}: {err}");
+    }
+    // A non-breaking space around the structure is not white space to XML: not trimmed,
+    // so the value checked is the value signed (and it is not a structure id).
+    let nbsp = good.replace(&format!(">{ej}<"), &format!(">\u{a0}{ej}<"));
+    assert!(
+        refused(&f, &nbsp)
+            .to_string()
+            .contains("Identifiant_Structure")
+    );
+}
+
+#[test]
 fn authn_instant_is_kept_only_when_recent_and_not_in_the_future() {
     let f = fixture();
     let signer = f.signer(0, CertRole::DmpSign);

@@ -170,6 +170,31 @@ impl DmpOperation {
         }
     }
 
+    /// The SOAP Body's element (namespace, local name), as the WSDL annex declares it
+    /// (the three web-access operations, absent from the annex, follow its pattern).
+    pub fn body_element(self) -> (&'static str, &'static str) {
+        const HL7: &str = "urn:hl7-org:v3";
+        const PATIENTS: &str = "urn:si-dmp-patients";
+        const HABILITATIONS: &str = "urn:si-dmp-habilitations";
+        match self {
+            Self::Iti18 => (crate::xds::QUERY, "AdhocQueryRequest"),
+            Self::Iti57 => (crate::xds::LCM, "SubmitObjectsRequest"),
+            Self::Iti41 => (crate::xds::XDSB, "ProvideAndRegisterDocumentSetRequest"),
+            Self::Iti43 => (crate::xds::XDSB, "RetrieveDocumentSetRequest"),
+            Self::PatientGet => (HL7, "PRPA_IN201307UV02"),
+            Self::PatientAdd => (HL7, "PRPA_IN201311UV02"),
+            Self::PatientRevise => (HL7, "PRPA_IN201314UV02"),
+            Self::PatientQuery => (HL7, "PRPA_IN201305UV02"),
+            Self::SetAuthorization => (HABILITATIONS, "setAuthorization"),
+            Self::ListAuthorizationByPatient => (HABILITATIONS, "listAuthorizationByPatient"),
+            Self::PatientList => (PATIENTS, "patientList"),
+            Self::CreatePatientAccess => (PATIENTS, "createPatientAccess"),
+            Self::PatientOtpUpdate => (PATIENTS, "patientOTPUpdate"),
+            Self::UpdatePatientAccess => (PATIENTS, "updatePatientAccess"),
+            Self::IdentityCertification => (PATIENTS, "identityCertification"),
+        }
+    }
+
     /// The operation an Action names on `service`.
     pub fn from_action(service: DmpService, action: &str) -> Option<Self> {
         service.operations().find(|o| o.actions().contains(&action))

@@ -15,6 +15,18 @@ pub enum EnvelopeError {
     Xml(#[from] xml::XmlError),
     #[error("the root element is not a SOAP 1.2 (or 1.1) Envelope")]
     NotAnEnvelope,
+    #[error("the SOAP Envelope has no Body")]
+    MissingBody,
+    #[error("the SOAP Envelope has more than one Body")]
+    DuplicateBody,
+    #[error("the SOAP Envelope has more than one Header")]
+    DuplicateHeader,
+    #[error("the SOAP Header comes after the Body")]
+    HeaderAfterBody,
+    #[error("the SOAP Envelope may only hold a Header then a Body, found element {0}")]
+    UnexpectedElement(String),
+    #[error("the SOAP Envelope holds text {0:?} outside its Header and Body")]
+    UnexpectedText(String),
 }
 
 /// A parsed envelope (SOAP 1.2, or 1.1 tolerated).
@@ -29,7 +41,60 @@ fn is(e: &Element, scope: &Scope, ns: &str, local: &str) -> bool {
     e.local == local && xml::namespace_of(e, scope).as_deref() == Some(ns)
 }
 
+/// XML's white space (not Unicode's: a no-break space is text).
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// The Envelope's children must be an optional `Header` then one `Body`, in its own SOAP
+/// namespace, with only whitespace and comments around them: a second Body or Header, a
+/// Header after the Body, or anything else (SOAP 1.1's trailing elements included) is
+/// refused, since which one a receiver reads is not defined.
+fn check_children(root: &Element, scope: &Scope, soap_ns: &str) -> Result<(), EnvelopeError> {
+    let (mut header, mut body) = (false, false);
+    for node in &root.children {
+        match node {
+            Node::Comment(_) => {}
+            Node::Text(t) if t.chars().all(is_xml_space) => {}
+            Node::Text(t) => {
+                return Err(EnvelopeError::UnexpectedText(
+                    t.trim_matches(is_xml_space).chars().take(40).collect(),
+                ));
+            }
+            Node::Element(e) if is(e, scope, soap_ns, "Header") => {
+                if body {
+                    return Err(EnvelopeError::HeaderAfterBody);
+                }
+                if header {
+                    return Err(EnvelopeError::DuplicateHeader);
+                }
+                header = true;
+            }
+            Node::Element(e) if is(e, scope, soap_ns, "Body") => {
+                if body {
+                    return Err(EnvelopeError::DuplicateBody);
+                }
+                body = true;
+            }
+            Node::Element(e) => {
+                let ns = xml::namespace_of(e, scope).unwrap_or_default();
+                return Err(EnvelopeError::UnexpectedElement(format!(
+                    "{{{ns}}}{}",
+                    e.local
+                )));
+            }
+        }
+    }
+    if body {
+        Ok(())
+    } else {
+        Err(EnvelopeError::MissingBody)
+    }
+}
+
 impl Envelope {
+    /// Parses an envelope: the root must be a SOAP 1.2 (or 1.1) `Envelope` holding an
+    /// optional `Header` then exactly one `Body`, and nothing else.
     pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
         let root = xml::parse(text.trim_start_matches('\u{feff}'))?;
         let root_scope = xml::scope_of(&root, &Scope::new());
@@ -37,6 +102,7 @@ impl Envelope {
             .into_iter()
             .find(|ns| is(&root, &Scope::new(), ns, "Envelope"))
             .ok_or(EnvelopeError::NotAnEnvelope)?;
+        check_children(&root, &root_scope, soap_ns)?;
         Ok(Self {
             root,
             soap_ns,
@@ -49,6 +115,12 @@ impl Envelope {
             .elements()
             .find(|e| is(e, &self.root_scope, self.soap_ns, local))
             .map(|e| (e, xml::scope_of(e, &self.root_scope)))
+    }
+
+    /// The `Header` element and the scope it sits in.
+    pub fn header_element(&self) -> Option<(&Element, Scope)> {
+        self.part("Header")
+            .map(|(h, _)| (h, self.root_scope.clone()))
     }
 
     /// The first header block named `(ns, local)`.
@@ -80,6 +152,12 @@ impl Envelope {
     pub fn body_element(&self) -> Option<(&Element, Scope)> {
         let (body, scope) = self.part("Body")?;
         body.elements().next().map(|e| (e, scope))
+    }
+
+    /// How many elements the Body holds (a document/literal operation has exactly one).
+    pub fn body_element_count(&self) -> usize {
+        self.part("Body")
+            .map_or(0, |(body, _)| body.elements().count())
     }
 
     /// Namespace URI of the body's first element and its local name.
@@ -198,6 +276,55 @@ mod tests {
         }
         assert!(Envelope::parse("<x/>").is_err());
         assert!(Envelope::parse("<!DOCTYPE x><x/>").is_err());
+    }
+
+    #[test]
+    fn envelope_children_are_one_optional_header_then_one_body() {
+        let env = |inner: &str| {
+            Envelope::parse(&format!(
+                r#"<s:Envelope xmlns:s="{SOAP12}" xmlns:q="urn:q">{inner}</s:Envelope>"#
+            ))
+        };
+        let h = "<s:Header><q:H/></s:Header>";
+        let b = "<s:Body><q:Req/></s:Body>";
+        env(&format!("{h}{b}")).expect("header then body");
+        env(b).expect("body alone");
+        env(&format!("\n  <!-- c -->\n  {h}\r\n\t{b}\n")).expect("whitespace and comments");
+        let cases = [
+            (format!("{h}{b}{b}"), EnvelopeError::DuplicateBody),
+            (format!("{h}{h}{b}"), EnvelopeError::DuplicateHeader),
+            (format!("{b}{h}"), EnvelopeError::HeaderAfterBody),
+            (h.to_string(), EnvelopeError::MissingBody),
+            (String::new(), EnvelopeError::MissingBody),
+            (
+                format!("{h}{b}<q:Trailer/>"),
+                EnvelopeError::UnexpectedElement("{urn:q}Trailer".into()),
+            ),
+            (
+                format!("{h}<q:Between/>{b}"),
+                EnvelopeError::UnexpectedElement("{urn:q}Between".into()),
+            ),
+            // A Body of the other SOAP version is not this envelope's Body.
+            (
+                format!(r#"{h}<b:Body xmlns:b="{SOAP11}"><q:Req/></b:Body>"#),
+                EnvelopeError::UnexpectedElement(format!("{{{SOAP11}}}Body")),
+            ),
+            (
+                format!("{h} text {b}"),
+                EnvelopeError::UnexpectedText("text".into()),
+            ),
+            (
+                format!("{h}{b}&#160;"),
+                EnvelopeError::UnexpectedText("\u{a0}".into()),
+            ),
+        ];
+        for (inner, expected) in cases {
+            assert_eq!(env(&inner).expect_err(&inner), expected, "{inner}");
+        }
+        assert_eq!(
+            EnvelopeError::HeaderAfterBody.to_string(),
+            "the SOAP Header comes after the Body"
+        );
     }
 
     #[test]

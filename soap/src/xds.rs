@@ -3,7 +3,7 @@
 //! into its submission set and documents, contents resolved from MTOM parts or inline
 //! base64.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -101,6 +101,32 @@ pub enum SubmissionError {
     NoContent(String),
     #[error("xdsb:Document {id:?}: no MIME part has the Content-ID <{cid}>")]
     MissingPart { id: String, cid: String },
+    #[error("xdsb:Document {id:?}: xop:Include names the root part <{cid}> (the envelope)")]
+    IncludeNamesRoot { id: String, cid: String },
+    #[error("xdsb:Document {id:?}: xop:Include href {href:?} is not a cid: URL")]
+    BadIncludeHref { id: String, href: String },
+    #[error("xdsb:Documents {first:?} and {second:?} both include the MIME part <{cid}>")]
+    PartIncludedTwice {
+        cid: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "MIME part <{0}> is not included by any xdsb:Document: it would travel without being covered by the lot signature"
+    )]
+    UnreferencedPart(String),
+    #[error("an xop:Include outside an xdsb:Document")]
+    StrayInclude,
+    #[error("an xdsb:Document has no id")]
+    DocumentWithoutId,
+    #[error("two xdsb:Document elements have the id {0:?}")]
+    DuplicateDocument(String),
+    #[error("xdsb:Document {0:?} matches no document entry (ExtrinsicObject)")]
+    DocumentWithoutEntry(String),
+    #[error(
+        "xdsb:Document {0:?}: content must be one xop:Include or base64 text, not both nor several"
+    )]
+    AmbiguousContent(String),
     #[error("xdsb:Document {0:?}: content is neither xop:Include nor base64")]
     BadInlineContent(String),
     #[error("the submission holds no document")]
@@ -131,7 +157,16 @@ pub struct Submission {
 }
 
 impl Submission {
-    /// Reads a submission; `body` is the SOAP Body's first element.
+    /// Reads a submission; `body` is the SOAP Body's first element, `parts` the MTOM
+    /// message it came in (if any).
+    ///
+    /// What a document's content is must not depend on the reader: each `xdsb:Document`
+    /// has an id, unique, of a document entry (`ExtrinsicObject`), and holds either exactly
+    /// one `xop:Include` with a `cid:` href naming an attachment (not the root), or base64
+    /// text; no `xop:Include` appears anywhere else. Each attachment is included by
+    /// exactly one document: two documents naming one part are refused, and so is a part
+    /// no document names, since the proxy forwards every part and the lot signature
+    /// covers only the documents (an unreferenced part would travel unsigned).
     pub fn read(body: &Element, parts: Option<&mtom::Mtom>) -> Result<Self, SubmissionError> {
         if body.local != "ProvideAndRegisterDocumentSetRequest" {
             return Err(SubmissionError::NotASubmission);
@@ -142,22 +177,69 @@ impl Submission {
         };
         let set_unique_id = external_id(package, SUBMISSION_UNIQUE_ID_SCHEME)
             .ok_or(SubmissionError::NoSubmissionSetUniqueId)?;
+        let entries: Vec<&Element> = descendants(body, "ExtrinsicObject");
+        let entry_ids: HashSet<&str> = entries.iter().filter_map(|eo| eo.attribute("id")).collect();
+        let documents_in_body: Vec<&Element> =
+            body.elements().filter(|e| e.local == "Document").collect();
+        // Every xop:Include must be the content of an xdsb:Document: an Include elsewhere
+        // would be resolved by a receiver's XOP processing without being signed.
+        let included_in_documents: usize = documents_in_body
+            .iter()
+            .map(|d| d.elements().filter(|e| e.local == "Include").count())
+            .sum();
+        if descendants(body, "Include").len() != included_in_documents {
+            return Err(SubmissionError::StrayInclude);
+        }
         let mut contents: HashMap<&str, Bytes> = HashMap::new();
-        for doc in body.elements().filter(|e| e.local == "Document") {
-            let Some(id) = doc.attribute("id") else {
-                continue;
-            };
-            let content = match doc.elements().find(|e| e.local == "Include") {
-                Some(include) => {
-                    let cid = mtom::cid(include.attribute("href").unwrap_or(""));
-                    parts.and_then(|m| m.part(&cid)).cloned().ok_or_else(|| {
-                        SubmissionError::MissingPart {
+        // Content-ID to the id of the xdsb:Document that includes it.
+        let mut used: HashMap<String, &str> = HashMap::new();
+        for doc in documents_in_body {
+            let id = doc
+                .attribute("id")
+                .ok_or(SubmissionError::DocumentWithoutId)?;
+            if contents.contains_key(id) {
+                return Err(SubmissionError::DuplicateDocument(id.to_string()));
+            }
+            if !entry_ids.contains(id) {
+                return Err(SubmissionError::DocumentWithoutEntry(id.to_string()));
+            }
+            let includes: Vec<&Element> = doc.elements().filter(|e| e.local == "Include").collect();
+            let has_text = !doc.text_content().trim().is_empty();
+            let content = match includes.as_slice() {
+                [include] if !has_text && doc.elements().count() == 1 => {
+                    let href = include.attribute("href").unwrap_or("");
+                    let is_cid = href
+                        .get(..4)
+                        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("cid:"));
+                    if !is_cid {
+                        return Err(SubmissionError::BadIncludeHref {
+                            id: id.to_string(),
+                            href: href.to_string(),
+                        });
+                    }
+                    let cid = mtom::cid(href);
+                    if parts.and_then(|m| m.root_content_id.as_deref()) == Some(cid.as_str()) {
+                        return Err(SubmissionError::IncludeNamesRoot {
                             id: id.to_string(),
                             cid,
-                        }
-                    })?
+                        });
+                    }
+                    let Some(part) = parts.and_then(|m| m.part(&cid)).cloned() else {
+                        return Err(SubmissionError::MissingPart {
+                            id: id.to_string(),
+                            cid,
+                        });
+                    };
+                    if let Some(first) = used.insert(cid.clone(), id) {
+                        return Err(SubmissionError::PartIncludedTwice {
+                            cid,
+                            first: first.to_string(),
+                            second: id.to_string(),
+                        });
+                    }
+                    part
                 }
-                None => {
+                [] if doc.elements().next().is_none() => {
                     let text: String = doc.text_content().split_whitespace().collect();
                     Bytes::from(
                         base64::engine::general_purpose::STANDARD
@@ -165,11 +247,22 @@ impl Submission {
                             .map_err(|_| SubmissionError::BadInlineContent(id.to_string()))?,
                     )
                 }
+                _ => return Err(SubmissionError::AmbiguousContent(id.to_string())),
             };
             contents.insert(id, content);
         }
+        // Every attachment is the content of exactly one document: the proxy forwards
+        // every part, and one no document names would travel unsigned beside the signed
+        // ones (and could be what a receiver resolves a reference to).
+        if let Some(unused) = parts
+            .into_iter()
+            .flat_map(|m| &m.attachments)
+            .find(|a| !used.contains_key(&a.content_id))
+        {
+            return Err(SubmissionError::UnreferencedPart(unused.content_id.clone()));
+        }
         let mut documents = Vec::new();
-        for eo in descendants(body, "ExtrinsicObject") {
+        for eo in entries {
             let entry_id = eo.attribute("id").unwrap_or("").to_string();
             let unique_id = external_id(eo, UNIQUE_ID_SCHEME)
                 .ok_or_else(|| SubmissionError::NoUniqueId(entry_id.clone()))?;
@@ -219,6 +312,144 @@ mod tests {
             r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{XDSB}" xmlns:rim="{RIM}"><rim:RegistryPackage id="SS"><rim:ExternalIdentifier identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" value="1.2.3"/></rim:RegistryPackage><rim:ExtrinsicObject id="D1" mimeType="text/plain"><rim:ExternalIdentifier identificationScheme="{UNIQUE_ID_SCHEME}" value="1.2.3.1"/><rim:ExternalIdentifier identificationScheme="{PATIENT_ID_SCHEME}" value="P^^^&amp;1.2&amp;ISO"/></rim:ExtrinsicObject>{docs}</xdsb:ProvideAndRegisterDocumentSetRequest>"#
         ))
         .expect("xml")
+    }
+
+    /// A submission with document entries `D1`, `D2`, ... (`entries` of them) and `docs`.
+    fn body_with(entries: usize, docs: &str) -> Element {
+        let entries: String = (1..=entries)
+            .map(|i| format!(r#"<rim:ExtrinsicObject id="D{i}" mimeType="text/plain"><rim:ExternalIdentifier identificationScheme="{UNIQUE_ID_SCHEME}" value="1.2.3.{i}"/></rim:ExtrinsicObject>"#))
+            .collect();
+        xml::parse(&format!(
+            r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{XDSB}" xmlns:rim="{RIM}" xmlns:xop="{XOP}"><rim:RegistryPackage id="SS"><rim:ExternalIdentifier identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" value="1.2.3"/></rim:RegistryPackage>{entries}{docs}</xdsb:ProvideAndRegisterDocumentSetRequest>"#
+        ))
+        .expect("xml")
+    }
+
+    fn include(id: &str, href: &str) -> String {
+        format!(r#"<xdsb:Document id="{id}"><xop:Include href="{href}"/></xdsb:Document>"#)
+    }
+
+    /// An MTOM message with attachments `a@x`, `b@x` (root `root.message@passerelle`).
+    fn two_parts() -> mtom::Mtom {
+        let part = |id: &str, content: &'static [u8]| mtom::Attachment {
+            content_id: id.into(),
+            mime_type: "text/plain".into(),
+            content: Bytes::from_static(content),
+        };
+        let (ct, raw) = mtom::build("<root/>", &[part("a@x", b"A"), part("b@x", b"B")]);
+        mtom::parse(&ct, &raw).expect("mtom")
+    }
+
+    #[test]
+    fn each_part_is_included_once_and_every_part_is_included() {
+        let m = two_parts();
+        let both = format!("{}{}", include("D1", "cid:a%40x"), include("D2", "CID:b@x"));
+        let s = Submission::read(&body_with(2, &both), Some(&m)).expect("read");
+        assert_eq!(&s.documents[0].content[..], b"A");
+        assert_eq!(&s.documents[1].content[..], b"B");
+
+        // Two Includes naming the same part (two spellings of one Content-ID).
+        let twice = format!("{}{}", include("D1", "cid:a@x"), include("D2", "cid:a%40x"));
+        let err = Submission::read(&body_with(2, &twice), Some(&m)).expect_err("twice");
+        assert_eq!(
+            err,
+            SubmissionError::PartIncludedTwice {
+                cid: "a@x".into(),
+                first: "D1".into(),
+                second: "D2".into()
+            }
+        );
+        // A part no document includes would travel unsigned.
+        let err = Submission::read(&body_with(1, &include("D1", "cid:a@x")), Some(&m))
+            .expect_err("unreferenced");
+        assert_eq!(err, SubmissionError::UnreferencedPart("b@x".into()));
+        assert!(err.to_string().contains("<b@x>"), "{err}");
+        // Parts that do not exist, or the root.
+        let missing = format!("{}{}", include("D1", "cid:a@x"), include("D2", "cid:c@x"));
+        let err = Submission::read(&body_with(2, &missing), Some(&m)).expect_err("missing");
+        assert_eq!(
+            err,
+            SubmissionError::MissingPart {
+                id: "D2".into(),
+                cid: "c@x".into()
+            }
+        );
+        let root = format!(
+            "{}{}",
+            include("D1", "cid:a@x"),
+            include("D2", "cid:root.message@passerelle")
+        );
+        let err = Submission::read(&body_with(2, &root), Some(&m)).expect_err("root");
+        assert!(
+            matches!(err, SubmissionError::IncludeNamesRoot { .. }),
+            "{err}"
+        );
+        let err = Submission::read(&body_with(2, &include("D1", "a@x")), Some(&m))
+            .expect_err("not a cid: URL");
+        assert!(
+            matches!(err, SubmissionError::BadIncludeHref { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn document_contents_are_unambiguous() {
+        let m = two_parts();
+        let a = include("D1", "cid:a@x");
+        let b = include("D2", "cid:b@x");
+        let read = |entries: usize, docs: String| {
+            Submission::read(&body_with(entries, &docs), Some(&m)).expect_err(&docs)
+        };
+        // Two xdsb:Document with one id: which one is the document's content?
+        assert_eq!(
+            read(
+                2,
+                format!("{a}{b}{}", r#"<xdsb:Document id="D1">QQ==</xdsb:Document>"#)
+            ),
+            SubmissionError::DuplicateDocument("D1".into())
+        );
+        assert_eq!(
+            read(
+                2,
+                format!("{a}{b}{}", r#"<xdsb:Document>QQ==</xdsb:Document>"#)
+            ),
+            SubmissionError::DocumentWithoutId
+        );
+        assert_eq!(
+            read(
+                2,
+                format!("{a}{b}{}", r#"<xdsb:Document id="D9">QQ==</xdsb:Document>"#)
+            ),
+            SubmissionError::DocumentWithoutEntry("D9".into())
+        );
+        // An Include and text, two Includes, an Include outside any document.
+        assert_eq!(
+            read(
+                2,
+                format!(
+                    "{b}{}",
+                    r#"<xdsb:Document id="D1">QQ==<xop:Include href="cid:a@x"/></xdsb:Document>"#
+                )
+            ),
+            SubmissionError::AmbiguousContent("D1".into())
+        );
+        assert_eq!(
+            read(
+                2,
+                r#"<xdsb:Document id="D1"><xop:Include href="cid:a@x"/><xop:Include href="cid:b@x"/></xdsb:Document>"#.to_string()
+            ),
+            SubmissionError::AmbiguousContent("D1".into())
+        );
+        assert_eq!(
+            read(
+                2,
+                format!(
+                    "{a}{b}{}",
+                    r#"<rim:Slot><xop:Include href="cid:a@x"/></rim:Slot>"#
+                )
+            ),
+            SubmissionError::StrayInclude
+        );
     }
 
     #[test]

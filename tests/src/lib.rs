@@ -618,17 +618,21 @@ pub mod messages {
                 ("Identifiant_Structure", structure.to_string()),
                 ("Secteur_Activite", "SA01^1.2.250.1.71.4.2.4".into()),
                 ("urn:oasis:names:tc:xspa:1.0:subject:subject-id", "MAX LIBRE".into()),
-                ("urn:oasis:names:tc:xacml:2.0:subject:role", "10".into()),
+                ("urn:oasis:names:tc:xacml:2.0:subject:role", r#"<Role xmlns="urn:hl7-org:v3" code="10" codeSystem="1.2.250.1.71.1.2.7" displayName="Médecin" xsi:type="CE"/>"#.into()),
                 ("VIHF_Version", "3.0".into()),
                 ("Authentification_mode", mode.to_string()),
                 ("urn:oasis:names:tc:xacml:2.0:resource:resource-id", PATIENT.replace('&', "&amp;")),
                 ("Ressource_URN", "urn:dmp".into()),
-                ("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse", "normal".into()),
+                ("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse", r#"<PurposeOfUse xmlns="urn:hl7-org:v3" code="normal" codeSystem="1.2.250.1.213.1.1.4.248" displayName="Accès normal" xsi:type="CE"/>"#.into()),
                 ("LPS_Nom", "SIH".into()),
                 ("LPS_Version", "1".into()),
             ]
             .iter()
-            .map(|(n, v)| format!(r#"<saml2:Attribute Name="{n}"><saml2:AttributeValue xsi:type="xs:string">{v}</saml2:AttributeValue></saml2:Attribute>"#))
+            .map(|(n, v)| if v.starts_with('<') {
+                format!(r#"<saml2:Attribute Name="{n}"><saml2:AttributeValue>{v}</saml2:AttributeValue></saml2:Attribute>"#)
+            } else {
+                format!(r#"<saml2:Attribute Name="{n}"><saml2:AttributeValue xsi:type="xs:string">{v}</saml2:AttributeValue></saml2:Attribute>"#)
+            })
             .collect::<String>()
         )
     }

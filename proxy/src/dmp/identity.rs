@@ -40,7 +40,29 @@ pub fn present(headers: &HeaderMap) -> bool {
     ALL.iter().any(|h| headers.contains_key(*h))
 }
 
-fn value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ProxyError> {
+/// Refuses a second `X-Vihf-*` header of any name: which one a reader takes is not
+/// defined, and the proxy must sign exactly what it checked.
+pub fn check_single(headers: &HeaderMap) -> Result<(), ProxyError> {
+    for name in ALL {
+        let count = headers.get_all(name).iter().count();
+        if count > 1 {
+            return Err(ProxyError::DuplicateHeader {
+                header: name,
+                count,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Characters XML 1.0 forbids (the value goes into the signed token).
+fn xml_forbidden(c: char) -> bool {
+    !matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// A header's decoded value. Messages never repeat the value: they reach the log, and
+/// identity values are patient or professional data.
+fn value(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ProxyError> {
     let Some(raw) = headers.get(name) else {
         return Ok(None);
     };
@@ -51,14 +73,21 @@ fn value(headers: &HeaderMap, name: &str) -> Result<Option<String>, ProxyError> 
     let decoded = percent_encoding::percent_decode_str(text)
         .decode_utf8()
         .map_err(|_| bad("percent-decoded value is not UTF-8"))?;
-    let trimmed = decoded.trim();
+    if let Some(at) = decoded.chars().position(xml_forbidden) {
+        return Err(bad(&format!(
+            "character {} is a control character XML 1.0 forbids",
+            at + 1
+        )));
+    }
+    // XML white space only: a U+00A0 kept is a value checked as it is signed.
+    let trimmed = decoded.trim_matches([' ', '\t', '\n', '\r']);
     if trimmed.is_empty() {
         return Err(bad("empty"));
     }
     Ok(Some(trimmed.to_string()))
 }
 
-fn required(headers: &HeaderMap, name: &str) -> Result<String, ProxyError> {
+fn required(headers: &HeaderMap, name: &'static str) -> Result<String, ProxyError> {
     value(headers, name)?
         .ok_or_else(|| ProxyError::BadIdentity(format!("header {name} is missing")))
 }
@@ -67,7 +96,7 @@ fn required(headers: &HeaderMap, name: &str) -> Result<String, ProxyError> {
 fn code(header: &str, text: &str) -> Result<Code, ProxyError> {
     let (code, display) = text.split_once('^').ok_or_else(|| {
         ProxyError::BadIdentity(format!(
-            "header {header}: {text:?} must be code^displayName, e.g. 10^Médecin"
+            "header {header}: the value must be code^displayName, e.g. 10^Médecin"
         ))
     })?;
     Ok(Code {
@@ -79,11 +108,12 @@ fn code(header: &str, text: &str) -> Result<Code, ProxyError> {
 
 /// An INS as HL7 CX (`NIR^^^&OID&ISO^NH`) or bare (15 characters, production OID).
 fn ins(text: &str) -> Result<Ins, ProxyError> {
-    let (value, oid) = match text.split_once("^^^&") {
-        Some((value, rest)) => (value, rest.split('&').next().unwrap_or("")),
-        None => (text, INS_NIR_OID),
+    let parsed = if text.contains("^^^&") {
+        Ins::from_cx(text)
+    } else {
+        Ins::new(text, INS_NIR_OID)
     };
-    Ins::new(value, oid).map_err(|e| ProxyError::BadIdentity(format!("header {PATIENT}: {e}")))
+    parsed.map_err(|e| ProxyError::BadIdentity(format!("header {PATIENT}: {e}")))
 }
 
 fn keyword<T: serde::de::DeserializeOwned>(
@@ -92,7 +122,9 @@ fn keyword<T: serde::de::DeserializeOwned>(
     allowed: &str,
 ) -> Result<T, ProxyError> {
     serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase())).map_err(|_| {
-        ProxyError::BadIdentity(format!("header {header}: {text:?} is not one of {allowed}"))
+        ProxyError::BadIdentity(format!(
+            "header {header}: the value is not one of {allowed}"
+        ))
     })
 }
 

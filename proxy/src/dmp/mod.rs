@@ -19,38 +19,16 @@ use passerelle_signing::{
 };
 use passerelle_soap::WSA;
 use passerelle_soap::dmp::{DmpOperation, DmpService};
-use passerelle_soap::xds::{self, ITI41, SAML, WSSE};
+use passerelle_soap::xds::{ITI41, SAML, WSSE};
 use time::OffsetDateTime;
 
 use crate::body::ProxyBody;
+use crate::exchange::{Exchange, Operation};
 use crate::fault::ProxyError;
 use crate::message::{SoapMessage, wsa_block};
 use crate::state::{ProxyState, TenantRuntime};
-use crate::upstream::Retry;
+use crate::upstream::{Retry, UpstreamPool};
 use submission::{LotPlan, SignedSubmission};
-
-/// The marker replaced by the signed VIHF once the envelope is written: the token goes
-/// out exactly as it was signed.
-const VIHF_MARKER: &str = "passerelle-signed-vihf";
-
-/// What one DMP exchange was, for the log (no patient data) and the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct DmpSummary {
-    pub action: String,
-    /// The operation the Action names (`None` on a service path Passerelle does not know).
-    pub operation: Option<DmpOperation>,
-    pub message_id: String,
-    pub structure: String,
-    pub documents: usize,
-    /// Audit only: the acting person's national id.
-    pub actor_id: String,
-    /// Audit only: the patient's INS (HL7 CX).
-    pub patient_ins: String,
-    pub signing: std::time::Duration,
-    pub upstream: std::time::Duration,
-    /// Whether the request went to the upstream pool.
-    pub exchanged: bool,
-}
 
 fn digest(d: SignatureDigest) -> DigestAlgorithm {
     match d {
@@ -103,39 +81,81 @@ fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
     }
 }
 
-/// The unsigned assertion in `wsse:Security`, serialized on its own, with the acting
-/// person's id and the patient's INS as it says them (for the audit trail).
-fn supplied_vihf(message: &SoapMessage) -> Option<(String, String, String)> {
-    let (security, scope) = message.envelope.header(WSSE, "Security")?;
-    let inner = xml::scope_of(security, &scope);
-    let assertion = security.elements().find(|e| {
-        e.local == "Assertion" && xml::namespace_of(e, &inner).as_deref() == Some(SAML)
-    })?;
-    let actor = xds::descendants(assertion, "NameID")
+/// The internal system's unsigned assertion: the one `saml:Assertion` of the one
+/// `wsse:Security` header, serialized on its own. Any other assertion anywhere in the
+/// envelope (another header block, a Security element of another namespace, the Body)
+/// is refused: it would go upstream unsigned next to the proxy's.
+fn supplied_vihf(message: &SoapMessage) -> Result<Option<String>, ProxyError> {
+    let securities = message.envelope.header_count(WSSE, "Security");
+    if securities > 1 {
+        return Err(ProxyError::DuplicateHeader {
+            header: "wsse:Security",
+            count: securities,
+        });
+    }
+    let security = message.envelope.header(WSSE, "Security");
+    let mut inside = Vec::new();
+    if let Some((security, scope)) = &security {
+        let inner = xml::scope_of(security, scope);
+        inside.extend(
+            security
+                .elements()
+                .filter(|e| is_assertion(e, &inner))
+                .map(|e| (e, inner.clone())),
+        );
+    }
+    if inside.len() > 1 {
+        return Err(ProxyError::BadIdentity(format!(
+            "wsse:Security holds {} SAML assertions: exactly one VIHF is allowed",
+            inside.len()
+        )));
+    }
+    let skip = security.as_ref().map(|(s, _)| *s);
+    let outside = count_assertions_outside(&message.envelope.root, skip);
+    if outside > 0 {
+        return Err(ProxyError::BadIdentity(format!(
+            "{outside} SAML assertion(s) outside wsse:Security (another header block or the Body): only the VIHF in wsse:Security is allowed"
+        )));
+    }
+    Ok(inside
         .first()
-        .map(|n| n.text_content().trim().to_string())
-        .unwrap_or_default();
-    let patient = xds::descendants(assertion, "Attribute")
-        .into_iter()
-        .find(|a| a.attribute("Name") == Some("urn:oasis:names:tc:xacml:2.0:resource:resource-id"))
-        .and_then(|a| {
-            xds::descendants(a, "AttributeValue")
-                .first()
-                .map(|v| v.text_content().trim().to_string())
-        })
-        .unwrap_or_default();
-    Some((
-        passerelle_soap::envelope::standalone(assertion, &inner),
-        actor,
-        patient,
-    ))
+        .map(|(assertion, scope)| passerelle_soap::envelope::standalone(assertion, scope)))
 }
 
-/// Replaces `wsse:Security` by one holding only the marker, and completes WS-Addressing
+fn is_assertion(e: &Element, scope: &Scope) -> bool {
+    e.local == "Assertion" && xml::namespace_of(e, scope).as_deref() == Some(SAML)
+}
+
+/// SAML assertions below `root`, the `skip` element's subtree left out. A namespace is
+/// resolved only for elements named `Assertion`, from their ancestors: no scope is
+/// copied per element, so the walk is linear in the envelope whatever its declarations.
+fn count_assertions_outside(root: &Element, skip: Option<&Element>) -> usize {
+    fn walk<'a>(e: &'a Element, ancestors: &mut Vec<&'a Element>, skip: Option<&Element>) -> usize {
+        if skip.is_some_and(|s| std::ptr::eq(s, e)) {
+            return 0;
+        }
+        let me =
+            usize::from(e.local == "Assertion" && xml::namespace_in(e, ancestors) == Some(SAML));
+        ancestors.push(e);
+        let below = e
+            .elements()
+            .map(|c| walk(c, ancestors, skip))
+            .sum::<usize>();
+        ancestors.pop();
+        me + below
+    }
+    walk(root, &mut Vec::new(), skip)
+}
+
+/// Replaces `wsse:Security` by one holding only the signed VIHF, and completes WS-Addressing
 /// so that exactly one `MessageID`, `To` and `ReplyTo` go upstream: an empty one (the
 /// official examples carry `<To xmlns="http://www.w3.org/2005/08/addressing"/>`) is filled
 /// in place, a missing one added, a present one kept. Duplicates were refused before.
-fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyError> {
+fn rewrite_headers(
+    message: &mut SoapMessage,
+    to: &str,
+    token: Element,
+) -> Result<String, ProxyError> {
     let soap_ns = message.envelope.soap_ns;
     let root_scope = xml::scope_of(&message.envelope.root, &Scope::new());
     let header = message.header_mut()?;
@@ -148,8 +168,12 @@ fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyE
     let to_at = position(header, "To");
     let reply_to_at = position(header, "ReplyTo");
 
-    let mut security = Element::new(Some("wsse"), "Security").ns(Some("wsse"), WSSE);
-    security.children.push(Node::Comment(VIHF_MARKER.into()));
+    // The token goes into the tree the proxy writes, at its place: nothing is searched
+    // in text the client wrote. Its signature uses exclusive c14n, so it verifies
+    // wherever it sits.
+    let security = Element::new(Some("wsse"), "Security")
+        .ns(Some("wsse"), WSSE)
+        .child(token);
     header.children.push(Node::Element(security));
 
     let message_id = fill_or_add(header, message_id_at, "MessageID", || {
@@ -174,7 +198,15 @@ fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyE
             Element::new(Some("wsa"), "ReplyTo")
                 .ns(Some("wsa"), WSA)
                 .ns(Some("soapenv"), soap_ns)
-                .attr("soapenv:mustUnderstand", "true")
+                // SOAP 1.1's schema takes 0|1, SOAP 1.2's a boolean.
+                .attr(
+                    "soapenv:mustUnderstand",
+                    if soap_ns == passerelle_soap::SOAP12 {
+                        "true"
+                    } else {
+                        "1"
+                    },
+                )
                 .child(anonymous()),
         )),
     }
@@ -205,35 +237,60 @@ fn fill_or_add(
     v
 }
 
-/// Writes the envelope with the signed VIHF in place of the marker.
-fn write_envelope(message: &SoapMessage, vihf: &SignedVihf) -> Result<Bytes, ProxyError> {
-    let text = message.envelope.root.to_xml();
-    let marker = format!("<!--{VIHF_MARKER}-->");
-    let at = text.find(&marker).ok_or_else(|| {
-        ProxyError::Internal("VIHF marker lost while writing the envelope".into())
-    })?;
-    let token = vihf.xml.trim_start();
-    let token = match token.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map_or(token, |(_, t)| t.trim_start()),
-        None => token,
-    };
-    let mut out = String::with_capacity(text.len() + token.len());
-    out.push_str(&text[..at]);
-    out.push_str(token);
-    out.push_str(&text[at + marker.len()..]);
-    Ok(Bytes::from(out))
+/// The signed token as an element, to place in `wsse:Security`.
+fn token_element(vihf: &SignedVihf) -> Result<Element, ProxyError> {
+    xml::parse(&vihf.xml).map_err(|e| ProxyError::Internal(format!("signed VIHF unreadable: {e}")))
 }
 
-/// Forwards one DMP request of `tenant` to `service`.
-pub async fn forward(
+/// A DMP request read and checked, ready to sign (end of phase 5, identity).
+pub struct DmpRequest {
+    message: SoapMessage,
+    operation: Option<DmpOperation>,
+    action: String,
+    identity: Identity,
+    lot: Option<LotPlan>,
+    pool: Arc<UpstreamPool>,
+    signer: Arc<dyn Signer>,
+    /// The tenant's legal entity and geographic entities: the only structures signed.
+    owned: Vec<StructureId>,
+    options: VihfOptions,
+    software: SoftwareIdentity,
+    lot_digest: DigestAlgorithm,
+    now: OffsetDateTime,
+}
+
+impl std::fmt::Debug for DmpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmpRequest")
+            .field("action", &self.action)
+            .field("pool", &self.pool.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed DMP request, ready to send (end of phase 6).
+#[derive(Debug)]
+pub struct SignedRequest {
+    pool: Arc<UpstreamPool>,
+    content_type: String,
+    extra: Vec<(http::HeaderName, http::HeaderValue)>,
+    chunks: Vec<Bytes>,
+    retry: Retry,
+}
+
+/// Phase 5, identity: the envelope parsed (DTDs refused), one WS-Addressing header of
+/// each, the Action an operation of `route`'s service, the identity (the internal
+/// system's VIHF or the `X-Vihf-*` headers) and its structure one of the tenant's, the
+/// lot to sign for ITI-41. CPU work: runs on the blocking pool.
+pub fn identify(
     state: &ProxyState,
     tenant: &TenantRuntime,
-    service: &str,
+    route: &str,
     headers: &HeaderMap,
     content_type: &str,
     body: Bytes,
-    summary: &mut DmpSummary,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    exchange: &mut Exchange,
+) -> Result<DmpRequest, ProxyError> {
     let settings = state
         .config
         .dmp
@@ -248,39 +305,42 @@ pub async fn forward(
         })?;
     let pool = upstream
         .pools
-        .get(service)
-        .ok_or_else(|| ProxyError::UnknownDmpService(service.to_string()))?;
+        .get(route)
+        .ok_or_else(|| ProxyError::UnknownDmpService(route.to_string()))?;
     let now = OffsetDateTime::now_utc();
     upstream.auth.check(now)?;
     upstream.sign.check(now)?;
 
-    let mut message = SoapMessage::read(content_type, body)?;
+    identity::check_single(headers)?;
+    let message = SoapMessage::read(content_type, body)?;
     message.check_single_addressing()?;
     let action = message.wsa("Action").ok_or(ProxyError::MissingAction)?;
+    exchange.action = Some(action.clone());
     // A service path Passerelle knows only takes its own operations; a path configured
     // for a service it does not know is passed through, and never re-sent.
-    let known_service = settings
-        .services
-        .get(service)
-        .and_then(|path| DmpService::from_path(path.rsplit('/').next().unwrap_or(path)));
+    let known_service = service_of(settings, route);
     let operation = match known_service {
         Some(s) => Some(DmpOperation::from_action(s, &action).ok_or_else(|| {
             ProxyError::ActionNotAllowed {
                 action: action.clone(),
-                service: service.to_string(),
+                service: route.to_string(),
             }
         })?),
         None => None,
     };
-    summary.action = action.clone();
-    summary.operation = operation;
+    exchange.operation = operation.map_or(Operation::Other, Operation::Dmp);
+    check_body(&message, operation, &action)?;
+    check_reply_endpoints(&message)?;
+    if let Some(id) = message.wsa("MessageID")
+        && (id.chars().count() > MAX_MESSAGE_ID || id.chars().any(char::is_whitespace))
+    {
+        return Err(ProxyError::BadAddressing(format!(
+            "wsa:MessageID must be a URI of at most {MAX_MESSAGE_ID} characters without spaces (e.g. urn:uuid:...)"
+        )));
+    }
 
-    let identity = match supplied_vihf(&message) {
-        Some((assertion, actor, patient)) => {
-            summary.actor_id = actor;
-            summary.patient_ins = patient;
-            Identity::Supplied(assertion)
-        }
+    let identity = match supplied_vihf(&message)? {
+        Some(assertion) => Identity::Supplied(assertion),
         None if identity::present(headers) => {
             let ctx = identity::from_headers(
                 headers,
@@ -292,58 +352,165 @@ pub async fn forward(
                 .validate()
                 .map_err(|e| ProxyError::BadIdentity(e.to_string()))?;
             check_structure(tenant, &structure)?;
-            summary.structure = structure.to_string();
-            summary.actor_id = ctx.actor.id.clone();
-            summary.patient_ins = ctx.patient.to_cx();
             Identity::Built(Box::new(ctx))
         }
         None => return Err(ProxyError::MissingIdentity),
     };
-
     let lot = if action == ITI41 {
         let plan = LotPlan::read(&message, settings.signing.lot_signature_passthrough)?;
-        summary.documents = plan.as_ref().map_or(0, |p| p.documents.len());
+        exchange.documents = plan.as_ref().map_or(0, |p| p.documents.len());
         plan
     } else {
         None
     };
-
-    // Sign on the blocking pool, a bounded number at a time.
-    let permit = Arc::clone(&state.signing_slots)
-        .acquire_owned()
-        .await
-        .map_err(|_| ProxyError::Internal("signing slots closed".into()))?;
-    let signer = Arc::clone(&upstream.signer);
-    let owned: Vec<StructureId> = std::iter::once(tenant.structure_id.clone())
-        .chain(tenant.geographic_structure_ids.iter().cloned())
-        .collect();
-    let options = vihf_options(&settings.signing);
-    let lot_digest = digest(settings.signing.lot_digest);
-    let software = software_identity(&state.config.software);
-    let started = std::time::Instant::now();
-    let signed = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        sign_all(
-            identity,
-            lot,
-            signer.as_ref(),
-            &owned,
-            &options,
-            &software,
-            lot_digest,
-            now,
-        )
+    Ok(DmpRequest {
+        message,
+        operation,
+        action,
+        identity,
+        lot,
+        pool: Arc::clone(pool),
+        signer: Arc::clone(&upstream.signer),
+        owned: std::iter::once(tenant.structure_id.clone())
+            .chain(tenant.geographic_structure_ids.iter().cloned())
+            .collect(),
+        options: vihf_options(&settings.signing),
+        software: software_identity(&state.config.software),
+        lot_digest: digest(settings.signing.lot_digest),
+        now,
     })
-    .await
-    .map_err(|e| ProxyError::Internal(format!("signing task: {e}")))?
-    .map_err(|e| signing_error(e, tenant))?;
-    summary.signing = started.elapsed();
-    if summary.structure.is_empty() {
-        summary.structure = signed.structure.clone();
-    }
+}
 
-    let message_id = rewrite_headers(&mut message, pool.url())?;
-    summary.message_id = message_id;
+/// Longest `wsa:MessageID` kept (it goes into the audit trail and the log).
+const MAX_MESSAGE_ID: usize = 256;
+
+/// The Body holds exactly one element, the operation's: a receiver that routes by the
+/// Body would otherwise run another operation than the one audited (and retried).
+fn check_body(
+    message: &SoapMessage,
+    operation: Option<DmpOperation>,
+    action: &str,
+) -> Result<(), ProxyError> {
+    let count = message.envelope.body_element_count();
+    let found = message
+        .envelope
+        .body_name()
+        .map(|(ns, local)| format!("{{{ns}}}{local}"))
+        .unwrap_or_else(|| "no element".into());
+    let expected = operation.map(DmpOperation::body_element);
+    let matches = match (expected, message.envelope.body_name()) {
+        (Some((ns, local)), Some((n, l))) => ns == n && local == l,
+        (None, Some(_)) => true,
+        (_, None) => false,
+    };
+    if count == 1 && matches {
+        return Ok(());
+    }
+    Err(ProxyError::OperationMismatch {
+        action: action.to_string(),
+        expected: expected.map_or_else(
+            || "one element".to_string(),
+            |(ns, local)| format!("{{{ns}}}{local}"),
+        ),
+        found: if count > 1 {
+            format!("{count} elements")
+        } else {
+            found
+        },
+    })
+}
+
+/// Answers go back on the connection, to Passerelle, and nowhere else: a `ReplyTo`,
+/// `FaultTo` or `From` naming another endpoint could have a service that honours it
+/// send patient data elsewhere; WS-Addressing headers of another version are refused as
+/// a receiver may read either.
+fn check_reply_endpoints(message: &SoapMessage) -> Result<(), ProxyError> {
+    const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
+    const OTHER_VERSIONS: [&str; 3] = [
+        "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+        "http://schemas.xmlsoap.org/ws/2004/03/addressing",
+        "http://schemas.xmlsoap.org/ws/2003/03/addressing",
+    ];
+    let Some((header, scope)) = message.envelope.header_element() else {
+        return Ok(());
+    };
+    let inner = xml::scope_of(header, &scope);
+    for block in header.elements() {
+        let ns = xml::namespace_of(block, &inner).unwrap_or_default();
+        if OTHER_VERSIONS.contains(&ns.as_str()) {
+            return Err(ProxyError::BadAddressing(format!(
+                "header {:?} is in {ns}: only WS-Addressing 1.0 (http://www.w3.org/2005/08/addressing) is accepted",
+                block.local.as_ref()
+            )));
+        }
+        if ns == WSA && matches!(block.local.as_ref(), "ReplyTo" | "FaultTo" | "From") {
+            let address: Vec<String> = block
+                .elements()
+                .filter(|e| e.local == "Address")
+                .map(|e| e.text_content().trim().to_string())
+                .collect();
+            let anonymous = match address.as_slice() {
+                [] => block.local == "ReplyTo",
+                [a] => (a.is_empty() && block.local == "ReplyTo") || a == ANONYMOUS,
+                _ => false,
+            };
+            if !anonymous {
+                return Err(ProxyError::BadAddressing(format!(
+                    "wsa:{} must be the anonymous endpoint ({ANONYMOUS}): answers come back through Passerelle",
+                    block.local.as_ref()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The DMP service a `[dmp.services]` route's path names.
+pub fn service_of(settings: &passerelle_config::DmpService, route: &str) -> Option<DmpService> {
+    settings
+        .services
+        .get(route)
+        .and_then(|path| DmpService::from_path(path.rsplit('/').next().unwrap_or(path)))
+}
+
+/// Phase 6, sign: the VIHF (re-signed or built) and the lot with the tenant's ORG SIGN
+/// key, then the envelope written with WS-Addressing completed. Nothing is sent before
+/// every signature is made. CPU work: runs on the blocking pool.
+pub fn sign(
+    request: DmpRequest,
+    tenant: &TenantRuntime,
+    exchange: &mut Exchange,
+) -> Result<SignedRequest, ProxyError> {
+    let DmpRequest {
+        mut message,
+        operation,
+        action,
+        identity,
+        lot,
+        pool,
+        signer,
+        owned,
+        options,
+        software,
+        lot_digest,
+        now,
+    } = request;
+    let signed = sign_all(
+        identity,
+        lot,
+        signer.as_ref(),
+        &owned,
+        &options,
+        &software,
+        lot_digest,
+        now,
+    )
+    .map_err(|e| signing_error(e, tenant))?;
+    // Log and audit record exactly what was signed.
+    exchange.identity = Some(signed.vihf.identity.clone());
+
+    let message_id = rewrite_headers(&mut message, pool.url(), token_element(&signed.vihf)?)?;
+    exchange.message_id = Some(message_id);
     let attachments = match &signed.lot {
         Some(lot) => lot.apply(&mut message)?,
         None => message
@@ -352,7 +519,7 @@ pub async fn forward(
             .map(|m| m.attachments.clone())
             .unwrap_or_default(),
     };
-    let root = write_envelope(&message, &signed.vihf)?;
+    let root = Bytes::from(message.envelope.root.to_xml());
     let (content_type, chunks) = message.upstream_body(root, &attachments);
     // Only reads may be sent again (and only when provably unsent): every other DMP
     // operation changes state (domain.md §4).
@@ -362,11 +529,33 @@ pub async fn forward(
         Retry::Never
     };
     let extra = soap_action_header(&message, &action);
-    summary.exchanged = true;
+    Ok(SignedRequest {
+        pool,
+        content_type,
+        extra,
+        chunks,
+        retry,
+    })
+}
+
+/// Phase 7, forward: the tenant's ORG AUTH_CLI pool for this service.
+pub async fn send(
+    request: SignedRequest,
+    exchange: &mut Exchange,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    exchange.sent_upstream = true;
     let sent_at = std::time::Instant::now();
-    let answer = pool.send(&content_type, &extra, chunks, retry).await;
-    summary.upstream = sent_at.elapsed();
-    answer
+    let answer = request
+        .pool
+        .send(
+            &request.content_type,
+            &request.extra,
+            request.chunks,
+            request.retry,
+        )
+        .await;
+    exchange.timings.upstream = sent_at.elapsed();
+    answer.map_err(ProxyError::from)
 }
 
 /// SOAP 1.1's HTTP binding names the operation in a `SOAPAction` header; SOAP 1.2 has
@@ -397,8 +586,6 @@ fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<()
 /// The signatures of one request.
 struct Signed {
     vihf: SignedVihf,
-    /// `Identifiant_Structure` of the token, for the log.
-    structure: String,
     lot: Option<SignedSubmission>,
 }
 
@@ -414,32 +601,16 @@ fn sign_all(
     now: OffsetDateTime,
 ) -> Result<Signed, SigningError> {
     let owns = |s: &StructureId| owned.contains(s);
-    let (vihf, structure) = match identity {
-        Identity::Supplied(text) => {
-            let seen = std::cell::RefCell::new(String::new());
-            let vihf = resign_vihf(
-                &text,
-                |s| {
-                    *seen.borrow_mut() = s.to_string();
-                    owns(s)
-                },
-                signer,
-                options,
-                now,
-            )?;
-            (vihf, seen.into_inner())
-        }
-        Identity::Built(ctx) => {
-            let structure = ctx.structure_id.clone();
-            (sign_vihf(&ctx, software, signer, now)?, structure)
-        }
+    let vihf = match identity {
+        Identity::Supplied(text) => resign_vihf(&text, owns, signer, options, now)?,
+        Identity::Built(ctx) => sign_vihf(&ctx, software, signer, now)?,
     };
+    if let Some(plan) = &lot {
+        plan.check_patient(&vihf.identity.patient)
+            .map_err(SigningError::Document)?;
+    }
     let lot = lot
         .map(|plan| plan.sign(signer, lot_digest, now))
         .transpose()?;
-    Ok(Signed {
-        vihf,
-        structure,
-        lot,
-    })
+    Ok(Signed { vihf, lot })
 }

@@ -95,6 +95,29 @@ impl LotPlan {
         }))
     }
 
+    /// Every document must be the signed VIHF's patient: the lot would otherwise be signed
+    /// for a patient the token (and the audit trail) does not name. INS and OID are
+    /// compared (the CX's other components may be written differently).
+    pub fn check_patient(&self, vihf_patient: &str) -> Result<(), String> {
+        let key = |cx: &str| {
+            passerelle_signing::Ins::from_cx(cx)
+                .ok()
+                .map(|ins| ins.to_cx())
+        };
+        let expected = key(vihf_patient);
+        match self
+            .documents
+            .iter()
+            .find(|d| expected.is_none() || key(&d.patient_id) != expected)
+        {
+            None => Ok(()),
+            Some(d) => Err(format!(
+                "document entry {:?}: its XDSDocumentEntry.patientId is not the VIHF's patient (resource-id)",
+                d.entry_id
+            )),
+        }
+    }
+
     /// Digests the documents and signs the lot (blocking: run it off the reactor).
     pub fn sign(
         self,

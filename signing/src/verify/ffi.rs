@@ -1,8 +1,9 @@
 //! The FFI boundary with libxml2 and libxmlsec1 (through the `xmlsec` crate's raw
 //! bindings): parse a document, register an ID attribute, verify one `Signature` with
-//! a keys manager that trusts only the given anchors, and process its `Manifest`
-//! references as any standard processor does, with `urn:oid:` URIs served from the
-//! documents supplied for this verification (and nothing else ever read).
+//! the public key of the signer certificate the caller checked (never a key read from
+//! `KeyInfo`), and process its `Manifest` references as any standard processor does,
+//! with `urn:oid:` URIs served from the documents supplied for this verification (and
+//! nothing else ever read).
 //!
 //! Every `unsafe` block of the crate is here. Each resource has an owner type whose
 //! `Drop` frees it, so no early return leaks a document, a keys manager or a context.
@@ -242,6 +243,10 @@ pub(crate) struct Verification<'a> {
     pub anchors: &'a [Vec<u8>],
     /// DER certificates usable to build the chain, not trusted by themselves.
     pub intermediates: &'a [Vec<u8>],
+    /// The signer's certificate (DER), as read from `KeyInfo/X509Data` by the caller and
+    /// checked against the anchors there: the only key libxmlsec1 verifies with is this
+    /// certificate's public key (`KeyInfo` itself is never read by libxmlsec1).
+    pub signer_certificate: &'a [u8],
     /// `None`: `Manifest` references are not processed (a VIHF has none). `Some`: they
     /// are, `urn:oid:<uniqueId>` served from these (uniqueId, bytes), any other
     /// `urn:oid:` served empty, every other URI refused.
@@ -474,6 +479,52 @@ fn manifest_references(ctx: &DsigCtx) -> Vec<(String, x::xmlSecDSigStatus)> {
     out
 }
 
+/// Makes the signer certificate's public key the context's verification key, so that
+/// libxmlsec1 never takes a key from `KeyInfo` (where a `KeyValue` placed before
+/// `X509Data` would otherwise win over the certificate the caller checks). As a second
+/// line, should the key ever be left unset, `KeyInfo` reading is restricted to
+/// `X509Data` and any other child stops it.
+fn use_signer_key(ctx: &DsigCtx, certificate_der: &[u8]) -> Result<(), Failure> {
+    let size = u32::try_from(certificate_der.len())
+        .map_err(|_| Failure::from("signer certificate too large".to_string()))?;
+    // SAFETY: `certificate_der` is alive for the call and xmlsec copies it; no password
+    // or callback is used for a certificate. The key returned is owned by us until
+    // handed to the context below.
+    let key = unsafe {
+        x::xmlSecOpenSSLAppKeyLoadMemory(
+            certificate_der.as_ptr(),
+            size,
+            x::xmlSecKeyDataFormat_xmlSecKeyDataFormatCertDer,
+            null(),
+            null_mut(),
+            null_mut(),
+        )
+    };
+    if key.is_null() {
+        return Err(Failure::from(
+            "xmlsec could not load the key of the signer certificate".to_string(),
+        ));
+    }
+    // SAFETY: `ctx.0` is a valid context with no key yet; it takes ownership of `key`
+    // (`xmlSecDSigCtxDestroy` destroys `signKey`). The enabled key data list belongs to
+    // the context and holds static klass descriptors.
+    unsafe {
+        (*ctx.0).signKey = key;
+        (*ctx.0).keyInfoReadCtx.flags |= x::XMLSEC_KEYINFO_FLAGS_STOP_ON_UNKNOWN_CHILD;
+        let enabled = &raw mut (*ctx.0).keyInfoReadCtx.enabledKeyData;
+        if x::xmlSecPtrListAdd(
+            enabled,
+            x::xmlSecOpenSSLKeyDataX509GetKlass().cast_mut().cast(),
+        ) < 0
+        {
+            return Err(Failure::from(
+                "xmlsec could not restrict KeyInfo to X509Data".to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Verifies the signature under `root`; `_doc` owns `root` and outlives the call.
 fn verify_with(
     mngr: x::xmlSecKeysMngrPtr,
@@ -489,6 +540,7 @@ fn verify_with(
             "xmlsec could not create a signature context".to_string(),
         ));
     }
+    use_signer_key(&ctx, v.signer_certificate)?;
     // SAFETY: `ctx.0` is valid; only plain fields are set.
     unsafe {
         if v.manifest_documents.is_some() {

@@ -19,7 +19,7 @@ use passerelle_config::CertificateInfo;
 use crate::dsig::{DSIG_NS, ENVELOPED};
 use crate::lot::{self, MANIFEST_ID, SIGNED_PROPERTIES_ID, XADES_NS};
 use crate::vihf::SAML_NS;
-use crate::xml::{self, C14n, Element, Scope};
+use crate::xml::{self, C14n, Element, Node, Scope};
 
 /// Certificates to verify signers against: anchors (trusted) and intermediates (used to
 /// build the chain only).
@@ -131,17 +131,55 @@ fn one<'e>(
     }
 }
 
-/// The signer certificate from `KeyInfo/X509Data`: exactly one, so that the certificate
-/// reported is the one libxmlsec1 used.
+/// The only element child of `parent`, which must be `(DSIG_NS, local)`; text other
+/// than XML white space is refused too (comments are let through).
+fn only_child<'e>(
+    parent: &'e Element,
+    scope: &Scope,
+    local: &str,
+    what: &str,
+) -> Result<&'e Element, VerifyError> {
+    let xml_space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let text = |n: &Node| matches!(n, Node::Text(t) if !t.chars().all(xml_space));
+    if parent.children.iter().any(text) {
+        return structure(format!(
+            "{what} must hold exactly one {local} and nothing else, found text"
+        ));
+    }
+    let children: Vec<&Element> = parent.elements().collect();
+    match children.as_slice() {
+        [only]
+            if only.local == local
+                && xml::namespace_of(only, scope).as_deref() == Some(DSIG_NS) =>
+        {
+            Ok(only)
+        }
+        [] => structure(format!("{what}: no {local} element")),
+        _ => structure(format!(
+            "{what} must hold exactly one {local} and nothing else, found [{}]",
+            children
+                .iter()
+                .map(|c| c.local.as_ref())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The signer certificate: `KeyInfo` must hold exactly one `X509Data` holding exactly one
+/// `X509Certificate`, and nothing else (no `KeyValue`, `KeyName`, `RetrievalMethod`,
+/// second certificate, issuer-serial or subject name). libxmlsec1 then verifies with
+/// this certificate's key and no other (see `ffi`), and it is the one whose chain is
+/// checked and which is reported.
 fn signer_certificate(
     signature: &Element,
     scope: &Scope,
 ) -> Result<(Vec<u8>, CertificateInfo), VerifyError> {
     let key_info = one(signature, scope, DSIG_NS, "KeyInfo", "Signature")?;
     let ki_scope = xml::scope_of(key_info, scope);
-    let data = one(key_info, &ki_scope, DSIG_NS, "X509Data", "KeyInfo")?;
+    let data = only_child(key_info, &ki_scope, "X509Data", "KeyInfo")?;
     let data_scope = xml::scope_of(data, &ki_scope);
-    let cert = one(data, &data_scope, DSIG_NS, "X509Certificate", "X509Data")?;
+    let cert = only_child(data, &data_scope, "X509Certificate", "X509Data")?;
     let b64: String = cert.text_content().split_whitespace().collect();
     let der = B64
         .decode(b64)
@@ -304,6 +342,7 @@ pub fn verify_vihf(xml_text: &str, trust: &TrustAnchors) -> Result<VerifiedVihf,
         root_id_attribute: Some("ID"),
         anchors: &trust.anchors,
         intermediates: &trust.intermediates,
+        signer_certificate: &signer_der,
         manifest_documents: None,
     })
     .map_err(|f| VerifyError::Signature(f.message))?;
@@ -453,6 +492,7 @@ pub fn verify_lot(
         root_id_attribute: None,
         anchors: &trust.anchors,
         intermediates: &trust.intermediates,
+        signer_certificate: &signer_der,
         manifest_documents: Some(&served),
     })
     .map_err(|f| match f.manifest_uri {
@@ -575,4 +615,81 @@ fn find_by_id<'e>(e: &'e Element, scope: &Scope, id: &str) -> Option<(&'e Elemen
         return Some((e, inner));
     }
     e.elements().find_map(|c| find_by_id(c, &inner, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SoftwareIdentity, SoftwareSigner, VihfContext, sign_vihf};
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use passerelle_config::CertRole;
+
+    /// libxmlsec1 alone, with the structural checks of this module bypassed: a token
+    /// signed by an attacker key, its `KeyValue` placed before a legitimate certificate,
+    /// is refused because the key comes from the certificate handed to `ffi`, not from
+    /// `KeyInfo`; the genuine token still verifies the same way.
+    #[test]
+    fn libxmlsec1_uses_only_the_signer_certificate_key() {
+        let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
+        let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
+        let trust = TrustAnchors::from_files(
+            &[&pki.path(&pki.ca.root)],
+            &[&pki.path(&pki.ca.org_intermediate)],
+        )
+        .expect("trust");
+        let material = &config.tenants[0].certificates[&CertRole::DmpSign];
+        let json = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/vihf-context.json"
+        ))
+        .expect("example context");
+        let context = VihfContext::from_json(&json).expect("context");
+        let software = SoftwareIdentity {
+            name: "PASSERELLE".into(),
+            version: "0.1.0".into(),
+            homologation_id: "TEST".into(),
+            lps_id: None,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let run = |xml: &str| {
+            ffi::verify(&ffi::Verification {
+                xml,
+                root_id_attribute: Some("ID"),
+                anchors: &trust.anchors,
+                intermediates: &trust.intermediates,
+                signer_certificate: &material.leaf_der,
+                manifest_documents: None,
+            })
+        };
+
+        let genuine = sign_vihf(
+            &context,
+            &software,
+            &SoftwareSigner::from_material(material).expect("signer"),
+            now,
+        )
+        .expect("sign");
+        run(&genuine.xml).expect("genuine token");
+
+        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
+        let mut chain = vec![material.leaf_der.clone()];
+        chain.extend(material.intermediates_der.iter().cloned());
+        let attacker =
+            SoftwareSigner::from_pkcs8(&key.private_key_to_pkcs8().expect("pkcs8"), chain)
+                .expect("attacker signer");
+        let forged = sign_vihf(&context, &software, &attacker, now).expect("sign");
+        let rsa = key.rsa().expect("rsa");
+        let key_value = format!(
+            "<KeyValue><RSAKeyValue><Modulus>{}</Modulus><Exponent>{}</Exponent></RSAKeyValue></KeyValue>",
+            B64.encode(rsa.n().to_vec()),
+            B64.encode(rsa.e().to_vec())
+        );
+        let forged = forged
+            .xml
+            .replace("<KeyInfo>", &format!("<KeyInfo>{key_value}"));
+        assert!(forged.contains("<KeyInfo><KeyValue>"), "{forged}");
+        let failure = run(&forged).expect_err("attacker KeyValue");
+        assert!(failure.message.contains("does not verify"), "{failure:?}");
+    }
 }
