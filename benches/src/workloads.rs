@@ -106,7 +106,12 @@ impl DmpQuery {
         let vihf = messages::signed_vihf(structure, signer);
         Self {
             via: Via::Direct,
-            body: Bytes::from(messages::dmp_request(ITI18, Some(&vihf), body)),
+            body: Bytes::from(messages::direct_dmp_request(
+                "registry",
+                ITI18,
+                Some(&vihf),
+                body,
+            )),
             headers: Vec::new(),
         }
     }

@@ -1,17 +1,22 @@
 //! Mock DMP (`/si-dmp-server/v2/services/<service>`, domain.md §4–§6), a strict oracle
 //! that shares none of Passerelle's conventions: what it accepts comes from the official
-//! WSDL annex ([`crate::wsdl`]) and XSDs, and signatures are checked by libxmlsec1 as a
-//! standard XML-DSig processor does.
+//! WSDL annex ([`crate::wsdl`]) and XSDs, signatures are checked by libxmlsec1 as a
+//! standard XML-DSig processor does, and the VIHF's values are read by libxml2's XPath.
 //!
 //! On every request, in order, it refuses with a SOAP 1.2 fault naming the check:
 //! the service path, the envelope, WS-Addressing (exactly one `MessageID`, `To`,
 //! `ReplyTo` and `Action`, none empty; `To` = this service's URL; `ReplyTo` anonymous),
-//! the Action as an operation of this service in its WSDL, the SOAP Body against the XSD
-//! of that operation's element, the VIHF alone in `wsse:Security`, its signature
-//! (libxmlsec1, up to the test root), Issuer = TLS client subject,
-//! `Identifiant_Structure` exactly once with one value, = client OU or one of its
-//! geographic entities, `INDIRECTE` and the required attributes, IssueInstant within ±5
-//! minutes.
+//! the SOAP/HTTP binding ([`binding`]: Content-Type media type of the envelope's SOAP
+//! version, `charset` utf-8, `action` parameters = the Action, MTOM `type`/`start-info`
+//! and root part labels, SOAP 1.1 `SOAPAction` = the Action; `mustUnderstand` on Action
+//! and ReplyTo when switched on), the Action as an operation of this service in its
+//! WSDL, the SOAP Body against the XSD of that operation's element, the VIHF alone in
+//! `wsse:Security`, its signature (libxmlsec1, up to the test root), Issuer = TLS client
+//! subject, then its values as libxml2's XPath reads them ([`vihf`]): one
+//! `Subject/NameID`, identity attributes once in the whole assertion with one value, no
+//! mixed content, one authentication mode spelling, the required attributes, `INDIRECTE`,
+//! `Identifiant_Structure` = client OU or one of its geographic entities, IssueInstant
+//! within ±5 minutes.
 //!
 //! Then: ITI-41 (MTOM, lot signature verified with the Manifest processed against the
 //! document parts, `signs` association, duplicate submission set refused as a real
@@ -19,13 +24,16 @@
 //! MTOM), and for every other operation the schema-valid answer of its WSDL. Every
 //! accepted request is recorded ([`MockDmp::exchanges`]).
 
+mod binding;
+pub mod vihf;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use passerelle_signing::resign::{AUTH_MODE_NAMES, REQUIRED_ATTRIBUTES};
 use passerelle_signing::xml::{self, Element};
 use passerelle_signing::{SuppliedDocument, TrustAnchors, verify_lot, verify_vihf};
 
@@ -88,6 +96,8 @@ pub struct Exchange {
     pub message_id: String,
     /// Subject DN of the TLS client.
     pub client_subject: String,
+    /// The VIHF's identity as the mock read it (libxml2 XPath).
+    pub identity: vihf::Identity,
 }
 
 /// The mock DMP service.
@@ -99,6 +109,8 @@ pub struct MockDmp {
     answers: HashMap<String, Element>,
     registry: Mutex<Registry>,
     exchanges: Mutex<Vec<Exchange>>,
+    /// Whether `wsa:Action` and `wsa:ReplyTo` must carry `mustUnderstand` true.
+    require_must_understand: AtomicBool,
     /// Where the schemas embedded in the WSDLs were written; removed on drop.
     _scratch: tempfile::TempDir,
 }
@@ -239,8 +251,16 @@ impl MockDmp {
             answers,
             registry: Mutex::new(Registry::default()),
             exchanges: Mutex::new(Vec::new()),
+            // domain.md §4: Action and ReplyTo are mustUnderstand.
+            require_must_understand: AtomicBool::new(true),
             _scratch: scratch,
         })
+    }
+
+    /// Switches the `mustUnderstand` check of `wsa:Action` and `wsa:ReplyTo` on or off
+    /// (on by default: domain.md §4).
+    pub fn require_must_understand(&self, on: bool) {
+        self.require_must_understand.store(on, Ordering::Relaxed);
     }
 
     /// The operations read from the WSDLs.
@@ -269,7 +289,10 @@ impl MockDmp {
             .unwrap_or_default()
     }
 
-    fn check_vihf(&self, env: &Envelope, req: &MockRequest) -> Result<(), Refusal> {
+    /// The VIHF: alone in `wsse:Security`, its signature and Issuer verified by
+    /// libxmlsec1 and OpenSSL ([`verify_vihf`]), then its identity read by libxml2's XPath
+    /// from the very text verified ([`vihf::read`]).
+    fn check_vihf(&self, env: &Envelope, req: &MockRequest) -> Result<vihf::Identity, Refusal> {
         let Some((security, scope)) = env.header(WSSE, "Security") else {
             return refuse("vihf_missing", "VIHF missing: no wsse:Security header");
         };
@@ -290,54 +313,32 @@ impl MockDmp {
             }
         };
         let text = soap::standalone(assertion, &inner);
-        let vihf = verify_vihf(&text, &self.config.trust).map_err(|e| Refusal {
+        // The cryptographic check, the chain and Issuer = signer (libxmlsec1, OpenSSL);
+        // its reading of the values is not used.
+        let verified = verify_vihf(&text, &self.config.trust).map_err(|e| Refusal {
             outcome: "vihf_signature",
             reason: format!("VIHF signature: {e}"),
         })?;
-        if vihf.issuer != req.client.subject {
+        if verified.issuer != req.client.subject {
             return refuse(
                 "vihf_issuer",
                 format!(
                     "VIHF Issuer {:?} is not the TLS client certificate's subject {:?}",
-                    vihf.issuer, req.client.subject
+                    verified.issuer, req.client.subject
                 ),
             );
         }
-        for name in REQUIRED_ATTRIBUTES {
-            if vihf.attribute(name).is_none_or(|v| v.trim().is_empty()) {
-                return refuse(
-                    "vihf_attributes",
-                    format!("VIHF attribute {name} is missing"),
-                );
-            }
-        }
-        let mode = AUTH_MODE_NAMES
-            .iter()
-            .find_map(|n| vihf.attribute(n))
-            .unwrap_or("");
-        if mode != "INDIRECTE" {
+        let identity = vihf::read(&text)?;
+        if identity.mode != "INDIRECTE" {
             return refuse(
                 "vihf_mode",
-                format!("VIHF authentication mode is {mode:?}, expected INDIRECTE"),
+                format!(
+                    "VIHF authentication mode is {:?}, expected INDIRECTE",
+                    identity.mode
+                ),
             );
         }
-        let structure = match vihf
-            .attributes
-            .get("Identifiant_Structure")
-            .map(Vec::as_slice)
-        {
-            Some([one]) => one.as_str(),
-            Some(values) => {
-                return refuse(
-                    "vihf_structure",
-                    format!(
-                        "VIHF Identifiant_Structure must carry exactly one value, found {}",
-                        values.len()
-                    ),
-                );
-            }
-            None => "",
-        };
+        let structure = identity.structure.as_str();
         let ou = req.client.organizational_unit.as_deref().unwrap_or("");
         let geographic = self.config.geographic.get(ou);
         if structure != ou && !geographic.is_some_and(|g| g.iter().any(|s| s == structure)) {
@@ -349,12 +350,15 @@ impl MockDmp {
             );
         }
         let instant = time::OffsetDateTime::parse(
-            &vihf.issue_instant,
+            &identity.issue_instant,
             &time::format_description::well_known::Rfc3339,
         )
         .map_err(|_| Refusal {
             outcome: "vihf_instant",
-            reason: format!("VIHF IssueInstant {:?} is not a date", vihf.issue_instant),
+            reason: format!(
+                "VIHF IssueInstant {:?} is not a date",
+                identity.issue_instant
+            ),
         })?;
         let skew = (time::OffsetDateTime::now_utc() - instant).abs();
         if skew > self.config.max_clock_skew {
@@ -362,13 +366,13 @@ impl MockDmp {
                 "vihf_instant",
                 format!(
                     "VIHF IssueInstant {} is {} s from now (allowed: ±{} s)",
-                    vihf.issue_instant,
+                    identity.issue_instant,
                     skew.whole_seconds(),
                     self.config.max_clock_skew.as_secs()
                 ),
             );
         }
-        Ok(())
+        Ok(identity)
     }
 
     fn provide_and_register(
@@ -741,6 +745,7 @@ impl MockDmp {
         action: &str,
         message_id: &str,
         req: &MockRequest,
+        identity: vihf::Identity,
     ) {
         if let Ok(mut e) = self.exchanges.lock() {
             e.push(Exchange {
@@ -749,6 +754,7 @@ impl MockDmp {
                 action: action.to_string(),
                 message_id: message_id.to_string(),
                 client_subject: req.client.subject.clone(),
+                identity,
             });
         }
     }
@@ -881,6 +887,17 @@ impl Service for MockDmp {
             Ok(v) => v,
             Err(r) => return self.fault(&label, r),
         };
+        let binding =
+            binding::check_http(&req.headers, &req.body, env.soap_ns, &action).and_then(|()| {
+                if self.require_must_understand.load(Ordering::Relaxed) {
+                    binding::check_must_understand(&root, env.soap_ns)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(r) = binding {
+            return self.fault(&label, r);
+        }
         let Some(op) = self.catalog.find(service, &action) else {
             return self.fault(
                 &label,
@@ -894,10 +911,13 @@ impl Service for MockDmp {
         };
         let result = check_body(&env, op)
             .and_then(|()| self.check_vihf(&env, req))
-            .and_then(|()| self.answer(op, &env, attachments.as_ref(), req, &message_id, &label));
+            .and_then(|identity| {
+                self.answer(op, &env, attachments.as_ref(), req, &message_id, &label)
+                    .map(|r| (r, identity))
+            });
         match result {
-            Ok(response) => {
-                self.record(service, op, &action, &message_id, req);
+            Ok((response, identity)) => {
+                self.record(service, op, &action, &message_id, req, identity);
                 response
             }
             Err(r) => self.fault(&label, r),

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http::StatusCode;
 use libxml::parser::Parser;
-use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
+use libxml::schemas::SchemaValidationContext;
 use passerelle_signing::xml::Element;
 
 use crate::MockError;
@@ -115,35 +115,17 @@ struct Schemas {
     ctxbam: SchemaValidationContext,
 }
 
-fn load_schema(path: &Path) -> Result<SchemaValidationContext, MockError> {
-    let text = path.to_str().ok_or_else(|| MockError::Schema {
-        path: path.to_path_buf(),
-        message: "path is not UTF-8".into(),
-    })?;
-    if !path.is_file() {
-        return Err(MockError::Schema {
-            path: path.to_path_buf(),
-            message: "not found (is ../shared/spec present?)".into(),
-        });
-    }
-    let mut parser = SchemaParserContext::from_file(text);
-    SchemaValidationContext::from_parser(&mut parser).map_err(|errors| MockError::Schema {
-        path: path.to_path_buf(),
-        message: errors
-            .iter()
-            .filter_map(|e| e.message.clone())
-            .collect::<Vec<_>>()
-            .join("; "),
-    })
-}
-
 impl Schemas {
     fn load(xsd_dir: &Path) -> Result<Self, MockError> {
         Ok(Self {
-            recsans: load_schema(&xsd_dir.join("ServiceIdentiteCertifiee/INSi_RECSANS_INS.xsd"))?,
-            recvit: load_schema(&xsd_dir.join("ServiceIdentiteCertifiee/INSi_RECVITALE_INS.xsd"))?,
-            ctxlps: load_schema(&xsd_dir.join("CTX/ROOT_ctxlps_CTXLPS_V01_00.xsd"))?,
-            ctxbam: load_schema(&xsd_dir.join("CTX/ROOT_ctxbam_CTXBAM_V01_02.xsd"))?,
+            recsans: crate::xsd::load(
+                &xsd_dir.join("ServiceIdentiteCertifiee/INSi_RECSANS_INS.xsd"),
+            )?,
+            recvit: crate::xsd::load(
+                &xsd_dir.join("ServiceIdentiteCertifiee/INSi_RECVITALE_INS.xsd"),
+            )?,
+            ctxlps: crate::xsd::load(&xsd_dir.join("CTX/ROOT_ctxlps_CTXLPS_V01_00.xsd"))?,
+            ctxbam: crate::xsd::load(&xsd_dir.join("CTX/ROOT_ctxbam_CTXBAM_V01_02.xsd"))?,
         })
     }
 }

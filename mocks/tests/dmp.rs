@@ -1,6 +1,6 @@
-//! The mock DMP driven by a plain mutual-TLS client: VIHF checks, ITI-41 with lot
-//! signature over MTOM, ITI-18, ITI-43, ITI-57, canned HL7v3; responses validated
-//! against the ebRS / XDS.b XSDs.
+//! The mock DMP driven by a plain mutual-TLS client: VIHF checks (values read by
+//! libxml2's XPath), the SOAP/HTTP binding, ITI-41 with lot signature over MTOM, ITI-18,
+//! ITI-43, ITI-57, canned HL7v3; responses validated against the ebRS / XDS.b XSDs.
 
 mod common;
 
@@ -44,6 +44,8 @@ async fn fixture() -> Fixture {
     )
     .await
     .expect("start");
+    // The strict reading of WS-Addressing's mustUnderstand (off by default, for the proxy).
+    service.require_must_understand(true);
     Fixture {
         pki,
         config,
@@ -114,6 +116,58 @@ impl Fixture {
         .await
         .expect("request")
     }
+
+    /// [`Fixture::send`] with extra request headers (`SOAPAction`).
+    async fn send_with(
+        &self,
+        service: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> (u16, Bytes) {
+        post_with(
+            self.mock.address,
+            self.tls(0),
+            &format!("{}{service}", dmp::BASE_PATH),
+            headers,
+            body,
+        )
+        .await
+    }
+}
+
+/// One POST with the headers given (none added but `Host`); status and body.
+async fn post_with(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (u16, Bytes) {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("tls");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("http");
+    tokio::spawn(conn);
+    let mut req = http::Request::post(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(body)).expect("request"))
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes)
 }
 
 const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
@@ -689,12 +743,664 @@ async fn addressing_body_and_action_are_checked_as_the_wsdl_says() {
         .await;
     assert_eq!(status, 200);
 
-    let soap11 = good.replace(
-        "http://www.w3.org/2003/05/soap-envelope",
-        "http://schemas.xmlsoap.org/soap/envelope/",
-    );
-    let (status, _, _) = f.send(0, "registry", "text/xml", Bytes::from(soap11)).await;
-    assert_eq!(status, 200);
+    let soap11 = soap11(&good);
+    let (status, body) = f
+        .send_with(
+            "registry",
+            &[("content-type", "text/xml"), ("soapaction", dmp::ITI18)],
+            Bytes::from(soap11),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, _, _) = f.send(0, "nope", SOAP_CT, Bytes::from("x")).await;
     assert_eq!(status, 404);
+}
+
+/// `request` as SOAP 1.1: the envelope namespace, and `mustUnderstand="1"` (SOAP 1.1
+/// takes 0|1).
+fn soap11(soap12: &str) -> String {
+    soap12
+        .replace(
+            "http://www.w3.org/2003/05/soap-envelope",
+            "http://schemas.xmlsoap.org/soap/envelope/",
+        )
+        .replace("mustUnderstand=\"true\"", "mustUnderstand=\"1\"")
+}
+
+/// Request headers, body, and the refusal expected (empty: accepted).
+type Case<'a> = (Vec<(&'a str, String)>, Bytes, &'a str);
+
+/// Sends each `(headers, body)` and expects a fault naming `expected` (or 200 when
+/// `expected` is empty).
+async fn expect_all(f: &Fixture, service: &str, cases: Vec<Case<'_>>) {
+    for (headers, body, expected) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, resp) = f.send_with(service, &headers, body).await;
+        let text = String::from_utf8_lossy(&resp);
+        if expected.is_empty() {
+            assert_eq!(status, 200, "{headers:?}: {text}");
+        } else {
+            assert_eq!(status, 500, "{headers:?} ({expected}): {text}");
+            let text = fault_reason(&resp);
+            assert!(
+                text.contains(expected),
+                "{headers:?}: expected {expected:?}: {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn content_type_and_soap_action_follow_the_soap_version() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let soap12 = Bytes::from(request(dmp::ITI18, Some(&vihf), &find_documents_query()));
+    let soap11 = Bytes::from(soap11(&request(
+        dmp::ITI18,
+        Some(&vihf),
+        &find_documents_query(),
+    )));
+    let ct = |v: &str| vec![("content-type", v.to_string())];
+    let ct_action = |v: &str, a: &str| {
+        vec![
+            ("content-type", v.to_string()),
+            ("soapaction", a.to_string()),
+        ]
+    };
+    let iti18 = dmp::ITI18;
+    let cases = vec![
+        // SOAP 1.2: application/soap+xml, charset utf-8, action = wsa:Action.
+        (ct(SOAP_CT), soap12.clone(), ""),
+        (ct("Application/SOAP+XML;charset=UTF-8"), soap12.clone(), ""),
+        (
+            ct(&format!("application/soap+xml; action=\"{iti18}\"")),
+            soap12.clone(),
+            "",
+        ),
+        (
+            ct("text/xml; charset=utf-8"),
+            soap12.clone(),
+            "Content-Type text/xml does not match the envelope: a SOAP 1.2 request is application/soap+xml",
+        ),
+        (
+            ct("application/xml"),
+            soap12.clone(),
+            "Content-Type application/xml does not match the envelope",
+        ),
+        (
+            ct("application/soap+xml; charset=ISO-8859-1"),
+            soap12.clone(),
+            "Content-Type: charset \"ISO-8859-1\" is not utf-8",
+        ),
+        (
+            ct("application/soap+xml; action=\"urn:hl7-org:v3:PRPA_IN201311UV02\""),
+            soap12.clone(),
+            "Content-Type: action parameter \"urn:hl7-org:v3:PRPA_IN201311UV02\" is not the wsa:Action",
+        ),
+        (
+            ct("application/soap+xml; charset"),
+            soap12.clone(),
+            "is not a media type",
+        ),
+        (
+            ct("application/soap+xml; charset=utf-8; charset=utf-8"),
+            soap12.clone(),
+            "parameter charset is given twice",
+        ),
+        (vec![], soap12.clone(), "the content-type header is missing"),
+        // SOAP 1.1: text/xml and a SOAPAction equal to wsa:Action, quoted or not.
+        (
+            ct_action("text/xml; charset=utf-8", iti18),
+            soap11.clone(),
+            "",
+        ),
+        (
+            ct_action("text/xml", &format!("\"{iti18}\"")),
+            soap11.clone(),
+            "",
+        ),
+        (
+            ct("text/xml"),
+            soap11.clone(),
+            "the soapaction header is missing",
+        ),
+        (
+            ct_action("text/xml", "\"urn:ihe:iti:2007:RetrieveDocumentSet\""),
+            soap11.clone(),
+            "SOAPAction \"\\\"urn:ihe:iti:2007:RetrieveDocumentSet\\\"\" is not the wsa:Action",
+        ),
+        (
+            ct_action("text/xml", "\"\""),
+            soap11.clone(),
+            "is not the wsa:Action",
+        ),
+        (
+            ct_action(SOAP_CT, iti18),
+            soap11.clone(),
+            "Content-Type application/soap+xml does not match the envelope: a SOAP 1.1 request is text/xml",
+        ),
+        (
+            ct_action(&format!("text/xml; action=\"{}\"", dmp::ITI43), iti18),
+            soap11.clone(),
+            "action parameter",
+        ),
+    ];
+    expect_all(&f, "registry", cases).await;
+    // Two SOAPAction headers.
+    let (status, resp) = f
+        .send_with(
+            "registry",
+            &[
+                ("content-type", "text/xml"),
+                ("soapaction", iti18),
+                ("soapaction", iti18),
+            ],
+            soap11,
+        )
+        .await;
+    assert_eq!(status, 500);
+    assert!(fault_reason(&resp).contains("the soapaction header is given 2 times"));
+    assert_eq!(
+        f.mock.stats.count("RegistryStoredQuery", "content_type"),
+        9,
+        "each refusal is counted under the check that failed"
+    );
+}
+
+/// `bytes` with the first `from` replaced by `to`.
+fn replace_first(bytes: &[u8], from: &str, to: &str) -> Bytes {
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from:?} not found"));
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(&bytes[at + from.len()..]);
+    Bytes::from(out)
+}
+
+#[tokio::test]
+async fn mtom_labels_follow_the_soap_version() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let (ct, body) = submission(
+        &f,
+        &vihf,
+        "1.2.250.1.999.46.100",
+        &documents("46"),
+        true,
+        false,
+    );
+    assert!(ct.contains("start-info=\"application/soap+xml\""), "{ct}");
+    let root_type =
+        "Content-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"";
+    let action = dmp::ITI41;
+    let with = |c: String| vec![("content-type", c)];
+    let cases = vec![
+        (
+            with(ct.replace("type=\"application/xop+xml\"", "type=\"text/xml\"")),
+            body.clone(),
+            "MTOM: the Content-Type's type parameter must be application/xop+xml",
+        ),
+        (
+            with(ct.replace("; start-info=\"application/soap+xml\"", "")),
+            body.clone(),
+            "MTOM: the start-info parameter is missing",
+        ),
+        (
+            with(ct.replace("start-info=\"application/soap+xml\"", "start-info=\"text/xml\"")),
+            body.clone(),
+            "MTOM: the start-info parameter is text/xml, but the envelope is SOAP 1.2",
+        ),
+        (
+            with(ct.replace(
+                "start-info=\"application/soap+xml\"",
+                "start-info=\"application/soap+xml; action=\\\"urn:ihe:iti:2007:RetrieveDocumentSet\\\"\"",
+            )),
+            body.clone(),
+            "MTOM the start-info parameter: action parameter \"urn:ihe:iti:2007:RetrieveDocumentSet\"",
+        ),
+        (
+            with(ct.clone()),
+            replace_first(
+                &body,
+                root_type,
+                "Content-Type: application/xop+xml; charset=UTF-8; type=\"text/xml\"",
+            ),
+            "MTOM: the root part's type parameter is text/xml, but the envelope is SOAP 1.2",
+        ),
+        (
+            with(ct.clone()),
+            replace_first(
+                &body,
+                root_type,
+                "Content-Type: application/xop+xml; charset=UTF-8",
+            ),
+            "MTOM: the root part's type parameter is missing",
+        ),
+        (
+            with(ct.clone()),
+            replace_first(
+                &body,
+                root_type,
+                "Content-Type: application/soap+xml; charset=UTF-8",
+            ),
+            "MTOM: the root part is application/soap+xml, not application/xop+xml",
+        ),
+        (
+            with(ct.clone()),
+            replace_first(
+                &body,
+                root_type,
+                "Content-Type: application/xop+xml; charset=ISO-8859-1; type=\"application/soap+xml\"",
+            ),
+            "MTOM root part Content-Type: charset \"ISO-8859-1\" is not utf-8",
+        ),
+        (
+            with(ct.clone()),
+            replace_first(
+                &body,
+                root_type,
+                "Content-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml; action=\\\"urn:x\\\"\"",
+            ),
+            "MTOM the root part's type parameter: action parameter \"urn:x\"",
+        ),
+        // The same labels with the action spelled out are accepted.
+        (
+            with(ct.replace(
+                "start-info=\"application/soap+xml\"",
+                &format!("start-info=\"application/soap+xml; action=\\\"{action}\\\"\""),
+            )),
+            replace_first(
+                &body,
+                root_type,
+                &format!(
+                    "Content-Type: application/xop+xml; charset=utf-8; type=\"application/soap+xml; action=\\\"{action}\\\"\""
+                ),
+            ),
+            "",
+        ),
+    ];
+    expect_all(&f, "repository", cases).await;
+    assert_eq!(f.service.submissions().len(), 1);
+}
+
+#[tokio::test]
+async fn action_and_reply_to_must_be_understood() {
+    let f = fixture().await;
+    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let good = request(dmp::ITI18, Some(&vihf), &find_documents_query());
+    let action = "<wsa:Action soap:mustUnderstand=\"true\">";
+    let reply_to = "<wsa:ReplyTo soap:mustUnderstand=\"true\">";
+    assert!(good.contains(action) && good.contains(reply_to));
+    let soap12 = |b: String| (vec![("content-type", SOAP_CT.to_string())], Bytes::from(b));
+    let as11 = |b: String| {
+        (
+            vec![
+                ("content-type", "text/xml".to_string()),
+                ("soapaction", dmp::ITI18.to_string()),
+            ],
+            Bytes::from(soap11(&b)),
+        )
+    };
+    let mut cases = Vec::new();
+    for (request, expected) in [
+        (soap12(good.clone()), ""),
+        (
+            soap12(good.replace(action, "<wsa:Action soap:mustUnderstand=\"1\">")),
+            "",
+        ),
+        (
+            soap12(good.replace(action, "<wsa:Action soap:mustUnderstand=\" true \">")),
+            "",
+        ),
+        (
+            soap12(good.replace(action, "<wsa:Action>")),
+            "wsa:Action must carry mustUnderstand=\"true\" or \"1\" in the envelope's namespace, found none",
+        ),
+        (
+            soap12(good.replace(action, "<wsa:Action soap:mustUnderstand=\"false\">")),
+            "wsa:Action must carry mustUnderstand=\"true\" or \"1\" in the envelope's namespace, found \"false\"",
+        ),
+        (
+            soap12(good.replace(action, "<wsa:Action mustUnderstand=\"true\">")),
+            "wsa:Action must carry mustUnderstand",
+        ),
+        (
+            soap12(good.replace(
+                action,
+                "<wsa:Action xmlns:s11=\"http://schemas.xmlsoap.org/soap/envelope/\" s11:mustUnderstand=\"1\">",
+            )),
+            "wsa:Action must carry mustUnderstand",
+        ),
+        (
+            soap12(good.replace(reply_to, "<wsa:ReplyTo>")),
+            "wsa:ReplyTo must carry mustUnderstand",
+        ),
+        (
+            soap12(good.replace(reply_to, "<wsa:ReplyTo soap:mustUnderstand=\"0\">")),
+            "wsa:ReplyTo must carry mustUnderstand",
+        ),
+        (as11(good.clone()), ""),
+        (
+            // SOAP 1.1 takes 0|1 only.
+            as11(good.replace(action, "<wsa:Action soap:mustUnderstand=\"TRUE\">"))
+                .clone(),
+            "wsa:Action must carry mustUnderstand=\"1\" in the envelope's namespace, found \"TRUE\"",
+        ),
+        (
+            as11(good.replace(reply_to, "<wsa:ReplyTo>")),
+            "wsa:ReplyTo must carry mustUnderstand=\"1\"",
+        ),
+    ] {
+        cases.push((request.0, request.1, expected));
+    }
+    expect_all(&f, "registry", cases).await;
+    // SOAP 1.1 `true`: refused as strict, accepted with the check off (its default).
+    let (status, _) = f
+        .send_with(
+            "registry",
+            &[("content-type", "text/xml"), ("soapaction", dmp::ITI18)],
+            Bytes::from(soap11(&good).replace("mustUnderstand=\"1\"", "mustUnderstand=\"true\"")),
+        )
+        .await;
+    assert_eq!(status, 500);
+    f.service.require_must_understand(false);
+    let (status, _) = f
+        .send_with(
+            "registry",
+            &[("content-type", SOAP_CT)],
+            Bytes::from(good.replace(action, "<wsa:Action>")),
+        )
+        .await;
+    assert_eq!(status, 200, "the mustUnderstand check is off");
+}
+
+/// A VIHF written by hand, in the shape of domain.md §5, for tenant 0's structure.
+/// `edit` changes the unsigned text; the result is signed by tenant 0's ORG SIGN key
+/// with the signing crate's public XML-DSig blocks (enveloped, exclusive c14n,
+/// RSA-SHA256), so that any shape can be tried whatever the re-signer accepts.
+fn hand_vihf(f: &Fixture, edit: impl FnOnce(String) -> String) -> String {
+    use passerelle_signing::Signer;
+    let signer = f.signer(0);
+    let now = passerelle_signing::vihf::saml_instant(time::OffsetDateTime::now_utc());
+    let string = |name: &str, value: &str| {
+        format!(
+            r#"<saml2:Attribute Name="{name}"><saml2:AttributeValue xsi:type="xs:string">{value}</saml2:AttributeValue></saml2:Attribute>"#
+        )
+    };
+    let attributes = [
+        string("Identifiant_Structure", &f.structure(0)),
+        string("Secteur_Activite", "SA07^1.2.250.1.71.4.2.4"),
+        string("urn:oasis:names:tc:xspa:1.0:subject:subject-id", "MAX LIBRE"),
+        r#"<saml2:Attribute Name="urn:oasis:names:tc:xacml:2.0:subject:role"><saml2:AttributeValue><Role xmlns="urn:hl7-org:v3" code="10" codeSystem="1.2.250.1.71.1.2.7" displayName="Médecin" xsi:type="CE"/></saml2:AttributeValue></saml2:Attribute>"#.to_string(),
+        string("VIHF_Version", "3.0"),
+        string("Authentification_mode", "INDIRECTE"),
+        string(
+            "urn:oasis:names:tc:xacml:2.0:resource:resource-id",
+            &PATIENT.replace('&', "&amp;"),
+        ),
+        string("Ressource_URN", "urn:dmp"),
+        r#"<saml2:Attribute Name="urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"><saml2:AttributeValue><PurposeOfUse xmlns="urn:hl7-org:v3" code="normal" codeSystem="1.2.250.1.213.1.1.4.248" displayName="Accès normal" xsi:type="CE"/></saml2:AttributeValue></saml2:Attribute>"#.to_string(),
+        string("LPS_Nom", "TEST"),
+        string("LPS_Version", "1.0"),
+        string("LPS_ID_HOMOLOGATION_DMP", "H"),
+    ]
+    .concat();
+    let text = format!(
+        r#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" ID="_{id}" IssueInstant="{now}" Version="2.0"><saml2:Issuer Format="urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName">{issuer}</saml2:Issuer><saml2:Subject><saml2:NameID>899900063480</saml2:NameID></saml2:Subject><saml2:AuthnStatement AuthnInstant="{now}"><saml2:AuthnContext><saml2:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement><saml2:AttributeStatement>{attributes}</saml2:AttributeStatement></saml2:Assertion>"#,
+        id = uuid::Uuid::new_v4(),
+        issuer = signer.certificate().subject,
+    );
+    sign_assertion(&signer, &edit(text))
+}
+
+/// Signs an assertion as `sign_vihf` does (signature right after Issuer), from the
+/// signing crate's public building blocks.
+fn sign_assertion(signer: &SoftwareSigner, text: &str) -> String {
+    use passerelle_signing::Signer;
+    use passerelle_signing::dsig::{self, DSIG_NS, ENVELOPED, ReferenceSpec};
+    use passerelle_signing::xml::{self, C14n, Element, Node, Scope};
+    let mut root = xml::parse(text).expect("assertion");
+    let id = root.attribute("ID").expect("ID").to_string();
+    let digest = DigestAlgorithm::Sha256;
+    let canonical = xml::canonicalize(&root, &Scope::new(), &C14n::EXCLUSIVE, None);
+    let reference = ReferenceSpec {
+        uri: format!("#{id}"),
+        reference_type: None,
+        transforms: vec![ENVELOPED, C14n::EXCLUSIVE.uri()],
+        digest,
+        digest_value: digest.digest(canonical.as_bytes()),
+    };
+    let signed_info = dsig::signed_info(&C14n::EXCLUSIVE, digest, &[reference]);
+    let scope = dsig::dsig_scope(&xml::scope_of(&root, &Scope::new()));
+    let value = dsig::signature_value(signer, digest, &signed_info, &scope, &C14n::EXCLUSIVE)
+        .expect("signature");
+    let signature = Element::new(None, "Signature")
+        .ns(None, DSIG_NS)
+        .child(signed_info)
+        .child(value)
+        .child(dsig::key_info(signer.certificate_chain(), false));
+    let issuer = root
+        .children
+        .iter()
+        .position(|n| matches!(n, Node::Element(e) if e.local == "Issuer"))
+        .expect("Issuer");
+    root.children.insert(issuer + 1, Node::Element(signature));
+    root.to_xml()
+}
+
+#[tokio::test]
+async fn vihf_values_are_read_as_a_standard_xpath_reader_does() {
+    let f = fixture().await;
+    let query = find_documents_query();
+    let own = f.structure(0);
+    let foreign = f.structure(1);
+    let structure_attr = format!(
+        r#"<saml2:Attribute Name="Identifiant_Structure"><saml2:AttributeValue xsi:type="xs:string">{own}</saml2:AttributeValue></saml2:Attribute>"#
+    );
+    let name_id = "<saml2:NameID>899900063480</saml2:NameID>";
+    let mode = r#"<saml2:Attribute Name="Authentification_mode"><saml2:AttributeValue xsi:type="xs:string">INDIRECTE</saml2:AttributeValue></saml2:Attribute>"#;
+    let patient_attr = {
+        let t = hand_vihf(&f, |t| t);
+        let start = t
+            .find(r#"<saml2:Attribute Name="urn:oasis:names:tc:xacml:2.0:resource:resource-id">"#)
+            .expect("resource-id");
+        let end = start + t[start..].find("</saml2:Attribute>").expect("end") + 18;
+        t[start..end].to_string()
+    };
+    let confirmation = |inner: &str| {
+        format!(
+            r#"<saml2:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:sender-vouches"><saml2:SubjectConfirmationData>{inner}</saml2:SubjectConfirmationData></saml2:SubjectConfirmation>"#
+        )
+    };
+    type Edit = Box<dyn FnOnce(String) -> String>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("hand-made token", Box::new(|t| t), ""),
+        (
+            "mixed-content NameID",
+            Box::new(move |t| {
+                t.replace(
+                    name_id,
+                    r#"<saml2:NameID>8999<x:y xmlns:x="urn:x">0006</x:y>3480</saml2:NameID>"#,
+                )
+            }),
+            "VIHF Subject/NameID has mixed content: its string value \"899900063480\" is not its own text \"89993480\"",
+        ),
+        (
+            "second NameID in a SubjectConfirmation",
+            Box::new(move |t| {
+                t.replace(
+                    name_id,
+                    &format!(
+                        "{name_id}<saml2:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:sender-vouches\"><saml2:NameID>810000000000</saml2:NameID></saml2:SubjectConfirmation>"
+                    ),
+                )
+            }),
+            "VIHF Subject/NameID must occur exactly once in the assertion, as /Assertion/Subject/NameID: found 2 NameID element(s), 1 there",
+        ),
+        (
+            "Identifiant_Structure also under SubjectConfirmationData",
+            {
+                let extra = confirmation(&structure_attr.replace(&own, &foreign));
+                Box::new(move |t| t.replace(name_id, &format!("{name_id}{extra}")))
+            },
+            "VIHF attribute Identifiant_Structure occurs 2 times in the assertion: exactly once is allowed",
+        ),
+        (
+            "Identifiant_Structure only under SubjectConfirmationData",
+            {
+                let attr = structure_attr.clone();
+                let extra = confirmation(&attr);
+                Box::new(move |t| {
+                    t.replace(&attr, "")
+                        .replace(name_id, &format!("{name_id}{extra}"))
+                })
+            },
+            "VIHF attribute Identifiant_Structure is not in /Assertion/AttributeStatement",
+        ),
+        (
+            "mixed-content Identifiant_Structure",
+            {
+                let (head, tail) = own.split_at(3);
+                let mixed = format!(
+                    r#"<saml2:AttributeValue xsi:type="xs:string">{head}<x:y xmlns:x="urn:x">{tail}</x:y></saml2:AttributeValue>"#
+                );
+                let plain = format!(
+                    r#"<saml2:AttributeValue xsi:type="xs:string">{own}</saml2:AttributeValue>"#
+                );
+                Box::new(move |t| t.replacen(&plain, &mixed, 1))
+            },
+            "VIHF attribute Identifiant_Structure: AttributeValue has mixed content",
+        ),
+        (
+            "coded role with text beside it",
+            Box::new(|t| {
+                t.replace(
+                    "<saml2:AttributeValue><Role ",
+                    "<saml2:AttributeValue>10<Role ",
+                )
+            }),
+            "VIHF attribute urn:oasis:names:tc:xacml:2.0:subject:role: a coded AttributeValue must hold exactly one element and no text, found 1 element(s) and text \"10\"",
+        ),
+        (
+            "both mode spellings",
+            Box::new(move |t| {
+                t.replace(
+                    mode,
+                    &format!(
+                        "{mode}{}",
+                        mode.replace("Authentification_mode", "Authentification_Mode")
+                    ),
+                )
+            }),
+            "VIHF carries both Authentification_mode and Authentification_Mode",
+        ),
+        (
+            "Authentification_Mode alone",
+            Box::new(move |t| {
+                t.replace(
+                    mode,
+                    &mode.replace("Authentification_mode", "Authentification_Mode"),
+                )
+            }),
+            "",
+        ),
+        (
+            "mode NORMALE",
+            Box::new(move |t| t.replace(mode, &mode.replace("INDIRECTE", "NORMALE"))),
+            "VIHF authentication mode is \"NORMALE\", expected INDIRECTE",
+        ),
+        (
+            "Identifiant_Structure with two values",
+            {
+                let attr = structure_attr.clone();
+                let two = attr.replace(
+                    "</saml2:AttributeValue>",
+                    &format!(
+                        r#"</saml2:AttributeValue><saml2:AttributeValue xsi:type="xs:string">{foreign}</saml2:AttributeValue>"#
+                    ),
+                );
+                Box::new(move |t| t.replace(&attr, &two))
+            },
+            "VIHF attribute Identifiant_Structure must carry exactly one saml2:AttributeValue and nothing else, found 2",
+        ),
+        (
+            "Identifiant_Structure with a decoy value in another namespace",
+            {
+                let attr = structure_attr.clone();
+                let decoy = attr.replace(
+                    r#"Name="Identifiant_Structure">"#,
+                    &format!(
+                        r#"Name="Identifiant_Structure"><x:AttributeValue xmlns:x="urn:x">{foreign}</x:AttributeValue>"#
+                    ),
+                );
+                Box::new(move |t| t.replace(&attr, &decoy))
+            },
+            "found 1 AttributeValue(s) among 2 element(s)",
+        ),
+        (
+            "resource-id twice",
+            {
+                let attr = patient_attr.clone();
+                Box::new(move |t| t.replace(&attr, &format!("{attr}{attr}")))
+            },
+            "VIHF attribute urn:oasis:names:tc:xacml:2.0:resource:resource-id occurs 2 times",
+        ),
+        (
+            "VIHF_Version in a second AttributeStatement",
+            Box::new(|t| {
+                t.replace(
+                    "</saml2:AttributeStatement>",
+                    r#"</saml2:AttributeStatement><saml2:AttributeStatement><saml2:Attribute Name="VIHF_Version"><saml2:AttributeValue xsi:type="xs:string">4.0</saml2:AttributeValue></saml2:Attribute></saml2:AttributeStatement>"#,
+                )
+            }),
+            "VIHF attribute VIHF_Version occurs 2 times",
+        ),
+        (
+            "LPS_Nom missing",
+            Box::new(|t| {
+                t.replace(
+                    r#"<saml2:Attribute Name="LPS_Nom"><saml2:AttributeValue xsi:type="xs:string">TEST</saml2:AttributeValue></saml2:Attribute>"#,
+                    "",
+                )
+            }),
+            "VIHF attribute LPS_Nom is missing or empty",
+        ),
+        (
+            "empty Secteur_Activite",
+            Box::new(|t| t.replace("SA07^1.2.250.1.71.4.2.4", " ")),
+            "VIHF attribute Secteur_Activite is missing or empty",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let token = hand_vihf(&f, edit);
+        let (status, _, resp) = f
+            .send(
+                0,
+                "registry",
+                SOAP_CT,
+                Bytes::from(request(dmp::ITI18, Some(&token), &query)),
+            )
+            .await;
+        let text = String::from_utf8_lossy(&resp);
+        if expected.is_empty() {
+            assert_eq!(status, 200, "{what}: {text}");
+        } else {
+            assert_eq!(status, 500, "{what}: {text}");
+            assert!(
+                text.contains(expected),
+                "{what}: expected {expected:?}: {text}"
+            );
+        }
+    }
+    // What the mock read, recorded with the exchange.
+    let accepted = f.service.exchanges();
+    assert_eq!(accepted.len(), 2);
+    let identity = &accepted[0].identity;
+    assert_eq!(identity.actor_id, "899900063480");
+    assert_eq!(identity.structure, own);
+    assert_eq!(identity.patient, PATIENT);
+    assert_eq!(identity.mode, "INDIRECTE");
+    assert_eq!(identity.version, "3.0");
 }

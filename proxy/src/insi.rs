@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Response;
 use passerelle_config::{CertRole, Software};
 use passerelle_soap::insi::{
     ACTION_PREFIX, CTXBAM_NS, CTXLPS_NS, LpsIdentity, OP_TRAITS, OP_VITALE, contexte_bam,
@@ -14,12 +13,11 @@ use passerelle_soap::insi::{
 };
 use time::OffsetDateTime;
 
-use crate::body::ProxyBody;
 use crate::exchange::{Exchange, Operation};
 use crate::fault::ProxyError;
 use crate::message::{SoapMessage, wsa_block};
 use crate::state::{InsiMode, InsiUpstream, ProxyState, TenantRuntime};
-use crate::upstream::{Retry, UpstreamPool};
+use crate::upstream::{Outgoing, Retry};
 
 /// Chooses the certificate: the route's mode, or the tenant's only INSi certificate.
 pub fn select(
@@ -49,13 +47,6 @@ pub fn select(
     }
 }
 
-/// An INSi request ready to send (end of phase 5).
-#[derive(Debug)]
-pub struct InsiReady {
-    pool: Arc<UpstreamPool>,
-    request: InsiRequest,
-}
-
 /// Phase 5 for INSi: the tenant's certificate for the mode (auto / manu), the envelope
 /// parsed (SOAP 1.2, DTDs refused), the contexts completed. No identity to sign: the
 /// INSi certificate is the identity.
@@ -66,7 +57,7 @@ pub fn identify(
     content_type: &str,
     body: Bytes,
     exchange: &mut Exchange,
-) -> Result<InsiReady, ProxyError> {
+) -> Result<Outgoing, ProxyError> {
     let (_, upstream) = select(tenant, mode)?;
     let now = OffsetDateTime::now_utc();
     upstream.credential.check(now)?;
@@ -77,31 +68,14 @@ pub fn identify(
     exchange.operation = Operation::Insi(request.label);
     exchange.message_id = Some(request.message_id.clone());
     exchange.insi_completed = request.completed.clone();
-    Ok(InsiReady {
+    // INSi searches only read: one retry when the first attempt was provably unsent.
+    Ok(Outgoing {
         pool: Arc::clone(&upstream.pool),
-        request,
+        content_type: request.content_type,
+        extra: Vec::new(),
+        chunks: request.body,
+        retry: Retry::IfNotSent,
     })
-}
-
-/// Phase 7 for INSi: searches only read, so one retry when the first attempt was
-/// provably not written.
-pub async fn send(
-    ready: InsiReady,
-    exchange: &mut Exchange,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    exchange.sent_upstream = true;
-    let sent_at = std::time::Instant::now();
-    let answer = ready
-        .pool
-        .send(
-            &ready.request.content_type,
-            &[],
-            ready.request.body,
-            Retry::IfNotSent,
-        )
-        .await;
-    exchange.timings.upstream = sent_at.elapsed();
-    answer.map_err(ProxyError::from)
 }
 
 /// What goes upstream.

@@ -159,10 +159,10 @@ async fn phases(
     )
     .await?;
 
-    // 5 to 7: identity, sign, forward.
-    let response = match route {
+    // 5 and 6: identity, sign.
+    let outgoing = match route {
         Route::Dmp { name, .. } => {
-            let signed = on_blocking_pool(state, exchange, move |state, exchange| {
+            on_blocking_pool(state, exchange, move |state, exchange| {
                 let tenant = tenant_of(state, exchange)?;
                 let request = dmp::identify(
                     state,
@@ -175,11 +175,10 @@ async fn phases(
                 )?;
                 dmp::sign(request, tenant, exchange)
             })
-            .await?;
-            dmp::send(signed, exchange).await?
+            .await?
         }
         Route::Insi(mode) => {
-            let ready = if body.len() <= INLINE_PARSE_BYTES {
+            if body.len() <= INLINE_PARSE_BYTES {
                 let tenant = tenant_of(state, exchange)?;
                 insi::identify(state, tenant, mode, &content_type, body, exchange)?
             } else {
@@ -188,10 +187,24 @@ async fn phases(
                     insi::identify(state, tenant, mode, &content_type, body, exchange)
                 })
                 .await?
-            };
-            insi::send(ready, exchange).await?
+            }
         }
     };
+
+    // 7. Forward, with the tenant's certificate for the service.
+    exchange.sent_upstream = true;
+    let sent_at = Instant::now();
+    let answer = outgoing
+        .pool
+        .send(
+            &outgoing.content_type,
+            &outgoing.extra,
+            outgoing.chunks,
+            outgoing.retry,
+        )
+        .await;
+    exchange.timings.upstream = sent_at.elapsed();
+    let response = answer?;
     exchange.upstream_status = Some(response.status().as_u16());
     Ok(strip_hop_by_hop(response))
 }

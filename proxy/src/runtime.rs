@@ -4,8 +4,8 @@
 //! rate limits.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -39,11 +39,24 @@ pub struct Admission {
     pub body: BodyLimits,
 }
 
-/// A token bucket: `rate` tokens a second, at most one second's worth saved.
+/// A client's rate limiter (GCRA, `governor`): `rate` requests a second, a burst of one
+/// second's worth; rebuilt when a reload changes the rate.
 #[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
+struct ClientRate {
+    rate: f64,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+impl ClientRate {
+    fn new(rate: f64) -> Option<Self> {
+        let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
+        let burst = std::num::NonZeroU32::new(rate.max(1.0) as u32)?;
+        let quota = governor::Quota::with_period(period)?.allow_burst(burst);
+        Some(Self {
+            rate,
+            limiter: governor::RateLimiter::direct(quota),
+        })
+    }
 }
 
 /// Everything shared by all connections, for the life of the process.
@@ -56,7 +69,7 @@ pub struct Proxy {
     capacity: Arc<Semaphore>,
     /// Request body bytes held at once (`limits.max_inflight_body_bytes`).
     bodies: Arc<BodyBudget>,
-    buckets: DashMap<String, Mutex<TokenBucket>>,
+    rates: DashMap<String, ClientRate>,
 }
 
 impl Proxy {
@@ -87,7 +100,7 @@ impl Proxy {
             state: ArcSwap::from_pointee(state),
             metrics,
             audit: trail,
-            buckets: DashMap::new(),
+            rates: DashMap::new(),
         })
     }
 
@@ -127,33 +140,28 @@ impl Proxy {
 
     /// One request of `client` against its rate, or `RateLimited` with the wait.
     pub fn take_token(&self, client: &str, rate: Option<f64>) -> Result<(), ProxyError> {
+        use governor::clock::{Clock, DefaultClock};
         let Some(rate) = rate else {
             return Ok(());
         };
-        let entry = self.buckets.entry(client.to_string()).or_insert_with(|| {
-            Mutex::new(TokenBucket {
-                tokens: rate.max(1.0),
-                last: Instant::now(),
-            })
-        });
-        let mut bucket = entry
-            .lock()
-            .map_err(|_| ProxyError::Internal("rate limiter poisoned".into()))?;
-        let now = Instant::now();
-        let burst = rate.max(1.0);
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64;
-            Err(ProxyError::RateLimited {
-                client: client.to_string(),
-                retry_after: wait,
-            })
+        let fresh = || {
+            ClientRate::new(rate)
+                .ok_or_else(|| ProxyError::Internal(format!("rate {rate}/s is not usable")))
+        };
+        let mut entry = match self.rates.entry(client.to_string()) {
+            dashmap::Entry::Occupied(o) => o.into_ref(),
+            dashmap::Entry::Vacant(v) => v.insert(fresh()?),
+        };
+        if entry.rate != rate {
+            *entry = fresh()?;
         }
+        entry.limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ProxyError::RateLimited {
+                client: client.to_string(),
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
     }
 
     /// Reloads the configuration file and every certificate it names. On any error the
@@ -206,4 +214,20 @@ fn listener_limits_changed(
         || old.idle_timeout != new.idle_timeout
         || old.http2_keep_alive_interval != new.http2_keep_alive_interval
         || old.http2_keep_alive_timeout != new.http2_keep_alive_timeout
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::ClientRate;
+
+    #[test]
+    fn burst_is_one_seconds_worth_and_fractional_rates_work() {
+        let five = ClientRate::new(5.0).expect("5/s");
+        let allowed = (0..10).filter(|_| five.limiter.check().is_ok()).count();
+        assert_eq!(allowed, 5, "a burst of one second's worth");
+        let half = ClientRate::new(0.5).expect("0.5/s");
+        assert!(half.limiter.check().is_ok());
+        assert!(half.limiter.check().is_err(), "the next one in 2 s");
+        assert!(ClientRate::new(0.0).is_none());
+    }
 }

@@ -43,6 +43,17 @@ pub enum Sent {
     Yes,
 }
 
+/// A request ready to go: the pool of the tenant's certificate for the service, what
+/// to send, and whether it may be sent again.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub pool: Arc<UpstreamPool>,
+    pub content_type: String,
+    pub extra: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub chunks: Vec<Bytes>,
+    pub retry: Retry,
+}
+
 /// Why an exchange with a national service failed, and whether the request was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {

@@ -78,7 +78,14 @@ pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String,
     let text = std::str::from_utf8(content).map_err(|_| {
         bad("XML content is not UTF-8 (only UTF-8 XML documents are signed)".into())
     })?;
-    let doc = xml::parse_document(text).map_err(|e| bad(e.to_string()))?;
+    // A clinical document may be far larger than an envelope (a structured CDA of tens of
+    // megabytes): the element count is bounded by the body size limit instead; the other
+    // limits, which bound the work per element, stay.
+    let limits = xml::Limits {
+        max_elements: usize::MAX,
+        ..xml::Limits::DEFAULT
+    };
+    let doc = xml::parse_document_with(text, &limits).map_err(|e| bad(e.to_string()))?;
     // A verifier decodes the bytes with the declared encoding: another encoding than
     // UTF-8 gives the same characters only when every byte is ASCII.
     if let Some(encoding) = &doc.declared_encoding {

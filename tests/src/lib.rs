@@ -398,6 +398,24 @@ pub mod messages {
         )
     }
 
+    /// A DMP request as sent straight to the service (no Passerelle): every
+    /// WS-Addressing header filled, `To` the service's URL as the client names it
+    /// (`Host: localhost`), `Action` and `ReplyTo` mustUnderstand.
+    pub fn direct_dmp_request(
+        service: &str,
+        action: &str,
+        security: Option<&str>,
+        body: &str,
+    ) -> String {
+        dmp_request(action, security, body).replace(
+            "</wsa:Action>",
+            &format!(
+                "</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID><wsa:To>https://localhost/si-dmp-server/v2/services/{service}</wsa:To><wsa:ReplyTo soap:mustUnderstand=\"true\"><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>",
+                uuid::Uuid::new_v4()
+            ),
+        )
+    }
+
     /// TD3.1: the patient's documents.
     pub fn find_documents() -> String {
         dmp_request(
@@ -562,7 +580,13 @@ pub mod messages {
             r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"><rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
             u = uuid::Uuid::new_v4(),
         );
-        passerelle_soap::mtom::build(&dmp_request(ITI41, security.as_deref(), &body), &parts)
+        // Signed: sent straight to the service, so WS-Addressing is complete.
+        let envelope = if signed.is_some() {
+            direct_dmp_request("repository", ITI41, security.as_deref(), &body)
+        } else {
+            dmp_request(ITI41, security.as_deref(), &body)
+        };
+        passerelle_soap::mtom::build(&envelope, &parts)
     }
 
     /// A VIHF of `structure` for the test patient, signed now with `signer`.

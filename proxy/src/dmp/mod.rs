@@ -10,7 +10,7 @@ mod submission;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::HeaderMap;
 use passerelle_config::{CertRole, DmpSigning, SignatureDigest, Software, StructureId};
 use passerelle_signing::xml::{self, Element, Node, Scope};
 use passerelle_signing::{
@@ -22,7 +22,6 @@ use passerelle_soap::dmp::{DmpOperation, DmpService};
 use passerelle_soap::xds::{ITI41, SAML, WSSE};
 use time::OffsetDateTime;
 
-use crate::body::ProxyBody;
 use crate::exchange::{Exchange, Operation};
 use crate::fault::ProxyError;
 use crate::message::{SoapMessage, wsa_block};
@@ -167,6 +166,7 @@ fn rewrite_headers(
     let message_id_at = position(header, "MessageID");
     let to_at = position(header, "To");
     let reply_to_at = position(header, "ReplyTo");
+    let action_at = position(header, "Action");
 
     // The token goes into the tree the proxy writes, at its place: nothing is searched
     // in text the client wrote. Its signature uses exclusive c14n, so it verifies
@@ -185,6 +185,13 @@ fn rewrite_headers(
             .ns(Some("wsa"), WSA)
             .text("http://www.w3.org/2005/08/addressing/anonymous")
     };
+    // Action and ReplyTo are mustUnderstand (domain.md §4): a receiver that does not
+    // process WS-Addressing must fault rather than guess.
+    for at in [action_at, reply_to_at].into_iter().flatten() {
+        if let Some(Node::Element(block)) = header.children.get_mut(at) {
+            must_understand(block, soap_ns, &header_scope);
+        }
+    }
     match reply_to_at.and_then(|i| header.children.get_mut(i)) {
         Some(Node::Element(reply_to)) => {
             let has_address = reply_to
@@ -211,6 +218,43 @@ fn rewrite_headers(
         )),
     }
     Ok(message_id)
+}
+
+/// Marks a header block `mustUnderstand` (SOAP 1.2: `true`, SOAP 1.1: `1`), replacing
+/// whatever SOAP `mustUnderstand` the client wrote (`false`, `0`, or SOAP 1.1 `true`,
+/// which its schema does not allow), with a namespace declaration of its own.
+fn must_understand(block: &mut Element, soap_ns: &'static str, header_scope: &Scope) {
+    let own: Vec<(Option<String>, String)> = block
+        .namespaces
+        .iter()
+        .map(|(p, u)| (p.as_deref().map(str::to_string), u.to_string()))
+        .collect();
+    let is_soap = |prefix: Option<&str>| {
+        let Some(prefix) = prefix else {
+            return false;
+        };
+        own.iter()
+            .find(|(p, _)| p.as_deref() == Some(prefix))
+            .map(|(_, u)| u.as_str())
+            .or_else(|| xml::resolve(header_scope, Some(prefix)))
+            == Some(soap_ns)
+    };
+    block
+        .attributes
+        .retain(|a| !(a.local == "mustUnderstand" && is_soap(a.prefix.as_deref())));
+    block
+        .namespaces
+        .push((Some("passerelle-soap".into()), soap_ns.into()));
+    block.attributes.push(xml::Attribute {
+        prefix: Some("passerelle-soap".into()),
+        local: "mustUnderstand".into(),
+        value: if soap_ns == passerelle_soap::SOAP12 {
+            "true"
+        } else {
+            "1"
+        }
+        .into(),
+    });
 }
 
 /// The text of the WS-Addressing header at `at`, filled with `value()` when empty; or a
@@ -269,14 +313,7 @@ impl std::fmt::Debug for DmpRequest {
 }
 
 /// A signed DMP request, ready to send (end of phase 6).
-#[derive(Debug)]
-pub struct SignedRequest {
-    pool: Arc<UpstreamPool>,
-    content_type: String,
-    extra: Vec<(http::HeaderName, http::HeaderValue)>,
-    chunks: Vec<Bytes>,
-    retry: Retry,
-}
+pub type SignedRequest = crate::upstream::Outgoing;
 
 /// Phase 5, identity: the envelope parsed (DTDs refused), one WS-Addressing header of
 /// each, the Action an operation of `route`'s service, the identity (the internal
@@ -536,26 +573,6 @@ pub fn sign(
         chunks,
         retry,
     })
-}
-
-/// Phase 7, forward: the tenant's ORG AUTH_CLI pool for this service.
-pub async fn send(
-    request: SignedRequest,
-    exchange: &mut Exchange,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    exchange.sent_upstream = true;
-    let sent_at = std::time::Instant::now();
-    let answer = request
-        .pool
-        .send(
-            &request.content_type,
-            &request.extra,
-            request.chunks,
-            request.retry,
-        )
-        .await;
-    exchange.timings.upstream = sent_at.elapsed();
-    answer.map_err(ProxyError::from)
 }
 
 /// SOAP 1.1's HTTP binding names the operation in a `SOAPAction` header; SOAP 1.2 has

@@ -1,0 +1,232 @@
+//! The validated, typed configuration the proxy runs on: [`Config`] and its parts
+//! (listener TLS, software identity, DMP and INSi services, tenants and their
+//! certificate material, internal clients, limits, audit). The validators in
+//! `validate` build these from the [`file`](mod@crate::file) model once every value
+//! has been checked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::file;
+use crate::ids::{CertRole, StructureId, TenantId};
+use crate::material::{CertificateInfo, PrivateKey};
+use crate::report::Problem;
+
+/// A validated configuration, ready for the proxy.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    pub software: Software,
+    pub dmp: Option<DmpService>,
+    pub insi: Option<InsiService>,
+    pub tenants: Vec<Tenant>,
+    pub clients: Vec<InternalClient>,
+    pub security: file::SecuritySection,
+    pub limits: Limits,
+    pub audit: Audit,
+    /// `None`: the internal listener is plain HTTP.
+    pub listener_tls: Option<ListenerTls>,
+    /// Warnings found while loading (an expiring certificate, no client declared, ...).
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    pub fn tenant(&self, id: &TenantId) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| &t.id == id)
+    }
+}
+
+/// Software identity carried in VIHF tokens and INSi contexts.
+#[derive(Debug, Clone)]
+pub struct Software {
+    pub lps_name: String,
+    pub lps_version: String,
+    pub dmp_homologation_id: String,
+    /// `LPS_ID` of the VIHF, when configured.
+    pub lps_id: Option<String>,
+    pub insi_idam: String,
+    pub instance_id: uuid::Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub tls: Duration,
+    pub request: Duration,
+    pub idle: Duration,
+}
+
+/// Trust for an upstream's server certificate: IGC-Santé anchors, never the web PKI.
+#[derive(Debug, Clone)]
+pub struct UpstreamTrust {
+    /// DER anchors.
+    pub anchors: Vec<Vec<u8>>,
+    /// DER CRLs.
+    pub crls: Vec<Vec<u8>>,
+}
+
+/// What one internal request may cost, and how many run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    /// Requests in flight at once per upstream pool.
+    pub upstream_concurrency: usize,
+    /// Time a client may take to send its request headers (for the first request of a
+    /// connection: from the moment it opened, TLS handshake included).
+    pub header_read_timeout: Duration,
+    /// Requests handled at once; beyond, 503 with Retry-After.
+    pub max_concurrent_requests: usize,
+    /// Client connections open at once on the internal listener; `None`: derived from
+    /// the open-files limit when the proxy starts.
+    pub max_connections: Option<usize>,
+    /// Time a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval, and the time a client has to acknowledge one.
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+    /// Time a request's whole body may take to arrive, from its headers; beyond, 408.
+    pub body_read_timeout: Duration,
+    /// Request body bytes held in memory at once, all requests together; beyond, 503.
+    pub max_inflight_body_bytes: usize,
+}
+
+/// TLS on the internal listener.
+#[derive(Debug)]
+pub struct ListenerTls {
+    /// The server certificate then its chain, DER.
+    pub chain_der: Vec<Vec<u8>>,
+    pub key: PrivateKey,
+    /// CAs of the internal clients' certificates, DER.
+    pub client_cas_der: Vec<Vec<u8>>,
+    pub require_client_certificate: bool,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Absolute, or resolved against the configuration file's directory.
+    pub path: PathBuf,
+    pub rotate_bytes: u64,
+    pub rotate_daily: bool,
+    pub fsync: bool,
+}
+
+/// Digest of a signature (`sha256`, or `sha1` for the older profiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureDigest {
+    #[default]
+    Sha256,
+    Sha1,
+}
+
+/// How the proxy signs for the DMP (the open points of domain.md §5 and §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmpSigning {
+    /// `VIHF_Version` value.
+    pub vihf_version: String,
+    /// `Authentification_mode` or `Authentification_Mode`.
+    pub auth_mode_attribute: String,
+    pub vihf_digest: SignatureDigest,
+    pub lot_digest: SignatureDigest,
+    /// InclusiveNamespaces PrefixList of the VIHF reference (empty: none).
+    pub inclusive_prefixes: Vec<String>,
+    /// Forward a submission that already carries a lot signature instead of refusing it.
+    pub lot_signature_passthrough: bool,
+    /// An internal system's `AuthnInstant` older than this is refused.
+    pub max_authn_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DmpService {
+    pub base_url: url::Url,
+    /// Route name (`/dmp/<name>`) to service path under `base_url`.
+    pub services: BTreeMap<String, String>,
+    pub trust: UpstreamTrust,
+    pub timeouts: Timeouts,
+    pub signing: DmpSigning,
+}
+
+impl DmpService {
+    /// Full URL of a service by route name.
+    pub fn service_url(&self, name: &str) -> Option<String> {
+        self.services
+            .get(name)
+            .map(|path| format!("{}/{}", self.base_url.as_str().trim_end_matches('/'), path))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InsiService {
+    pub url: url::Url,
+    pub trust: UpstreamTrust,
+    pub timeouts: Timeouts,
+}
+
+/// One legal entity and its certificates.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: TenantId,
+    /// The legal entity (EJ): the OU of every certificate of the tenant.
+    pub structure_id: StructureId,
+    /// Its geographic entities (EG).
+    pub geographic_structure_ids: Vec<StructureId>,
+    pub certificates: BTreeMap<CertRole, CertMaterial>,
+}
+
+impl Tenant {
+    /// Whether a structure may act under this tenant's certificates: the legal entity
+    /// itself or one of its geographic entities.
+    pub fn owns_structure(&self, structure: &StructureId) -> bool {
+        &self.structure_id == structure || self.geographic_structure_ids.contains(structure)
+    }
+}
+
+/// A certificate with its chain and key, checked against its role.
+#[derive(Debug)]
+pub struct CertMaterial {
+    pub role: CertRole,
+    pub info: CertificateInfo,
+    /// The leaf, DER.
+    pub leaf_der: Vec<u8>,
+    /// Intermediates up to (not including) the anchor, DER, nearest first.
+    pub intermediates_der: Vec<Vec<u8>>,
+    /// The configured trust anchor (root) the chain ended at, DER; `None` when the leaf
+    /// is itself the anchor. XAdES `SigningCertificate` lists the chain up to the root.
+    pub anchor_der: Option<Vec<u8>>,
+    pub key: PrivateKey,
+    /// The file it was read from (certificate or PKCS#12).
+    pub source: PathBuf,
+}
+
+/// A service an internal client may call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServiceScope {
+    /// Every DMP service.
+    AllDmp,
+    /// One DMP service by route name.
+    Dmp(String),
+    Insi,
+}
+
+/// An internal system (SIH) allowed to use the proxy.
+#[derive(Debug, Clone)]
+pub struct InternalClient {
+    pub name: String,
+    pub source_cidrs: Vec<IpNet>,
+    /// SHA-256 of the bearer token, 32 bytes.
+    pub token_sha256: Option<[u8; 32]>,
+    /// SHA-256 fingerprint of the client certificate, 32 bytes.
+    pub cert_sha256: Option<[u8; 32]>,
+    pub cert_subject: Option<String>,
+    pub tenants: Vec<TenantId>,
+    pub services: Vec<ServiceScope>,
+    /// Requests per second allowed (burst: one second's worth); `None`: unlimited.
+    pub rate_per_second: Option<f64>,
+}

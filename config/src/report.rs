@@ -1,0 +1,105 @@
+//! What a check reports: [`Problem`]s with their [`Severity`] (and the
+//! [`CertificateKey`] tying a problem to a certificate), and one [`CertificateReport`]
+//! row per configured certificate with its [`Status`]; `Display` and `Serialize` give
+//! the text and JSON renderings `passerelle check` prints.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::ids::CertRole;
+
+/// How bad a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        })
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    /// The file at fault: the configuration file, or the certificate/key file it names.
+    pub file: PathBuf,
+    /// The configuration field, as a path (`tenants[0].certificates.dmp_auth.key`).
+    pub field: String,
+    pub message: String,
+    /// The certificate this problem concerns, when it concerns one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateKey>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}: {}",
+            self.severity,
+            self.file.display(),
+            self.field,
+            self.message
+        )
+    }
+}
+
+/// Identifies a configured certificate: the tenant (as written) and the role.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct CertificateKey {
+    pub tenant: String,
+    pub role: CertRole,
+}
+
+impl Serialize for CertRole {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.config_key())
+    }
+}
+
+/// One row of `passerelle check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateReport {
+    pub tenant: String,
+    pub role: CertRole,
+    /// Main file (certificate or PKCS#12).
+    pub file: PathBuf,
+    pub subject_cn: Option<String>,
+    pub subject_ou: Option<String>,
+    pub issuer_cn: Option<String>,
+    pub serial: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    pub days_left: Option<i64>,
+    /// `ok`, `warning` or `error`: the worst problem found for this certificate.
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! One tenant certificate: reading it (PEM files or PKCS#12), its key, its role,
+//! OU and validity dates, its chain to the configured anchors, and revocation.
+
+use std::path::Path;
+
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509, X509StoreContext};
+use time::OffsetDateTime;
+
+use super::Validator;
+use super::trust::TenantTrust;
+use crate::file::CertSource;
+use crate::ids::{CertRole, StructureId};
+use crate::material::{self, CertificateInfo, role_problems};
+use crate::model::CertMaterial;
+use crate::report::Severity;
+
+/// Intermediates (nearest first) and the anchor a verified chain ended at, DER.
+type VerifiedChain = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+impl Validator {
+    pub(super) fn certificate(
+        &mut self,
+        field: &str,
+        role: CertRole,
+        source: &CertSource,
+        trust: &TenantTrust,
+        structure: Option<&StructureId>,
+    ) -> Option<CertMaterial> {
+        let (raw, main_file) = match (source, &source.cert, &source.pkcs12) {
+            (
+                CertSource {
+                    key: Some(key),
+                    chain,
+                    password_file: None,
+                    ..
+                },
+                Some(cert),
+                None,
+            ) => {
+                let cert_path = self.resolve(cert);
+                let key_path = self.resolve(key);
+                self.check_secret_permissions(&format!("{field}.key"), &key_path);
+                let certs = material::read_certificates(&cert_path)
+                    .map_err(|e| {
+                        self.problem(
+                            Severity::Error,
+                            Some(&cert_path),
+                            &format!("{field}.cert"),
+                            e,
+                        )
+                    })
+                    .ok();
+                let mut chain_certs = Vec::new();
+                if let Some(chain) = chain {
+                    let chain_path = self.resolve(chain);
+                    match material::read_certificates(&chain_path) {
+                        Ok(c) => chain_certs = c,
+                        Err(e) => self.problem(
+                            Severity::Error,
+                            Some(&chain_path),
+                            &format!("{field}.chain"),
+                            e,
+                        ),
+                    }
+                }
+                let key = material::read_pem_key(&key_path)
+                    .map_err(|e| {
+                        self.problem(Severity::Error, Some(&key_path), &format!("{field}.key"), e)
+                    })
+                    .ok();
+                let (mut certs, key) = (certs?, key?);
+                let leaf = certs.remove(0);
+                certs.extend(chain_certs);
+                // A chain file usually starts with the leaf itself.
+                let leaf_der = leaf.to_der().ok();
+                certs.retain(|c| c.to_der().ok() != leaf_der);
+                (
+                    material::RawMaterial {
+                        leaf,
+                        supplied_chain: certs,
+                        key,
+                    },
+                    cert_path,
+                )
+            }
+            (
+                CertSource {
+                    password_file: Some(password),
+                    cert: None,
+                    key: None,
+                    chain: None,
+                    ..
+                },
+                None,
+                Some(p12),
+            ) => {
+                let p12_path = self.resolve(p12);
+                let password_path = self.resolve(password);
+                self.check_secret_permissions(&format!("{field}.pkcs12"), &p12_path);
+                self.check_secret_permissions(&format!("{field}.password_file"), &password_path);
+                match material::read_pkcs12(&p12_path, &password_path) {
+                    Ok(raw) => (raw, p12_path),
+                    Err(material::Pkcs12Error::File(e)) => {
+                        self.problem(
+                            Severity::Error,
+                            Some(&p12_path),
+                            &format!("{field}.pkcs12"),
+                            e,
+                        );
+                        return None;
+                    }
+                    Err(material::Pkcs12Error::Password(e)) => {
+                        self.problem(
+                            Severity::Error,
+                            Some(&password_path),
+                            &format!("{field}.password_file"),
+                            e,
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.error(
+                    field,
+                    "give either `cert` + `key` (+ optional `chain`) PEM files, or `pkcs12` + `password_file`",
+                );
+                return None;
+            }
+        };
+
+        let leaf_der = raw.leaf.to_der().ok()?;
+        let info = match CertificateInfo::from_der(&leaf_der) {
+            Ok(i) => i,
+            Err(e) => {
+                self.problem(Severity::Error, Some(&main_file), field, e);
+                return None;
+            }
+        };
+        let mut err = |v: &mut Self, message: String| {
+            v.problem(Severity::Error, Some(&main_file), field, message)
+        };
+        let key = match material::check_key(&raw) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                let key_field = if source.key.is_some() {
+                    format!("{field}.key")
+                } else {
+                    field.to_string()
+                };
+                let key_file = source
+                    .key
+                    .as_deref()
+                    .map(|k| self.resolve(k))
+                    .unwrap_or_else(|| main_file.clone());
+                self.problem(Severity::Error, Some(&key_file), &key_field, e);
+                None
+            }
+        };
+        for p in role_problems(&info, role) {
+            err(self, p);
+        }
+        if let Some(structure) = structure {
+            match info.organizational_unit.as_deref() {
+                Some(ou) if ou == structure.as_str() => {}
+                ou => err(
+                    self,
+                    format!(
+                        "certificate OU is {:?} but the tenant's structure_id is {:?}: ORG certificates carry their legal entity's structure id",
+                        ou.unwrap_or(""),
+                        structure.as_str()
+                    ),
+                ),
+            }
+        }
+        if info.not_before > self.now {
+            err(
+                self,
+                format!("not valid before {} (not yet valid)", date(info.not_before)),
+            );
+        }
+        let days_left = info.days_left(self.now);
+        if info.not_after <= self.now {
+            err(
+                self,
+                format!(
+                    "expired on {} ({} days ago): renew it on the IGC-Santé portal",
+                    date(info.not_after),
+                    -days_left
+                ),
+            );
+        } else if days_left < i64::from(self.expiry_warning_days) {
+            self.problem(
+                Severity::Warning,
+                Some(&main_file),
+                field,
+                format!("expires on {} (in {days_left} days): renew it now, renewal must not interrupt service", date(info.not_after)),
+            );
+        }
+        let chain = self.anchor(&mut err, &raw, trust);
+        self.revocation(&raw, trust, &main_file, field);
+        let (intermediates_der, anchor_der) = chain?;
+        Some(CertMaterial {
+            role,
+            info,
+            leaf_der,
+            intermediates_der,
+            anchor_der,
+            key: key?,
+            source: main_file,
+        })
+    }
+
+    /// Builds the chain to a configured anchor, ignoring time (reported separately):
+    /// the intermediates strictly between leaf and anchor, and the anchor itself.
+    fn anchor(
+        &mut self,
+        err: &mut impl FnMut(&mut Self, String),
+        raw: &material::RawMaterial,
+        trust: &TenantTrust,
+    ) -> Option<VerifiedChain> {
+        if trust.anchors.is_empty() {
+            return None;
+        }
+        let result = (|| -> Result<Result<VerifiedChain, String>, openssl::error::ErrorStack> {
+            let mut store = X509StoreBuilder::new()?;
+            for a in &trust.anchors {
+                store.add_cert(a.clone())?;
+            }
+            store.set_flags(X509VerifyFlags::NO_CHECK_TIME)?;
+            let store = store.build();
+            let mut untrusted = Stack::new()?;
+            for c in raw.supplied_chain.iter().chain(&trust.intermediates) {
+                untrusted.push(c.clone())?;
+            }
+            let mut ctx = X509StoreContext::new()?;
+            ctx.init(&store, &raw.leaf, &untrusted, |ctx| {
+                if ctx.verify_cert()? {
+                    let chain = ctx.chain().map(|c| {
+                        let mut all: Vec<_> = c.iter().filter_map(|x| x.to_der().ok()).collect();
+                        // Leaf first, anchor last: what lies strictly between, then the
+                        // anchor (none when the leaf itself is the anchor).
+                        let anchor = if all.len() > 1 { all.pop() } else { None };
+                        let intermediates = all.get(1..).map(<[_]>::to_vec).unwrap_or_default();
+                        (intermediates, anchor)
+                    });
+                    Ok(Ok(chain.unwrap_or_default()))
+                } else {
+                    Ok(Err(ctx.error().error_string().to_string()))
+                }
+            })
+        })();
+        match result {
+            Ok(Ok(chain)) => Some(chain),
+            Ok(Err(reason)) => {
+                let issuer = CertificateInfo::from_der(&raw.leaf.to_der().unwrap_or_default())
+                    .map(|i| i.issuer)
+                    .unwrap_or_default();
+                err(
+                    self,
+                    format!(
+                        "not anchored in the configured trust (trust.anchors): {reason}; issuer is {issuer:?}"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                err(self, format!("chain verification failed: {e}"));
+                None
+            }
+        }
+    }
+
+    fn revocation(
+        &mut self,
+        raw: &material::RawMaterial,
+        trust: &TenantTrust,
+        file: &Path,
+        field: &str,
+    ) {
+        let issuers: Vec<&X509> = raw
+            .supplied_chain
+            .iter()
+            .chain(&trust.intermediates)
+            .chain(&trust.anchors)
+            .collect();
+        for (crl_path, crl) in &trust.crls {
+            let same_issuer = crl
+                .issuer_name()
+                .try_cmp(raw.leaf.issuer_name())
+                .is_ok_and(|o| o == std::cmp::Ordering::Equal);
+            if !same_issuer {
+                continue;
+            }
+            // Only a CRL signed by the leaf's actual issuer speaks for it.
+            let signed_by_issuer = issuers.iter().any(|ca| {
+                ca.issued(&raw.leaf) == openssl::x509::X509VerifyResult::OK
+                    && ca
+                        .public_key()
+                        .is_ok_and(|k| crl.verify(&k).unwrap_or(false))
+            });
+            if !signed_by_issuer {
+                continue;
+            }
+            if let openssl::x509::CrlStatus::Revoked(entry) = crl.get_by_cert(&raw.leaf) {
+                let when = entry.revocation_date().to_string();
+                self.problem(
+                    Severity::Error,
+                    Some(file),
+                    field,
+                    format!("revoked on {when} according to {}", crl_path.display()),
+                );
+            }
+        }
+    }
+}
+
+fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}

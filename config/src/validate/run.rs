@@ -1,0 +1,201 @@
+//! One check from start to end: the entry points ([`load`], [`inspect`],
+//! [`inspect_at`]), what they return ([`Inspection`], [`ConfigError`]), and
+//! `Validator::run`, which reads and parses the file (unknown keys included) then
+//! calls each area's validator in order and assembles the [`Config`].
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use super::Validator;
+use crate::file::ConfigFile;
+use crate::model::{Audit, Config};
+use crate::report::{CertificateReport, Problem, Severity};
+
+/// Everything [`inspect`] found.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The validated configuration, present when no problem is an error.
+    pub config: Option<Config>,
+    pub certificates: Vec<CertificateReport>,
+    pub problems: Vec<Problem>,
+}
+
+impl Inspection {
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+}
+
+/// Why [`load`] refused a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {} error(s) in the configuration:\n{}", path.display(), problems.len(),
+        problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        /// The errors (warnings are left out).
+        problems: Vec<Problem>,
+    },
+}
+
+/// Validates the configuration at `path` and every file it names; returns it when no
+/// problem is an error (warnings travel in [`Config::warnings`]).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let inspection = inspect(path);
+    match inspection.config {
+        Some(config) => Ok(config),
+        None => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: inspection
+                .problems
+                .into_iter()
+                .filter(|p| p.severity == Severity::Error)
+                .collect(),
+        }),
+    }
+}
+
+/// Reads and checks the configuration at `path`, collecting every problem.
+pub fn inspect(path: &Path) -> Inspection {
+    inspect_at(path, OffsetDateTime::now_utc())
+}
+
+/// [`inspect`] as if the time were `now` (for tests of expiry rules).
+pub fn inspect_at(path: &Path, now: OffsetDateTime) -> Inspection {
+    let mut v = Validator {
+        config_path: path.to_path_buf(),
+        base: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        now,
+        problems: Vec::new(),
+        certificates: Vec::new(),
+        allow_insecure_keys: false,
+        expiry_warning_days: 30,
+    };
+    let config = v.run();
+    let config = if v.problems.iter().any(|p| p.severity == Severity::Error) {
+        None
+    } else {
+        config.map(|mut c| {
+            c.warnings = v.problems.clone();
+            c
+        })
+    };
+    Inspection {
+        config,
+        certificates: v.certificates,
+        problems: v.problems,
+    }
+}
+
+impl Validator {
+    fn run(&mut self) -> Option<Config> {
+        let text = match std::fs::read_to_string(&self.config_path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error("(file)", format!("cannot read the configuration: {e}"));
+                return None;
+            }
+        };
+        let mut unknown = Vec::new();
+        let parsed: Result<ConfigFile, String> = toml::Deserializer::parse(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|de| {
+                serde_ignored::deserialize(de, |path| unknown.push(field_path(&path)))
+                    .map_err(|e| e.to_string())
+            });
+        for key in unknown {
+            self.error(
+                &key,
+                "unknown key (check its spelling against the configuration reference)",
+            );
+        }
+        let raw = match parsed {
+            Ok(raw) => raw,
+            Err(message) => {
+                self.error("(syntax)", message.trim_end().replace('\n', "\n    "));
+                return None;
+            }
+        };
+        self.allow_insecure_keys = raw.security.allow_insecure_key_permissions;
+        self.expiry_warning_days = raw.security.expiry_warning_days;
+
+        let listener = self.socket_addr("listener.address", &raw.listener.address);
+        let admin = self.socket_addr("admin.address", &raw.admin.address);
+        if let (Some(l), Some(a)) = (listener, admin)
+            && l == a
+            && l.port() != 0
+        {
+            self.error(
+                "admin.address",
+                format!("same address as listener.address ({l})"),
+            );
+        }
+        let software = self.software(&raw.software);
+        let trust = self.tenant_trust(&raw.trust);
+        let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d));
+        let insi = raw.insi.as_ref().and_then(|i| self.insi(i));
+        let tenants = self.tenants(&raw, &trust);
+        let clients = self.clients(&raw, &tenants);
+        let listener_tls = raw.listener.tls.as_ref().and_then(|t| self.listener_tls(t));
+        if raw
+            .listener
+            .tls
+            .as_ref()
+            .is_none_or(|t| t.client_ca.is_empty())
+            && clients
+                .iter()
+                .any(|c| c.cert_sha256.is_some() || c.cert_subject.is_some())
+        {
+            self.warning(
+                "clients",
+                "a client is identified by its certificate, but listener.tls.client_ca is not set: it cannot connect",
+            );
+        }
+
+        Some(Config {
+            path: self.config_path.clone(),
+            listener: listener?,
+            admin: admin?,
+            software: software?,
+            dmp,
+            insi,
+            tenants,
+            clients,
+            security: raw.security.clone(),
+            listener_tls,
+            limits: self.limits(&raw)?,
+            audit: Audit {
+                path: self.resolve(&raw.audit.path),
+                rotate_bytes: raw.audit.rotate_bytes,
+                rotate_daily: raw.audit.rotate_daily,
+                fsync: raw.audit.fsync,
+            },
+            warnings: Vec::new(),
+        })
+    }
+}
+
+/// Formats a serde_ignored path as the configuration reference writes fields:
+/// `tenants[0].certificates.dmp_auth.cert`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        P::Map { parent, key } => {
+            let parent = field_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
+    }
+}

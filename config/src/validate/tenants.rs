@@ -1,0 +1,172 @@
+//! `[[tenants]]`: identifiers, geographic entities, and each tenant's certificates
+//! (one [`CertificateReport`] row per certificate, cross-tenant uniqueness, DMP
+//! AUTH/SIGN pairing).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use super::Validator;
+use super::trust::TenantTrust;
+use crate::file::ConfigFile;
+use crate::ids::{CertRole, StructureId, TenantId};
+use crate::model::Tenant;
+use crate::report::{CertificateKey, CertificateReport, Severity, Status};
+
+impl Validator {
+    pub(super) fn tenants(&mut self, raw: &ConfigFile, trust: &TenantTrust) -> Vec<Tenant> {
+        if raw.tenants.is_empty() {
+            self.error(
+                "tenants",
+                "no tenant: declare at least one [[tenants]] with its certificates",
+            );
+        }
+        let mut tenants = Vec::new();
+        let mut seen_ids = BTreeSet::new();
+        let mut seen_structures: HashMap<String, String> = HashMap::new();
+        // Certificate fingerprint -> where it is used: one certificate, one tenant, one role.
+        let mut seen_certs: HashMap<String, String> = HashMap::new();
+        for (index, t) in raw.tenants.iter().enumerate() {
+            let field = format!("tenants[{index}]");
+            let id = match t.id.parse::<TenantId>() {
+                Ok(id) => {
+                    if !seen_ids.insert(id.clone()) {
+                        self.error(
+                            &format!("{field}.id"),
+                            format!("tenant id {id} is declared twice"),
+                        );
+                    }
+                    Some(id)
+                }
+                Err(e) => {
+                    self.error(&format!("{field}.id"), e.to_string());
+                    None
+                }
+            };
+            let structure = match t.structure_id.parse::<StructureId>() {
+                Ok(s) => {
+                    if let Some(other) = seen_structures.insert(s.to_string(), t.id.clone()) {
+                        self.warning(
+                            &format!("{field}.structure_id"),
+                            format!("structure {s} is also the legal entity of tenant {other}"),
+                        );
+                    }
+                    Some(s)
+                }
+                Err(e) => {
+                    self.error(&format!("{field}.structure_id"), e.to_string());
+                    None
+                }
+            };
+            let mut geographic = Vec::new();
+            for (g, value) in t.geographic_structure_ids.iter().enumerate() {
+                let gfield = format!("{field}.geographic_structure_ids[{g}]");
+                match value.parse::<StructureId>() {
+                    Ok(s) if Some(&s) == structure.as_ref() => self.warning(
+                        &gfield,
+                        format!("{s} is the legal entity itself; list only geographic entities"),
+                    ),
+                    Ok(s) if geographic.contains(&s) => {
+                        self.warning(&gfield, format!("{s} is listed twice"))
+                    }
+                    Ok(s) => geographic.push(s),
+                    Err(e) => self.error(&gfield, e.to_string()),
+                }
+            }
+
+            let mut certificates = BTreeMap::new();
+            let sources = [
+                (CertRole::DmpAuth, &t.certificates.dmp_auth),
+                (CertRole::DmpSign, &t.certificates.dmp_sign),
+                (CertRole::InsiAuto, &t.certificates.insi_auto),
+                (CertRole::InsiManu, &t.certificates.insi_manu),
+            ];
+            if sources.iter().all(|(_, s)| s.is_none()) {
+                self.error(
+                    &format!("{field}.certificates"),
+                    "no certificate: a tenant needs dmp_auth + dmp_sign, insi_auto or insi_manu",
+                );
+            }
+            for (role, source) in sources {
+                let Some(source) = source else { continue };
+                let cfield = format!("{field}.certificates.{}", role.config_key());
+                let key = CertificateKey {
+                    tenant: t.id.clone(),
+                    role,
+                };
+                let before = self.problems.len();
+                let material = self.certificate(&cfield, role, source, trust, structure.as_ref());
+                if let Some(m) = &material {
+                    let place = format!("tenant {} {}", t.id, role);
+                    if let Some(other) = seen_certs.insert(m.info.sha256.clone(), place) {
+                        self.problem(
+                            Severity::Error,
+                            Some(&m.source),
+                            &cfield,
+                            format!("the same certificate is already configured for {other}: one certificate serves one tenant and one role"),
+                        );
+                    }
+                }
+                for p in &mut self.problems[before..] {
+                    p.certificate = Some(key.clone());
+                }
+                let status = self.problems[before..]
+                    .iter()
+                    .map(|p| p.severity)
+                    .max()
+                    .map_or(Status::Ok, |s| match s {
+                        Severity::Warning => Status::Warning,
+                        Severity::Error => Status::Error,
+                    });
+                let info = material.as_ref().map(|m| &m.info);
+                self.certificates.push(CertificateReport {
+                    tenant: t.id.clone(),
+                    role,
+                    file: self.resolve(
+                        source
+                            .cert
+                            .as_deref()
+                            .or(source.pkcs12.as_deref())
+                            .unwrap_or(Path::new("")),
+                    ),
+                    subject_cn: info.and_then(|i| i.common_name.clone()),
+                    subject_ou: info.and_then(|i| i.organizational_unit.clone()),
+                    issuer_cn: info.and_then(|i| i.issuer_common_name.clone()),
+                    serial: info.map(|i| i.serial_hex.clone()),
+                    not_after: info.map(|i| i.not_after),
+                    days_left: info.map(|i| i.days_left(self.now)),
+                    status,
+                });
+                if let Some(m) = material {
+                    certificates.insert(role, m);
+                }
+            }
+            // The DMP compares the VIHF Issuer (SIGN subject) with the TLS client subject.
+            match (certificates.get(&CertRole::DmpAuth), certificates.get(&CertRole::DmpSign)) {
+                (Some(auth), Some(sign)) if auth.info.subject != sign.info.subject => self.error(
+                    &format!("{field}.certificates.dmp_sign"),
+                    format!(
+                        "subject {:?} differs from dmp_auth's {:?}: the DMP expects the ORG SIGN and ORG AUTH_CLI certificates to carry the same DN",
+                        sign.info.subject, auth.info.subject
+                    ),
+                ),
+                _ => {}
+            }
+            let has = |role| sources.iter().any(|(r, s)| *r == role && s.is_some());
+            if has(CertRole::DmpAuth) != has(CertRole::DmpSign) {
+                self.error(
+                    &format!("{field}.certificates"),
+                    "DMP access needs both dmp_auth (TLS) and dmp_sign (VIHF and lot signatures)",
+                );
+            }
+            if let (Some(id), Some(structure)) = (id, structure) {
+                tenants.push(Tenant {
+                    id,
+                    structure_id: structure,
+                    geographic_structure_ids: geographic,
+                    certificates,
+                });
+            }
+        }
+        tenants
+    }
+}
