@@ -1,8 +1,11 @@
-//! The DMP path: identity (the internal system's unsigned VIHF, validated and re-signed,
-//! or one built from the `X-Vihf-*` headers), the structure check against the tenant,
-//! WS-Addressing completed where missing, the lot signature of ITI-41 submissions, and
-//! the request sent with the tenant's ORG AUTH_CLI. All signing happens on the blocking
-//! pool, bounded by the signing slots, before any byte goes upstream.
+//! The DMP path, phases 5 and 6 of [`crate::pipeline`]: [`identify`] (the envelope, one
+//! WS-Addressing header of each, the Action an operation of the route's service and the
+//! Body its element, answers to the anonymous endpoint only, the identity — the internal
+//! system's unsigned VIHF or the `X-Vihf-*` headers — and its structure one of the
+//! tenant's, the lot to sign) and [`sign`] (VIHF and lot with ORG SIGN, documents of the
+//! VIHF's patient only, WS-Addressing completed, the envelope written), giving the
+//! request for the tenant's ORG AUTH_CLI pool. Both run on the blocking pool, bounded by
+//! the signing slots, before any byte goes upstream.
 
 pub mod identity;
 mod submission;
