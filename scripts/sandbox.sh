@@ -36,9 +36,13 @@ done
 proxy=http://127.0.0.1:8080
 sih() { curl -sS -H 'Authorization: Bearer sandbox-token' -H 'X-Passerelle-Tenant: ch-test-a' "$@"; }
 soap=(-H 'Content-Type: application/soap+xml; charset=utf-8')
-# Who acts, for which patient (values percent-encoded UTF-8): Passerelle builds and signs the VIHF.
+# Who acts, where, for which patient (values percent-encoded UTF-8): Passerelle builds and
+# signs the VIHF. The structure is tenant A's first geographic establishment (FINESS EG
+# 690010012, $dir/pki.json tenants[0].geographic_structure_ids[0]), as in the TD2.1
+# example's authorInstitution: the DMP wants the EG that acts, not the legal entity.
 vihf=(-H 'X-Vihf-Subject-Id: 899900063480' -H 'X-Vihf-Subject-Name: MAX%20LIBRE'
       -H 'X-Vihf-Role: 10^M%C3%A9decin' -H 'X-Vihf-Sector: SA01'
+      -H 'X-Vihf-Structure: 1690010012'
       -H 'X-Vihf-Patient: 207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH')
 
 echo

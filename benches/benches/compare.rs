@@ -295,7 +295,9 @@ fn main() {
     let config = passerelle_config::load(&pki.path(&pki.config)).expect("sandbox configuration");
     let signer = SoftwareSigner::from_material(&config.tenants[0].certificates[&CertRole::DmpSign])
         .expect("ORG SIGN");
-    let structure = pki.tenants[0].structure_id.clone();
+    // Tenant A's first geographic establishment (FINESS EG): the structure a DMP request
+    // names, in the VIHF and as the XDS authorInstitution.
+    let structure = pki.tenants[0].geographic_structure_ids[0].clone();
     eprintln!("raw RSA-2048 signature rate (ORG SIGN, one core)...");
     let rsa = rsa_rate(&signer);
     eprintln!("  {rsa:.0} signatures/s");

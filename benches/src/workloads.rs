@@ -86,8 +86,9 @@ fn contains(body: &[u8], needle: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-/// `dmp-query`: TD3.1. Directly: one VIHF signed in advance. Through Passerelle: the
-/// `X-Vihf-*` headers, and a VIHF built and signed per request.
+/// `dmp-query`: TD3.1 under `structure` (the tenant's FINESS EG). Directly: one VIHF
+/// signed in advance. Through Passerelle: the `X-Vihf-*` headers, and a VIHF built and
+/// signed per request.
 #[derive(Debug)]
 pub struct DmpQuery {
     via: Via,
@@ -164,13 +165,15 @@ pub fn two_documents(i: u64) -> Vec<Doc> {
     ]
 }
 
-/// `dmp-submit`: TD2.1 with two 50 KB documents, each request its own submission set.
-/// Directly: `count` submissions signed in advance (VIHF + lot). Through Passerelle:
+/// `dmp-submit`: TD2.1 with two 50 KB documents, each request its own submission set,
+/// authored at `structure` (the tenant's FINESS EG, as the VIHF). Directly: `count` submissions signed in advance (VIHF + lot). Through Passerelle:
 /// unsigned, the proxy signs both.
 pub struct DmpSubmit {
     via: Via,
     prepared: Vec<(String, Bytes)>,
     headers: Vec<(&'static str, String)>,
+    /// The structure (FINESS EG) of the VIHF and of the XDS authorInstitution.
+    structure: String,
     run: String,
 }
 
@@ -199,6 +202,7 @@ impl DmpSubmit {
             via: Via::Direct,
             prepared,
             headers: Vec::new(),
+            structure: structure.to_string(),
             run: run.to_string(),
         }
     }
@@ -208,6 +212,7 @@ impl DmpSubmit {
             via: Via::Passerelle,
             prepared: Vec::new(),
             headers: messages::vihf_headers(structure),
+            structure: structure.to_string(),
             run: (uuid::Uuid::new_v4().as_u128() % 1_000_000_007).to_string(),
         }
     }
@@ -224,6 +229,7 @@ impl Workload for DmpSubmit {
                 let (ct, body) = messages::submission(
                     &format!("1.2.250.1.999.9.{}.{i}", self.run),
                     &two_documents(i),
+                    &self.structure,
                 );
                 post("/dmp/repository", &ct, &self.via, &self.headers, body)
             }

@@ -195,6 +195,25 @@ pub struct DmpSection {
     pub timeouts: TimeoutsSection,
     #[serde(default)]
     pub signing: DmpSigningSection,
+    #[serde(default)]
+    pub policy: DmpPolicySection,
+}
+
+/// `[dmp.policy]` (and `[tenants.policy]`, which overrides it key by key): which
+/// structures the DMP metadata may name (domain.md §2: the geographic entity in the
+/// VIHF, the submission set and the documents).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmpPolicySection {
+    /// `refuse` (default) or `warn`: the VIHF's structure and the submission set's
+    /// `authorInstitution` differ.
+    pub structure_consistency: Option<String>,
+    /// Refuse the legal entity where a geographic entity is expected (default: true
+    /// when the tenant lists `geographic_structure_ids`).
+    pub require_geographic: Option<bool>,
+    /// `refuse`, `warn` (default) or `off`: a CDA document's
+    /// `representedOrganization` is not one of the tenant's structures.
+    pub cda_structure: Option<String>,
 }
 
 /// `[dmp.signing]`: the open points of domain.md §5 and §6.
@@ -298,6 +317,9 @@ pub struct TenantSection {
     pub geographic_structure_ids: Vec<String>,
     #[serde(default)]
     pub certificates: CertificatesSection,
+    /// Overrides of `[dmp.policy]` for this tenant.
+    #[serde(default)]
+    pub policy: DmpPolicySection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -173,6 +173,8 @@ pub struct InsiService {
 #[derive(Debug)]
 pub struct Tenant {
     pub id: TenantId,
+    /// `[dmp.policy]` with this tenant's overrides, resolved.
+    pub policy: DmpPolicy,
     /// The legal entity (EJ): the OU of every certificate of the tenant.
     pub structure_id: StructureId,
     /// Its geographic entities (EG).
@@ -229,4 +231,34 @@ pub struct InternalClient {
     pub services: Vec<ServiceScope>,
     /// Requests per second allowed (burst: one second's worth); `None`: unlimited.
     pub rate_per_second: Option<f64>,
+}
+
+/// Refuse, or let through with a warning (logged and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    Refuse,
+    Warn,
+    Off,
+}
+
+/// Which structures a tenant's DMP metadata may name (`[dmp.policy]`, overridden per
+/// tenant), resolved for one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmpPolicy {
+    /// VIHF structure ≠ submission set's `authorInstitution`: `Refuse` or `Warn`.
+    pub structure_consistency: PolicyMode,
+    /// The legal entity is refused where a geographic entity is expected.
+    pub require_geographic: bool,
+    /// A CDA's `representedOrganization` outside the tenant.
+    pub cda_structure: PolicyMode,
+}
+
+impl Default for DmpPolicy {
+    fn default() -> Self {
+        Self {
+            structure_consistency: PolicyMode::Refuse,
+            require_geographic: false,
+            cda_structure: PolicyMode::Warn,
+        }
+    }
 }

@@ -218,3 +218,67 @@ fn connection_and_body_limits_have_defaults_and_are_validated() {
         "{err}"
     );
 }
+
+#[test]
+fn dmp_policy_defaults_overrides_and_errors() {
+    use passerelle_config::{DmpPolicy, PolicyMode};
+    let m = shared_test_pki().expect("PKI");
+    let config = load(&m.path(&m.config)).expect("valid sandbox");
+    // Tenants with geographic entities require them by default.
+    assert_eq!(
+        config.tenants[0].policy,
+        DmpPolicy {
+            structure_consistency: PolicyMode::Refuse,
+            require_geographic: true,
+            cda_structure: PolicyMode::Warn,
+        }
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::read_to_string(m.path(&m.config))
+        .expect("read")
+        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
+        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()));
+    let path = dir.path().join("p.toml");
+    // [dmp.policy] for all, the first tenant's [tenants.policy] over it, key by key.
+    let first_tenant = base.find("[[tenants]]").expect("tenants");
+    let end_of_ids = base[first_tenant..]
+        .find("\n[tenants.certificates")
+        .map(|i| i + first_tenant)
+        .expect("certificates");
+    let with = |global: &str, tenant: &str| {
+        let mut text = base.clone();
+        text.insert_str(end_of_ids, &format!("\n[tenants.policy]\n{tenant}\n"));
+        text + "\n[dmp.policy]\n" + global + "\n"
+    };
+    std::fs::write(
+        &path,
+        with(
+            "structure_consistency = \"warn\"\ncda_structure = \"off\"",
+            "require_geographic = false\ncda_structure = \"refuse\"",
+        ),
+    )
+    .expect("write");
+    let config = load(&path).expect("valid");
+    assert_eq!(
+        config.tenants[0].policy,
+        DmpPolicy {
+            structure_consistency: PolicyMode::Warn,
+            require_geographic: false,
+            cda_structure: PolicyMode::Refuse,
+        }
+    );
+    assert_eq!(config.tenants[1].policy.cda_structure, PolicyMode::Off);
+    assert!(config.tenants[1].policy.require_geographic);
+    // A value outside the allowed ones names the field.
+    std::fs::write(
+        &path,
+        with(
+            "structure_consistency = \"off\"",
+            "cda_structure = \"maybe\"",
+        ),
+    )
+    .expect("write");
+    let err = load(&path).expect_err("invalid policy").to_string();
+    assert!(err.contains("dmp.policy.structure_consistency"), "{err}");
+    assert!(err.contains("tenants[0].policy.cda_structure"), "{err}");
+}

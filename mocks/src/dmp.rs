@@ -349,6 +349,16 @@ impl MockDmp {
                 ),
             );
         }
+        // Since 2024 the DMP wants the geographic entity that acts: a legal entity that
+        // has geographic entities may not be named itself.
+        if structure == ou && geographic.is_some_and(|g| !g.is_empty()) {
+            return refuse(
+                "vihf_structure",
+                format!(
+                    "VIHF Identifiant_Structure {structure} is the legal entity, which has geographic entities: name the geographic entity that acts"
+                ),
+            );
+        }
         let instant = time::OffsetDateTime::parse(
             &identity.issue_instant,
             &time::format_description::well_known::Rfc3339,

@@ -161,3 +161,43 @@ pub fn body_element(request: &str) -> &str {
         None => text,
     }
 }
+
+/// XDS classification scheme of the submission set's author.
+pub const SUBMISSION_SET_AUTHOR_SCHEME: &str = passerelle_soap::xds::SET_AUTHOR_SCHEME;
+/// XDS classification scheme of a document entry's author.
+pub const DOCUMENT_AUTHOR_SCHEME: &str = passerelle_soap::xds::DOCUMENT_AUTHOR_SCHEME;
+
+/// The author of the test submissions as the DMP's XDS metadata carries it: the
+/// physician of the test VIHFs (XCN, RPPS), his role and specialty, working at
+/// `structure` (`authorInstitution`, XON: the prefixed FINESS EG the VIHF names),
+/// as a `rim:Classification` of `object` under `scheme`
+/// ([`SUBMISSION_SET_AUTHOR_SCHEME`] or [`DOCUMENT_AUTHOR_SCHEME`]).
+pub fn author_classification(scheme: &str, object: &str, structure: &str) -> String {
+    let slot = |name: &str, value: &str| {
+        format!(
+            r#"<rim:Slot name="{name}"><rim:ValueList><rim:Value>{value}</rim:Value></rim:ValueList></rim:Slot>"#
+        )
+    };
+    format!(
+        r#"<rim:Classification classificationScheme="{scheme}" classifiedObject="{object}" id="urn:uuid:{id}" nodeRepresentation="" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification">{slots}</rim:Classification>"#,
+        id = uuid::Uuid::new_v4(),
+        slots = [
+            slot(
+                "authorInstitution",
+                &format!(
+                    "CENTRE HOSPITALIER TEST^^^^^&amp;1.2.250.1.71.4.2.2&amp;ISO^IDNST^^^{structure}"
+                ),
+            ),
+            slot(
+                "authorPerson",
+                "899900063480^LIBRE^MAX^^^^^^&amp;1.2.250.1.71.4.2.1&amp;ISO^D^^^IDNPS",
+            ),
+            slot("authorRole", "10^Médecin^1.2.250.1.71.1.2.7"),
+            slot(
+                "authorSpecialty",
+                "G15_10/SM26^Qualifié en médecine générale^1.2.250.1.213.1.1.4.5",
+            ),
+        ]
+        .concat(),
+    )
+}

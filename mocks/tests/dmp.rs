@@ -95,8 +95,16 @@ impl Fixture {
         .xml
     }
 
+    /// The tenant's legal entity (FINESS EJ, prefixed): refused where the DMP expects
+    /// the geographic entity that acts, since the tenant has some.
     fn structure(&self, tenant: usize) -> String {
         self.pki.tenants[tenant].structure_id.clone()
+    }
+
+    /// The tenant's first geographic entity (FINESS EG, prefixed): the structure of its
+    /// VIHF and of its XDS `authorInstitution`.
+    fn eg(&self, tenant: usize) -> String {
+        self.pki.tenants[tenant].geographic_structure_ids[0].clone()
     }
 
     async fn send(
@@ -240,25 +248,33 @@ fn documents(tag: &str) -> Vec<Doc> {
     ]
 }
 
-/// An ITI-41 MTOM request: documents, their metadata, and (unless `sign` is false) the
-/// lot signature document with its metadata and associations. `tamper` flips a byte of
-/// document 2 after signing.
+use passerelle_mocks::fixtures::{
+    DOCUMENT_AUTHOR_SCHEME, SUBMISSION_SET_AUTHOR_SCHEME as SET_AUTHOR_SCHEME,
+    author_classification,
+};
+
+/// An ITI-41 MTOM request: documents, their metadata authored at `structure` (the EG of
+/// the VIHF), and (unless `sign` is false) the lot signature document with its metadata
+/// and associations. `tamper` flips a byte of document 2 after signing.
 fn submission(
     f: &Fixture,
     vihf: &str,
+    structure: &str,
     set_uid: &str,
     docs: &[Doc],
     sign: bool,
     tamper: bool,
 ) -> (String, Bytes) {
-    submission_with(f, vihf, set_uid, docs, sign, tamper, true)
+    submission_with(f, vihf, structure, set_uid, docs, sign, tamper, true)
 }
 
 /// [`submission`]; `declare_transforms` false signs the XML document's digest without
 /// declaring its c14n transform (the old, non-standard lot signature).
+#[allow(clippy::too_many_arguments)]
 fn submission_with(
     f: &Fixture,
     vihf: &str,
+    structure: &str,
     set_uid: &str,
     docs: &[Doc],
     sign: bool,
@@ -267,10 +283,11 @@ fn submission_with(
 ) -> (String, Bytes) {
     let eo = |d: &Doc| {
         format!(
-            r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"><rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
+            r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">{author}<rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
             id = d.id,
             mime = d.mime,
             uid = d.unique_id,
+            author = author_classification(DOCUMENT_AUTHOR_SCHEME, d.id, structure),
             patient = PATIENT.replace('&', "&amp;"),
             u1 = uuid::Uuid::new_v4(),
             u2 = uuid::Uuid::new_v4(),
@@ -324,7 +341,22 @@ fn submission_with(
                 signature_entry_id: "SignatureDocument".into(),
                 patient_id: PATIENT.into(),
                 creation_time: time::OffsetDateTime::now_utc(),
-                copied_classifications: vec![],
+                // As Passerelle does: the first document's author.
+                copied_classifications: docs
+                    .iter()
+                    .take(1)
+                    .map(|d| {
+                        passerelle_signing::xml::parse(
+                            &author_classification(DOCUMENT_AUTHOR_SCHEME, d.id, structure)
+                                .replacen(
+                                    "<rim:Classification ",
+                                    "<rim:Classification xmlns:rim=\"urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0\" ",
+                                    1,
+                                ),
+                        )
+                        .expect("classification")
+                    })
+                    .collect(),
             },
             &signed,
         );
@@ -339,8 +371,9 @@ fn submission_with(
         doc_elements.push_str(r#"<xdsb:Document id="SignatureDocument"><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" href="cid:sig@test"/></xdsb:Document>"#);
     }
     let body = format!(
-        r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"><rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
+        r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage">{set_author}<rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
         u = uuid::Uuid::new_v4(),
+        set_author = author_classification(SET_AUTHOR_SCHEME, "SubmissionSet01", structure),
     );
     mtom::build(&request(dmp::ITI41, Some(vihf), &body), &parts)
 }
@@ -364,9 +397,17 @@ fn fault_reason(body: &[u8]) -> String {
 #[tokio::test]
 async fn submission_then_query_then_retrieve() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let docs = documents("41");
-    let (ct, body) = submission(&f, &vihf, "1.2.250.1.999.41.100", &docs, true, false);
+    let (ct, body) = submission(
+        &f,
+        &vihf,
+        &f.eg(0),
+        "1.2.250.1.999.41.100",
+        &docs,
+        true,
+        false,
+    );
     let (status, _, resp) = f.send(0, "repository", &ct, body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
     let rr = assert_valid_body(&resp, "ebRS/rs.xsd");
@@ -380,7 +421,7 @@ async fn submission_then_query_then_retrieve() {
     );
 
     // ITI-18 lists them; ITI-43 returns the bytes over MTOM.
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let (status, _, resp) = f
         .send(
             0,
@@ -456,7 +497,7 @@ async fn submission_then_query_then_retrieve() {
 #[tokio::test]
 async fn duplicate_submission_gets_xds_duplicate_error() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     for expected in [
         "ResponseStatusType:Success",
         "XDSDuplicateUniqueIdInRegistry",
@@ -464,6 +505,7 @@ async fn duplicate_submission_gets_xds_duplicate_error() {
         let (ct, body) = submission(
             &f,
             &vihf,
+            &f.eg(0),
             "1.2.250.1.999.42.100",
             &documents("42"),
             true,
@@ -486,10 +528,11 @@ async fn duplicate_submission_gets_xds_duplicate_error() {
 #[tokio::test]
 async fn lot_signature_missing_or_not_matching_is_refused() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let (ct, body) = submission(
         &f,
         &vihf,
+        &f.eg(0),
         "1.2.250.1.999.43.100",
         &documents("43"),
         false,
@@ -501,6 +544,7 @@ async fn lot_signature_missing_or_not_matching_is_refused() {
     let (ct, body) = submission(
         &f,
         &vihf,
+        &f.eg(0),
         "1.2.250.1.999.44.100",
         &documents("44"),
         true,
@@ -521,12 +565,21 @@ async fn lot_signature_missing_or_not_matching_is_refused() {
 #[tokio::test]
 async fn lot_reference_without_declared_transform_is_refused() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let mut docs = documents("45");
     // Raw bytes that differ from their canonical form (declaration, quotes, CRLF).
     docs[0].content =
         b"<?xml version='1.0' encoding='UTF-8'?>\r\n<ClinicalDocument xmlns='urn:hl7-org:v3'><title >CR</title></ClinicalDocument>\r\n".to_vec();
-    let (ct, body) = submission_with(&f, &vihf, "1.2.250.1.999.45.100", &docs, true, false, false);
+    let (ct, body) = submission_with(
+        &f,
+        &vihf,
+        &f.eg(0),
+        "1.2.250.1.999.45.100",
+        &docs,
+        true,
+        false,
+        false,
+    );
     let (status, _, resp) = f.send(0, "repository", &ct, body).await;
     assert_eq!(status, 500);
     let reason = fault_reason(&resp);
@@ -536,7 +589,15 @@ async fn lot_reference_without_declared_transform_is_refused() {
     );
     assert!(f.service.documents().is_empty(), "nothing recorded");
     // The same lot with the transform declared is accepted.
-    let (ct, body) = submission(&f, &vihf, "1.2.250.1.999.45.100", &docs, true, false);
+    let (ct, body) = submission(
+        &f,
+        &vihf,
+        &f.eg(0),
+        "1.2.250.1.999.45.100",
+        &docs,
+        true,
+        false,
+    );
     let (status, _, resp) = f.send(0, "repository", &ct, body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
 }
@@ -545,7 +606,7 @@ async fn lot_reference_without_declared_transform_is_refused() {
 async fn vihf_checks_refuse_with_the_failed_check() {
     let f = fixture().await;
     let query = find_documents_query();
-    let good = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let good = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let cases: Vec<(usize, String, &str)> = vec![
         (0, request(dmp::ITI18, None, &query), "VIHF missing"),
         (
@@ -567,6 +628,15 @@ async fn vihf_checks_refuse_with_the_failed_check() {
             "does not belong to the legal entity",
         ),
         (
+            0,
+            request(
+                dmp::ITI18,
+                Some(&f.vihf(0, &f.structure(0), time::Duration::ZERO)),
+                &query,
+            ),
+            "is the legal entity, which has geographic entities",
+        ),
+        (
             1,
             request(dmp::ITI18, Some(&good), &query),
             "is not the TLS client certificate's subject",
@@ -575,7 +645,7 @@ async fn vihf_checks_refuse_with_the_failed_check() {
             0,
             request(
                 dmp::ITI18,
-                Some(&f.vihf(0, &f.structure(0), time::Duration::minutes(10))),
+                Some(&f.vihf(0, &f.eg(0), time::Duration::minutes(10))),
                 &query,
             ),
             "IssueInstant",
@@ -601,8 +671,8 @@ async fn vihf_checks_refuse_with_the_failed_check() {
         let text = fault_reason(&resp);
         assert!(text.contains(expected), "expected {expected:?}: {text}");
     }
-    // A geographic entity of the tenant is accepted.
-    let eg = f.pki.tenants[0].geographic_structure_ids[0].clone();
+    // The tenant's other geographic entity is accepted too.
+    let eg = f.pki.tenants[0].geographic_structure_ids[1].clone();
     let (status, _, _) = f
         .send(
             0,
@@ -639,7 +709,7 @@ async fn every_wsdl_operation_is_answered_with_a_schema_valid_body() {
     let mut sent = 0;
     for op in DMP_OPERATIONS {
         for action in op.actions {
-            let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+            let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
             let req = request_to(op.service, action, Some(&vihf), body_element(op.request));
             let (status, _, resp) = f.send(0, op.service, SOAP_CT, Bytes::from(req)).await;
             assert_eq!(status, 200, "{action}: {}", String::from_utf8_lossy(&resp));
@@ -685,7 +755,7 @@ fn boundary_of(body: &[u8]) -> String {
 #[tokio::test]
 async fn addressing_body_and_action_are_checked_as_the_wsdl_says() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let good = request(dmp::ITI18, Some(&vihf), &find_documents_query());
     let to = format!(
         "<wsa:To>https://localhost{}registry</wsa:To>",
@@ -793,7 +863,7 @@ async fn expect_all(f: &Fixture, service: &str, cases: Vec<Case<'_>>) {
 #[tokio::test]
 async fn content_type_and_soap_action_follow_the_soap_version() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let soap12 = Bytes::from(request(dmp::ITI18, Some(&vihf), &find_documents_query()));
     let soap11 = Bytes::from(soap11(&request(
         dmp::ITI18,
@@ -922,10 +992,11 @@ fn replace_first(bytes: &[u8], from: &str, to: &str) -> Bytes {
 #[tokio::test]
 async fn mtom_labels_follow_the_soap_version() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let (ct, body) = submission(
         &f,
         &vihf,
+        &f.eg(0),
         "1.2.250.1.999.46.100",
         &documents("46"),
         true,
@@ -1028,7 +1099,7 @@ async fn mtom_labels_follow_the_soap_version() {
 #[tokio::test]
 async fn action_and_reply_to_must_be_understood() {
     let f = fixture().await;
-    let vihf = f.vihf(0, &f.structure(0), time::Duration::ZERO);
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
     let good = request(dmp::ITI18, Some(&vihf), &find_documents_query());
     let action = "<wsa:Action soap:mustUnderstand=\"true\">";
     let reply_to = "<wsa:ReplyTo soap:mustUnderstand=\"true\">";
@@ -1116,7 +1187,8 @@ async fn action_and_reply_to_must_be_understood() {
     assert_eq!(status, 200, "the mustUnderstand check is off");
 }
 
-/// A VIHF written by hand, in the shape of domain.md §5, for tenant 0's structure.
+/// A VIHF written by hand, in the shape of domain.md §5, for tenant 0's first geographic
+/// entity.
 /// `edit` changes the unsigned text; the result is signed by tenant 0's ORG SIGN key
 /// with the signing crate's public XML-DSig blocks (enveloped, exclusive c14n,
 /// RSA-SHA256), so that any shape can be tried whatever the re-signer accepts.
@@ -1130,7 +1202,7 @@ fn hand_vihf(f: &Fixture, edit: impl FnOnce(String) -> String) -> String {
         )
     };
     let attributes = [
-        string("Identifiant_Structure", &f.structure(0)),
+        string("Identifiant_Structure", &f.eg(0)),
         string("Secteur_Activite", "SA07^1.2.250.1.71.4.2.4"),
         string("urn:oasis:names:tc:xspa:1.0:subject:subject-id", "MAX LIBRE"),
         r#"<saml2:Attribute Name="urn:oasis:names:tc:xacml:2.0:subject:role"><saml2:AttributeValue><Role xmlns="urn:hl7-org:v3" code="10" codeSystem="1.2.250.1.71.1.2.7" displayName="Médecin" xsi:type="CE"/></saml2:AttributeValue></saml2:Attribute>"#.to_string(),
@@ -1194,7 +1266,7 @@ fn sign_assertion(signer: &SoftwareSigner, text: &str) -> String {
 async fn vihf_values_are_read_as_a_standard_xpath_reader_does() {
     let f = fixture().await;
     let query = find_documents_query();
-    let own = f.structure(0);
+    let own = f.eg(0);
     let foreign = f.structure(1);
     let structure_attr = format!(
         r#"<saml2:Attribute Name="Identifiant_Structure"><saml2:AttributeValue xsi:type="xs:string">{own}</saml2:AttributeValue></saml2:Attribute>"#

@@ -111,6 +111,8 @@ pub struct Exchange {
     pub identity: Option<SignedIdentity>,
     /// ITI-41: the documents of the submission.
     pub documents: usize,
+    /// Structure rules the policy let through with a warning (metric labels).
+    pub structure_warnings: Vec<&'static str>,
     /// INSi: the certificate's OU, emitter of the contexts.
     pub insi_emetteur: Option<String>,
     /// INSi: the header blocks Passerelle added.

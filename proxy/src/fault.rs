@@ -93,9 +93,26 @@ pub enum ProxyError {
     #[error("identity: {0}")]
     BadIdentity(String),
     #[error(
-        "structure {structure} is neither tenant {tenant}'s legal entity nor one of its geographic entities"
+        "structure {structure} ({place}) is neither tenant {tenant}'s legal entity nor one of its geographic entities"
     )]
-    ForeignStructure { structure: String, tenant: String },
+    ForeignStructure {
+        structure: String,
+        place: String,
+        tenant: String,
+    },
+    #[error(
+        "{place} names the legal entity {structure}: tenant {tenant} has geographic entities ({geographic}), one of which is expected here (dmp.policy.require_geographic)"
+    )]
+    GeographicRequired {
+        structure: String,
+        place: String,
+        tenant: String,
+        geographic: String,
+    },
+    #[error(
+        "the VIHF's Identifiant_Structure {vihf} is not the submission set's authorInstitution ({set}) (dmp.policy.structure_consistency)"
+    )]
+    StructureMismatch { vihf: String, set: String },
     #[error("submission: {0}")]
     BadSubmission(String),
     #[error(
@@ -221,6 +238,8 @@ impl ProxyError {
             Self::MissingIdentity => "MissingIdentity",
             Self::BadIdentity(_) => "BadIdentity",
             Self::ForeignStructure { .. } => "ForeignStructure",
+            Self::GeographicRequired { .. } => "GeographicRequired",
+            Self::StructureMismatch { .. } => "StructureMismatch",
             Self::BadSubmission(_) => "BadSubmission",
             Self::LotAlreadySigned => "LotAlreadySigned",
             Self::InsiModeRequired { .. } => "InsiModeRequired",
@@ -246,7 +265,9 @@ impl ProxyError {
             Self::SourceNotAllowed { .. }
             | Self::TenantNotAllowed { .. }
             | Self::ServiceNotAllowed { .. }
-            | Self::ForeignStructure { .. } => StatusCode::FORBIDDEN,
+            | Self::ForeignStructure { .. }
+            | Self::GeographicRequired { .. }
+            | Self::StructureMismatch { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::LotAlreadySigned => StatusCode::CONFLICT,

@@ -104,6 +104,7 @@ pub struct Metrics {
     reload_failure: AtomicU64,
     /// Refusals by the access policy (who, not what), by code.
     access_refusals: DashMap<&'static str, AtomicU64>,
+    structure_warnings: DashMap<&'static str, AtomicU64>,
 }
 
 /// Decrements the in-flight gauge when the request is answered.
@@ -142,6 +143,14 @@ impl Metrics {
 
     pub fn signing(&self, d: Duration) {
         self.signing.observe(d);
+    }
+
+    /// A structure rule `[dmp.policy]` let through with a warning.
+    pub fn structure_warning(&self, kind: &'static str) {
+        self.structure_warnings
+            .entry(kind)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn access_refused(&self, code: &'static str) {
@@ -197,6 +206,20 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "passerelle_access_refusals_total{{code=\"{}\"}} {}",
+                e.key(),
+                e.value().load(Ordering::Relaxed)
+            );
+        }
+        head(
+            &mut out,
+            "passerelle_structure_warnings_total",
+            "counter",
+            "Structure rules [dmp.policy] let through with a warning, by kind.",
+        );
+        for e in &self.structure_warnings {
+            let _ = writeln!(
+                out,
+                "passerelle_structure_warnings_total{{kind=\"{}\"}} {}",
                 e.key(),
                 e.value().load(Ordering::Relaxed)
             );

@@ -323,6 +323,9 @@ async fn record(
     proxy
         .metrics
         .request(&service, exchange.operation.label(), outcome, total);
+    for kind in &exchange.structure_warnings {
+        proxy.metrics.structure_warning(kind);
+    }
     if exchange.timings.signing > Duration::ZERO {
         proxy.metrics.signing(exchange.timings.signing);
     }

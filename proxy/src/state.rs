@@ -98,6 +98,8 @@ pub struct TenantRuntime {
     pub id: TenantId,
     pub structure_id: StructureId,
     pub geographic_structure_ids: Vec<StructureId>,
+    /// Which structures its DMP metadata may name.
+    pub policy: passerelle_config::DmpPolicy,
     pub dmp: Option<DmpUpstream>,
     pub insi: BTreeMap<InsiMode, InsiUpstream>,
 }
@@ -233,6 +235,7 @@ fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, Sta
         id: tenant.id.clone(),
         structure_id: tenant.structure_id.clone(),
         geographic_structure_ids: tenant.geographic_structure_ids.clone(),
+        policy: tenant.policy,
         dmp,
         insi,
     })

@@ -36,6 +36,9 @@ struct Fixture {
     admin: u16,
     config: PathBuf,
     audit: PathBuf,
+    /// Tenant A's first geographic establishment (FINESS EG): the structure its DMP
+    /// requests name.
+    eg: String,
 }
 
 impl Fixture {
@@ -109,6 +112,7 @@ impl Fixture {
             admin,
             config,
             audit,
+            eg: pki.tenants[0].geographic_structure_ids[0].clone(),
         };
         let started = Instant::now();
         while f.admin_get("/healthz").await.1 != "ok\n" {
@@ -194,6 +198,7 @@ impl Fixture {
                     "x-vihf-patient",
                     "207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH",
                 ),
+                ("x-vihf-structure", &self.eg),
             ],
             Bytes::from(body),
         )
@@ -674,6 +679,7 @@ async fn client_text_cannot_forge_log_lines_or_leak_identity_values() {
             "x-vihf-patient",
             "207058575627097^^^%261.2.250.1.213.1.4.10%26ISO^NH",
         ),
+        ("x-vihf-structure", f.eg.as_str()),
     ];
     let (status, answer) = f
         .post("/dmp/registry", &identity, Bytes::from(body))

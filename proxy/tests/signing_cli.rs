@@ -56,7 +56,7 @@ fn vihf_sign_then_verify() {
     let (code, out, _) = verify(&m, &[s(&file)]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.starts_with("valid: VIHF _") && out.contains("structure 1690010004"),
+        out.starts_with("valid: VIHF _") && out.contains("structure 1690010012"),
         "{out}"
     );
 
@@ -84,7 +84,7 @@ fn vihf_sign_refuses_a_structure_of_another_tenant() {
     ]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("structure_id 1690010004 is neither tenant ch-test-b's legal entity"),
+        err.contains("structure_id 1690010012 is neither tenant ch-test-b's legal entity"),
         "{err}"
     );
     let (code, _, err) = passerelle(&[

@@ -54,7 +54,7 @@ fn signed_vihf_verifies_with_crate_and_xmlsec1() {
     assert_eq!(verified.subject_id, "899900063480");
     assert_eq!(
         verified.attribute("Identifiant_Structure"),
-        Some("1690010004")
+        Some("1690010012")
     );
     assert_eq!(
         verified.attribute("Authentification_mode"),
@@ -114,7 +114,7 @@ fn assertion_has_the_shape_of_the_ans_examples() {
     );
     for needle in [
         "Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName\">CN=PASSERELLE DMP CENTRE HOSPITALIER TEST A,OU=1690010004,O=CENTRE HOSPITALIER TEST A,ST=Rhône (69),C=FR</saml2:Issuer>",
-        "<saml2:AttributeValue xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" xsi:type=\"xs:string\">1690010004</saml2:AttributeValue>",
+        "<saml2:AttributeValue xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" xsi:type=\"xs:string\">1690010012</saml2:AttributeValue>",
         "<Role xmlns=\"urn:hl7-org:v3\" code=\"10\" codeSystem=\"1.2.250.1.71.1.2.7\" displayName=\"Médecin\" xsi:type=\"CE\"/>",
         "<Role xmlns=\"urn:hl7-org:v3\" code=\"SM26\" codeSystem=\"1.2.250.1.71.4.2.5\"",
         "<PurposeOfUse xmlns=\"urn:hl7-org:v3\" code=\"normal\" codeSystem=\"1.2.250.1.213.1.1.4.248\" codeSystemName=\"mode acces VIHF 2.0\" displayName=\"Accès normal\" xsi:type=\"CE\"/>",

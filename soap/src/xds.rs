@@ -131,6 +131,66 @@ pub enum SubmissionError {
     BadInlineContent(String),
     #[error("the submission holds no document")]
     Empty,
+    #[error("author of {0:?}: {1}")]
+    BadAuthor(String, String),
+}
+
+/// Assigning authority of structure identifiers (FINESS, SIRET, ... with their type
+/// prefix) in XDS `authorInstitution` and HL7 ids.
+pub const STRUCTURE_AUTHORITY: &str = "1.2.250.1.71.4.2.2";
+/// `classificationScheme` of the submission set's author.
+pub const SET_AUTHOR_SCHEME: &str = "urn:uuid:a7058bb9-b4e4-4307-ba5b-e3f0ab85e12d";
+/// `classificationScheme` of a document entry's author.
+pub const DOCUMENT_AUTHOR_SCHEME: &str = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d";
+
+/// The structure id an `authorInstitution` (HL7 v2 XON) names:
+/// `CH DE VALENCE^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^11234567891` gives `11234567891`.
+/// `None` for a name without identifier; an identifier under another assigning authority
+/// is an error (a receiver would not read it as a structure, the proxy could not check it).
+pub fn xon_structure(xon: &str) -> Result<Option<String>, String> {
+    let components: Vec<&str> = xon.split('^').collect();
+    let id = components.get(9).copied().unwrap_or("").trim();
+    if id.is_empty() {
+        return Ok(None);
+    }
+    let authority = components
+        .get(5)
+        .and_then(|hd| hd.split('&').nth(1))
+        .unwrap_or("");
+    if authority != STRUCTURE_AUTHORITY {
+        return Err(format!(
+            "authorInstitution names an identifier under assigning authority {authority:?}: structures are identified under {STRUCTURE_AUTHORITY}"
+        ));
+    }
+    Ok(Some(id.to_string()))
+}
+
+/// The structures named by the `authorInstitution` slots of the author classifications
+/// (`scheme`) of the registry object `object_id`, wherever they sit in the metadata.
+fn author_institutions(
+    body: &Element,
+    scheme: &str,
+    object_id: &str,
+) -> Result<Vec<String>, SubmissionError> {
+    let mut out = Vec::new();
+    for c in descendants(body, "Classification").into_iter().filter(|c| {
+        c.attribute("classificationScheme") == Some(scheme)
+            && c.attribute("classifiedObject") == Some(object_id)
+    }) {
+        for slot in c
+            .elements()
+            .filter(|s| s.local == "Slot" && s.attribute("name") == Some("authorInstitution"))
+        {
+            for value in descendants(slot, "Value") {
+                if let Some(id) = xon_structure(value.text_content().trim())
+                    .map_err(|e| SubmissionError::BadAuthor(object_id.to_string(), e))?
+                {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One document entry of a submission.
@@ -145,6 +205,8 @@ pub struct SubmittedDocument {
     pub content: Bytes,
     /// Whether its classCode is the lot signature's.
     pub is_signature: bool,
+    /// Structure ids of its authors' `authorInstitution`.
+    pub institutions: Vec<String>,
 }
 
 /// An ITI-41 submission as read from its envelope body and MTOM parts.
@@ -153,6 +215,8 @@ pub struct Submission {
     /// `id` of the RegistryPackage.
     pub set_entry_id: String,
     pub set_unique_id: String,
+    /// Structure ids of the submission set authors' `authorInstitution`.
+    pub set_institutions: Vec<String>,
     pub documents: Vec<SubmittedDocument>,
 }
 
@@ -271,6 +335,7 @@ impl Submission {
                 .cloned()
                 .ok_or_else(|| SubmissionError::NoContent(entry_id.clone()))?;
             documents.push(SubmittedDocument {
+                institutions: author_institutions(body, DOCUMENT_AUTHOR_SCHEME, &entry_id)?,
                 patient_id: external_id(eo, PATIENT_ID_SCHEME).unwrap_or_default(),
                 mime_type: eo
                     .attribute("mimeType")
@@ -289,8 +354,10 @@ impl Submission {
         if documents.is_empty() {
             return Err(SubmissionError::Empty);
         }
+        let set_entry_id = package.attribute("id").unwrap_or("").to_string();
         Ok(Self {
-            set_entry_id: package.attribute("id").unwrap_or("").to_string(),
+            set_institutions: author_institutions(body, SET_AUTHOR_SCHEME, &set_entry_id)?,
+            set_entry_id,
             set_unique_id,
             documents,
         })

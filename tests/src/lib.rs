@@ -279,6 +279,13 @@ impl Harness {
         post(self.proxy().address, path, &all, content_type, body.into()).await
     }
 
+    /// The tenant's first geographic establishment (FINESS EG, prefixed): the structure a
+    /// DMP request of that tenant names (VIHF `Identifiant_Structure`, XDS
+    /// `authorInstitution`), never its legal entity.
+    pub fn eg(&self, tenant: usize) -> String {
+        self.pki.tenants[tenant].geographic_structure_ids[0].clone()
+    }
+
     /// The tenant's subject DN of `role` as the mocks record it.
     pub fn subject(&self, tenant: usize, role: &str) -> String {
         let t = &self.pki.tenants[tenant];
@@ -385,7 +392,8 @@ pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
 pub mod messages {
     use super::PATIENT;
     use passerelle_soap::xds::{
-        ITI18, ITI41, ITI43, PATIENT_ID_SCHEME, SUBMISSION_UNIQUE_ID_SCHEME, UNIQUE_ID_SCHEME, WSSE,
+        ITI18, ITI41, ITI43, PATIENT_ID_SCHEME, RIM, SUBMISSION_UNIQUE_ID_SCHEME, UNIQUE_ID_SCHEME,
+        WSSE,
     };
 
     /// A SOAP 1.2 DMP request. WS-Addressing MessageID/To are left for the proxy to add.
@@ -472,28 +480,35 @@ pub mod messages {
         ]
     }
 
+    pub use passerelle_mocks::fixtures::{
+        DOCUMENT_AUTHOR_SCHEME, SUBMISSION_SET_AUTHOR_SCHEME, author_classification,
+    };
+
     /// TD2.1 without lot signature (the proxy adds it): the ebRIM metadata of the
-    /// submission set and documents, and the documents as MTOM parts.
-    pub fn submission(set_uid: &str, docs: &[Doc]) -> (String, bytes::Bytes) {
-        submission_with(set_uid, docs, None)
+    /// submission set and documents, authored at `structure` (the EG of the VIHF), and
+    /// the documents as MTOM parts.
+    pub fn submission(set_uid: &str, docs: &[Doc], structure: &str) -> (String, bytes::Bytes) {
+        submission_with(set_uid, docs, structure, None)
     }
 
     /// TD2.1 as the DMP receives it, signed in advance with `signer` (ORG SIGN): the
-    /// VIHF of `structure` in `wsse:Security`, the lot signature document, its metadata
-    /// and associations. What direct access to the DMP has to send.
+    /// VIHF of `structure` in `wsse:Security`, the metadata authored at `structure`, the
+    /// lot signature document, its metadata and associations. What direct access to the
+    /// DMP has to send.
     pub fn signed_submission(
         set_uid: &str,
         docs: &[Doc],
         structure: &str,
         signer: &dyn passerelle_signing::Signer,
     ) -> (String, bytes::Bytes) {
-        submission_with(set_uid, docs, Some((structure, signer)))
+        submission_with(set_uid, docs, structure, Some(signer))
     }
 
     fn submission_with(
         set_uid: &str,
         docs: &[Doc],
-        signed: Option<(&str, &dyn passerelle_signing::Signer)>,
+        structure: &str,
+        signer: Option<&dyn passerelle_signing::Signer>,
     ) -> (String, bytes::Bytes) {
         let mut metadata = String::new();
         let mut doc_elements = String::new();
@@ -506,10 +521,11 @@ pub mod messages {
         };
         for (i, d) in docs.iter().enumerate() {
             metadata.push_str(&format!(
-                r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">{conf}<rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="{PATIENT_ID_SCHEME}" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="{UNIQUE_ID_SCHEME}" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
+                r#"<rim:ExtrinsicObject id="{id}" mimeType="{mime}" objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">{author}{conf}<rim:ExternalIdentifier id="urn:uuid:{u1}" identificationScheme="{PATIENT_ID_SCHEME}" registryObject="{id}" value="{patient}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.patientId"/></rim:Name></rim:ExternalIdentifier><rim:ExternalIdentifier id="urn:uuid:{u2}" identificationScheme="{UNIQUE_ID_SCHEME}" registryObject="{id}" value="{uid}"><rim:Name><rim:LocalizedString value="XDSDocumentEntry.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:ExtrinsicObject><rim:Association associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" id="urn:uuid:{u3}" sourceObject="SubmissionSet01" targetObject="{id}"><rim:Slot name="SubmissionSetStatus"><rim:ValueList><rim:Value>Original</rim:Value></rim:ValueList></rim:Slot></rim:Association>"#,
                 id = d.entry_id,
                 mime = d.mime,
                 uid = d.unique_id,
+                author = author_classification(DOCUMENT_AUTHOR_SCHEME, &d.entry_id, structure),
                 conf = confidentiality(&d.entry_id),
                 patient = PATIENT.replace('&', "&amp;"),
                 u1 = uuid::Uuid::new_v4(),
@@ -529,7 +545,7 @@ pub mod messages {
             });
         }
         let mut security = None;
-        if let Some((structure, signer)) = signed {
+        if let Some(signer) = signer {
             use passerelle_signing::lot::LotMetadataInput;
             use passerelle_signing::{DigestAlgorithm, DocumentDigest, LotRequest};
             let now = time::OffsetDateTime::now_utc();
@@ -561,7 +577,30 @@ pub mod messages {
                     signature_entry_id: "SignatureDocument".into(),
                     patient_id: PATIENT.into(),
                     creation_time: now,
-                    copied_classifications: vec![],
+                    // As Passerelle does: the first document's author and
+                    // confidentiality, for the signature document.
+                    copied_classifications: docs
+                        .iter()
+                        .take(1)
+                        .flat_map(|d| {
+                            [
+                                author_classification(
+                                    DOCUMENT_AUTHOR_SCHEME,
+                                    &d.entry_id,
+                                    structure,
+                                ),
+                                confidentiality(&d.entry_id),
+                            ]
+                        })
+                        .map(|c| {
+                            passerelle_signing::xml::parse(&c.replacen(
+                                "<rim:Classification ",
+                                &format!("<rim:Classification xmlns:rim=\"{RIM}\" "),
+                                1,
+                            ))
+                            .expect("classification")
+                        })
+                        .collect(),
                 },
                 &lot,
             );
@@ -577,11 +616,13 @@ pub mod messages {
             security = Some(signed_vihf(structure, signer));
         }
         let body = format!(
-            r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"><rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
+            r#"<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="urn:ihe:iti:xds-b:2007"><lcm:SubmitObjectsRequest xmlns:lcm="urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"><rim:RegistryObjectList xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><rim:RegistryPackage id="SubmissionSet01" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage">{set_author}<rim:ExternalIdentifier id="urn:uuid:{u}" identificationScheme="{SUBMISSION_UNIQUE_ID_SCHEME}" registryObject="SubmissionSet01" value="{set_uid}"><rim:Name><rim:LocalizedString value="XDSSubmissionSet.uniqueId"/></rim:Name></rim:ExternalIdentifier></rim:RegistryPackage>{metadata}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>{doc_elements}</xdsb:ProvideAndRegisterDocumentSetRequest>"#,
             u = uuid::Uuid::new_v4(),
+            set_author =
+                author_classification(SUBMISSION_SET_AUTHOR_SCHEME, "SubmissionSet01", structure),
         );
         // Signed: sent straight to the service, so WS-Addressing is complete.
-        let envelope = if signed.is_some() {
+        let envelope = if signer.is_some() {
             direct_dmp_request("repository", ITI41, security.as_deref(), &body)
         } else {
             dmp_request(ITI41, security.as_deref(), &body)

@@ -54,10 +54,10 @@ fn inline_xop(root: &str, parts: &mtom::Mtom) -> String {
 async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     let h = Harness::start().await;
     let tenant = h.pki.tenants[0].id.clone();
-    let structure = h.pki.tenants[0].structure_id.clone();
+    let structure = h.eg(0);
     let vihf = vihf_headers(&structure);
     let docs = three_documents("e2e41");
-    let (ct, body) = submission("1.2.250.1.999.e2e41.100", &docs);
+    let (ct, body) = submission("1.2.250.1.999.e2e41.100", &docs, &structure);
 
     let reply = h
         .post("/dmp/repository", &headers(&tenant, &vihf), &ct, body)
@@ -105,6 +105,14 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     assert_valid(
         inline_xop(root, &parts).as_bytes(),
         "IHE/XDS.b_DocumentRepository.xsd",
+    );
+    // The EG is the author institution of the set, of each document, and of the lot
+    // signature document (its author copied from the first document).
+    assert_eq!(
+        root.matches(&format!("^IDNST^^^{structure}</rim:Value>"))
+            .count(),
+        docs.len() + 2,
+        "{root}"
     );
 
     // The VIHF inside the emitted envelope: valid SAML 2.0, and both signatures verify
@@ -266,10 +274,10 @@ fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) -> String {
 async fn td21_with_inline_base64_documents_is_signed_too() {
     let h = Harness::start().await;
     let docs = three_documents("inline");
-    let (ct, body) = submission("1.2.250.1.999.inline.100", &docs);
+    let (ct, body) = submission("1.2.250.1.999.inline.100", &docs, &h.eg(0));
     let parts = mtom::parse(&ct, &body).expect("MTOM");
     let inline = inline_xop(std::str::from_utf8(&parts.root).expect("UTF-8"), &parts);
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let reply = h
         .post(
             "/dmp/repository",
@@ -314,7 +322,7 @@ async fn the_internal_systems_vihf_is_checked_before_signing() {
         .await;
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert_eq!(reply.fault_code().as_deref(), Some("ForeignStructure"));
-    let direct = messages::unsigned_vihf(&h.pki.tenants[0].structure_id, "DIRECTE");
+    let direct = messages::unsigned_vihf(&h.eg(0), "DIRECTE");
     let reply = h
         .post("/dmp/registry", &tenant, SOAP_CT, body(&direct))
         .await;
@@ -323,7 +331,7 @@ async fn the_internal_systems_vihf_is_checked_before_signing() {
     assert!(reply.text().contains("INDIRECTE"), "{}", reply.text());
     let doctype = format!(
         "<!DOCTYPE x>{}",
-        messages::unsigned_vihf(&h.pki.tenants[0].structure_id, "INDIRECTE")
+        messages::unsigned_vihf(&h.eg(0), "INDIRECTE")
     );
     let reply = h
         .post("/dmp/registry", &tenant, SOAP_CT, body(&doctype))

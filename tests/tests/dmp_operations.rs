@@ -58,7 +58,7 @@ fn count_wsa(envelope: &str, local: &str) -> (usize, Vec<String>) {
 async fn every_wsdl_operation_goes_through_and_is_answered_valid() {
     let h = Harness::start().await;
     let tenant = h.pki.tenants[0].id.clone();
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let hdrs = headers(&tenant, &vihf);
     let mut sent = 0;
     for op in DMP_OPERATIONS {
@@ -106,7 +106,7 @@ async fn every_wsdl_operation_goes_through_and_is_answered_valid() {
 async fn empty_to_and_message_id_are_filled_in_place_and_duplicates_refused() {
     let h = Harness::start().await;
     let tenant = h.pki.tenants[0].id.clone();
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let hdrs = headers(&tenant, &vihf);
     let op = DMP_OPERATIONS[0];
     let request = official_style(op.actions[0], body_element(op.request));
@@ -159,7 +159,7 @@ async fn empty_to_and_message_id_are_filled_in_place_and_duplicates_refused() {
 async fn media_type_follows_the_envelope_soap_version() {
     let h = Harness::start().await;
     let tenant = h.pki.tenants[0].id.clone();
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let hdrs = headers(&tenant, &vihf);
     let op = DMP_OPERATIONS[0];
     let soap12 = official_style(op.actions[0], body_element(op.request));
@@ -206,7 +206,7 @@ async fn lps_id_is_emitted_when_configured() {
     })
     .await;
     let tenant = h.pki.tenants[0].id.clone();
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let op = DMP_OPERATIONS[0];
     let reply = h
         .post(

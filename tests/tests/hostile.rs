@@ -40,7 +40,7 @@ fn attribute(name: &str, value: &str) -> String {
 #[tokio::test]
 async fn a_second_structure_in_the_vihf_is_refused_not_signed() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let b = h.pki.tenants[1].structure_id.clone();
     let good = messages::unsigned_vihf(&a, "INDIRECTE");
     let first = attribute("Identifiant_Structure", &a);
@@ -109,7 +109,7 @@ async fn a_second_structure_in_the_vihf_is_refused_not_signed() {
 #[tokio::test]
 async fn assertions_outside_the_one_security_header_are_refused() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let vihf = messages::unsigned_vihf(&a, "INDIRECTE");
     let with_vihf = query_with(&vihf);
     let cases = [
@@ -164,7 +164,7 @@ async fn assertions_outside_the_one_security_header_are_refused() {
 #[tokio::test]
 async fn the_audit_records_the_values_that_were_signed() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let hdrs = tenant_header(&h);
     // A NameID and a resource-id placed before the real ones, outside Subject and the
     // attribute statement: the old audit took the first element of each name. Such a
@@ -199,7 +199,7 @@ async fn the_audit_records_the_values_that_were_signed() {
 #[tokio::test]
 async fn the_signed_vihf_goes_where_the_proxy_put_it_not_where_a_comment_says() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let mut hdrs = tenant_header(&h);
     hdrs.extend(vihf_headers(&a));
     // The proxy's own marker comment, placed by the client in a header block that comes
@@ -272,7 +272,7 @@ async fn wait_for_audit(h: &Harness, n: usize) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn an_abandoned_exchange_completes_and_is_audited() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let mut hdrs = tenant_header(&h);
     hdrs.extend(vihf_headers(&a));
     let slow = FaultSpec {
@@ -292,7 +292,7 @@ async fn an_abandoned_exchange_completes_and_is_audited() {
 
     // ITI-41 over HTTP/1.1: the client closes while the DMP is still answering.
     let docs = three_documents("gone41");
-    let (ct, body) = submission("1.2.250.1.999.gone41.100", &docs);
+    let (ct, body) = submission("1.2.250.1.999.gone41.100", &docs, &a);
     let request = raw_post(&h, "/dmp/repository", &hdrs, &ct, &body);
     send_then_leave(&h, request, std::time::Duration::from_millis(200)).await;
     let lines = wait_for_audit(&h, 1).await;
@@ -351,7 +351,7 @@ async fn metric_labels_come_from_closed_sets() {
 #[tokio::test]
 async fn control_characters_and_duplicate_headers_are_refused() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let base = {
         let mut v = tenant_header(&h);
         v.extend(vihf_headers(&a));
@@ -440,7 +440,7 @@ async fn body_addressing_patient_and_contexts_are_what_was_checked() {
     let h = Harness::start().await;
     let a = h.pki.tenants[0].structure_id.clone();
     let mut hdrs = tenant_header(&h);
-    hdrs.extend(vihf_headers(&a));
+    hdrs.extend(vihf_headers(&h.eg(0)));
     const WSA: &str = "http://www.w3.org/2005/08/addressing";
     let query = find_documents();
     let cases: Vec<(&str, String, &str)> = vec![
@@ -504,7 +504,7 @@ async fn body_addressing_patient_and_contexts_are_what_was_checked() {
     }
     // ITI-41 whose documents are another patient's than the VIHF's.
     let docs = three_documents("otherpatient");
-    let (ct, body) = submission("1.2.250.1.999.otherpatient.100", &docs);
+    let (ct, body) = submission("1.2.250.1.999.otherpatient.100", &docs, &h.eg(0));
     let other = "248039263001064^^^&1.2.250.1.213.1.4.10&ISO^NH";
     let mut for_other = hdrs.clone();
     for (k, v) in &mut for_other {

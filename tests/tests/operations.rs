@@ -12,7 +12,7 @@ use passerelle_mocks::faults::FaultSpec;
 use tokio::io::AsyncWriteExt;
 
 async fn dmp_query(h: &Harness) -> Reply {
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("x-passerelle-tenant", "ch-test-a"));
     h.post("/dmp/registry", &headers, SOAP_CT, find_documents())
@@ -130,7 +130,7 @@ async fn metrics_expose_every_series_and_audit_has_one_line_per_exchange() {
     assert_eq!(dmp["action"], "urn:ihe:iti:2007:RegistryStoredQuery");
     assert_eq!(dmp["client"], "sandbox");
     assert_eq!(dmp["tenant"], "ch-test-a");
-    assert_eq!(dmp["structure"], h.pki.tenants[0].structure_id.as_str());
+    assert_eq!(dmp["structure"], h.eg(0).as_str());
     assert_eq!(dmp["actor_id"], "899900063480");
     assert_eq!(dmp["patient_ins"], passerelle_e2e::PATIENT);
     assert_eq!(dmp["outcome"], "ok");

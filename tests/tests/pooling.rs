@@ -42,7 +42,7 @@ async fn thousand_sequential_requests_need_one_handshake_per_pool() {
             "request {i}"
         );
     }
-    let vihf: Vec<(&str, String)> = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf: Vec<(&str, String)> = vihf_headers(&h.eg(0));
     for i in 0..100 {
         sender.ready().await.expect("ready");
         let response = sender

@@ -34,7 +34,7 @@ async fn each_class_of_bad_input_gets_its_fault_and_nothing_goes_upstream() {
         ..Options::default()
     })
     .await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let ok_body = bytes::Bytes::from(find_documents());
     let insi = bytes::Bytes::from(insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"));
     let cases = vec![
@@ -100,9 +100,9 @@ async fn each_class_of_bad_input_gets_its_fault_and_nothing_goes_upstream() {
 #[tokio::test]
 async fn a_submission_already_signed_is_refused() {
     let h = Harness::start().await;
-    let a = h.pki.tenants[0].structure_id.clone();
+    let a = h.eg(0);
     let docs = three_documents("presigned");
-    let (ct, body) = submission("1.2.250.1.999.presigned.100", &docs);
+    let (ct, body) = submission("1.2.250.1.999.presigned.100", &docs, &a);
     // Mark document 3 as a lot signature, as an SIH that signs itself would.
     let marker: &[u8] = b"<rim:ExtrinsicObject id=\"Document03\" mimeType=\"text/plain\" objectType=\"urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1\">";
     let at = body

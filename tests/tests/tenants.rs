@@ -13,7 +13,7 @@ async fn each_tenant_uses_its_own_certificates() {
     for round in 0..3 {
         for t in 0..2 {
             let tenant = h.pki.tenants[t].id.clone();
-            let vihf = vihf_headers(&h.pki.tenants[t].structure_id);
+            let vihf = vihf_headers(&h.eg(t));
             let mut headers: Vec<(&str, &str)> =
                 vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
             headers.push(("x-passerelle-tenant", &tenant));

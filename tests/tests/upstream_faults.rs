@@ -9,7 +9,7 @@ use passerelle_e2e::{Harness, Options, Reply, SOAP_CT};
 use passerelle_mocks::faults::FaultSpec;
 
 async fn query(h: &Harness) -> Reply {
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("x-passerelle-tenant", "ch-test-a"));
     h.post("/dmp/registry", &headers, SOAP_CT, find_documents())
@@ -17,10 +17,14 @@ async fn query(h: &Harness) -> Reply {
 }
 
 async fn submit(h: &Harness, tag: &str) -> Reply {
-    let vihf = vihf_headers(&h.pki.tenants[0].structure_id);
+    let vihf = vihf_headers(&h.eg(0));
     let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
     headers.push(("x-passerelle-tenant", "ch-test-a"));
-    let (ct, body) = submission(&format!("1.2.250.1.999.{tag}.100"), &three_documents(tag));
+    let (ct, body) = submission(
+        &format!("1.2.250.1.999.{tag}.100"),
+        &three_documents(tag),
+        &h.eg(0),
+    );
     h.post("/dmp/repository", &headers, &ct, body).await
 }
 

@@ -2,7 +2,7 @@
 
 use super::Validator;
 use crate::file;
-use crate::model::{DmpService, DmpSigning, SignatureDigest};
+use crate::model::{DmpPolicy, DmpService, DmpSigning, PolicyMode, SignatureDigest};
 
 impl Validator {
     pub(super) fn dmp(&mut self, d: &file::DmpSection) -> Option<DmpService> {
@@ -83,5 +83,61 @@ impl Validator {
             lot_signature_passthrough: s.lot_signature_passthrough,
             max_authn_age: max_authn_age?,
         })
+    }
+
+    /// `[dmp.policy]` overridden key by key by the tenant's `policy`, resolved:
+    /// `require_geographic` defaults to whether the tenant lists geographic entities.
+    pub(super) fn dmp_policy(
+        &mut self,
+        field: &str,
+        global: Option<&file::DmpPolicySection>,
+        tenant: &file::DmpPolicySection,
+        has_geographic: bool,
+    ) -> DmpPolicy {
+        let pick = |f: fn(&file::DmpPolicySection) -> Option<String>| {
+            f(tenant)
+                .map(|v| (field.to_string(), v))
+                .or_else(|| global.and_then(f).map(|v| ("dmp.policy".to_string(), v)))
+        };
+        let mode = |v: &mut Self,
+                    key: &str,
+                    value: Option<(String, String)>,
+                    default: PolicyMode,
+                    off: bool| {
+            match value.as_ref().map(|(f, v)| (f.as_str(), v.as_str())) {
+                None => default,
+                Some((_, "refuse")) => PolicyMode::Refuse,
+                Some((_, "warn")) => PolicyMode::Warn,
+                Some((_, "off")) if off => PolicyMode::Off,
+                Some((f, other)) => {
+                    let allowed = if off {
+                        "\"refuse\", \"warn\" or \"off\""
+                    } else {
+                        "\"refuse\" or \"warn\""
+                    };
+                    v.error(
+                        &format!("{f}.{key}"),
+                        format!("{other:?} must be {allowed}"),
+                    );
+                    default
+                }
+            }
+        };
+        let consistency = pick(|p| p.structure_consistency.clone());
+        let cda = pick(|p| p.cda_structure.clone());
+        DmpPolicy {
+            structure_consistency: mode(
+                self,
+                "structure_consistency",
+                consistency,
+                PolicyMode::Refuse,
+                false,
+            ),
+            cda_structure: mode(self, "cda_structure", cda, PolicyMode::Warn, true),
+            require_geographic: tenant
+                .require_geographic
+                .or(global.and_then(|g| g.require_geographic))
+                .unwrap_or(has_geographic),
+        }
     }
 }

@@ -158,9 +158,16 @@ impl Validator {
                     "DMP access needs both dmp_auth (TLS) and dmp_sign (VIHF and lot signatures)",
                 );
             }
+            let policy = self.dmp_policy(
+                &format!("{field}.policy"),
+                raw.dmp.as_ref().map(|d| &d.policy),
+                &t.policy,
+                !geographic.is_empty(),
+            );
             if let (Some(id), Some(structure)) = (id, structure) {
                 tenants.push(Tenant {
                     id,
+                    policy,
                     structure_id: structure,
                     geographic_structure_ids: geographic,
                     certificates,

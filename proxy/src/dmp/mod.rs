@@ -8,6 +8,7 @@
 //! the signing slots, before any byte goes upstream.
 
 pub mod identity;
+pub mod structure;
 mod submission;
 
 use std::sync::Arc;
@@ -71,6 +72,7 @@ fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
         SigningError::Vihf(VihfError::ForeignStructure(structure)) => {
             ProxyError::ForeignStructure {
                 structure,
+                place: "VIHF Identifiant_Structure".into(),
                 tenant: tenant.id.to_string(),
             }
         }
@@ -379,12 +381,25 @@ pub fn identify(
         )));
     }
 
+    let lot = if action == ITI41 {
+        let plan = LotPlan::read(&message, settings.signing.lot_signature_passthrough)?;
+        exchange.documents = plan.as_ref().map_or(0, |p| p.documents.len());
+        plan
+    } else {
+        None
+    };
     let identity = match supplied_vihf(&message)? {
         Some(assertion) => Identity::Supplied(assertion),
         None if identity::present(headers) => {
+            // Without X-Vihf-Structure, a submission acts for its submission set's
+            // structure (an EG of the tenant), anything else for the legal entity.
+            let default_structure = lot
+                .as_ref()
+                .and_then(|l| l.set_institutions().first().cloned())
+                .unwrap_or_else(|| tenant.structure_id.to_string());
             let ctx = identity::from_headers(
                 headers,
-                tenant.structure_id.as_str(),
+                &default_structure,
                 software_identity(&state.config.software),
                 vihf_options(&settings.signing),
             )?;
@@ -395,13 +410,6 @@ pub fn identify(
             Identity::Built(Box::new(ctx))
         }
         None => return Err(ProxyError::MissingIdentity),
-    };
-    let lot = if action == ITI41 {
-        let plan = LotPlan::read(&message, settings.signing.lot_signature_passthrough)?;
-        exchange.documents = plan.as_ref().map_or(0, |p| p.documents.len());
-        plan
-    } else {
-        None
     };
     Ok(DmpRequest {
         message,
@@ -535,19 +543,29 @@ pub fn sign(
         lot_digest,
         now,
     } = request;
-    let signed = sign_all(
-        identity,
-        lot,
-        signer.as_ref(),
-        &owned,
-        &options,
-        &software,
-        lot_digest,
-        now,
-    )
+    let owns = |s: &StructureId| owned.contains(s);
+    let vihf = match identity {
+        Identity::Supplied(text) => resign_vihf(&text, owns, signer.as_ref(), &options, now),
+        Identity::Built(ctx) => sign_vihf(&ctx, &software, signer.as_ref(), now),
+    }
     .map_err(|e| signing_error(e, tenant))?;
     // Log and audit record exactly what was signed.
-    exchange.identity = Some(signed.vihf.identity.clone());
+    exchange.identity = Some(vihf.identity.clone());
+    // One structure everywhere, and the documents the VIHF's patient's, before the lot
+    // is signed.
+    for warning in structure::check(tenant, &vihf.identity.structure, lot.as_ref())? {
+        tracing::warn!(kind = warning.kind, "{}", warning.message);
+        exchange.structure_warnings.push(warning.kind);
+    }
+    if let Some(plan) = &lot {
+        plan.check_patient(&vihf.identity.patient)
+            .map_err(ProxyError::BadSubmission)?;
+    }
+    let lot = lot
+        .map(|plan| plan.sign(signer.as_ref(), lot_digest, now))
+        .transpose()
+        .map_err(|e| signing_error(e, tenant))?;
+    let signed = Signed { vihf, lot };
 
     let message_id = rewrite_headers(&mut message, pool.url(), token_element(&signed.vihf)?)?;
     exchange.message_id = Some(message_id);
@@ -598,6 +616,7 @@ fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<()
     } else {
         Err(ProxyError::ForeignStructure {
             structure: structure.to_string(),
+            place: "X-Vihf-Structure".into(),
             tenant: tenant.id.to_string(),
         })
     }
@@ -607,30 +626,4 @@ fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<()
 struct Signed {
     vihf: SignedVihf,
     lot: Option<SignedSubmission>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sign_all(
-    identity: Identity,
-    lot: Option<LotPlan>,
-    signer: &dyn Signer,
-    owned: &[StructureId],
-    options: &VihfOptions,
-    software: &SoftwareIdentity,
-    lot_digest: DigestAlgorithm,
-    now: OffsetDateTime,
-) -> Result<Signed, SigningError> {
-    let owns = |s: &StructureId| owned.contains(s);
-    let vihf = match identity {
-        Identity::Supplied(text) => resign_vihf(&text, owns, signer, options, now)?,
-        Identity::Built(ctx) => sign_vihf(&ctx, software, signer, now)?,
-    };
-    if let Some(plan) = &lot {
-        plan.check_patient(&vihf.identity.patient)
-            .map_err(SigningError::Document)?;
-    }
-    let lot = lot
-        .map(|plan| plan.sign(signer, lot_digest, now))
-        .transpose()?;
-    Ok(Signed { vihf, lot })
 }

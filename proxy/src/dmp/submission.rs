@@ -28,6 +28,8 @@ pub struct LotPlan {
     pub documents: Vec<SubmittedDocument>,
     set_entry_id: String,
     set_unique_id: String,
+    /// Structure ids of the submission set authors' `authorInstitution`.
+    set_institutions: Vec<String>,
     patient_id: String,
     copied_classifications: Vec<Element>,
 }
@@ -87,12 +89,67 @@ impl LotPlan {
             })
             .unwrap_or_default();
         Ok(Some(Self {
+            set_institutions: submission.set_institutions,
             patient_id: first.patient_id.clone(),
             set_entry_id: submission.set_entry_id,
             set_unique_id: submission.set_unique_id,
             documents: submission.documents,
             copied_classifications,
         }))
+    }
+
+    /// Structure ids of the submission set authors' `authorInstitution`.
+    pub fn set_institutions(&self) -> &[String] {
+        &self.set_institutions
+    }
+
+    /// For each CDA document (`ClinicalDocument` in `urn:hl7-org:v3`), the structure ids
+    /// of `author/assignedAuthor/representedOrganization/id` under the structures'
+    /// assigning authority. Other documents, and XML that does not parse (the lot
+    /// signature refuses it), name none.
+    pub fn cda_organizations(&self) -> Vec<(String, Vec<String>)> {
+        use passerelle_signing::xml;
+        const HL7: &str = "urn:hl7-org:v3";
+        let mut out = Vec::new();
+        for d in &self.documents {
+            if !passerelle_signing::lot::is_xml_mime(&d.mime_type) {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&d.content) else {
+                continue;
+            };
+            let limits = xml::Limits {
+                max_elements: usize::MAX,
+                ..xml::Limits::DEFAULT
+            };
+            let Ok(doc) = xml::parse_document_with(text.trim_start_matches('\u{feff}'), &limits)
+            else {
+                continue;
+            };
+            let root = &doc.root;
+            if root.local != "ClinicalDocument" || xml::namespace_in(root, &[]) != Some(HL7) {
+                continue;
+            }
+            fn child<'e>(e: &'e Element, local: &'static str) -> impl Iterator<Item = &'e Element> {
+                e.elements().filter(move |c| c.local == local)
+            }
+            let mut ids = Vec::new();
+            for author in child(root, "author") {
+                for assigned in child(author, "assignedAuthor") {
+                    for org in child(assigned, "representedOrganization") {
+                        for id in child(org, "id") {
+                            if id.attribute("root") == Some(xds::STRUCTURE_AUTHORITY)
+                                && let Some(ext) = id.attribute("extension")
+                            {
+                                ids.push(ext.trim().to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            out.push((d.entry_id.clone(), ids));
+        }
+        out
     }
 
     /// Every document must be the signed VIHF's patient: the lot would otherwise be signed
