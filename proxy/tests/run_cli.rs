@@ -715,3 +715,39 @@ async fn client_text_cannot_forge_log_lines_or_leak_identity_values() {
     );
     assert_clean(&log);
 }
+
+/// Traffic is not a configuration change: requests spaced wider than the file watch
+/// (2 s, then one still period) write the audit trail but reload nothing, and the pool
+/// keeps its one TLS session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audited_traffic_does_not_reload_the_configuration() {
+    let f = Fixture::start(&[]).await;
+    for _ in 0..3 {
+        let (status, body) = f.insi_search().await.expect("answer");
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+    }
+    let (_, metrics) = f.admin_get("/metrics").await;
+    let reloads: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("passerelle_reloads_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(reloads, 0, "{metrics}");
+    let (_, pools) = f.admin_get("/pools").await;
+    let pools: serde_json::Value = serde_json::from_str(&pools).expect("JSON");
+    let insi = pools
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| {
+            p["pool"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("insi insi_auto"))
+        })
+        .expect("INSi pool");
+    assert_eq!(insi["full_handshakes"], 1, "{insi}");
+    assert_eq!(insi["requests"], 3, "{insi}");
+    let (_, _, audit) = f.stop();
+    assert_eq!(audit.len(), 3);
+}

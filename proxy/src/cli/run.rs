@@ -175,8 +175,10 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Every file the configuration names (string values that are existing files), and the
-/// configuration itself.
+/// Every file the configuration reads (string values that are existing files:
+/// certificates, keys, passwords, anchors, CRLs), and the configuration itself; never
+/// what Passerelle writes (the `[audit]` trail: watching it reloaded everything after
+/// each audited request).
 fn watched_files(config: &Path) -> Vec<PathBuf> {
     fn walk(v: &toml::Value, dir: &Path, out: &mut Vec<PathBuf>) {
         match v {
@@ -193,7 +195,8 @@ fn watched_files(config: &Path) -> Vec<PathBuf> {
     }
     let mut out = vec![config.to_path_buf()];
     let dir = config.parent().unwrap_or(Path::new("."));
-    if let Ok(Ok(table)) = std::fs::read_to_string(config).map(|t| t.parse::<toml::Table>()) {
+    if let Ok(Ok(mut table)) = std::fs::read_to_string(config).map(|t| t.parse::<toml::Table>()) {
+        table.remove("audit");
         walk(&toml::Value::Table(table), dir, &mut out);
     }
     out
@@ -223,6 +226,9 @@ async fn watch_files(proxy: Arc<Proxy>) {
         tokio::time::sleep(WATCH_EVERY).await;
         let now = fingerprint(&files);
         if now != seen {
+            for ((file, _), _) in now.iter().zip(&seen).filter(|(a, b)| a != b) {
+                tracing::info!(file = %file.display(), "configuration input changed");
+            }
             seen = now;
             pending = true;
             continue;
@@ -256,5 +262,28 @@ async fn warn_expiring(proxy: Arc<Proxy>) {
             }
         }
         tokio::time::sleep(EXPIRY_WARNING_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::watched_files;
+
+    #[test]
+    fn the_audit_trail_is_not_an_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("cert.pem");
+        let trail = dir.path().join("trail.jsonl");
+        std::fs::write(&cert, "x").expect("write");
+        std::fs::write(&trail, "{}").expect("write");
+        let config = dir.path().join("p.toml");
+        std::fs::write(
+            &config,
+            "[audit]\npath = \"trail.jsonl\"\n[tenant]\ncert = \"cert.pem\"\n",
+        )
+        .expect("write");
+        let files = watched_files(&config);
+        assert!(files.contains(&cert), "{files:?}");
+        assert!(!files.contains(&trail), "{files:?}");
     }
 }
