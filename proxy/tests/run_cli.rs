@@ -740,11 +740,7 @@ async fn audited_traffic_does_not_reload_the_configuration() {
         .as_array()
         .expect("array")
         .iter()
-        .find(|p| {
-            p["pool"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("insi insi_auto"))
-        })
+        .find(|p| p["pool"] == "ch-test-a insi insi_auto")
         .expect("INSi pool");
     assert_eq!(insi["full_handshakes"], 1, "{insi}");
     assert_eq!(insi["requests"], 3, "{insi}");
