@@ -196,33 +196,29 @@ impl Metrics {
                 label(&outcome)
             );
         }
-        head(
-            &mut out,
-            "passerelle_access_refusals_total",
-            "counter",
-            "Requests refused by access control, by fault code.",
-        );
-        for e in &self.access_refusals {
-            let _ = writeln!(
-                out,
-                "passerelle_access_refusals_total{{code=\"{}\"}} {}",
-                e.key(),
-                e.value().load(Ordering::Relaxed)
-            );
-        }
-        head(
-            &mut out,
-            "passerelle_structure_warnings_total",
-            "counter",
-            "Structure rules [dmp.policy] let through with a warning, by kind.",
-        );
-        for e in &self.structure_warnings {
-            let _ = writeln!(
-                out,
-                "passerelle_structure_warnings_total{{kind=\"{}\"}} {}",
-                e.key(),
-                e.value().load(Ordering::Relaxed)
-            );
+        for (name, help, key, map) in [
+            (
+                "passerelle_access_refusals_total",
+                "Requests refused by access control, by fault code.",
+                "code",
+                &self.access_refusals,
+            ),
+            (
+                "passerelle_structure_warnings_total",
+                "Structure rules [dmp.policy] let through with a warning, by kind.",
+                "kind",
+                &self.structure_warnings,
+            ),
+        ] {
+            head(&mut out, name, "counter", help);
+            for e in map {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{key}=\"{}\"}} {}",
+                    e.key(),
+                    e.value().load(Ordering::Relaxed)
+                );
+            }
         }
         for (name, help, map) in [
             (
@@ -362,27 +358,27 @@ impl Metrics {
             ("internal", &self.internal_connections),
             ("admin", &self.admin_connections),
         ];
-        let _ = writeln!(
-            out,
-            "# HELP passerelle_open_connections Client connections open, per listener.\n# TYPE passerelle_open_connections gauge"
-        );
-        for (name, c) in listeners {
-            let _ = writeln!(
-                out,
-                "passerelle_open_connections{{listener=\"{name}\"}} {}",
-                c.open.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP passerelle_connections_refused_total Connections closed on arrival: the listener's cap was reached and none was idle.\n# TYPE passerelle_connections_refused_total counter"
-        );
-        for (name, c) in listeners {
-            let _ = writeln!(
-                out,
-                "passerelle_connections_refused_total{{listener=\"{name}\"}} {}",
-                c.refused.load(Ordering::Relaxed)
-            );
+        for (name, kind, help, value) in [
+            (
+                "passerelle_open_connections",
+                "gauge",
+                "Client connections open, per listener.",
+                (|c: &ConnectionCounters| c.open.load(Ordering::Relaxed))
+                    as fn(&ConnectionCounters) -> i64,
+            ),
+            (
+                "passerelle_connections_refused_total",
+                "counter",
+                "Connections closed on arrival: the listener's cap was reached and none was idle.",
+                |c: &ConnectionCounters| {
+                    i64::try_from(c.refused.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+                },
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (listener, c) in listeners {
+                let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {}", value(c));
+            }
         }
         let _ = writeln!(
             out,
