@@ -151,6 +151,14 @@ pub fn xon_structure(xon: &str) -> Result<Option<String>, String> {
     let components: Vec<&str> = xon.split('^').collect();
     let id = components.get(9).copied().unwrap_or("").trim();
     if id.is_empty() {
+        // A name alone; an identifier elsewhere (XON.3) would be read by some and not
+        // checked here.
+        if components.get(2).is_some_and(|c| !c.trim().is_empty()) {
+            return Err(
+                "authorInstitution has an identifier in XON.3: the structure id goes in XON.10 (after the last ^)"
+                    .into(),
+            );
+        }
         return Ok(None);
     }
     let authority = components
@@ -166,14 +174,15 @@ pub fn xon_structure(xon: &str) -> Result<Option<String>, String> {
 }
 
 /// The structures named by the `authorInstitution` slots of the author classifications
-/// (`scheme`) of the registry object `object_id`, wherever they sit in the metadata.
+/// (`scheme`) of the registry object `object_id`; `classifications` are every
+/// Classification of the metadata, collected once (wherever they sit).
 fn author_institutions(
-    body: &Element,
+    classifications: &[&Element],
     scheme: &str,
     object_id: &str,
 ) -> Result<Vec<String>, SubmissionError> {
     let mut out = Vec::new();
-    for c in descendants(body, "Classification").into_iter().filter(|c| {
+    for c in classifications.iter().filter(|c| {
         c.attribute("classificationScheme") == Some(scheme)
             && c.attribute("classifiedObject") == Some(object_id)
     }) {
@@ -191,6 +200,28 @@ fn author_institutions(
         }
     }
     Ok(out)
+}
+
+/// A Classification nested in a registry object classifies that object: one naming
+/// another, or none, would be read as the parent's by some registries and skipped by
+/// the checks (and copied onto the lot signature's entry).
+fn check_nested_classifications(parent: &Element) -> Result<(), SubmissionError> {
+    let id = parent.attribute("id").unwrap_or("");
+    match parent
+        .elements()
+        .filter(|c| c.local == "Classification")
+        .find(|c| c.attribute("classifiedObject") != Some(id))
+    {
+        None => Ok(()),
+        Some(c) => Err(SubmissionError::BadAuthor(
+            id.to_string(),
+            format!(
+                "a nested Classification ({}) classifies {:?}, not its parent",
+                c.attribute("classificationScheme").unwrap_or(""),
+                c.attribute("classifiedObject").unwrap_or("")
+            ),
+        )),
+    }
 }
 
 /// One document entry of a submission.
@@ -325,8 +356,12 @@ impl Submission {
         {
             return Err(SubmissionError::UnreferencedPart(unused.content_id.clone()));
         }
+        // Every Classification once: looking them up per entry would be quadratic.
+        let classifications = descendants(body, "Classification");
+        check_nested_classifications(package)?;
         let mut documents = Vec::new();
         for eo in entries {
+            check_nested_classifications(eo)?;
             let entry_id = eo.attribute("id").unwrap_or("").to_string();
             let unique_id = external_id(eo, UNIQUE_ID_SCHEME)
                 .ok_or_else(|| SubmissionError::NoUniqueId(entry_id.clone()))?;
@@ -335,7 +370,11 @@ impl Submission {
                 .cloned()
                 .ok_or_else(|| SubmissionError::NoContent(entry_id.clone()))?;
             documents.push(SubmittedDocument {
-                institutions: author_institutions(body, DOCUMENT_AUTHOR_SCHEME, &entry_id)?,
+                institutions: author_institutions(
+                    &classifications,
+                    DOCUMENT_AUTHOR_SCHEME,
+                    &entry_id,
+                )?,
                 patient_id: external_id(eo, PATIENT_ID_SCHEME).unwrap_or_default(),
                 mime_type: eo
                     .attribute("mimeType")
@@ -356,7 +395,11 @@ impl Submission {
         }
         let set_entry_id = package.attribute("id").unwrap_or("").to_string();
         Ok(Self {
-            set_institutions: author_institutions(body, SET_AUTHOR_SCHEME, &set_entry_id)?,
+            set_institutions: author_institutions(
+                &classifications,
+                SET_AUTHOR_SCHEME,
+                &set_entry_id,
+            )?,
             set_entry_id,
             set_unique_id,
             documents,

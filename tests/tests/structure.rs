@@ -243,3 +243,110 @@ async fn cda_structure_refuse_names_the_document() {
     );
     assert!(h.dmp_service.submissions().is_empty());
 }
+
+#[tokio::test]
+async fn no_metadata_escapes_the_checks() {
+    let h = Harness::start_with(Options {
+        keys: vec![("dmp.signing", "lot_signature_passthrough", true.into())],
+        ..Options::default()
+    })
+    .await;
+    let t = tenant(&h);
+    let hdrs = headers(&t.id, &vihf_headers(&t.eg));
+    // A submission the internal system signed itself (passthrough on) is checked too.
+    let config = passerelle_config::load(&h.config_path).expect("config");
+    let signer = passerelle_signing::SoftwareSigner::from_material(
+        &config.tenants[0].certificates[&passerelle_config::CertRole::DmpSign],
+    )
+    .expect("signer");
+    let (ct, body) = passerelle_e2e::messages::signed_submission(
+        "1.2.250.1.999.st9.100",
+        &three_documents("st9"),
+        &t.eg,
+        &signer,
+    );
+    let foreign = retarget(
+        &body,
+        DOCUMENT_AUTHOR_SCHEME,
+        "Document02",
+        &t.eg,
+        &t.foreign,
+    );
+    let reply = h.post("/dmp/repository", &pairs(&hdrs), &ct, foreign).await;
+    assert_eq!(
+        reply.fault_code().as_deref(),
+        Some("ForeignStructure"),
+        "{}",
+        reply.text()
+    );
+    // A nested author Classification that names another object.
+    let (ct, body) = submission("1.2.250.1.999.st10.100", &three_documents("st10"), &t.eg);
+    let anchor = format!(
+        "classificationScheme=\"{DOCUMENT_AUTHOR_SCHEME}\" classifiedObject=\"Document02\""
+    );
+    let elsewhere = format!(
+        "classificationScheme=\"{DOCUMENT_AUTHOR_SCHEME}\" classifiedObject=\"urn:uuid:other\""
+    );
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(text.contains(&anchor));
+    let bytes = body.to_vec();
+    let at = bytes
+        .windows(anchor.len())
+        .position(|w| w == anchor.as_bytes())
+        .expect("anchor");
+    let mut moved = bytes[..at].to_vec();
+    moved.extend_from_slice(elsewhere.as_bytes());
+    moved.extend_from_slice(&bytes[at + anchor.len()..]);
+    let reply = h
+        .post("/dmp/repository", &pairs(&hdrs), &ct, Bytes::from(moved))
+        .await;
+    assert_eq!(
+        reply.fault_code().as_deref(),
+        Some("BadSubmission"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply.text().contains("not its parent"), "{}", reply.text());
+    // An identifier in XON.3 instead of XON.10.
+    let xon3 = retarget(&body, DOCUMENT_AUTHOR_SCHEME, "Document02", &t.eg, "");
+    let needle = b"CENTRE HOSPITALIER TEST^^^^^";
+    let mut v = xon3.to_vec();
+    let after = v
+        .windows(anchor.len())
+        .position(|w| w == anchor.as_bytes())
+        .expect("anchor");
+    let pos = after
+        + v[after..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("xon");
+    v.splice(
+        pos..pos + needle.len(),
+        format!("CENTRE HOSPITALIER TEST^^{}^^^", t.foreign).into_bytes(),
+    );
+    let reply = h
+        .post("/dmp/repository", &pairs(&hdrs), &ct, Bytes::from(v))
+        .await;
+    assert_eq!(
+        reply.fault_code().as_deref(),
+        Some("BadSubmission"),
+        "{}",
+        reply.text()
+    );
+    // No structure in the submission set where EGs are required.
+    let no_set = retarget(
+        &body,
+        SUBMISSION_SET_AUTHOR_SCHEME,
+        "SubmissionSet01",
+        &t.eg,
+        "",
+    );
+    let reply = h.post("/dmp/repository", &pairs(&hdrs), &ct, no_set).await;
+    assert_eq!(
+        reply.fault_code().as_deref(),
+        Some("GeographicRequired"),
+        "{}",
+        reply.text()
+    );
+    assert!(h.dmp_service.exchanges().is_empty(), "nothing sent");
+}

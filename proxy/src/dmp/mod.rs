@@ -562,6 +562,7 @@ pub fn sign(
             .map_err(ProxyError::BadSubmission)?;
     }
     let lot = lot
+        .filter(|plan| !plan.already_signed)
         .map(|plan| plan.sign(signer.as_ref(), lot_digest, now))
         .transpose()
         .map_err(|e| signing_error(e, tenant))?;

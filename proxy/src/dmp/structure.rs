@@ -89,6 +89,24 @@ pub fn check(
         expect_geographic(tenant, &s, set_place)?;
         set.push(s);
     }
+    // Where EGs are required the submission set must name one: without it the
+    // consistency with the VIHF could not be checked at all.
+    if set.is_empty()
+        && tenant.policy.require_geographic
+        && !tenant.geographic_structure_ids.is_empty()
+    {
+        return Err(ProxyError::GeographicRequired {
+            structure: "no structure".into(),
+            place: set_place.to_string(),
+            tenant: tenant.id.to_string(),
+            geographic: tenant
+                .geographic_structure_ids
+                .iter()
+                .map(StructureId::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     for d in &lot.documents {
         let place = format!("document entry {} authorInstitution", d.entry_id);
         for text in &d.institutions {

@@ -26,6 +26,9 @@ use crate::message::SoapMessage;
 #[derive(Debug)]
 pub struct LotPlan {
     pub documents: Vec<SubmittedDocument>,
+    /// Signed by the internal system (`lot_signature_passthrough`): checked like any
+    /// other submission, forwarded without a new lot signature.
+    pub already_signed: bool,
     set_entry_id: String,
     set_unique_id: String,
     /// Structure ids of the submission set authors' `authorInstitution`.
@@ -48,7 +51,7 @@ fn new_oid() -> String {
 }
 
 impl LotPlan {
-    /// Reads the submission. `None` when it is already signed and passthrough is on.
+    /// Reads the submission (already signed: only with passthrough on).
     pub fn read(message: &SoapMessage, passthrough: bool) -> Result<Option<Self>, ProxyError> {
         let (body, _) = message
             .envelope
@@ -56,12 +59,9 @@ impl LotPlan {
             .ok_or_else(|| ProxyError::BadSubmission("empty SOAP Body".into()))?;
         let submission = Submission::read(body, message.mtom.as_ref())
             .map_err(|e| ProxyError::BadSubmission(e.to_string()))?;
-        if submission.is_signed() {
-            return if passthrough {
-                Ok(None)
-            } else {
-                Err(ProxyError::LotAlreadySigned)
-            };
+        let already_signed = submission.is_signed();
+        if already_signed && !passthrough {
+            return Err(ProxyError::LotAlreadySigned);
         }
         let first = &submission.documents[0];
         if let Some(d) = submission
@@ -89,6 +89,7 @@ impl LotPlan {
             })
             .unwrap_or_default();
         Ok(Some(Self {
+            already_signed,
             set_institutions: submission.set_institutions,
             patient_id: first.patient_id.clone(),
             set_entry_id: submission.set_entry_id,
