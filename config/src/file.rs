@@ -104,6 +104,8 @@ pub struct AuditSection {
     pub rotate_daily: bool,
     /// fsync each batch of lines before answering (slower, survives a power cut).
     pub fsync: bool,
+    /// Name of this replica, written in every audit line; left out, the host name.
+    pub instance: Option<String>,
 }
 
 impl Default for AuditSection {
@@ -113,6 +115,7 @@ impl Default for AuditSection {
             rotate_bytes: 100 * 1024 * 1024,
             rotate_daily: true,
             fsync: false,
+            instance: None,
         }
     }
 }
@@ -143,10 +146,15 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[admin]`: the operators' listener (health, readiness, metrics, pools).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ListenerSection {
-    /// `host:port` to listen on.
+    /// `host:port` to listen on (a host name is resolved once, at load).
     pub address: String,
+    /// SHA-256 (hex) of the bearer token required for everything but `/healthz`;
+    /// left out, the admin listener asks for no token.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

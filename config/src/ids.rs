@@ -33,6 +33,10 @@ pub enum IdError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TenantId(String);
 
+/// The `tenant` and `client` metric label of a request that access control has not
+/// attributed (yet): reserved, no tenant or client may be named so.
+pub const UNATTRIBUTED: &str = "none";
+
 impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -112,6 +116,53 @@ impl StructureId {
     pub fn number(&self) -> &str {
         &self.value[1..]
     }
+
+    /// For a FINESS: the check key its 9th character must be ([`finess_key`]); `None`
+    /// for other kinds, or when the first 8 characters hold a letter other than A / B.
+    pub fn expected_finess_key(&self) -> Option<char> {
+        match self.kind {
+            StructureKind::Finess => finess_key(self.number()),
+            _ => None,
+        }
+    }
+}
+
+/// The check key of a FINESS number (9 characters, juridique or géographique): the
+/// Luhn digit of its first 8 characters. Corsica's départements write a letter in the
+/// 2nd place (`2A...`, `2B...`); for the key, A counts as 1 and B as 2 (checked against
+/// published FINESS numbers of both départements, e.g. `2A0000014`, `2B0000020`: with
+/// A and B as 0 none of them passes). `None` for any other letter, or a short input.
+pub fn finess_key(finess: &str) -> Option<char> {
+    let body = finess.get(..8)?;
+    let mut digits = String::with_capacity(8);
+    for c in body.chars() {
+        digits.push(match c {
+            '0'..='9' => c,
+            'A' => '1',
+            'B' => '2',
+            _ => return None,
+        });
+    }
+    char::from_digit(luhn_digit(&digits), 10)
+}
+
+/// The Luhn check digit to append to a string of decimal digits.
+fn luhn_digit(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .chars()
+        .rev()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
 }
 
 impl FromStr for StructureId {
@@ -190,23 +241,13 @@ impl fmt::Display for StructureId {
     }
 }
 
-/// Luhn check over a string of decimal digits (SIREN, SIRET).
+/// Luhn check over a string of decimal digits (SIREN, SIRET): its last digit is the
+/// check digit of the others.
 fn luhn_valid(digits: &str) -> bool {
-    let sum: u32 = digits
-        .chars()
-        .rev()
-        .filter_map(|c| c.to_digit(10))
-        .enumerate()
-        .map(|(i, d)| {
-            if i % 2 == 1 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    match digits.char_indices().last() {
+        Some((i, key)) => key.to_digit(10) == Some(luhn_digit(&digits[..i])),
+        None => false,
+    }
 }
 
 /// What a certificate is used for. Each tenant holds at most one per role, and no
@@ -273,6 +314,37 @@ mod tests {
             Err(IdError::StructureShape { .. })
         ));
         assert!("10b0152872".parse::<StructureId>().is_err());
+    }
+
+    #[test]
+    fn finess_check_key() {
+        // The test PKI's legal entities and geographic entities, and published FINESS
+        // numbers (CHU de Nantes EJ, CH d'Ajaccio, Bonifacio, Bastia, Calvi).
+        for ok in [
+            "690010004",
+            "690010012",
+            "690010020",
+            "440010106",
+            "440010114",
+            "440010122",
+            "440000289",
+            "010003820",
+            "2A0000014",
+            "2A0000170",
+            "2B0000020",
+            "2B0005342",
+            // The DMP specifications' example structure, 10B0152872.
+            "0B0152872",
+        ] {
+            assert_eq!(finess_key(ok), ok.chars().nth(8), "{ok}");
+        }
+        assert_eq!(finess_key("690010005"), Some('4'));
+        assert_eq!(finess_key("2C0000014"), None, "no such letter in FINESS");
+        assert_eq!(finess_key("1234"), None);
+        let id: StructureId = "1690010009".parse().expect("FINESS shape");
+        assert_eq!(id.expected_finess_key(), Some('4'));
+        let siret: StructureId = "373282932000074".parse().expect("SIRET");
+        assert_eq!(siret.expected_finess_key(), None);
     }
 
     #[test]

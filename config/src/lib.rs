@@ -34,7 +34,7 @@ mod model;
 mod report;
 mod validate;
 
-pub use ids::{CertRole, IdError, StructureId, StructureKind, TenantId};
+pub use ids::{CertRole, IdError, StructureId, StructureKind, TenantId, UNATTRIBUTED, finess_key};
 pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
 pub use model::{
     Audit, CertMaterial, Config, DmpPolicy, DmpService, DmpSigning, InsiService, InternalClient,
@@ -42,4 +42,4 @@ pub use model::{
     UpstreamTrust,
 };
 pub use report::{CertificateKey, CertificateReport, Problem, Severity, Status};
-pub use validate::{ConfigError, Inspection, inspect, inspect_at, load};
+pub use validate::{ConfigError, Inspection, inspect, inspect_at, load, shared_write_mode};

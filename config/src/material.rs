@@ -300,16 +300,50 @@ pub fn role_problems(info: &CertificateInfo, role: CertRole) -> Vec<String> {
             }
         }
     }
+    let insi = insi_role_of(info);
     if let Some(required) = role.required_common_name() {
         let cn = info.common_name.as_deref().unwrap_or("");
         if cn != required {
+            let hint = match insi {
+                Some(other)
+                    if other != role && cn == other.required_common_name().unwrap_or("") =>
+                {
+                    format!(": this is the {other} certificate, put it under {other}")
+                }
+                _ => String::new(),
+            };
             problems.push(format!(
                 "CN is {cn:?}; INSi requires exactly {required:?} (upper case, a hyphen, no spaces) \
-                 and answers DESIR_560 \"Niveau d'accès insuffisant\" otherwise"
+                 and answers DESIR_560 \"Niveau d'accès insuffisant\" otherwise{hint}"
             ));
         }
+    } else if let Some(insi_role) = insi {
+        problems.push(format!(
+            "this is an INSi certificate (CN {}): put it under {insi_role}; {role} needs the \
+             tenant's ORG {} certificate",
+            info.common_name.as_deref().unwrap_or(""),
+            if role == CertRole::DmpSign {
+                "SIGN"
+            } else {
+                "AUTH_CLI"
+            }
+        ));
     }
     problems
+}
+
+/// The INSi role a certificate's CN names (`INSI-AUTO`, `INSI-MANU`, in any case, with a
+/// space or a hyphen), if any: such a certificate serves INSi only.
+pub(crate) fn insi_role_of(info: &CertificateInfo) -> Option<CertRole> {
+    let cn: String = info
+        .common_name
+        .as_deref()?
+        .trim()
+        .to_ascii_uppercase()
+        .replace(' ', "-");
+    [CertRole::InsiAuto, CertRole::InsiManu]
+        .into_iter()
+        .find(|r| r.required_common_name() == Some(cn.as_str()))
 }
 
 #[cfg(test)]

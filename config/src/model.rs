@@ -23,6 +23,9 @@ pub struct Config {
     pub path: PathBuf,
     pub listener: SocketAddr,
     pub admin: SocketAddr,
+    /// SHA-256 of the bearer token the admin listener requires for everything but
+    /// `/healthz` (`[admin] token_sha256`); `None`: no token asked.
+    pub admin_token_sha256: Option<[u8; 32]>,
     pub software: Software,
     pub dmp: Option<DmpService>,
     pub insi: Option<InsiService>,
@@ -116,6 +119,9 @@ pub struct Audit {
     pub rotate_bytes: u64,
     pub rotate_daily: bool,
     pub fsync: bool,
+    /// Name of this replica, written in every audit line (`[audit] instance`, default:
+    /// the host name).
+    pub instance: String,
 }
 
 /// Digest of a signature (`sha256`, or `sha1` for the older profiles).
@@ -205,6 +211,9 @@ pub struct CertMaterial {
     pub key: PrivateKey,
     /// The file it was read from (certificate or PKCS#12).
     pub source: PathBuf,
+    /// Revoked according to a configured CRL: when, and by which CRL. The certificate's
+    /// (tenant, role) pair is disabled, not the whole configuration.
+    pub revoked: Option<String>,
 }
 
 /// A service an internal client may call.

@@ -40,6 +40,18 @@ pub struct Problem {
     /// The certificate this problem concerns, when it concerns one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateKey>,
+    /// An error that disables only its certificate's (tenant, role) pair at run time
+    /// (expired, not yet valid, revoked): `run` and reloads go on with that pair
+    /// answering `CertificateExpired`, so one late renewal does not stop every tenant.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disables: bool,
+}
+
+impl Problem {
+    /// An error that prevents start and reload (not one that disables a pair).
+    pub fn blocks(&self) -> bool {
+        self.severity == Severity::Error && !self.disables
+    }
 }
 
 impl fmt::Display for Problem {
@@ -51,7 +63,11 @@ impl fmt::Display for Problem {
             self.file.display(),
             self.field,
             self.message
-        )
+        )?;
+        if self.disables {
+            f.write_str(" (Passerelle runs with this tenant's certificate role disabled until it is replaced)")?;
+        }
+        Ok(())
     }
 }
 

@@ -129,11 +129,24 @@ fn certificates_expire_in_time() {
         inspection
             .problems
             .iter()
-            .filter(|p| p.message.contains("expired on"))
+            .filter(|p| p.message.contains("expired on") && p.disables)
             .count(),
         8
     );
-    assert!(inspection.config.is_none());
+    // Each expired certificate disables its (tenant, role) pair, not the configuration:
+    // `check` reports errors, `run` starts.
+    assert!(inspection.has_errors());
+    assert!(!inspection.has_blocking_errors());
+    assert!(inspection.config.is_some());
+    assert!(
+        inspection
+            .problems
+            .iter()
+            .filter(|p| p.disables)
+            .all(|p| p.to_string().contains("disabled until it is replaced")),
+        "{:?}",
+        inspection.problems
+    );
 }
 
 #[test]

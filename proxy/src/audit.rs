@@ -22,6 +22,9 @@ use tokio::sync::oneshot;
 pub struct AuditRecord {
     /// RFC 3339, UTC.
     pub time: String,
+    /// The Passerelle instance that wrote it (`audit.instance`, default the host name):
+    /// replicas each keep their own trail.
+    pub instance: String,
     pub request_id: String,
     /// WS-Addressing MessageID sent upstream.
     pub message_id: String,
@@ -35,8 +38,14 @@ pub struct AuditRecord {
     pub action: String,
     /// National id of the acting person (VIHF `NameID`); empty for INSi.
     pub actor_id: String,
-    /// The patient's INS (DMP: VIHF resource-id; INSi: the INS returned, if any).
+    /// INSi: `auto` or `manu`, the certificate the call used; empty for the DMP.
+    pub insi_mode: String,
+    /// The patient's INS, 15 characters (NIR + key), whatever the service: DMP, the
+    /// VIHF resource-id; INSi, the INS returned, if any.
     pub patient_ins: String,
+    /// The OID of the INS's namespace (`1.2.250.1.213.1.4.8` NIR, `.4.10` test NIR,
+    /// `.4.9` NIA); empty when there is no INS.
+    pub patient_ins_oid: String,
     /// DMP: the VIHF `purposeofuse` (`normal`, `bris_de_glace` for break-glass access,
     /// `centre_15`); empty for INSi.
     pub purpose: String,
@@ -78,16 +87,14 @@ struct Writer {
 
 /// Refuses a file or folder others may write: anyone who can write the trail can
 /// forge or erase who accessed which patient.
+/// (The same rule `passerelle check` applies, from the configuration crate.)
 fn refuse_shared_write(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o022 != 0 {
+    if let Some(mode) = passerelle_config::shared_write_mode(path)? {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "{} is writable by group or others (mode {:04o}): chmod go-w it (the audit trail is the record of who accessed which patient)",
+                "{} is writable by group or others (mode {mode:04o}): chmod go-w it (the audit trail is the record of who accessed which patient)",
                 path.display(),
-                mode & 0o7777
             ),
         ));
     }

@@ -117,8 +117,10 @@ pub struct Exchange {
     pub insi_emetteur: Option<String>,
     /// INSi: the header blocks Passerelle added.
     pub insi_completed: Vec<&'static str>,
-    /// INSi: the INS the service returned (audit trail only).
-    pub returned_ins: Option<String>,
+    /// INSi: the certificate used (automated or manual calls).
+    pub insi_mode: Option<InsiMode>,
+    /// INSi: the INS the service returned and its OID (audit trail only).
+    pub returned_ins: Option<(String, String)>,
     pub timings: Timings,
     /// Whether any byte may have reached the national service (audited when true).
     pub sent_upstream: bool,

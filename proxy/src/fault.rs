@@ -137,6 +137,20 @@ pub enum ProxyError {
         role: String,
         not_after: String,
     },
+    #[error("tenant {tenant:?}'s {role} certificate is {reason}: install a new one and reload")]
+    CertificateRevoked {
+        tenant: String,
+        role: String,
+        reason: String,
+    },
+    #[error(
+        "tenant {tenant:?}'s {role} certificate is not valid before {not_before}: check the clock, or keep the previous certificate until then"
+    )]
+    CertificateNotYetValid {
+        tenant: String,
+        role: String,
+        not_before: String,
+    },
     #[error("signing failed: {0}")]
     SigningFailed(String),
 
@@ -246,6 +260,8 @@ impl ProxyError {
             Self::BadInsiRequest(_) => "BadInsiRequest",
             Self::CertificateMissing { .. } => "CertificateMissing",
             Self::CertificateExpired { .. } => "CertificateExpired",
+            Self::CertificateRevoked { .. } => "CertificateRevoked",
+            Self::CertificateNotYetValid { .. } => "CertificateNotYetValid",
             Self::SigningFailed(_) => "SigningFailed",
             Self::UpstreamUnreachable { .. } => "UpstreamUnreachable",
             Self::UpstreamTls { .. } => "UpstreamTls",
@@ -287,9 +303,10 @@ impl ProxyError {
             | Self::BadSubmission(_)
             | Self::InsiModeRequired { .. }
             | Self::BadInsiRequest(_) => StatusCode::BAD_REQUEST,
-            Self::CertificateMissing { .. } | Self::CertificateExpired { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::CertificateMissing { .. }
+            | Self::CertificateExpired { .. }
+            | Self::CertificateRevoked { .. }
+            | Self::CertificateNotYetValid { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::SigningFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamTls { .. }
@@ -319,6 +336,18 @@ impl ProxyError {
                 | Self::TenantRequired { .. }
                 | Self::TenantNotAllowed { .. }
                 | Self::ServiceNotAllowed { .. }
+        )
+    }
+
+    /// The national service could not be reached or did not answer: not a refusal of
+    /// the request.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamUnreachable { .. }
+                | Self::UpstreamTls { .. }
+                | Self::UpstreamTimeout { .. }
+                | Self::UpstreamConnectionLost { .. }
         )
     }
 

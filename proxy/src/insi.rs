@@ -58,7 +58,8 @@ pub fn identify(
     body: Bytes,
     exchange: &mut Exchange,
 ) -> Result<Outgoing, ProxyError> {
-    let (_, upstream) = select(tenant, mode)?;
+    let (mode, upstream) = select(tenant, mode)?;
+    exchange.insi_mode = Some(mode);
     let now = OffsetDateTime::now_utc();
     upstream.credential.check(now)?;
     exchange.insi_emetteur = Some(upstream.emetteur.clone());

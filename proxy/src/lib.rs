@@ -12,6 +12,8 @@
 //!   signature of ITI-41.
 //! - [`insi`]: INSi certificate selection and the contexts the caller left out.
 //! - [`upstream`]: per (tenant, service, role) mutual-TLS connection pools.
+//! - [`probe`]: `passerelle check --online`, one TLS handshake per tenant certificate and
+//!   upstream, each failure named by the setting to fix.
 //! - [`state`]: everything above, built once from the configuration.
 //! - [`runtime`]: the state in force (swapped whole on reload), limits, metrics, audit.
 //! - [`audit`]: the audit trail, one JSON line per upstream exchange.
@@ -31,6 +33,7 @@ pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod probe;
 pub mod runtime;
 pub mod sanitize;
 pub mod server;

@@ -30,6 +30,9 @@ enum Command {
     Vihf(cli::vihf::VihfCommand),
     /// Verify a VIHF or a lot signature with libxmlsec1; exit 1 with the reason if invalid.
     Verify(cli::verify::VerifyArgs),
+    /// Bearer tokens for internal clients and the admin listener (only their SHA-256 is configured).
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +41,6 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Vihf(command) => cli::vihf::run(&command),
         Command::Verify(args) => cli::verify::run(&args),
+        Command::Token(command) => cli::token::run(&command),
     }
 }

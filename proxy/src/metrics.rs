@@ -1,16 +1,22 @@
 //! What the proxy counts, and its Prometheus text exposition on the admin listener.
 //! Counters are atomics in sharded maps (no global lock on the request path); pool
-//! counters and certificate expiry are read from the state in force when scraped.
+//! counters and certificate expiry are read from the state in force when scraped, and
+//! the process metrics from `/proc/self` (Linux only) at the same moment.
+//!
+//! Every label value comes from a closed set (configured names, codes, operations),
+//! never from request text, so no request can create a series. The alert rules in
+//! `deploy/prometheus/alerts.yml` use these names; the e2e test `prometheus_rules`
+//! checks that each one they use is exported.
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use time::OffsetDateTime;
 
-use crate::state::ProxyState;
+use crate::state::{Credential, ProxyState};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -83,6 +89,32 @@ pub struct ConnectionCounters {
     pub silent: AtomicU64,
 }
 
+/// The request counters' `tenant` and `client` before access control named them
+/// (reserved by the configuration: no tenant or client has this name).
+pub const UNKNOWN: &str = passerelle_config::UNATTRIBUTED;
+
+/// The last configuration load: the one at start counts as a success.
+#[derive(Debug)]
+struct LastLoad {
+    failed: AtomicBool,
+    /// Unix time of the last successful load, in milliseconds.
+    success_unix_millis: AtomicU64,
+}
+
+impl Default for LastLoad {
+    fn default() -> Self {
+        Self {
+            failed: AtomicBool::new(false),
+            success_unix_millis: AtomicU64::new(unix_millis(SystemTime::now())),
+        }
+    }
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Every series the proxy exposes, kept across reloads.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -92,8 +124,10 @@ pub struct Metrics {
     pub admin_connections: Arc<ConnectionCounters>,
     /// Request body bytes held in memory now (the `limits.max_inflight_body_bytes` budget).
     pub inflight_body_bytes: Arc<AtomicU64>,
-    /// (service, action, outcome) -> count.
-    requests: DashMap<(String, String, String), AtomicU64>,
+    /// Set on SIGTERM: the proxy finishes the requests in flight and takes no new ones.
+    pub draining: AtomicBool,
+    /// (tenant, client, service, action, outcome) -> count.
+    requests: DashMap<RequestKey, AtomicU64>,
     /// service -> whole request latency.
     total: DashMap<String, Histogram>,
     /// service -> upstream exchange latency.
@@ -102,10 +136,16 @@ pub struct Metrics {
     in_flight: AtomicI64,
     reload_success: AtomicU64,
     reload_failure: AtomicU64,
+    last_load: LastLoad,
+    audit_write_failures: AtomicU64,
     /// Refusals by the access policy (who, not what), by code.
     access_refusals: DashMap<&'static str, AtomicU64>,
     structure_warnings: DashMap<&'static str, AtomicU64>,
 }
+
+/// The label values of `passerelle_requests_total`, in exposition order: tenant, client,
+/// service, action, outcome.
+type RequestKey = (String, String, String, String, String);
 
 /// Decrements the in-flight gauge when the request is answered.
 #[derive(Debug)]
@@ -123,9 +163,25 @@ impl Metrics {
         InFlight(self)
     }
 
-    pub fn request(&self, service: &str, action: &str, outcome: &str, total: Duration) {
+    /// One request answered. `tenant` and `client` are the configured names access
+    /// control granted (`None` before it did: counted as [`UNKNOWN`]).
+    pub fn request(
+        &self,
+        service: &str,
+        action: &str,
+        outcome: &str,
+        tenant: Option<&str>,
+        client: Option<&str>,
+        total: Duration,
+    ) {
         self.requests
-            .entry((service.to_string(), action.to_string(), outcome.to_string()))
+            .entry((
+                tenant.unwrap_or(UNKNOWN).to_string(),
+                client.unwrap_or(UNKNOWN).to_string(),
+                service.to_string(),
+                action.to_string(),
+                outcome.to_string(),
+            ))
             .or_default()
             .fetch_add(1, Ordering::Relaxed);
         self.total
@@ -162,11 +218,20 @@ impl Metrics {
 
     pub fn reload(&self, ok: bool) {
         if ok {
+            self.last_load
+                .success_unix_millis
+                .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
             &self.reload_success
         } else {
             &self.reload_failure
         }
         .fetch_add(1, Ordering::Relaxed);
+        self.last_load.failed.store(!ok, Ordering::Relaxed);
+    }
+
+    /// An audit record could not be written (the answer still went to the client).
+    pub fn audit_write_failed(&self) {
+        self.audit_write_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -177,9 +242,20 @@ impl Metrics {
         };
         head(
             &mut out,
+            "passerelle_build_info",
+            "gauge",
+            "Always 1; the labels say which Passerelle runs.",
+        );
+        let _ = writeln!(
+            out,
+            "passerelle_build_info{{version=\"{}\"}} 1",
+            label(env!("CARGO_PKG_VERSION"))
+        );
+        head(
+            &mut out,
             "passerelle_requests_total",
             "counter",
-            "Requests answered, by service, action and outcome (ok, upstream_fault, or the passerelle fault code).",
+            "Requests answered, by tenant and client (configured names, none before access control granted them), service, action and outcome (ok, upstream_fault, or the passerelle fault code).",
         );
         let mut rows: Vec<_> = self
             .requests
@@ -187,10 +263,12 @@ impl Metrics {
             .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
             .collect();
         rows.sort();
-        for ((service, action, outcome), n) in rows {
+        for ((tenant, client, service, action, outcome), n) in rows {
             let _ = writeln!(
                 out,
-                "passerelle_requests_total{{service=\"{}\",action=\"{}\",outcome=\"{}\"}} {n}",
+                "passerelle_requests_total{{tenant=\"{}\",client=\"{}\",service=\"{}\",action=\"{}\",outcome=\"{}\"}} {n}",
+                label(&tenant),
+                label(&client),
                 label(&service),
                 label(&action),
                 label(&outcome)
@@ -318,21 +396,7 @@ impl Metrics {
                 p.stats.resumed_handshakes.load(Ordering::Relaxed)
             );
         }
-        head(
-            &mut out,
-            "passerelle_certificate_expiry_seconds",
-            "gauge",
-            "Seconds until each tenant certificate expires (negative: expired).",
-        );
-        for c in state.credentials() {
-            let _ = writeln!(
-                out,
-                "passerelle_certificate_expiry_seconds{{tenant=\"{}\",role=\"{}\"}} {}",
-                label(c.tenant.as_str()),
-                c.role,
-                (c.not_after - now).whole_seconds()
-            );
-        }
+        self.render_certificates(&mut out, state, now);
         head(
             &mut out,
             "passerelle_reloads_total",
@@ -349,7 +413,94 @@ impl Metrics {
             "passerelle_reloads_total{{result=\"failure\"}} {}",
             self.reload_failure.load(Ordering::Relaxed)
         );
+        head(
+            &mut out,
+            "passerelle_config_last_reload_success",
+            "gauge",
+            "1 when the last configuration load (start or reload) succeeded, 0 when it failed and the previous configuration still runs.",
+        );
+        let _ = writeln!(
+            out,
+            "passerelle_config_last_reload_success {}",
+            u8::from(!self.last_load.failed.load(Ordering::Relaxed))
+        );
+        head(
+            &mut out,
+            "passerelle_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful configuration load (start or reload).",
+        );
+        let _ = writeln!(
+            out,
+            "passerelle_config_last_reload_success_timestamp_seconds {:.3}",
+            self.last_load.success_unix_millis.load(Ordering::Relaxed) as f64 / 1e3
+        );
+        head(
+            &mut out,
+            "passerelle_audit_write_failures_total",
+            "counter",
+            "Audit records that could not be written (the request was answered all the same).",
+        );
+        let _ = writeln!(
+            out,
+            "passerelle_audit_write_failures_total {}",
+            self.audit_write_failures.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "passerelle_draining",
+            "gauge",
+            "1 once SIGTERM was received: requests in flight finish, new ones are not taken.",
+        );
+        let _ = writeln!(
+            out,
+            "passerelle_draining {}",
+            u8::from(self.draining.load(Ordering::Relaxed))
+        );
+        render_process(&mut out);
         out
+    }
+
+    /// Per tenant certificate: the time left, its end, whether it is revoked, and
+    /// whether its (tenant, role) pair serves requests.
+    fn render_certificates(&self, out: &mut String, state: &ProxyState, now: OffsetDateTime) {
+        let mut credentials: Vec<_> = state.credentials().collect();
+        credentials.sort_by(|a, b| (&a.tenant, a.role).cmp(&(&b.tenant, b.role)));
+        type Value = fn(&Credential, OffsetDateTime) -> i64;
+        let series: [(&str, &str, Value); 4] = [
+            (
+                "passerelle_certificate_expiry_seconds",
+                "Seconds until each tenant certificate expires (negative: expired).",
+                |c, now| (c.not_after - now).whole_seconds(),
+            ),
+            (
+                "passerelle_certificate_not_after_timestamp_seconds",
+                "Unix time at which each tenant certificate expires (its notAfter).",
+                |c, _| c.not_after.unix_timestamp(),
+            ),
+            (
+                "passerelle_certificate_revoked",
+                "1 when a configured CRL revokes the tenant certificate.",
+                |c, _| i64::from(c.revoked.is_some()),
+            ),
+            (
+                "passerelle_certificate_usable",
+                "1 when the (tenant, role) pair serves requests; 0 when its certificate is expired, not yet valid or revoked, and only that pair is refused.",
+                |c, now| i64::from(c.check(now).is_ok()),
+            ),
+        ];
+        for (name, help, value) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for c in &credentials {
+                let _ = writeln!(
+                    out,
+                    "{name}{{tenant=\"{}\",role=\"{}\"}} {}",
+                    label(c.tenant.as_str()),
+                    c.role,
+                    value(c, now)
+                );
+            }
+        }
     }
 
     /// Client connections per listener, and the request body bytes held.
@@ -405,6 +556,75 @@ impl Metrics {
     }
 }
 
+/// The standard process metrics (as Prometheus' own client libraries name them), read
+/// from `/proc/self` with the `procfs` crate (the workspace denies `unsafe`, which the
+/// page size and clock tick rate would need by hand). A value that cannot be read is
+/// left out rather than guessed.
+#[cfg(target_os = "linux")]
+fn render_process(out: &mut String) {
+    use procfs::process::{LimitValue, Process};
+    let Ok(me) = Process::myself() else {
+        return;
+    };
+    let mut gauge = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    if let Ok(stat) = me.stat() {
+        let ticks = procfs::ticks_per_second() as f64;
+        gauge(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (stat.utime + stat.stime) as f64 / ticks,
+        );
+        gauge(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            (stat.rss * procfs::page_size()) as f64,
+        );
+        gauge(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            stat.vsize as f64,
+        );
+        if let Ok(boot) = procfs::boot_time_secs() {
+            gauge(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot as f64 + stat.starttime as f64 / ticks,
+            );
+        }
+    }
+    if let Ok(n) = me.fd_count() {
+        gauge(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            n as f64,
+        );
+    }
+    if let Ok(limits) = me.limits()
+        && let LimitValue::Value(max) = limits.max_open_files.soft_limit
+    {
+        gauge(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max as f64,
+        );
+    }
+}
+
+/// No `/proc` here: the process metrics are left out.
+#[cfg(not(target_os = "linux"))]
+fn render_process(_out: &mut String) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +655,207 @@ mod tests {
         );
         assert!(out.contains("x_count{service=\"a\"} 3\n"), "{out}");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    /// The sandbox configuration of the shared test PKI, as the proxy runs it.
+    fn state() -> ProxyState {
+        let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
+        let work = tempfile::tempdir().expect("tempdir");
+        let name = format!("metrics-{}.toml", uuid::Uuid::new_v4().simple());
+        let path = pki
+            .write_config(
+                &name,
+                &passerelle_certs_test::ConfigAddresses {
+                    audit: Some(work.path().join("audit.jsonl")),
+                    ..Default::default()
+                },
+            )
+            .expect("configuration");
+        let config = passerelle_config::load(&path).expect("configuration loads");
+        let _ = std::fs::remove_file(&path);
+        ProxyState::new(config).expect("state")
+    }
+
+    /// The value of the one series `series` (name and labels as exposed).
+    fn value(text: &str, series: &str) -> f64 {
+        let prefix = format!("{series} ");
+        let mut found = text.lines().filter_map(|l| l.strip_prefix(&prefix));
+        let v = found
+            .next()
+            .unwrap_or_else(|| panic!("no {series}:\n{text}"));
+        assert!(found.next().is_none(), "{series} twice");
+        v.parse().unwrap_or_else(|_| panic!("{series} {v}"))
+    }
+
+    #[test]
+    fn every_line_is_a_declared_series_with_a_number() {
+        let m = Metrics::default();
+        m.request("insi", "other", "ok", Some("t"), Some("c"), Duration::ZERO);
+        let text = m.render(&state(), OffsetDateTime::now_utc());
+        let mut declared = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().expect("name");
+                assert!(declared.insert(name.to_string()), "{name} declared twice");
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, v) = line.rsplit_once(' ').expect("series and value");
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("not a number: {line}"));
+            let name = series.split('{').next().expect("name");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| declared.contains(*f))
+                .unwrap_or(name);
+            assert!(declared.contains(family), "{line} without # TYPE");
+        }
+    }
+
+    #[test]
+    fn requests_carry_the_granted_tenant_and_client_or_none() {
+        let m = Metrics::default();
+        let d = Duration::from_millis(3);
+        m.request("unrouted", "", "UnknownRoute", None, None, d);
+        m.request("insi", "other", "ok", Some("ch-a"), Some("dpi"), d);
+        m.request("insi", "other", "ok", Some("ch-a"), Some("dpi"), d);
+        let text = m.render(&state(), OffsetDateTime::now_utc());
+        assert_eq!(
+            value(
+                &text,
+                "passerelle_requests_total{tenant=\"none\",client=\"none\",service=\"unrouted\",action=\"\",outcome=\"UnknownRoute\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "passerelle_requests_total{tenant=\"ch-a\",client=\"dpi\",service=\"insi\",action=\"other\",outcome=\"ok\"}"
+            ),
+            2.0
+        );
+    }
+
+    #[test]
+    fn reloads_audit_failures_draining_and_build_info() {
+        let m = Metrics::default();
+        let state = state();
+        let now = OffsetDateTime::now_utc();
+        let start = (now.unix_timestamp_nanos() / 1_000_000) as f64 / 1e3;
+        let text = m.render(&state, now);
+        assert_eq!(value(&text, "passerelle_config_last_reload_success"), 1.0);
+        let loaded = value(
+            &text,
+            "passerelle_config_last_reload_success_timestamp_seconds",
+        );
+        assert!((loaded - start).abs() < 60.0, "{loaded} vs {start}");
+        assert_eq!(value(&text, "passerelle_audit_write_failures_total"), 0.0);
+        assert_eq!(value(&text, "passerelle_draining"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    "passerelle_build_info{{version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            1.0
+        );
+
+        // A failed reload: the gauge drops, the time of the last success stays.
+        m.last_load
+            .success_unix_millis
+            .store(1_000, Ordering::Relaxed);
+        m.reload(false);
+        m.audit_write_failed();
+        m.draining.store(true, Ordering::Relaxed);
+        let text = m.render(&state, now);
+        assert_eq!(value(&text, "passerelle_config_last_reload_success"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "passerelle_config_last_reload_success_timestamp_seconds"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "passerelle_reloads_total{result=\"failure\"}"),
+            1.0
+        );
+        assert_eq!(value(&text, "passerelle_audit_write_failures_total"), 1.0);
+        assert_eq!(value(&text, "passerelle_draining"), 1.0);
+
+        // A good one: back to 1, stamped now.
+        m.reload(true);
+        let text = m.render(&state, now);
+        assert_eq!(value(&text, "passerelle_config_last_reload_success"), 1.0);
+        let loaded = value(
+            &text,
+            "passerelle_config_last_reload_success_timestamp_seconds",
+        );
+        assert!((loaded - start).abs() < 60.0, "{loaded} vs {start}");
+    }
+
+    #[test]
+    fn certificates_show_their_end_and_whether_their_pair_serves() {
+        let m = Metrics::default();
+        let state = state();
+        let credentials: Vec<_> = state.credentials().collect();
+        assert!(!credentials.is_empty());
+        let now = OffsetDateTime::now_utc();
+        // Far after every certificate's end: each pair is refused, and says so.
+        let later = credentials
+            .iter()
+            .map(|c| c.not_after)
+            .max()
+            .expect("a certificate")
+            + time::Duration::days(1);
+        let (text, late) = (m.render(&state, now), m.render(&state, later));
+        for c in credentials {
+            let l = format!("{{tenant=\"{}\",role=\"{}\"}}", c.tenant, c.role);
+            let end = value(
+                &text,
+                &format!("passerelle_certificate_not_after_timestamp_seconds{l}"),
+            );
+            assert_eq!(end, c.not_after.unix_timestamp() as f64);
+            let left = value(&text, &format!("passerelle_certificate_expiry_seconds{l}"));
+            assert!((now.unix_timestamp() as f64 + left - end).abs() <= 1.0);
+            assert_eq!(
+                value(&text, &format!("passerelle_certificate_usable{l}")),
+                if c.check(now).is_ok() { 1.0 } else { 0.0 }
+            );
+            assert_eq!(
+                value(&text, &format!("passerelle_certificate_revoked{l}")),
+                if c.revoked.is_some() { 1.0 } else { 0.0 }
+            );
+            assert_eq!(
+                value(&late, &format!("passerelle_certificate_usable{l}")),
+                0.0
+            );
+            assert!(value(&late, &format!("passerelle_certificate_expiry_seconds{l}")) < 0.0);
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_come_from_proc() {
+        let text = Metrics::default().render(&state(), OffsetDateTime::now_utc());
+        assert!(value(&text, "process_open_fds") >= 3.0);
+        assert!(value(&text, "process_max_fds") >= value(&text, "process_open_fds"));
+        assert!(value(&text, "process_resident_memory_bytes") > 1e6);
+        assert!(
+            value(&text, "process_virtual_memory_bytes")
+                >= value(&text, "process_resident_memory_bytes")
+        );
+        assert!(value(&text, "process_cpu_seconds_total") >= 0.0);
+        let started = value(&text, "process_start_time_seconds");
+        let now = OffsetDateTime::now_utc().unix_timestamp() as f64;
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0,
+            "{started}"
+        );
     }
 }

@@ -98,7 +98,14 @@ async fn run(
             if e.is_access_refusal() {
                 proxy.metrics.access_refused(code);
             }
-            tracing::warn!(code, reason = %log_safe(&e.to_string()), "refused");
+            let client = exchange.client.as_deref().unwrap_or("-");
+            let message = e.to_string();
+            let reason = log_safe(&message);
+            if e.is_upstream_failure() {
+                tracing::warn!(code, client, reason = %reason, "upstream failed");
+            } else {
+                tracing::warn!(code, client, reason = %reason, "refused");
+            }
             (e.to_response(&exchange.request_id), Some(code))
         }
     };
@@ -287,8 +294,9 @@ fn strip_hop_by_hop(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     response
 }
 
-/// The INS an INSi answer returns (`NumIdentifiant` + `Cle`), for the audit trail.
-fn returned_ins(body: &ProxyBody) -> Option<String> {
+/// The INS an INSi answer returns (`NumIdentifiant` + `Cle`, and its `OID`), for the
+/// audit trail.
+fn returned_ins(body: &ProxyBody) -> Option<(String, String)> {
     let ProxyBody::Full(bytes) = body else {
         return None;
     };
@@ -298,11 +306,22 @@ fn returned_ins(body: &ProxyBody) -> Option<String> {
         let end = text[start..].find(close)?;
         Some(text[start..start + end].trim().to_string())
     };
-    Some(format!(
-        "{}{}",
-        between("<NumIdentifiant>", "</NumIdentifiant>")?,
-        between("<Cle>", "</Cle>")?
+    Some((
+        format!(
+            "{}{}",
+            between("<NumIdentifiant>", "</NumIdentifiant>")?,
+            between("<Cle>", "</Cle>")?
+        ),
+        between("<OID>", "</OID>").unwrap_or_default(),
     ))
+}
+
+/// The INS of a VIHF `resource-id` (HL7 CX `<INS>^^^&<OID>&ISO^NH`) as (INS, OID).
+fn ins_of_cx(cx: &str) -> (String, String) {
+    match passerelle_signing::Ins::from_cx(cx) {
+        Ok(ins) => (ins.as_str().to_string(), ins.kind().oid().to_string()),
+        Err(_) => (String::new(), String::new()),
+    }
 }
 
 /// Phase 8: metrics, the audit line when anything may have reached the service
@@ -320,9 +339,15 @@ async fn record(
         None => "upstream_fault",
     };
     let service = exchange.service();
-    proxy
-        .metrics
-        .request(&service, exchange.operation.label(), outcome, total);
+    // Tenant and client only once access control granted them: configured names.
+    proxy.metrics.request(
+        &service,
+        exchange.operation.label(),
+        outcome,
+        exchange.tenant.as_ref().map(|t| t.as_str()),
+        exchange.client.as_deref(),
+        total,
+    );
     for kind in &exchange.structure_warnings {
         proxy.metrics.structure_warning(kind);
     }
@@ -335,7 +360,13 @@ async fn record(
             exchange.returned_ins = returned_ins(response.body());
         }
         let identity = exchange.identity.clone().unwrap_or_default();
+        let (patient_ins, patient_ins_oid) = match &exchange.returned_ins {
+            Some(returned) => returned.clone(),
+            None if identity.patient.is_empty() => (String::new(), String::new()),
+            None => ins_of_cx(&identity.patient),
+        };
         let record = AuditRecord {
+            instance: proxy.state().config.audit.instance.clone(),
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
@@ -351,7 +382,12 @@ async fn record(
             service: service.clone(),
             action: exchange.action.clone().unwrap_or_default(),
             actor_id: identity.actor_id,
-            patient_ins: exchange.returned_ins.clone().unwrap_or(identity.patient),
+            insi_mode: exchange
+                .insi_mode
+                .map(|m| m.label().to_string())
+                .unwrap_or_default(),
+            patient_ins,
+            patient_ins_oid,
             purpose: identity.purpose,
             outcome: outcome.to_string(),
             upstream_status: exchange.upstream_status.unwrap_or(0),
@@ -359,6 +395,7 @@ async fn record(
         };
         // Written and flushed before the internal system gets its answer.
         if let Err(e) = proxy.audit().record(&record).await {
+            proxy.metrics.audit_write_failed();
             tracing::error!(error = %e, path = %proxy.audit().path().display(), "audit trail write failed");
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use passerelle_config::{Severity, inspect};
+use passerelle_config::inspect;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{AuditTrail, Rotation};
@@ -164,42 +164,133 @@ impl Proxy {
         })
     }
 
-    /// Reloads the configuration file and every certificate it names. On any error the
-    /// running state stays and every reason is returned.
-    pub fn reload(&self) -> Result<(), Vec<String>> {
+    /// Reloads the configuration file and every certificate it names, keeping the
+    /// pools whose material did not change. On any blocking error the running state
+    /// stays and every reason is returned; so it does when a certificate that works
+    /// now would be replaced by an unusable one (a renewal that went wrong). An
+    /// unusable certificate that is already disabled does not block the reload.
+    pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
+        let result = self.try_reload();
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, Vec<String>> {
         let inspection = inspect(&self.config_path);
         let errors: Vec<String> = inspection
             .problems
             .iter()
-            .filter(|p| p.severity == Severity::Error)
+            .filter(|p| p.blocks())
             .map(ToString::to_string)
             .collect();
-        let result = match inspection.config {
-            Some(config) if errors.is_empty() => {
-                let old = self.state();
-                if config.listener != old.config.listener || config.admin != old.config.admin {
-                    tracing::warn!("listener and admin addresses change only on restart");
-                }
-                if listener_limits_changed(&old.config.limits, &config.limits) {
-                    tracing::warn!(
-                        "listener limits (header_read_timeout, max_concurrent_requests, max_connections, idle_timeout, http2_keep_alive_*) change only on restart"
-                    );
-                }
-                match ProxyState::new(config) {
-                    Ok(state) => {
-                        self.bodies
-                            .set_limit(state.config.limits.max_inflight_body_bytes);
-                        self.state.store(Arc::new(state));
-                        Ok(())
-                    }
-                    Err(e) => Err(vec![e.to_string()]),
-                }
+        let config = match inspection.config {
+            Some(config) if errors.is_empty() => config,
+            _ if errors.is_empty() => {
+                return Err(vec!["the configuration could not be read".into()]);
             }
-            _ if errors.is_empty() => Err(vec!["the configuration could not be read".into()]),
-            _ => Err(errors),
+            _ => return Err(errors),
         };
-        self.metrics.reload(result.is_ok());
-        result
+        let old = self.state();
+        if config.listener != old.config.listener || config.admin != old.config.admin {
+            tracing::warn!("listener and admin addresses change only on restart");
+        }
+        if listener_limits_changed(&old.config.limits, &config.limits) {
+            tracing::warn!(
+                "listener limits (header_read_timeout, max_concurrent_requests, max_connections, idle_timeout, http2_keep_alive_*) change only on restart"
+            );
+        }
+        let state = ProxyState::build(config, Some(&old)).map_err(|e| vec![e.to_string()])?;
+        let now = time::OffsetDateTime::now_utc();
+        // A different certificate replacing one that works: the renewal went wrong. (The
+        // same certificate, newly revoked by a CRL update, is disabled as it should be.)
+        let replaces_working = |new: &crate::state::Credential| {
+            old.credentials().any(|c| {
+                c.tenant == new.tenant
+                    && c.role == new.role
+                    && c.serial != new.serial
+                    && c.check(now).is_ok()
+            })
+        };
+        let regressions: Vec<String> = state
+            .degraded(now)
+            .into_iter()
+            .filter(|(c, _)| replaces_working(c))
+            .map(|(c, why)| {
+                format!(
+                    "tenant {} {}: {why}; the running certificate (serial {}) still works, so it stays",
+                    c.tenant,
+                    c.role,
+                    old.credentials()
+                        .find(|o| o.tenant == c.tenant && o.role == c.role)
+                        .map_or("-", |o| o.serial.as_str()),
+                )
+            })
+            .collect();
+        if !regressions.is_empty() {
+            return Err(regressions);
+        }
+        let report = Reloaded::between(&old, &state, inspection.problems);
+        self.bodies
+            .set_limit(state.config.limits.max_inflight_body_bytes);
+        self.state.store(Arc::new(state));
+        Ok(report)
+    }
+}
+
+/// What a reload changed, for its log lines.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Warnings and the errors that disable a (tenant, role) pair.
+    pub problems: Vec<passerelle_config::Problem>,
+    /// (tenant, role, serial before, serial after) of every certificate that changed,
+    /// appeared or went away.
+    pub certificates: Vec<(String, String, Option<String>, Option<String>)>,
+    /// Pools kept as they ran (connections and TLS sessions kept).
+    pub pools_kept: usize,
+    /// Pools built anew, by name.
+    pub pools_built: Vec<String>,
+}
+
+impl Reloaded {
+    fn between(
+        old: &ProxyState,
+        new: &ProxyState,
+        problems: Vec<passerelle_config::Problem>,
+    ) -> Self {
+        use std::collections::BTreeMap;
+        let serials = |s: &ProxyState| -> BTreeMap<(String, String), String> {
+            s.credentials()
+                .map(|c| ((c.tenant.to_string(), c.role.to_string()), c.serial.clone()))
+                .collect()
+        };
+        let (before, after) = (serials(old), serials(new));
+        let mut certificates = Vec::new();
+        for key in before
+            .keys()
+            .chain(after.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let (b, a) = (before.get(key), after.get(key));
+            if b != a {
+                certificates.push((key.0.clone(), key.1.clone(), b.cloned(), a.cloned()));
+            }
+        }
+        let running: Vec<&Arc<crate::upstream::UpstreamPool>> = old.pools().collect();
+        let (mut pools_kept, mut pools_built) = (0, Vec::new());
+        for pool in new.pools() {
+            if running.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                pools_kept += 1;
+            } else {
+                pools_built.push(pool.name().to_string());
+            }
+        }
+        pools_built.sort();
+        Self {
+            problems: problems.into_iter().filter(|p| !p.blocks()).collect(),
+            certificates,
+            pools_kept,
+            pools_built,
+        }
     }
 }
 

@@ -31,8 +31,10 @@ pub struct RunningProxy {
     pub address: SocketAddr,
     pub admin_address: SocketAddr,
     pub proxy: Arc<Proxy>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    stop_internal: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    internal: JoinHandle<()>,
+    admin: JoinHandle<()>,
 }
 
 impl RunningProxy {
@@ -41,12 +43,21 @@ impl RunningProxy {
         self.proxy.state()
     }
 
-    /// Stops accepting, lets in-flight requests finish within `grace`, then returns.
+    /// `/readyz` answers 503 "draining" from now on; requests are still served (a load
+    /// balancer takes a probe period or two to stop sending).
+    pub fn drain(&self) {
+        self.proxy.metrics.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Drains, stops accepting internal connections, lets in-flight requests finish
+    /// within `grace`, then stops the admin listener (which answered "draining" all
+    /// along) and returns.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(grace + Duration::from_secs(1), task).await;
-        }
+        self.drain();
+        let _ = self.stop_internal.send(true);
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.internal).await;
+        let _ = self.stop_admin.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
     }
 }
 
@@ -64,7 +75,8 @@ pub fn start(
 ) -> std::io::Result<RunningProxy> {
     let address = listener.local_addr()?;
     let admin_address = admin.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
+    let (stop_internal, stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
     let state = proxy.state();
     let tls = state
         .config
@@ -115,8 +127,8 @@ pub fn start(
     let admin_task = tokio::spawn(serve(
         admin,
         None,
-        stopped,
-        grace,
+        admin_stopped,
+        Duration::from_secs(1),
         Arc::clone(&proxy),
         (admin_table, admin_policy),
         |proxy, _, _, req| async move { Ok::<_, Infallible>(admin_route(&proxy, &req)) },
@@ -125,8 +137,10 @@ pub fn start(
         address,
         admin_address,
         proxy,
-        stop,
-        tasks: vec![main, admin_task],
+        stop_internal,
+        stop_admin,
+        internal: main,
+        admin: admin_task,
     })
 }
 
@@ -315,27 +329,81 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
-/// Admin routes: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/pools`.
+/// Whether `req` may use an admin route other than `/healthz`: always when
+/// `[admin] token_sha256` is not set, else with that bearer token.
+fn admin_allowed(state: &ProxyState, req: &Request<Incoming>) -> bool {
+    let Some(expected) = state.config.admin_token_sha256 else {
+        return true;
+    };
+    crate::access::bearer(req.headers()).is_some_and(|token| {
+        openssl::memcmp::eq(&openssl::sha::sha256(token.as_bytes()), &expected)
+    })
+}
+
+/// `/readyz`: 503 "draining" once shutdown began; otherwise 200 with the (tenant,
+/// role) pairs disabled by an unusable certificate listed (each of their requests gets
+/// its fault, the other pairs serve), or 503 when `?strict` asks for all-or-nothing.
+fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyBody> {
+    if proxy.metrics.draining.load(Ordering::Relaxed) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "draining: shutting down, in-flight requests are finishing\n".into(),
+        );
+    }
+    let degraded = state.degraded(time::OffsetDateTime::now_utc());
+    // Every pair disabled: nothing can be served, whatever `strict` says.
+    let none_usable = !degraded.is_empty() && degraded.len() == state.credentials().count();
+    let mut body = String::from(if none_usable {
+        "not ready: no usable certificate\n"
+    } else if degraded.is_empty() {
+        "ready\n"
+    } else {
+        "ready, degraded\n"
+    });
+    for (c, why) in &degraded {
+        body.push_str(&format!(
+            "degraded {} {} {}: {why}\n",
+            c.tenant,
+            c.role,
+            why.code()
+        ));
+    }
+    let status = if none_usable || strict && !degraded.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    text(status, "text/plain", body)
+}
+
+/// Admin routes: `/healthz`, `/readyz[?strict]`, `/metrics` (Prometheus text) and
+/// `/pools`; all but `/healthz` behind `[admin] token_sha256` when it is set.
 fn admin_route(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
     let state = proxy.state();
     let now = time::OffsetDateTime::now_utc();
-    match (req.method(), req.uri().path()) {
+    let path = req.uri().path();
+    if path != "/healthz" && !admin_allowed(&state, req) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "send 'Authorization: Bearer <token>': the admin token whose SHA-256 is [admin] token_sha256\n"
+                .into(),
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"passerelle-admin\""),
+        );
+        return r;
+    }
+    match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
-            let expired: Vec<String> = state
-                .credentials()
-                .filter(|c| c.check(now).is_err())
-                .map(|c| format!("{} {}", c.tenant, c.role))
-                .collect();
-            if expired.is_empty() {
-                text(StatusCode::OK, "text/plain", "ready\n".into())
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("expired certificates: {}\n", expired.join(", ")),
-                )
-            }
+            let strict = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| matches!(kv, "strict" | "strict=1" | "strict=true"))
+            });
+            readiness(proxy, &state, strict)
         }
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
 use crate::fault::ProxyError;
-use crate::upstream::{self, PoolKey, UpstreamPool, UpstreamTarget};
+use crate::upstream::{self, PoolKey, PoolSpec, UpstreamPool};
 
 /// Why the runtime state could not be built from a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -41,31 +41,64 @@ impl InsiMode {
             Self::Manu => CertRole::InsiManu,
         }
     }
+
+    /// `auto` or `manu`, as in the paths and the audit trail.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Manu => "manu",
+        }
+    }
 }
 
-/// A certificate in use, for the expiry check made on every request.
+/// A certificate in use, checked on every request of its (tenant, role) pair: an
+/// expired, not yet valid or revoked one disables that pair only.
 #[derive(Debug, Clone)]
 pub struct Credential {
     pub tenant: TenantId,
     pub role: CertRole,
+    /// Upper-case hexadecimal, for logs when a reload changes it.
+    pub serial: String,
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// When and by which CRL, when a configured CRL revokes it.
+    pub revoked: Option<String>,
 }
 
 impl Credential {
-    fn of(tenant: &Tenant, material: &CertMaterial) -> Self {
+    pub fn of(tenant: &Tenant, material: &CertMaterial) -> Self {
         Self {
             tenant: tenant.id.clone(),
             role: material.role,
+            serial: material.info.serial_hex.clone(),
+            not_before: material.info.not_before,
             not_after: material.info.not_after,
+            revoked: material.revoked.clone(),
         }
     }
 
-    /// Refuses a certificate that expired while the proxy ran.
+    /// Refuses a certificate that is revoked, not yet valid, or expired (at start or
+    /// while the proxy ran).
     pub fn check(&self, now: OffsetDateTime) -> Result<(), ProxyError> {
+        let (tenant, role) = (self.tenant.to_string(), self.role.to_string());
+        if let Some(reason) = &self.revoked {
+            return Err(ProxyError::CertificateRevoked {
+                tenant,
+                role,
+                reason: reason.clone(),
+            });
+        }
+        if now < self.not_before {
+            return Err(ProxyError::CertificateNotYetValid {
+                tenant,
+                role,
+                not_before: self.not_before.date().to_string(),
+            });
+        }
         if now > self.not_after {
             return Err(ProxyError::CertificateExpired {
-                tenant: self.tenant.to_string(),
-                role: self.role.to_string(),
+                tenant,
+                role,
                 not_after: self.not_after.date().to_string(),
             });
         }
@@ -123,9 +156,24 @@ pub struct ProxyState {
 
 impl ProxyState {
     pub fn new(config: Config) -> Result<Self, StateError> {
+        Self::build(config, None)
+    }
+
+    /// Builds the state of `config`, keeping each pool of `previous` whose spec (URL,
+    /// trust, certificate and key, timeouts, concurrency) is unchanged: a reload keeps
+    /// its idle connections, TLS sessions and counters.
+    pub fn build(config: Config, previous: Option<&ProxyState>) -> Result<Self, StateError> {
+        let running: HashMap<[u8; 32], Arc<UpstreamPool>> = previous
+            .into_iter()
+            .flat_map(ProxyState::pools)
+            .map(|p| (p.digest(), Arc::clone(p)))
+            .collect();
         let mut tenants = HashMap::new();
         for tenant in &config.tenants {
-            tenants.insert(tenant.id.clone(), tenant_runtime(&config, tenant)?);
+            tenants.insert(
+                tenant.id.clone(),
+                tenant_runtime(&config, tenant, &running)?,
+            );
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
@@ -146,6 +194,16 @@ impl ProxyState {
         })
     }
 
+    /// The (tenant, role) pairs disabled now, with why.
+    pub fn degraded(&self, now: OffsetDateTime) -> Vec<(&Credential, ProxyError)> {
+        let mut out: Vec<_> = self
+            .credentials()
+            .filter_map(|c| c.check(now).err().map(|e| (c, e)))
+            .collect();
+        out.sort_by(|(a, _), (b, _)| (&a.tenant, a.role).cmp(&(&b.tenant, b.role)));
+        out
+    }
+
     /// Every pool, for counters.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
         self.tenants.values().flat_map(|t| {
@@ -157,7 +215,22 @@ impl ProxyState {
     }
 }
 
-fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, StateError> {
+/// The running pool built from the same spec, or a new one.
+fn pool(
+    spec: &PoolSpec<'_>,
+    running: &HashMap<[u8; 32], Arc<UpstreamPool>>,
+) -> Result<Arc<UpstreamPool>, StateError> {
+    match running.get(&spec.digest()) {
+        Some(p) => Ok(Arc::clone(p)),
+        None => Ok(Arc::new(UpstreamPool::build(spec)?)),
+    }
+}
+
+fn tenant_runtime(
+    config: &Config,
+    tenant: &Tenant,
+    running: &HashMap<[u8; 32], Arc<UpstreamPool>>,
+) -> Result<TenantRuntime, StateError> {
     let cert = |role: CertRole| tenant.certificates.get(&role);
     let dmp = match (
         &config.dmp,
@@ -173,17 +246,15 @@ fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, Sta
                     role: CertRole::DmpAuth,
                 };
                 let url = dmp.service_url(name).unwrap_or_default();
-                let tls = upstream::client_config(&key.to_string(), &dmp.trust, auth)?;
-                pools.insert(
-                    name.clone(),
-                    Arc::new(UpstreamPool::new(
-                        key,
-                        UpstreamTarget::parse(&url)?,
-                        tls,
-                        dmp.timeouts,
-                        config.limits.upstream_concurrency,
-                    )),
-                );
+                let spec = PoolSpec {
+                    key,
+                    url: &url,
+                    trust: &dmp.trust,
+                    cert: auth,
+                    timeouts: dmp.timeouts,
+                    concurrency: config.limits.upstream_concurrency,
+                };
+                pools.insert(name.clone(), pool(&spec, running)?);
             }
             let signer = SoftwareSigner::from_material(sign).map_err(|e| StateError::Signer {
                 tenant: tenant.id.to_string(),
@@ -210,17 +281,18 @@ fn tenant_runtime(config: &Config, tenant: &Tenant) -> Result<TenantRuntime, Sta
                 service: "insi".into(),
                 role: mode.role(),
             };
-            let tls = upstream::client_config(&key.to_string(), &service.trust, material)?;
+            let spec = PoolSpec {
+                key,
+                url: service.url.as_str(),
+                trust: &service.trust,
+                cert: material,
+                timeouts: service.timeouts,
+                concurrency: config.limits.upstream_concurrency,
+            };
             insi.insert(
                 mode,
                 InsiUpstream {
-                    pool: Arc::new(UpstreamPool::new(
-                        key,
-                        UpstreamTarget::parse(service.url.as_str())?,
-                        tls,
-                        service.timeouts,
-                        config.limits.upstream_concurrency,
-                    )),
+                    pool: pool(&spec, running)?,
                     emetteur: material
                         .info
                         .organizational_unit
@@ -251,7 +323,10 @@ mod tests {
         let c = Credential {
             tenant: "ch-test-a".parse().expect("tenant"),
             role: CertRole::DmpAuth,
+            serial: "01".into(),
+            not_before: not_after - time::Duration::days(365),
             not_after,
+            revoked: None,
         };
         c.check(not_after - time::Duration::seconds(1))
             .expect("still valid");

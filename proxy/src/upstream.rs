@@ -118,6 +118,16 @@ pub struct UpstreamTarget {
 }
 
 impl UpstreamTarget {
+    /// Host and port to connect to.
+    pub fn address(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// The name sent in SNI, which the server's certificate must carry.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.server_name
+    }
+
     pub fn parse(url: &str) -> Result<Self, UpstreamError> {
         let bad = |reason: &str| UpstreamError::Url {
             url: url.to_string(),
@@ -198,6 +208,47 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// Everything a pool is built from. Two equal specs build pools that behave the same,
+/// so a reload keeps the running pool (its idle connections, TLS sessions and
+/// counters) when its spec's [`PoolSpec::digest`] did not change.
+#[derive(Debug)]
+pub struct PoolSpec<'a> {
+    pub key: PoolKey,
+    pub url: &'a str,
+    pub trust: &'a UpstreamTrust,
+    pub cert: &'a CertMaterial,
+    pub timeouts: Timeouts,
+    pub concurrency: usize,
+}
+
+impl PoolSpec<'_> {
+    /// SHA-256 over every input, each length-prefixed (no two specs share a digest by
+    /// concatenation).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = openssl::sha::Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        part(self.key.to_string().as_bytes());
+        part(self.url.as_bytes());
+        for list in [&self.trust.anchors, &self.trust.crls] {
+            part(&(list.len() as u64).to_be_bytes());
+            list.iter().for_each(|d| part(d));
+        }
+        part(&self.cert.leaf_der);
+        part(&(self.cert.intermediates_der.len() as u64).to_be_bytes());
+        self.cert.intermediates_der.iter().for_each(|d| part(d));
+        part(self.cert.key.pkcs8_der());
+        let t = self.timeouts;
+        for d in [t.connect, t.tls, t.request, t.idle] {
+            part(&d.as_nanos().to_be_bytes());
+        }
+        part(&(self.concurrency as u64).to_be_bytes());
+        h.finish()
+    }
+}
+
 /// Counters of one pool.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -245,6 +296,8 @@ pub struct UpstreamPool {
     name: String,
     target: UpstreamTarget,
     tls: TlsConnector,
+    /// [`PoolSpec::digest`] of what it was built from.
+    digest: [u8; 32],
     timeouts: Timeouts,
     idle: Mutex<VecDeque<IdleConnection>>,
     /// Requests in flight at once on this pool.
@@ -266,23 +319,25 @@ fn secs(d: Duration) -> u64 {
 }
 
 impl UpstreamPool {
-    pub fn new(
-        key: PoolKey,
-        target: UpstreamTarget,
-        tls: Arc<ClientConfig>,
-        timeouts: Timeouts,
-        concurrency: usize,
-    ) -> Self {
-        Self {
-            name: key.to_string(),
-            key,
-            target,
-            tls: TlsConnector::from(tls),
-            timeouts,
+    /// Builds the pool `spec` describes: its TLS client configuration and target.
+    pub fn build(spec: &PoolSpec<'_>) -> Result<Self, UpstreamError> {
+        let name = spec.key.to_string();
+        Ok(Self {
+            tls: TlsConnector::from(client_config(&name, spec.trust, spec.cert)?),
+            target: UpstreamTarget::parse(spec.url)?,
+            name,
+            key: spec.key.clone(),
+            digest: spec.digest(),
+            timeouts: spec.timeouts,
             idle: Mutex::new(VecDeque::new()),
-            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
+            slots: tokio::sync::Semaphore::new(spec.concurrency.max(1)),
             stats: PoolStats::default(),
-        }
+        })
+    }
+
+    /// The digest of the spec it was built from.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
     }
 
     pub fn name(&self) -> &str {

@@ -487,3 +487,86 @@ fn signing_options_and_limits_are_validated() {
     assert!(signing.lot_signature_passthrough);
     assert_eq!(config.limits.max_body_bytes, 1_048_576);
 }
+
+/// `check --online`, the real binary against the mocks: one handshake per tenant
+/// certificate and upstream, exit 0; a wrong DMP anchor fails under its setting, exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn online_check_handshakes_with_every_upstream() {
+    use passerelle_certs_test::ConfigAddresses;
+    use passerelle_mocks::faults::Faults;
+    let m = pki();
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec");
+    let (dmp, _service) =
+        passerelle_mocks::start_dmp(&m, &spec.join("dmp"), any, any, Faults::default())
+            .await
+            .expect("mock DMP");
+    let insi =
+        passerelle_mocks::start_insi(&m, &spec.join("insi/xsd"), any, any, Faults::default())
+            .await
+            .expect("mock INSi");
+    let audit = tempfile::tempdir().expect("tempdir");
+    let name = format!("check-online-{}.toml", dmp.address.port());
+    let config = m
+        .write_config(
+            &name,
+            &ConfigAddresses {
+                listener: "127.0.0.1:0".into(),
+                admin: "127.0.0.1:0".into(),
+                dmp_port: dmp.address.port(),
+                insi_port: insi.address.port(),
+                audit: Some(audit.path().join("audit.jsonl")),
+            },
+        )
+        .expect("config");
+    let online = |config: PathBuf, json: bool| {
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_passerelle"));
+            cmd.arg("check")
+                .arg("--online")
+                .arg("--config")
+                .arg(&config);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.output().expect("run passerelle");
+            Run {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            }
+        })
+    };
+    let run = online(config.clone(), false).await.expect("join");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("6 handshake(s), 0 failed"),
+        "{}",
+        run.stdout
+    );
+
+    // The DMP server anchored in a look-alike root.
+    let text = std::fs::read_to_string(&config).expect("read");
+    let root = m.ca.root.display().to_string();
+    let wrong = text.replacen(
+        &format!("[dmp]\nbase_url = \"https://localhost:{}/si-dmp-server/v2/services\"\ntrust_anchors = [\"{root}\"]", dmp.address.port()),
+        &format!("[dmp]\nbase_url = \"https://localhost:{}/si-dmp-server/v2/services\"\ntrust_anchors = [\"bad/other-root.foreign-root.pem\"]", dmp.address.port()),
+        1,
+    );
+    assert_ne!(wrong, text, "{text}");
+    let wrong_path = m.dir.join(format!("wrong-{name}"));
+    std::fs::write(&wrong_path, wrong).expect("write");
+    let run = online(wrong_path.clone(), true).await.expect("join");
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(v["ok"], false);
+    let failed: Vec<_> = v["online"]
+        .as_array()
+        .expect("online results")
+        .iter()
+        .filter(|p| p["outcome"] == "error")
+        .collect();
+    assert_eq!(failed.len(), 2, "{}", run.stdout);
+    assert!(failed.iter().all(|p| p["setting"] == "dmp.trust_anchors"));
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&wrong_path);
+}

@@ -49,6 +49,15 @@ impl Fixture {
     /// `extra_config` is appended to the configuration; `open_files` sets the proxy's
     /// RLIMIT_NOFILE (soft and hard), through `prlimit`.
     async fn start_with(extra: &[&str], extra_config: &str, open_files: Option<u64>) -> Self {
+        Self::start_edited(extra, open_files, &|text| format!("{text}{extra_config}")).await
+    }
+
+    /// `edit` rewrites the configuration (the PKI's, pointing at the mocks) before start.
+    async fn start_edited(
+        extra: &[&str],
+        open_files: Option<u64>,
+        edit: &dyn Fn(String) -> String,
+    ) -> Self {
         let pki = shared_test_pki().expect("PKI");
         let any = "127.0.0.1:0".parse().expect("addr");
         let spec =
@@ -84,8 +93,7 @@ impl Fixture {
         // Every test certificate expires within 2,000 days: each gets its daily warning.
         let mut text = std::fs::read_to_string(&config).expect("configuration");
         text.push_str("\n[security]\nexpiry_warning_days = 2000\n");
-        text.push_str(extra_config);
-        std::fs::write(&config, text).expect("write");
+        std::fs::write(&config, edit(text)).expect("write");
         let mut command = match open_files {
             // prlimit sets the limit, then executes the proxy in its place (same pid).
             Some(n) => {
@@ -165,8 +173,10 @@ impl Fixture {
         let mut req = http::Request::post(path)
             .header("host", "passerelle")
             .header("content-type", "application/soap+xml")
-            .header("authorization", "Bearer sandbox-token")
-            .header("x-passerelle-tenant", "ch-test-a");
+            .header("authorization", "Bearer sandbox-token");
+        if !headers.iter().any(|(k, _)| *k == "x-passerelle-tenant") {
+            req = req.header("x-passerelle-tenant", "ch-test-a");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -180,9 +190,18 @@ impl Fixture {
     }
 
     async fn insi_search(&self) -> Option<(u16, String)> {
+        self.insi_search_as("ch-test-a").await
+    }
+
+    async fn insi_search_as(&self, tenant: &str) -> Option<(u16, String)> {
         let body = std::fs::read(format!("{EXAMPLES}/insi-rechercher-traits-minimal.xml"))
             .expect("example");
-        self.post("/insi/auto", &[], Bytes::from(body)).await
+        self.post(
+            "/insi/auto",
+            &[("x-passerelle-tenant", tenant)],
+            Bytes::from(body),
+        )
+        .await
     }
 
     async fn dmp_query(&self) -> Option<(u16, String)> {
@@ -243,8 +262,13 @@ impl Fixture {
     }
 
     /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
+    fn stop(self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
         self.signal("TERM");
+        self.stop_waiting()
+    }
+
+    /// The exit status (once a SIGTERM already sent took effect) and the whole log.
+    fn stop_waiting(mut self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
         let exit = self.child.wait().expect("wait");
         let mut log = String::new();
         self.child
@@ -366,19 +390,43 @@ async fn sigterm_during_load_answers_every_accepted_request_and_audits_each_exch
         "one audit line per upstream exchange"
     );
     assert_eq!(upstream, 40);
-    // JSON logs: every line an object, the request lines with their request id.
+    // The audit trail: the instance, the INSi mode, the INS in one format.
+    for line in &audit {
+        assert!(
+            line["instance"].as_str().is_some_and(|i| !i.is_empty()),
+            "{line}"
+        );
+        assert_eq!(line["insi_mode"], "auto", "{line}");
+        assert_eq!(
+            line["patient_ins"].as_str().map(str::len),
+            Some(15),
+            "{line}"
+        );
+        assert!(
+            line["patient_ins_oid"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("1.2.250.1.213.1.4.")),
+            "{line}"
+        );
+    }
+    // JSON logs: every line a flat object, numbers as numbers, the request lines with
+    // their request id.
     let mut requests = 0;
     for line in log.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        if v["fields"]["message"] == "request" {
+        assert!(
+            v.get("fields").is_none() && v.get("span").is_none(),
+            "nested: {line}"
+        );
+        if v["message"] == "request" {
             requests += 1;
             assert!(
-                v["span"]["request_id"]
-                    .as_str()
-                    .is_some_and(|id| !id.is_empty()),
+                v["request_id"].as_str().is_some_and(|id| !id.is_empty()),
                 "{line}"
             );
+            assert!(v["status"].is_u64() && v["total_ms"].is_u64(), "{line}");
+            assert_eq!(v["client"], "sandbox", "{line}");
         }
     }
     assert_eq!(requests, 40);
@@ -746,4 +794,173 @@ async fn audited_traffic_does_not_reload_the_configuration() {
     assert_eq!(insi["requests"], 3, "{insi}");
     let (_, _, audit) = f.stop();
     assert_eq!(audit.len(), 3);
+}
+
+/// One expired certificate disables its (tenant, role) pair only: `run` starts, the
+/// other pairs answer, `/readyz` stays 200 and lists the pair (`?strict`: 503), a
+/// reload that keeps the expired certificate is accepted, and installing a valid one
+/// (the file watch) re-enables the pair and logs both serials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_disables_only_its_tenant_and_role() {
+    let pki = shared_test_pki().expect("PKI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = |from: &std::path::Path, name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let to = dir.path().join(name);
+        std::fs::copy(pki.path(from), &to).expect("copy");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        to
+    };
+    let expired = &pki.bad["expired"].files;
+    let cert = copy(&expired.cert, "auth.cert.pem");
+    let chain = copy(&expired.chain, "auth.chain.pem");
+    let key = copy(&expired.key, "auth.key.pem");
+    let (c, ch, k) = (cert.clone(), chain.clone(), key.clone());
+    let f = Fixture::start_edited(&[], None, &move |text| {
+        text.replacen(
+            "cert = \"tenants/ch-test-a/dmp-auth.cert.pem\"\nchain = \"tenants/ch-test-a/dmp-auth.chain.pem\"\nkey = \"tenants/ch-test-a/dmp-auth.key.pem\"",
+            &format!(
+                "cert = \"{}\"\nchain = \"{}\"\nkey = \"{}\"",
+                c.display(),
+                ch.display(),
+                k.display()
+            ),
+            1,
+        )
+    })
+    .await;
+    let text = std::fs::read_to_string(&f.config).expect("config");
+    assert!(text.contains(&cert.display().to_string()), "{text}");
+
+    let (status, body) = f.dmp_query().await.expect("answer");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("CertificateExpired"), "{body}");
+    for tenant in ["ch-test-a", "ch-test-b"] {
+        let (status, body) = f.insi_search_as(tenant).await.expect("answer");
+        assert_eq!(status, 200, "{tenant}: {body}");
+    }
+    let (status, ready) = f.admin_get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(
+        ready.contains("degraded ch-test-a dmp_auth CertificateExpired"),
+        "{ready}"
+    );
+    assert!(!ready.contains("dmp_sign"), "{ready}");
+    let (status, _) = f.admin_get("/readyz?strict").await;
+    assert_eq!(status, 503);
+    let (_, metrics) = f.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("passerelle_certificate_usable{tenant=\"ch-test-a\",role=\"dmp_auth\"} 0"),
+        "{metrics}"
+    );
+
+    // A reload that changes nothing about the expired pair is accepted.
+    f.signal("HUP");
+    wait_for_reloads(&f, 1).await;
+    let (_, metrics) = f.admin_get("/metrics").await;
+    assert_eq!(
+        metric(&metrics, "passerelle_reloads_total{result=\"success\"}"),
+        1.0,
+        "{metrics}"
+    );
+
+    // The renewed certificate arrives: the watch reloads, the pair serves again.
+    let valid = &pki.tenants[0].dmp_auth;
+    for (from, to) in [
+        (&valid.cert, &cert),
+        (&valid.chain, &chain),
+        (&valid.key, &key),
+    ] {
+        std::fs::copy(pki.path(from), to).expect("renew");
+    }
+    wait_for_reloads(&f, 2).await;
+    let (status, body) = f.dmp_query().await.expect("answer");
+    assert_eq!(status, 200, "{body}");
+    let (status, ready) = f.admin_get("/readyz?strict").await;
+    assert_eq!((status, ready.as_str()), (200, "ready\n"));
+
+    let (exit, log, _) = f.stop();
+    assert!(exit.success(), "{log}");
+    let changed = log
+        .lines()
+        .find(|l| l.contains("certificate changed"))
+        .unwrap_or_else(|| panic!("no certificate change logged:\n{log}"));
+    let new_serial = pki.tenants[0]
+        .dmp_auth
+        .serial
+        .trim_start_matches('0')
+        .to_uppercase();
+    assert!(
+        changed.contains("serial_before") && changed.contains(&new_serial),
+        "{changed} (serial after: {new_serial})"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("expired") && l.contains("disables=true")),
+        "start logged the disabled pair:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("reload") && l.contains("expires on")),
+        "a reload warns of certificates close to expiry as start does:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pools_kept") && l.contains("pools_rebuilt")),
+        "{log}"
+    );
+}
+
+/// SIGTERM drains: `/readyz` answers 503 "draining" at once (the admin listener stays
+/// up until the last request ended), new requests are still served during
+/// `--drain-delay`, then the internal listener closes and the request in flight
+/// finishes within `--grace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_to_draining_while_requests_finish() {
+    let f =
+        std::sync::Arc::new(Fixture::start(&["--drain-delay", "1500ms", "--grace", "10s"]).await);
+    assert_eq!(f.admin_get("/readyz").await, (200, "ready\n".to_string()));
+    f.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = f.admin_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("draining"), "{body}");
+    assert_eq!(f.admin_get("/healthz").await.0, 200, "alive while draining");
+    let (status, body) = f
+        .insi_search()
+        .await
+        .expect("served during the drain delay");
+    assert_eq!(status, 200, "{body}");
+
+    // A slow request accepted before the listener closes finishes after it closed.
+    f.insi
+        .faults
+        .replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                latency_ms: 3000,
+                ..FaultSpec::default()
+            },
+        )]))
+        .expect("faults");
+    let slow = {
+        let f = std::sync::Arc::clone(&f);
+        tokio::spawn(async move { f.insi_search().await })
+    };
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (status, body) = f.admin_get("/readyz").await;
+    assert_eq!(
+        status, 503,
+        "admin still answers during the grace period: {body}"
+    );
+    assert!(
+        f.insi_search().await.is_none(),
+        "the internal listener is closed after the drain delay"
+    );
+    let (status, body) = slow.await.expect("task").expect("answered");
+    assert_eq!(status, 200, "{body}");
+    let f = std::sync::Arc::try_unwrap(f).ok().expect("sole owner");
+    let (exit, log, audit) = f.stop_waiting();
+    assert!(exit.success(), "{log}");
+    assert_eq!(audit.len(), 2, "both exchanges audited");
 }

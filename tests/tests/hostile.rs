@@ -186,7 +186,15 @@ async fn the_audit_records_the_values_that_were_signed() {
     let audit = h.audit_lines();
     let line = audit.last().expect("audit line");
     assert_eq!(line["actor_id"], "899900063480", "{line}");
-    assert_eq!(line["patient_ins"], PATIENT, "{line}");
+    assert_eq!(
+        format!(
+            "{}^^^&{}&ISO^NH",
+            line["patient_ins"].as_str().unwrap_or(""),
+            line["patient_ins_oid"].as_str().unwrap_or("")
+        ),
+        PATIENT,
+        "{line}"
+    );
     assert_eq!(line["structure"], a.as_str(), "{line}");
     let sent = h.dmp.stats.recent_bodies().pop().expect("sent");
     let text = String::from_utf8_lossy(&sent.body);

@@ -132,7 +132,11 @@ async fn metrics_expose_every_series_and_audit_has_one_line_per_exchange() {
     assert_eq!(dmp["tenant"], "ch-test-a");
     assert_eq!(dmp["structure"], h.eg(0).as_str());
     assert_eq!(dmp["actor_id"], "899900063480");
-    assert_eq!(dmp["patient_ins"], passerelle_e2e::PATIENT);
+    // One INS format for both services: 15 characters, and the namespace's OID.
+    assert_eq!(dmp["patient_ins"], "207058575627097");
+    assert_eq!(dmp["patient_ins_oid"], "1.2.250.1.213.1.4.10");
+    assert_eq!(dmp["insi_mode"], "");
+    assert!(dmp["instance"].as_str().is_some_and(|i| !i.is_empty()));
     assert_eq!(dmp["outcome"], "ok");
     assert_eq!(dmp["upstream_status"], 200);
     assert!(
@@ -145,6 +149,9 @@ async fn metrics_expose_every_series_and_audit_has_one_line_per_exchange() {
     assert_eq!(insi["service"], "insi");
     assert_eq!(insi["action"], "rechercherInsAvecTraitsIdentite");
     assert_eq!(insi["patient_ins"], "207058575627097", "the INS returned");
+    assert_eq!(insi["patient_ins_oid"], "1.2.250.1.213.1.4.10");
+    assert_eq!(insi["insi_mode"], "auto");
+    assert_eq!(insi["instance"], dmp["instance"]);
     assert!(
         insi["message_id"]
             .as_str()
@@ -423,6 +430,94 @@ async fn renewed_certificate_reloaded_under_load_loses_no_request() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload rebuilds only the pools whose material changed: after tenant A's ORG
+/// AUTH_CLI is renewed, its DMP pools are new (and present the new certificate) while
+/// its INSi pool and every pool of tenant B keep their connections, TLS sessions and
+/// counters; the reload reports the serial before and after.
+#[tokio::test]
+async fn a_reload_rebuilds_only_the_pools_whose_certificate_changed() {
+    let dir = dmp_auth_copy();
+    let h = Harness::start_with(Options {
+        tenant_a_dmp_auth_dir: Some(dir.clone()),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(dmp_query(&h).await.status, 200);
+    assert_eq!(insi_search(&h).await.status, 200);
+    let pools = |text: &str| -> BTreeMap<String, serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|p| (p["pool"].as_str().expect("name").to_string(), p.clone()))
+            .collect()
+    };
+    let before = pools(&h.admin("/pools").await.1);
+    let old_serial = h.pki.tenants[0]
+        .dmp_auth
+        .serial
+        .trim_start_matches('0')
+        .to_uppercase();
+
+    let new_serial = renew_dmp_auth(&h, &dir);
+    let report = h.proxy().proxy.reload().expect("reload accepted");
+    assert_eq!(report.certificates.len(), 1, "{:?}", report.certificates);
+    let (tenant, role, was, now) = &report.certificates[0];
+    assert_eq!((tenant.as_str(), role.as_str()), ("ch-test-a", "dmp_auth"));
+    assert_eq!(
+        was.as_deref().map(|s| s.trim_start_matches('0')),
+        Some(old_serial.as_str())
+    );
+    assert_eq!(
+        now.as_deref().map(|s| s.trim_start_matches('0')),
+        Some(new_serial.as_str())
+    );
+    assert!(
+        !report.pools_built.is_empty()
+            && report
+                .pools_built
+                .iter()
+                .all(|p| p.starts_with("ch-test-a dmp/") && p.ends_with("dmp_auth")),
+        "only tenant A's DMP pools are rebuilt: {:?}",
+        report.pools_built
+    );
+    assert_eq!(
+        report.pools_kept + report.pools_built.len(),
+        before.len(),
+        "every pool is either kept or rebuilt"
+    );
+
+    let after = pools(&h.admin("/pools").await.1);
+    let insi = "ch-test-a insi insi_auto";
+    assert_eq!(after[insi], before[insi], "the INSi pool is the same pool");
+    assert_eq!(after[insi]["full_handshakes"], 1);
+    assert_eq!(after[insi]["idle"], 1, "its connection is kept");
+    assert_eq!(
+        after["ch-test-a dmp/registry dmp_auth"]["requests"], 0,
+        "new pool"
+    );
+    // The next requests: INSi on the kept connection, DMP with the renewed certificate.
+    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(dmp_query(&h).await.status, 200);
+    let after = pools(&h.admin("/pools").await.1);
+    assert_eq!(after[insi]["full_handshakes"], 1, "no new handshake");
+    assert_eq!(after[insi]["requests"], 2);
+    let stats = h.dmp.stats.to_json();
+    let last = stats["recent"]
+        .as_array()
+        .and_then(|r| r.last())
+        .expect("last");
+    assert_eq!(
+        last["client_serial"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('0')
+            .to_uppercase(),
+        new_serial
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_bad_reload_keeps_the_running_configuration() {
     let dir = dmp_auth_copy();
@@ -432,14 +527,24 @@ async fn a_bad_reload_keeps_the_running_configuration() {
         ..Options::default()
     })
     .await;
-    // The renewal went wrong: the expired certificate was copied.
-    std::fs::copy(
-        pki.path(&pki.bad["expired"].files.cert),
-        dir.join("dmp-auth.cert.pem"),
-    )
-    .expect("copy");
+    // The renewal went wrong: an expired certificate (with its key) was copied. Alone
+    // it would only disable tenant A's DMP, but the running certificate works: the
+    // reload is refused rather than break a working pair.
+    let expired = &pki.bad["expired"].files;
+    for (from, to) in [
+        (&expired.cert, "dmp-auth.cert.pem"),
+        (&expired.chain, "dmp-auth.chain.pem"),
+        (&expired.key, "dmp-auth.key.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
+    }
     let reasons = h.proxy().proxy.reload().expect_err("refused");
-    assert!(reasons.iter().any(|r| r.contains("expired")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("expired") && r.contains("still works")),
+        "{reasons:?}"
+    );
     assert_eq!(
         dmp_query(&h).await.status,
         200,
@@ -477,4 +582,115 @@ fn dmp_auth_copy() -> std::path::PathBuf {
     )
     .expect("chmod");
     dir
+}
+
+/// `[admin] token_sha256`: `/healthz` stays open for probes, every other admin route
+/// wants the bearer token (401 with `WWW-Authenticate` otherwise).
+#[tokio::test]
+async fn the_admin_token_protects_every_route_but_healthz() {
+    let token = "admin-secret-for-tests";
+    // sha256sum of the token.
+    let digest = "dee19532b2e4c8d4b5bd6743d463db624f59ca148151a22504e51e3ed46d748b".to_string();
+    let h = Harness::start_with(Options {
+        keys: vec![("admin", "token_sha256", toml::Value::String(digest))],
+        ..Options::default()
+    })
+    .await;
+    let admin = h.proxy().admin_address;
+    let get = |path: &'static str, bearer: Option<&'static str>| async move {
+        let mut sender = passerelle_e2e::http1(admin).await;
+        let mut request = http::Request::get(path).header(http::header::HOST, "admin");
+        if let Some(b) = bearer {
+            request = request.header("authorization", format!("Bearer {b}"));
+        }
+        let response = sender
+            .send_request(
+                request
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        (response.status().as_u16(), challenge)
+    };
+    assert_eq!(get("/healthz", None).await.0, 200);
+    for path in ["/readyz", "/metrics", "/pools", "/nothing"] {
+        let (status, challenge) = get(path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(challenge.is_some_and(|c| c.starts_with("Bearer")), "{path}");
+        assert_eq!(get(path, Some("wrong")).await.0, 401, "{path}");
+    }
+    assert_eq!(get("/readyz", Some(token)).await.0, 200);
+    assert_eq!(get("/metrics", Some(token)).await.0, 200);
+    assert_eq!(get("/pools", Some(token)).await.0, 200);
+}
+
+/// A CRL update that revokes the certificate in use is taken at the next reload: the
+/// reload is accepted, and that (tenant, role) pair alone is disabled with
+/// `CertificateRevoked`.
+#[tokio::test]
+async fn a_crl_update_revoking_the_running_certificate_disables_its_pair() {
+    let dir = dmp_auth_copy();
+    let pki = passerelle_certs_test::shared_test_pki().expect("PKI");
+    let revoked = &pki.bad["revoked"].files;
+    for (from, to) in [
+        (&revoked.cert, "dmp-auth.cert.pem"),
+        (&revoked.chain, "dmp-auth.chain.pem"),
+        (&revoked.key, "dmp-auth.key.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).expect("copy");
+    }
+    // Started before the CRL listing it was configured.
+    let h = Harness::start_with(Options {
+        tenant_a_dmp_auth_dir: Some(dir.clone()),
+        keys: vec![("trust", "crls", toml::Value::Array(vec![]))],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(dmp_query(&h).await.status, 200);
+
+    let text = std::fs::read_to_string(&h.config_path).expect("config");
+    let mut doc: toml::Table = text.parse().expect("TOML");
+    let Some(toml::Value::Table(trust)) = doc.get_mut("trust") else {
+        panic!("no [trust]");
+    };
+    trust.insert(
+        "crls".into(),
+        toml::Value::Array(vec!["ca/org-intermediate.crl.pem".into()]),
+    );
+    std::fs::write(&h.config_path, toml::to_string(&doc).expect("TOML")).expect("write");
+    let report = h.proxy().proxy.reload().expect("the reload is accepted");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.disables && p.message.contains("revoked")),
+        "{:?}",
+        report.problems
+    );
+    let reply = dmp_query(&h).await;
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.text().contains("CertificateRevoked"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(insi_search(&h).await.status, 200, "the other pairs serve");
+    let (status, ready) = h.admin("/readyz").await;
+    assert_eq!(status, 200);
+    assert!(
+        ready.contains("degraded ch-test-a dmp_auth CertificateRevoked"),
+        "{ready}"
+    );
+    let (_, metrics) = h.admin("/metrics").await;
+    assert!(
+        metrics
+            .contains("passerelle_certificate_revoked{tenant=\"ch-test-a\",role=\"dmp_auth\"} 1"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

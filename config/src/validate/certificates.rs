@@ -177,15 +177,17 @@ impl Validator {
             }
         }
         if info.not_before > self.now {
-            err(
-                self,
+            self.disabling(
+                &main_file,
+                field,
                 format!("not valid before {} (not yet valid)", date(info.not_before)),
             );
         }
         let days_left = info.days_left(self.now);
         if info.not_after <= self.now {
-            err(
-                self,
+            self.disabling(
+                &main_file,
+                field,
                 format!(
                     "expired on {} ({} days ago): renew it on the IGC-Santé portal",
                     date(info.not_after),
@@ -201,7 +203,7 @@ impl Validator {
             );
         }
         let chain = self.anchor(&mut err, &raw, trust);
-        self.revocation(&raw, trust, &main_file, field);
+        let revoked = self.revocation(&raw, trust, &main_file, field);
         let (intermediates_der, anchor_der) = chain?;
         Some(CertMaterial {
             role,
@@ -211,7 +213,16 @@ impl Validator {
             anchor_der,
             key: key?,
             source: main_file,
+            revoked,
         })
+    }
+
+    /// An error that disables only this certificate's (tenant, role) pair at run time.
+    fn disabling(&mut self, file: &Path, field: &str, message: String) {
+        self.problem(Severity::Error, Some(file), field, message);
+        if let Some(p) = self.problems.last_mut() {
+            p.disables = true;
+        }
     }
 
     /// Builds the chain to a configured anchor, ignoring time (reported separately):
@@ -274,13 +285,15 @@ impl Validator {
         }
     }
 
+    /// Looks the leaf up in the CRLs its issuer signed; returns when and by which CRL
+    /// it was revoked.
     fn revocation(
         &mut self,
         raw: &material::RawMaterial,
         trust: &TenantTrust,
         file: &Path,
         field: &str,
-    ) {
+    ) -> Option<String> {
         let issuers: Vec<&X509> = raw
             .supplied_chain
             .iter()
@@ -306,15 +319,16 @@ impl Validator {
                 continue;
             }
             if let openssl::x509::CrlStatus::Revoked(entry) = crl.get_by_cert(&raw.leaf) {
-                let when = entry.revocation_date().to_string();
-                self.problem(
-                    Severity::Error,
-                    Some(file),
-                    field,
-                    format!("revoked on {when} according to {}", crl_path.display()),
+                let reason = format!(
+                    "revoked on {} according to {}",
+                    entry.revocation_date(),
+                    crl_path.display()
                 );
+                self.disabling(file, field, reason.clone());
+                return Some(reason);
             }
         }
+        None
     }
 }
 

@@ -1,7 +1,7 @@
 //! `[[clients]]`: the internal systems allowed to use the proxy, their credentials,
 //! sources, tenants, services and rates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
@@ -19,12 +19,20 @@ impl Validator {
             );
         }
         let mut names = BTreeSet::new();
+        // (key, digest) -> the field that declared it first.
+        let mut credentials: BTreeMap<(String, [u8; 32]), String> = BTreeMap::new();
         let mut out = Vec::new();
         for (index, c) in raw.clients.iter().enumerate() {
             let field = format!("clients[{index}]");
             let mut ok = true;
             if c.name.trim().is_empty() {
                 self.error(&format!("{field}.name"), "must not be empty");
+                ok = false;
+            } else if c.name == crate::UNATTRIBUTED {
+                self.error(
+                    &format!("{field}.name"),
+                    format!("{:?} is reserved (the metrics' label of requests not attributed to a client): choose another name", c.name),
+                );
                 ok = false;
             } else if !names.insert(c.name.clone()) {
                 self.error(
@@ -63,26 +71,27 @@ impl Validator {
                     "empty: this client can connect from nowhere",
                 );
             }
-            let mut digest = |name: &str, value: &Option<String>| -> Option<[u8; 32]> {
-                let v = value.as_ref()?;
-                let cleaned: String = v.chars().filter(|c| *c != ':').collect();
-                match hex::decode(&cleaned)
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            let mut digest = |v: &mut Self, name: &str, value: &Option<String>| {
+                let value = value.as_ref()?;
+                let field = format!("{field}.{name}");
+                let d = v.sha256_hex(&field, value);
+                ok &= d.is_some();
+                // Two clients with one credential: the first would win silently.
+                if let Some(d) = d
+                    && let Some(first) = credentials.insert((name.to_string(), d), field.clone())
                 {
-                    Some(d) => Some(d),
-                    None => {
-                        self.error(
-                            &format!("{field}.{name}"),
-                            "must be a SHA-256 in hexadecimal (64 digits, ':' allowed)",
-                        );
-                        ok = false;
-                        None
-                    }
+                    v.error(
+                        &field,
+                        format!(
+                            "the same {name} as {first}: each client needs its own credential, or requests would be taken for the first one's"
+                        ),
+                    );
+                    ok = false;
                 }
+                d
             };
-            let token = digest("token_sha256", &c.token_sha256);
-            let cert = digest("cert_sha256", &c.cert_sha256);
+            let token = digest(self, "token_sha256", &c.token_sha256);
+            let cert = digest(self, "cert_sha256", &c.cert_sha256);
             if c.token_sha256.is_none() && c.cert_sha256.is_none() && c.cert_subject.is_none() {
                 self.error(
                     &field,

@@ -7,6 +7,7 @@
 //! timeouts, and checking secret file permissions. The entry points and the pass over
 //! the whole file are in `run`; each area of the file has its own module.
 
+mod audit;
 mod certificates;
 mod clients;
 mod dmp;
@@ -16,6 +17,8 @@ mod listener;
 mod run;
 mod software;
 mod tenants;
+#[cfg(test)]
+mod tests;
 mod trust;
 
 use std::net::SocketAddr;
@@ -28,6 +31,7 @@ use crate::file::TimeoutsSection;
 use crate::model::Timeouts;
 use crate::report::{CertificateReport, Problem, Severity};
 
+pub use audit::shared_write_mode;
 pub use run::{ConfigError, Inspection, inspect, inspect_at, load};
 
 struct Validator {
@@ -48,6 +52,7 @@ impl Validator {
             field: field.to_string(),
             message,
             certificate: None,
+            disables: false,
         });
     }
 
@@ -67,13 +72,43 @@ impl Validator {
         }
     }
 
+    /// An address to listen on: `ip:port`, or `name:port` resolved once, here (the
+    /// first loopback address the name resolves to, else its first address).
     fn socket_addr(&mut self, field: &str, value: &str) -> Option<SocketAddr> {
-        match value.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
+        if let Ok(a) = value.parse() {
+            return Some(a);
+        }
+        let shape = || {
+            format!(
+                "{value:?} is not an address of the form host:port (e.g. \"127.0.0.1:8080\" or \"localhost:8080\")"
+            )
+        };
+        let Some((host, port)) = value.rsplit_once(':') else {
+            self.error(field, shape());
+            return None;
+        };
+        if host.is_empty() || host.contains(':') || port.parse::<u16>().is_err() {
+            self.error(field, shape());
+            return None;
+        }
+        use std::net::ToSocketAddrs;
+        match value.to_socket_addrs() {
+            Ok(found) => {
+                let found: Vec<SocketAddr> = found.collect();
+                let chosen = found
+                    .iter()
+                    .find(|a| a.ip().is_loopback())
+                    .or(found.first())
+                    .copied();
+                if chosen.is_none() {
+                    self.error(field, format!("host name {host:?} resolves to no address"));
+                }
+                chosen
+            }
+            Err(e) => {
                 self.error(
                     field,
-                    format!("{value:?} is not an address of the form host:port (e.g. \"127.0.0.1:8080\")"),
+                    format!("cannot resolve host name {host:?}: {e} (give an IP address, or a name this host resolves)"),
                 );
                 None
             }
@@ -125,6 +160,21 @@ impl Validator {
             request: request?,
             idle: idle?,
         })
+    }
+
+    /// A SHA-256 written in hexadecimal (64 digits, `:` allowed between them).
+    fn sha256_hex(&mut self, field: &str, value: &str) -> Option<[u8; 32]> {
+        let cleaned: String = value.chars().filter(|c| *c != ':').collect();
+        let digest = hex::decode(&cleaned)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        if digest.is_none() {
+            self.error(
+                field,
+                "must be a SHA-256 in hexadecimal (64 digits, ':' allowed)",
+            );
+        }
+        digest
     }
 
     /// Key files must not be readable by group or others unless the operator opts in.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::Validator;
 use crate::file::ConfigFile;
-use crate::model::{Audit, Config};
+use crate::model::Config;
 use crate::report::{CertificateReport, Problem, Severity};
 
 /// Everything [`inspect`] found.
@@ -22,8 +22,15 @@ pub struct Inspection {
 }
 
 impl Inspection {
+    /// Any error, including those that only disable a certificate's (tenant, role)
+    /// pair: `passerelle check` exits 1 on these.
     pub fn has_errors(&self) -> bool {
         self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+
+    /// An error that prevents `run` (or a reload): every error but the disabling ones.
+    pub fn has_blocking_errors(&self) -> bool {
+        self.problems.iter().any(Problem::blocks)
     }
 }
 
@@ -76,7 +83,7 @@ pub fn inspect_at(path: &Path, now: OffsetDateTime) -> Inspection {
         expiry_warning_days: 30,
     };
     let config = v.run();
-    let config = if v.problems.iter().any(|p| p.severity == Severity::Error) {
+    let config = if v.problems.iter().any(Problem::blocks) {
         None
     } else {
         config.map(|mut c| {
@@ -134,12 +141,29 @@ impl Validator {
                 format!("same address as listener.address ({l})"),
             );
         }
+        // None: invalid; Some(None): no token asked.
+        let admin_token = match &raw.admin.token_sha256 {
+            None => Some(None),
+            Some(t) => self.sha256_hex("admin.token_sha256", t).map(Some),
+        };
+        let audit = self.audit(&raw.audit);
         let software = self.software(&raw.software);
         let trust = self.tenant_trust(&raw.trust);
         let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d));
         let insi = raw.insi.as_ref().and_then(|i| self.insi(i));
         let tenants = self.tenants(&raw, &trust);
         let clients = self.clients(&raw, &tenants);
+        if let Some(Some(admin)) = admin_token
+            && let Some(c) = clients.iter().find(|c| c.token_sha256 == Some(admin))
+        {
+            self.warning(
+                "admin.token_sha256",
+                format!(
+                    "the same token as client {:?}: give the admin listener its own token (whoever holds it reads the metrics)",
+                    c.name
+                ),
+            );
+        }
         let listener_tls = raw.listener.tls.as_ref().and_then(|t| self.listener_tls(t));
         if raw
             .listener
@@ -160,6 +184,7 @@ impl Validator {
             path: self.config_path.clone(),
             listener: listener?,
             admin: admin?,
+            admin_token_sha256: admin_token?,
             software: software?,
             dmp,
             insi,
@@ -168,12 +193,7 @@ impl Validator {
             security: raw.security.clone(),
             listener_tls,
             limits: self.limits(&raw)?,
-            audit: Audit {
-                path: self.resolve(&raw.audit.path),
-                rotate_bytes: raw.audit.rotate_bytes,
-                rotate_daily: raw.audit.rotate_daily,
-                fsync: raw.audit.fsync,
-            },
+            audit: audit?,
             warnings: Vec::new(),
         })
     }

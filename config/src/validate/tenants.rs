@@ -8,8 +8,9 @@ use std::path::Path;
 use super::Validator;
 use super::trust::TenantTrust;
 use crate::file::ConfigFile;
-use crate::ids::{CertRole, StructureId, TenantId};
-use crate::model::Tenant;
+use crate::ids::{CertRole, StructureId, StructureKind, TenantId};
+use crate::material::insi_role_of;
+use crate::model::{CertMaterial, Tenant};
 use crate::report::{CertificateKey, CertificateReport, Severity, Status};
 
 impl Validator {
@@ -28,6 +29,13 @@ impl Validator {
         for (index, t) in raw.tenants.iter().enumerate() {
             let field = format!("tenants[{index}]");
             let id = match t.id.parse::<TenantId>() {
+                Ok(id) if id.as_str() == crate::UNATTRIBUTED => {
+                    self.error(
+                        &format!("{field}.id"),
+                        format!("{id:?} is reserved (the metrics' label of requests not attributed to a tenant): choose another id"),
+                    );
+                    None
+                }
                 Ok(id) => {
                     if !seen_ids.insert(id.clone()) {
                         self.error(
@@ -44,6 +52,7 @@ impl Validator {
             };
             let structure = match t.structure_id.parse::<StructureId>() {
                 Ok(s) => {
+                    self.finess_key(&format!("{field}.structure_id"), &s);
                     if let Some(other) = seen_structures.insert(s.to_string(), t.id.clone()) {
                         self.warning(
                             &format!("{field}.structure_id"),
@@ -68,7 +77,10 @@ impl Validator {
                     Ok(s) if geographic.contains(&s) => {
                         self.warning(&gfield, format!("{s} is listed twice"))
                     }
-                    Ok(s) => geographic.push(s),
+                    Ok(s) => {
+                        self.finess_key(&gfield, &s);
+                        geographic.push(s)
+                    }
                     Err(e) => self.error(&gfield, e.to_string()),
                 }
             }
@@ -141,14 +153,22 @@ impl Validator {
                 }
             }
             // The DMP compares the VIHF Issuer (SIGN subject) with the TLS client subject.
+            // An INSi certificate in a DMP role is already reported on its own field.
+            let insi_cn = |m: &CertMaterial| insi_role_of(&m.info).is_some();
             match (certificates.get(&CertRole::DmpAuth), certificates.get(&CertRole::DmpSign)) {
-                (Some(auth), Some(sign)) if auth.info.subject != sign.info.subject => self.error(
-                    &format!("{field}.certificates.dmp_sign"),
-                    format!(
-                        "subject {:?} differs from dmp_auth's {:?}: the DMP expects the ORG SIGN and ORG AUTH_CLI certificates to carry the same DN",
-                        sign.info.subject, auth.info.subject
-                    ),
-                ),
+                (Some(auth), Some(sign))
+                    if auth.info.subject != sign.info.subject
+                        && !insi_cn(auth)
+                        && !insi_cn(sign) =>
+                {
+                    self.error(
+                        &format!("{field}.certificates.dmp_sign"),
+                        format!(
+                            "subject {:?} differs from dmp_auth's {:?}: the DMP expects the ORG SIGN and ORG AUTH_CLI certificates to carry the same DN",
+                            sign.info.subject, auth.info.subject
+                        ),
+                    )
+                }
                 _ => {}
             }
             let has = |role| sources.iter().any(|(r, s)| *r == role && s.is_some());
@@ -175,5 +195,30 @@ impl Validator {
             }
         }
         tenants
+    }
+
+    /// A FINESS structure id whose 9th character is not its check key.
+    fn finess_key(&mut self, field: &str, id: &StructureId) {
+        if id.kind() != StructureKind::Finess {
+            return;
+        }
+        let number = id.number();
+        match id.expected_finess_key() {
+            Some(key) if number.ends_with(key) => {}
+            Some(key) => self.error(
+                field,
+                format!(
+                    "FINESS {number} fails its check key: its 9th character is {:?}, the key of {} is {key:?} (Luhn over the first 8 characters): check the number against the FINESS register",
+                    number.chars().nth(8).unwrap_or(' '),
+                    &number[..8]
+                ),
+            ),
+            None => self.warning(
+                field,
+                format!(
+                    "FINESS {number}: its check key cannot be verified (letters other than the A / B of Corsica's 2A / 2B)"
+                ),
+            ),
+        }
     }
 }

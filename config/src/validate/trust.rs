@@ -32,6 +32,56 @@ impl Validator {
         out
     }
 
+    /// Reads trust anchors, one file after another: each certificate must be a root
+    /// (self-issued and self-signed). For `[trust]`, an intermediate is an error (chain
+    /// building needs the root, and `trust.intermediates` is where intermediates go);
+    /// for an upstream's anchors, where any certificate of the server's chain can end
+    /// the path, a warning.
+    fn anchor_files(&mut self, field: &str, paths: &[PathBuf], tenant_trust: bool) -> Vec<X509> {
+        let mut out = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let full = self.resolve(p);
+            let certs = match material::read_certificates(&full) {
+                Ok(certs) => certs,
+                Err(e) => {
+                    self.problem(Severity::Error, Some(&full), &format!("{field}[{i}]"), e);
+                    continue;
+                }
+            };
+            for cert in &certs {
+                if is_root(cert) {
+                    continue;
+                }
+                let info = cert
+                    .to_der()
+                    .ok()
+                    .and_then(|der| crate::material::CertificateInfo::from_der(&der).ok());
+                let (subject, issuer) = info.map(|i| (i.subject, i.issuer)).unwrap_or_default();
+                let (severity, advice) = if tenant_trust {
+                    (
+                        Severity::Error,
+                        "move it to trust.intermediates and name the root it chains to (its issuer) in trust.anchors",
+                    )
+                } else {
+                    (
+                        Severity::Warning,
+                        "the server's chain is accepted up to it, but name the root it chains to (its issuer) instead, so that a server certificate from a renewed intermediate is still accepted",
+                    )
+                };
+                self.problem(
+                    severity,
+                    Some(&full),
+                    &format!("{field}[{i}]"),
+                    format!(
+                        "{subject:?} is not a root but an intermediate issued by {issuer:?}: {advice}"
+                    ),
+                );
+            }
+            out.extend(certs);
+        }
+        out
+    }
+
     fn crl_files(&mut self, field: &str, paths: &[PathBuf]) -> Vec<(PathBuf, X509Crl)> {
         let mut out = Vec::new();
         for (i, p) in paths.iter().enumerate() {
@@ -74,7 +124,7 @@ impl Validator {
             );
         }
         TenantTrust {
-            anchors: self.certificate_files("trust.anchors", &t.anchors),
+            anchors: self.anchor_files("trust.anchors", &t.anchors, true),
             intermediates: self.certificate_files("trust.intermediates", &t.intermediates),
             crls: self.crl_files("trust.crls", &t.crls),
         }
@@ -93,7 +143,7 @@ impl Validator {
             );
         }
         let anchors = self
-            .certificate_files(&format!("{section}.trust_anchors"), anchors)
+            .anchor_files(&format!("{section}.trust_anchors"), anchors, false)
             .iter()
             .filter_map(|c| c.to_der().ok())
             .collect();
@@ -104,4 +154,12 @@ impl Validator {
             .collect();
         UpstreamTrust { anchors, crls }
     }
+}
+
+/// A root: issued by itself (names and key identifiers) and signed by its own key.
+fn is_root(cert: &X509) -> bool {
+    cert.issued(cert) == openssl::x509::X509VerifyResult::OK
+        && cert
+            .public_key()
+            .is_ok_and(|key| cert.verify(&key).unwrap_or(false))
 }

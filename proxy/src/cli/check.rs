@@ -1,12 +1,16 @@
-//! `passerelle check`: one row per configured certificate, then every problem found.
+//! `passerelle check`: one row per configured certificate, then every problem found;
+//! with `--online`, then one TLS handshake per tenant certificate and upstream
+//! ([`passerelle_proxy::probe`]).
 //!
-//! Exit status: 0 when there is no error (warnings allowed), 1 when there is one.
+//! Exit status: 0 when there is no error (warnings allowed), 1 when there is one
+//! (an online probe that fails is one).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use passerelle_config::{CertificateReport, Inspection, Severity};
+use passerelle_proxy::probe::{self, Outcome, Probe};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -16,31 +20,75 @@ pub struct CheckArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Then connect to each upstream (DMP, INSi) with each tenant's certificate: a TLS
+    /// handshake, nothing sent; each failure is named by the setting to fix.
+    #[arg(long)]
+    online: bool,
+}
+
+/// The online part of the report.
+enum Online {
+    /// `--online` not asked.
+    NotAsked,
+    /// Not run: the configuration does not load.
+    Skipped(&'static str),
+    Probes(Vec<Probe>),
+}
+
+impl Online {
+    fn failed(&self) -> bool {
+        match self {
+            Self::NotAsked => false,
+            Self::Skipped(_) => true,
+            Self::Probes(p) => p.iter().any(|p| p.outcome == Outcome::Error),
+        }
+    }
 }
 
 pub fn run(args: &CheckArgs) -> ExitCode {
     let inspection = passerelle_config::inspect(&args.config);
+    let online = match (&inspection.config, args.online) {
+        (_, false) => Online::NotAsked,
+        (None, true) => {
+            Online::Skipped("the configuration has errors that stop Passerelle: fix them first")
+        }
+        (Some(config), true) => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => Online::Probes(
+                runtime.block_on(probe::probe_all(config, time::OffsetDateTime::now_utc())),
+            ),
+            Err(_) => Online::Skipped("cannot start the async runtime"),
+        },
+    };
     let text = if args.json {
-        json_report(&args.config, &inspection)
+        json_report(&args.config, &inspection, &online)
     } else {
-        table_report(&args.config, &inspection)
+        table_report(&args.config, &inspection) + &online_report(&online)
     };
     // A closed stdout (`| head`) is not an error of the configuration.
     let _ = std::io::stdout().write_all(text.as_bytes());
-    if inspection.has_errors() {
+    if inspection.has_errors() || online.failed() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
 }
 
-fn json_report(config: &std::path::Path, inspection: &Inspection) -> String {
-    let value = serde_json::json!({
+fn json_report(config: &std::path::Path, inspection: &Inspection, online: &Online) -> String {
+    let mut value = serde_json::json!({
         "config": config,
-        "ok": !inspection.has_errors(),
+        "ok": !inspection.has_errors() && !online.failed(),
         "certificates": inspection.certificates,
         "problems": inspection.problems,
     });
+    match online {
+        Online::NotAsked => {}
+        Online::Skipped(why) => value["online"] = serde_json::json!({ "skipped": why }),
+        Online::Probes(p) => value["online"] = serde_json::json!(p),
+    }
     let mut text =
         serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     text.push('\n');
@@ -125,6 +173,57 @@ fn table_report(config: &std::path::Path, inspection: &Inspection) -> String {
             "configuration OK"
         } else {
             "configuration REFUSED"
+        }
+    ));
+    out
+}
+
+/// The online probes: one line each, then the failures with the setting to fix.
+fn online_report(online: &Online) -> String {
+    let probes = match online {
+        Online::NotAsked => return String::new(),
+        Online::Skipped(why) => return format!("\nonline checks not run: {why}\n"),
+        Online::Probes(p) => p,
+    };
+    let mut out = String::from(
+        "\nonline checks (TLS handshake with each tenant certificate, nothing sent):\n",
+    );
+    let width = |f: fn(&Probe) -> usize| probes.iter().map(f).max().unwrap_or(0);
+    let (tw, rw, uw) = (
+        width(|p| p.tenant.len()),
+        width(|p| p.role.len()),
+        width(|p| p.upstream.len()),
+    );
+    for p in probes {
+        let status = match p.outcome {
+            Outcome::Ok => "ok",
+            Outcome::Error => "ERROR",
+            Outcome::Skipped => "skipped",
+        };
+        let line = match (&p.setting, &p.tls_version) {
+            (Some(setting), _) => format!("{setting}: {}", p.message),
+            (None, Some(v)) => format!("{} ({v})", p.message),
+            (None, None) => p.message.clone(),
+        };
+        out.push_str(&format!(
+            "  {status:<7}  {:<tw$}  {:<rw$}  {:<uw$}  {line}\n",
+            p.tenant, p.role, p.upstream
+        ));
+        if let Some(detail) = p.detail.as_ref().filter(|_| p.outcome == Outcome::Error) {
+            out.push_str(&format!("           ({detail})\n"));
+        }
+    }
+    let failed = probes
+        .iter()
+        .filter(|p| p.outcome == Outcome::Error)
+        .count();
+    out.push_str(&format!(
+        "\n{} handshake(s), {failed} failed: {}\n",
+        probes.len(),
+        if failed == 0 {
+            "upstreams OK"
+        } else {
+            "upstreams REFUSED"
         }
     ));
     out

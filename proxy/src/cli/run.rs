@@ -16,11 +16,7 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 /// How often expiring certificates are reported.
 const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+use super::logs::LogFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -30,35 +26,21 @@ pub struct RunArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// On SIGTERM, how long to keep serving new requests while `/readyz` already
+    /// answers 503 "draining", so that load balancers stop sending first.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
     /// Log lines for people (default) or one JSON object per line.
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
 }
 
-fn init_logs(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PASSERELLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-    }
-}
-
 pub fn run(args: &RunArgs) -> ExitCode {
-    init_logs(args.log_format);
+    super::logs::init(args.log_format);
     let inspection = passerelle_config::inspect(&args.config);
-    for problem in &inspection.problems {
-        match problem.severity {
-            passerelle_config::Severity::Error => tracing::error!(%problem, "configuration"),
-            passerelle_config::Severity::Warning => tracing::warn!(%problem, "configuration"),
-        }
-    }
-    let has_errors = inspection.has_errors();
-    let Some(config) = inspection.config.filter(|_| !has_errors) else {
+    log_problems(&inspection.problems, "start");
+    let blocked = inspection.has_blocking_errors();
+    let Some(config) = inspection.config.filter(|_| !blocked) else {
         tracing::error!(
             config = %args.config.display(),
             "not started: fix the errors above (passerelle check --config ...)"
@@ -75,10 +57,14 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, args.grace))
+    runtime.block_on(serve(config, args.grace, args.drain_delay))
 }
 
-async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
+async fn serve(
+    config: passerelle_config::Config,
+    grace: Duration,
+    drain_delay: Duration,
+) -> ExitCode {
     let (listen, admin) = (config.listener, config.admin);
     let proxy = match ProxyState::new(config)
         .map_err(passerelle_proxy::runtime::StartError::from)
@@ -122,23 +108,67 @@ async fn serve(config: passerelle_config::Config, grace: Duration) -> ExitCode {
     wait_for_stop(&proxy).await;
     watcher.abort();
     warner.abort();
-    stop(running, grace).await;
+    stop(running, grace, drain_delay).await;
     ExitCode::SUCCESS
 }
 
-async fn stop(running: RunningProxy, grace: Duration) {
+async fn stop(running: RunningProxy, grace: Duration, drain_delay: Duration) {
+    running.drain();
+    if !drain_delay.is_zero() {
+        tracing::info!(
+            drain_delay_s = drain_delay.as_secs_f64(),
+            "draining: /readyz answers 503, requests still served"
+        );
+        tokio::time::sleep(drain_delay).await;
+    }
     tracing::info!(
         grace_s = grace.as_secs(),
-        "stopping: no new connections, finishing in-flight requests"
+        "stopping: no new connections, finishing in-flight requests; /readyz answers 503 draining"
     );
     running.shutdown(grace).await;
     // Every answered request waited for its audit line: the trail is complete.
     tracing::info!("stopped");
 }
 
+/// One line per problem: errors (those that disable a tenant's certificate role
+/// included) at error level, warnings (expiry within `expiry_warning_days`) at warn.
+fn log_problems(problems: &[passerelle_config::Problem], when: &str) {
+    for problem in problems {
+        match problem.severity {
+            passerelle_config::Severity::Error => tracing::error!(
+                when,
+                %problem,
+                disables = problem.disables,
+                "configuration"
+            ),
+            passerelle_config::Severity::Warning => {
+                tracing::warn!(when, %problem, "configuration")
+            }
+        }
+    }
+}
+
 fn reload(proxy: &Proxy, why: &str) {
     match proxy.reload() {
-        Ok(()) => tracing::info!(trigger = why, "configuration and certificates reloaded"),
+        Ok(report) => {
+            log_problems(&report.problems, "reload");
+            for (tenant, role, before, after) in &report.certificates {
+                tracing::info!(
+                    tenant = %tenant,
+                    role = %role,
+                    serial_before = before.as_deref().unwrap_or("-"),
+                    serial_after = after.as_deref().unwrap_or("-"),
+                    "certificate changed"
+                );
+            }
+            tracing::info!(
+                trigger = why,
+                pools_kept = report.pools_kept,
+                pools_rebuilt = report.pools_built.len(),
+                rebuilt = ?report.pools_built,
+                "configuration and certificates reloaded"
+            );
+        }
         Err(reasons) => {
             for reason in &reasons {
                 tracing::error!(trigger = why, %reason, "reload refused");

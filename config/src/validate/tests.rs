@@ -1,0 +1,419 @@
+//! What `check` used to accept and `run` then refused or misused (issue 13, point 4),
+//! one test per gap, on the test PKI's sandbox configuration with one change each; and
+//! the `[admin] token_sha256` and `[audit] instance` settings.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use passerelle_certs_test::{Manifest, shared_test_pki};
+
+use super::{Inspection, inspect};
+use crate::report::{Problem, Severity};
+
+fn pki() -> Manifest {
+    shared_test_pki().expect("test PKI")
+}
+
+/// The sandbox configuration with absolute paths, so it can be written anywhere.
+fn sandbox_text(m: &Manifest) -> String {
+    let dir = m.dir.display().to_string();
+    std::fs::read_to_string(m.path(&m.config))
+        .expect("sandbox configuration")
+        .replace("\"ca/", &format!("\"{dir}/ca/"))
+        .replace("\"tenants/", &format!("\"{dir}/tenants/"))
+}
+
+/// A configuration written in its own temporary folder, and its inspection.
+struct Case {
+    dir: tempfile::TempDir,
+    inspection: Inspection,
+}
+
+impl Case {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("passerelle.toml");
+        std::fs::write(&path, text).expect("write");
+        let inspection = inspect(&path);
+        Self { dir, inspection }
+    }
+
+    /// The problems on `field`.
+    fn on(&self, field: &str) -> Vec<&Problem> {
+        self.inspection
+            .problems
+            .iter()
+            .filter(|p| p.field == field)
+            .collect()
+    }
+
+    /// The one error on `field` whose message holds every word of `words`.
+    fn error(&self, field: &str, words: &[&str]) -> &Problem {
+        let found: Vec<_> = self
+            .on(field)
+            .into_iter()
+            .filter(|p| {
+                p.severity == Severity::Error && words.iter().all(|w| p.message.contains(w))
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one error on {field} with {words:?}, got:\n{}",
+            self.listing()
+        );
+        found[0]
+    }
+
+    fn listing(&self) -> String {
+        self.inspection
+            .problems
+            .iter()
+            .map(|p| format!("  {p}\n"))
+            .collect()
+    }
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not in the configuration");
+    text.replacen(from, to, 1)
+}
+
+const SANDBOX_TOKEN: &str = "24b9cd79145e7e5dbc8a202c85b29f5c13a1b7a9bf060a5d9dfa6c1e756c0a92";
+
+#[test]
+fn the_sandbox_passes_with_the_new_checks() {
+    let m = pki();
+    let case = Case::new(&sandbox_text(&m));
+    assert!(!case.inspection.has_errors(), "{}", case.listing());
+    let config = case.inspection.config.as_ref().expect("config");
+    assert_eq!(config.admin_token_sha256, None);
+    assert!(
+        !config.audit.instance.is_empty(),
+        "defaults to the host name"
+    );
+}
+
+#[test]
+fn two_clients_with_one_token_are_refused() {
+    let m = pki();
+    // The same digest, written in upper case with ':' separators: still the same token.
+    let upper: String = SANDBOX_TOKEN
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let text = format!(
+        "{}\n[[clients]]\nname = \"dpi\"\nsource_cidrs = [\"10.0.0.0/8\"]\ntoken_sha256 = \"{upper}\"\ntenants = [\"ch-test-a\"]\nservices = [\"insi\"]\n",
+        sandbox_text(&m)
+    );
+    let case = Case::new(&text);
+    let p = case.error(
+        "clients[1].token_sha256",
+        &[
+            "the same token_sha256 as clients[0].token_sha256",
+            "own credential",
+        ],
+    );
+    assert_eq!(p.severity, Severity::Error);
+    assert!(case.inspection.config.is_none());
+}
+
+#[test]
+fn two_clients_with_one_certificate_fingerprint_are_refused() {
+    let m = pki();
+    let fingerprint = "ab".repeat(32);
+    let client = |name: &str, fp: &str| {
+        format!(
+            "\n[[clients]]\nname = \"{name}\"\nsource_cidrs = [\"10.0.0.0/8\"]\ncert_sha256 = \"{fp}\"\ntenants = [\"ch-test-a\"]\nservices = [\"insi\"]\n"
+        )
+    };
+    let text = sandbox_text(&m)
+        + &client("dpi", &fingerprint)
+        + &client("lab", &fingerprint.to_ascii_uppercase());
+    let case = Case::new(&text);
+    case.error(
+        "clients[2].cert_sha256",
+        &["the same cert_sha256 as clients[1].cert_sha256"],
+    );
+}
+
+fn with_audit(m: &Manifest, path: &Path) -> String {
+    format!(
+        "{}\n[audit]\npath = \"{}\"\n",
+        sandbox_text(m),
+        path.display()
+    )
+}
+
+#[test]
+fn an_audit_path_that_cannot_be_written_is_refused() {
+    let m = pki();
+    let scratch = tempfile::tempdir().expect("tempdir");
+
+    // Its folder would have to be created under a file.
+    let file = scratch.path().join("plain-file");
+    std::fs::write(&file, "x").expect("write");
+    let case = Case::new(&with_audit(&m, &file.join("audit/trail.jsonl")));
+    case.error(
+        "audit.path",
+        &[&file.display().to_string(), "is not a folder"],
+    );
+
+    // The path is a folder.
+    let case = Case::new(&with_audit(&m, scratch.path()));
+    case.error("audit.path", &["is not a file"]);
+
+    // A folder group or others may write: `run` refuses it, so does `check`.
+    let shared = scratch.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+    let case = Case::new(&with_audit(&m, &shared.join("trail.jsonl")));
+    case.error(
+        "audit.path",
+        &[
+            "the trail's folder",
+            "writable by group or others (mode 0770)",
+            "chmod go-w",
+        ],
+    );
+
+    // An existing trail others may write.
+    let own = scratch.path().join("own");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let trail = own.join("trail.jsonl");
+    std::fs::write(&trail, "").expect("write");
+    std::fs::set_permissions(&trail, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let case = Case::new(&with_audit(&m, &trail));
+    case.error("audit.path", &["the trail", "(mode 0666)"]);
+
+    // A folder this process may not write (not testable as root, who may write anywhere
+    // on a writable file system).
+    let locked = scratch.path().join("locked");
+    std::fs::create_dir(&locked).expect("mkdir");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    if std::fs::write(locked.join("probe"), "").is_err() {
+        let case = Case::new(&with_audit(&m, &locked.join("sub/trail.jsonl")));
+        case.error(
+            "audit.path",
+            &[
+                "cannot create the trail's folder",
+                &locked.display().to_string(),
+                "not writable",
+            ],
+        );
+        let case = Case::new(&with_audit(&m, &locked.join("trail.jsonl")));
+        case.error("audit.path", &["cannot create the trail", "not writable"]);
+    }
+    let _ = std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700));
+
+    // Nothing was created by the check itself.
+    let case = Case::new(&with_audit(&m, &scratch.path().join("new/dir/trail.jsonl")));
+    assert!(case.on("audit.path").is_empty(), "{}", case.listing());
+    assert!(!scratch.path().join("new").exists());
+}
+
+#[test]
+fn a_finess_with_a_wrong_check_key_is_refused() {
+    let m = pki();
+    let a = &m.tenants[0];
+    // 69001000 has key 4: 1690010009 has the right shape and the wrong key.
+    let text = replace_once(
+        &sandbox_text(&m),
+        &format!("structure_id = \"{}\"", a.structure_id),
+        "structure_id = \"1690010009\"",
+    );
+    let text = replace_once(
+        &text,
+        &format!("\"{}\"", a.geographic_structure_ids[1]),
+        "\"1690010021\"",
+    );
+    let case = Case::new(&text);
+    case.error(
+        "tenants[0].structure_id",
+        &[
+            "FINESS 690010009 fails its check key",
+            "the key of 69001000 is '4'",
+        ],
+    );
+    case.error(
+        "tenants[0].geographic_structure_ids[1]",
+        &["FINESS 690010021 fails its check key", "is '0'"],
+    );
+    // Corsica's letters count for the key: a published 2B number passes.
+    let text = replace_once(
+        &sandbox_text(&m),
+        &format!("\"{}\"", a.geographic_structure_ids[1]),
+        "\"12B0000020\"",
+    );
+    let case = Case::new(&text);
+    assert!(
+        case.on("tenants[0].geographic_structure_ids[1]").is_empty(),
+        "{}",
+        case.listing()
+    );
+}
+
+#[test]
+fn an_insi_certificate_as_dmp_auth_is_blamed_on_dmp_auth() {
+    let m = pki();
+    let a = &m.tenants[0];
+    let text = sandbox_text(&m)
+        .replace(
+            &m.path(&a.dmp_auth.cert).display().to_string(),
+            &m.path(&a.insi_auto.cert).display().to_string(),
+        )
+        .replace(
+            &m.path(&a.dmp_auth.chain).display().to_string(),
+            &m.path(&a.insi_auto.chain).display().to_string(),
+        )
+        .replace(
+            &m.path(&a.dmp_auth.key).display().to_string(),
+            &m.path(&a.insi_auto.key).display().to_string(),
+        );
+    let case = Case::new(&text);
+    case.error(
+        "tenants[0].certificates.dmp_auth",
+        &["this is an INSi certificate (CN INSI-AUTO): put it under insi_auto"],
+    );
+    // Not dmp_sign's DN, which is right.
+    assert!(
+        case.on("tenants[0].certificates.dmp_sign").is_empty(),
+        "{}",
+        case.listing()
+    );
+}
+
+#[test]
+fn an_intermediate_in_the_anchors_is_named_as_such() {
+    let m = pki();
+    let org = m.path(&m.ca.org_intermediate).display().to_string();
+    let root = m.path(&m.ca.root).display().to_string();
+    let text = replace_once(
+        &sandbox_text(&m),
+        &format!("anchors = [\"{root}\"]"),
+        &format!("anchors = [\"{org}\"]"),
+    );
+    let case = Case::new(&text);
+    let p = case.error(
+        "trust.anchors[0]",
+        &[
+            "is not a root but an intermediate",
+            "move it to trust.intermediates",
+        ],
+    );
+    assert_eq!(p.file, PathBuf::from(&org));
+    // An upstream's anchors: a warning (the server's path may end at any anchor).
+    let text = replace_once(
+        &sandbox_text(&m),
+        &format!(
+            "[dmp]\nbase_url = \"https://localhost:9443/si-dmp-server/v2/services\"\ntrust_anchors = [\"{root}\"]"
+        ),
+        &format!(
+            "[dmp]\nbase_url = \"https://localhost:9443/si-dmp-server/v2/services\"\ntrust_anchors = [\"{org}\"]"
+        ),
+    );
+    let case = Case::new(&text);
+    let warnings = case.on("dmp.trust_anchors[0]");
+    assert_eq!(warnings.len(), 1, "{}", case.listing());
+    assert_eq!(warnings[0].severity, Severity::Warning);
+    assert!(warnings[0].message.contains("name the root it chains to"));
+}
+
+#[test]
+fn listener_addresses_may_be_host_names() {
+    let m = pki();
+    let text = replace_once(
+        &sandbox_text(&m),
+        "address = \"127.0.0.1:8080\"",
+        "address = \"localhost:8080\"",
+    );
+    let text = replace_once(
+        &text,
+        "address = \"127.0.0.1:9090\"",
+        "address = \"localhost:9090\"",
+    );
+    let case = Case::new(&text);
+    let config = case
+        .inspection
+        .config
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", case.listing()));
+    assert!(config.listener.ip().is_loopback(), "{}", config.listener);
+    assert_eq!(config.listener.port(), 8080);
+    assert_eq!(config.admin.port(), 9090);
+
+    let text = replace_once(
+        &sandbox_text(&m),
+        "address = \"127.0.0.1:9090\"",
+        "address = \"no-such-host.invalid:9090\"",
+    );
+    let case = Case::new(&text);
+    case.error(
+        "admin.address",
+        &["cannot resolve host name \"no-such-host.invalid\""],
+    );
+    let text = replace_once(
+        &sandbox_text(&m),
+        "address = \"127.0.0.1:9090\"",
+        "address = \"localhost\"",
+    );
+    Case::new(&text).error(
+        "admin.address",
+        &["is not an address of the form host:port"],
+    );
+}
+
+#[test]
+fn admin_token_and_audit_instance() {
+    let m = pki();
+    let text = replace_once(
+        &sandbox_text(&m),
+        "[admin]\naddress = \"127.0.0.1:9090\"\n",
+        &format!(
+            "[admin]\naddress = \"127.0.0.1:9090\"\ntoken_sha256 = \"{}\"\n",
+            SANDBOX_TOKEN.to_ascii_uppercase()
+        ),
+    ) + "\n[audit]\ninstance = \"passerelle-2\"\n";
+    let case = Case::new(&text);
+    let config = case
+        .inspection
+        .config
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", case.listing()));
+    let expected: [u8; 32] = hex::decode(SANDBOX_TOKEN)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    assert_eq!(config.admin_token_sha256, Some(expected));
+    // The sandbox client's token: allowed, with a warning.
+    let warning = &case.on("admin.token_sha256");
+    assert_eq!(warning.len(), 1, "{}", case.listing());
+    assert_eq!(warning[0].severity, Severity::Warning);
+    assert!(warning[0].message.contains("client \"sandbox\""));
+    assert_eq!(config.audit.instance, "passerelle-2");
+    assert!(case.dir.path().exists());
+
+    let text = replace_once(
+        &sandbox_text(&m),
+        "[admin]\naddress = \"127.0.0.1:9090\"\n",
+        "[admin]\naddress = \"127.0.0.1:9090\"\ntoken_sha256 = \"sandbox-token\"\n",
+    ) + "\n[audit]\ninstance = \"two\\nlines\"\n";
+    let case = Case::new(&text);
+    case.error("admin.token_sha256", &["must be a SHA-256 in hexadecimal"]);
+    case.error("audit.instance", &["printable"]);
+}
+
+#[test]
+fn the_unattributed_metric_label_is_not_a_tenant_or_client_name() {
+    let m = pki();
+    let text = sandbox_text(&m)
+        .replacen("id = \"ch-test-b\"", "id = \"none\"", 1)
+        .replacen("name = \"sandbox\"", "name = \"none\"", 1);
+    let case = Case::new(&text);
+    case.error("tenants[1].id", &["reserved", "choose another id"]);
+    case.error("clients[0].name", &["reserved", "choose another name"]);
+}
