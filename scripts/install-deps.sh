@@ -10,6 +10,7 @@ packages=(
   xmlsec1 libxml2-utils           # reference verifier and xmllint for tests
   curl ca-certificates            # the sandbox's sample requests
   prometheus                      # promtool: checks deploy/prometheus's alert rules in the tests
+  tinyproxy                       # the real forward proxy of the egress tests
 )
 # `--bench`: what the load comparison needs besides (nginx as the reference proxy, a font
 # for the chart).
@@ -30,12 +31,15 @@ fi
 echo "install-deps: installing ${missing[*]}" >&2
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Only its promtool is wanted: the package's Prometheus server must not run (a host with
-# systemd would start it on install).
-if [[ " ${missing[*]} " == *" prometheus "* ]]; then
-  if [ -d /run/systemd/system ]; then
-    $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-  else
-    $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+# Only their programs are wanted: the packages' Prometheus server and tinyproxy service
+# must not run (a host with systemd would start them on install; the tests start their own).
+for service in prometheus tinyproxy; do
+  if [[ " ${missing[*]} " == *" $service "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      $sudo systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+    else
+      $sudo service "$service" stop >/dev/null 2>&1 || true
+      $sudo update-rc.d "$service" disable >/dev/null 2>&1 || true
+    fi
   fi
-fi
+done

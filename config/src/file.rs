@@ -18,6 +18,8 @@ pub struct ConfigFile {
     pub trust: TrustSection,
     pub dmp: Option<DmpSection>,
     pub insi: Option<InsiSection>,
+    /// The establishment's forward proxy for outbound traffic.
+    pub egress: Option<EgressSection>,
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
     #[serde(default)]
@@ -205,6 +207,24 @@ pub struct DmpSection {
     pub signing: DmpSigningSection,
     #[serde(default)]
     pub policy: DmpPolicySection,
+    /// `proxy` (default when `[egress]` is set) or `direct`.
+    pub egress: Option<String>,
+}
+
+/// `[egress]`: the hospital's HTTP forward proxy, through which the connections to the
+/// national services are tunnelled (`CONNECT`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSection {
+    /// `http://host:port`.
+    pub proxy: String,
+    /// Basic authentication to the proxy: the user, with `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Hosts (`dmp.example.fr`, `.example.fr` for a domain) and networks (CIDR) reached
+    /// directly.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 /// `[dmp.policy]` (and `[tenants.policy]`, which overrides it key by key): which
@@ -277,6 +297,8 @@ pub struct InsiSection {
     pub crls: Vec<PathBuf>,
     #[serde(default)]
     pub timeouts: TimeoutsSection,
+    /// `proxy` (default when `[egress]` is set) or `direct`.
+    pub egress: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

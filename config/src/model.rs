@@ -5,6 +5,7 @@
 //! has been checked.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -157,6 +158,72 @@ pub struct DmpService {
     pub trust: UpstreamTrust,
     pub timeouts: Timeouts,
     pub signing: DmpSigning,
+    /// The forward proxy its connections go through; `None`: direct.
+    pub egress: Option<EgressProxy>,
+}
+
+/// The establishment's HTTP forward proxy (`[egress]`), as a service reaches it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EgressProxy {
+    pub host: String,
+    pub port: u16,
+    /// Basic authentication: user and password (from `password_file`).
+    credentials: Option<(String, zeroize::Zeroizing<String>)>,
+}
+
+impl EgressProxy {
+    pub fn new(host: String, port: u16, credentials: Option<(String, String)>) -> Self {
+        Self {
+            host,
+            port,
+            credentials: credentials.map(|(u, p)| (u, zeroize::Zeroizing::new(p))),
+        }
+    }
+
+    /// `host:port`, for messages and labels.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// `base64(user:password)` for `Proxy-Authorization: Basic`.
+    pub fn basic_credentials(&self) -> Option<String> {
+        use base64::Engine;
+        self.credentials.as_ref().map(|(user, password)| {
+            let plain = zeroize::Zeroizing::new(format!("{user}:{}", password.as_str()));
+            base64::engine::general_purpose::STANDARD.encode(plain.as_bytes())
+        })
+    }
+
+    /// What identifies it in a pool's spec: address and credentials (a new password
+    /// rebuilds the pools that use it).
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut out = self.address().into_bytes();
+        if let Some((user, password)) = &self.credentials {
+            out.push(0);
+            out.extend_from_slice(&openssl::sha::sha256(
+                format!("{user}\0{}", password.as_str()).as_bytes(),
+            ));
+        }
+        out
+    }
+}
+
+impl fmt::Debug for EgressProxy {
+    /// Never the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EgressProxy")
+            .field("address", &self.address())
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
 }
 
 impl DmpService {
@@ -173,6 +240,8 @@ pub struct InsiService {
     pub url: url::Url,
     pub trust: UpstreamTrust,
     pub timeouts: Timeouts,
+    /// The forward proxy its connections go through; `None`: direct.
+    pub egress: Option<EgressProxy>,
 }
 
 /// One legal entity and its certificates.

@@ -157,6 +157,10 @@ pub enum ProxyError {
     // Upstream.
     #[error("{upstream} unreachable: {reason}")]
     UpstreamUnreachable { upstream: String, reason: String },
+    #[error("no tunnel to {upstream}: {reason}")]
+    EgressProxyUnreachable { upstream: String, reason: String },
+    #[error("no tunnel to {upstream}: {reason}")]
+    EgressProxyRefused { upstream: String, reason: String },
     #[error("TLS with {upstream} failed: {reason}")]
     UpstreamTls { upstream: String, reason: String },
     #[error("{upstream} did not answer within {seconds} s ({phase})")]
@@ -194,6 +198,12 @@ impl From<ExchangeError> for ProxyError {
         match e {
             ExchangeError::Unreachable { upstream, reason } => {
                 Self::UpstreamUnreachable { upstream, reason }
+            }
+            ExchangeError::EgressUnreachable { upstream, reason } => {
+                Self::EgressProxyUnreachable { upstream, reason }
+            }
+            ExchangeError::EgressRefused { upstream, reason } => {
+                Self::EgressProxyRefused { upstream, reason }
             }
             ExchangeError::Tls { upstream, reason } => Self::UpstreamTls { upstream, reason },
             ExchangeError::Timeout {
@@ -264,6 +274,8 @@ impl ProxyError {
             Self::CertificateNotYetValid { .. } => "CertificateNotYetValid",
             Self::SigningFailed(_) => "SigningFailed",
             Self::UpstreamUnreachable { .. } => "UpstreamUnreachable",
+            Self::EgressProxyUnreachable { .. } => "EgressProxyUnreachable",
+            Self::EgressProxyRefused { .. } => "EgressProxyRefused",
             Self::UpstreamTls { .. } => "UpstreamTls",
             Self::UpstreamTimeout { .. } => "UpstreamTimeout",
             Self::UpstreamConnectionLost { .. } => "UpstreamConnectionLost",
@@ -309,6 +321,8 @@ impl ProxyError {
             | Self::CertificateNotYetValid { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::SigningFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UpstreamUnreachable { .. }
+            | Self::EgressProxyUnreachable { .. }
+            | Self::EgressProxyRefused { .. }
             | Self::UpstreamTls { .. }
             | Self::UpstreamConnectionLost { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -345,6 +359,8 @@ impl ProxyError {
         matches!(
             self,
             Self::UpstreamUnreachable { .. }
+                | Self::EgressProxyUnreachable { .. }
+                | Self::EgressProxyRefused { .. }
                 | Self::UpstreamTls { .. }
                 | Self::UpstreamTimeout { .. }
                 | Self::UpstreamConnectionLost { .. }

@@ -26,6 +26,7 @@ pub mod access;
 pub mod audit;
 pub mod body;
 pub mod dmp;
+pub mod egress;
 pub mod exchange;
 pub mod fault;
 pub mod insi;

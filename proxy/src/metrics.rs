@@ -158,6 +158,11 @@ impl Drop for InFlight<'_> {
 }
 
 impl Metrics {
+    /// Requests being handled now, from admission to their audit line.
+    pub fn requests_in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
@@ -227,6 +232,11 @@ impl Metrics {
         }
         .fetch_add(1, Ordering::Relaxed);
         self.last_load.failed.store(!ok, Ordering::Relaxed);
+    }
+
+    /// Whether the last load (start or reload) was refused.
+    pub fn last_reload_failed(&self) -> bool {
+        self.last_load.failed.load(Ordering::Relaxed)
     }
 
     /// An audit record could not be written (the answer still went to the client).
@@ -361,6 +371,21 @@ impl Metrics {
                 "passerelle_upstream_connections_total{{{}}} {}",
                 pool_labels(p),
                 p.stats.connections.load(Ordering::Relaxed)
+            );
+        }
+        head(
+            &mut out,
+            "passerelle_upstream_pool_info",
+            "gauge",
+            "Each upstream pool, with the route its connections take: direct, or the [egress] proxy's host:port.",
+        );
+        for p in &pools {
+            let _ = writeln!(
+                out,
+                "passerelle_upstream_pool_info{{{},url=\"{}\",route=\"{}\"}} 1",
+                pool_labels(p),
+                label(p.url()),
+                label(&p.route())
             );
         }
         head(

@@ -15,7 +15,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use passerelle_config::{CertMaterial, CertRole, Config, Timeouts};
+use passerelle_config::{CertMaterial, CertRole, Config, EgressProxy, Timeouts};
 use rustls::client::{
     ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
     Tls13ClientSessionValue,
@@ -88,6 +88,8 @@ struct Job {
     tls: Result<Arc<ClientConfig>, String>,
     target: Result<UpstreamTarget, String>,
     timeouts: Timeouts,
+    /// The forward proxy the pool tunnels through, as the proxy would.
+    egress: Option<EgressProxy>,
 }
 
 /// Probes every (tenant, role, upstream) the proxy would use, all at once; results in
@@ -101,6 +103,7 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
                        settings: (&'static str, &'static str, &'static str),
                        trust,
                        timeouts,
+                       egress: Option<&EgressProxy>,
                        material: &CertMaterial| {
             let role = material.role;
             let name = format!("{} {service} {role}", tenant.id);
@@ -130,6 +133,7 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
                 tls: upstream::client_config(&name, trust, material).map_err(|e| e.to_string()),
                 target: UpstreamTarget::parse(url).map_err(|e| e.to_string()),
                 timeouts,
+                egress: egress.cloned(),
             });
         };
         // As the proxy builds its pools: DMP with dmp_auth when dmp_sign is there too
@@ -146,6 +150,7 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
                 ("dmp.base_url", "dmp.trust_anchors", "dmp.crls"),
                 &dmp.trust,
                 dmp.timeouts,
+                dmp.egress.as_ref(),
                 auth,
             );
         }
@@ -158,6 +163,7 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
                         ("insi.url", "insi.trust_anchors", "insi.crls"),
                         &insi.trust,
                         insi.timeouts,
+                        insi.egress.as_ref(),
                         material,
                     );
                 }
@@ -190,6 +196,7 @@ async fn run(job: Job) -> Probe {
         tls,
         target,
         timeouts,
+        egress,
     } = job;
     if let Some(reason) = skip {
         probe.outcome = Outcome::Skipped;
@@ -212,7 +219,7 @@ async fn run(job: Job) -> Probe {
         Ok(t) => t,
         Err(reason) => return fail(probe, settings.url.into(), "not a usable URL", reason),
     };
-    match handshake(&tls, &target, timeouts).await {
+    match handshake(&tls, &target, timeouts, egress.as_ref()).await {
         Ok(version) => {
             probe.message = match version.as_deref() {
                 Some("TLSv1_3") => "handshake complete, client certificate accepted".into(),
@@ -222,6 +229,7 @@ async fn run(job: Job) -> Probe {
             probe
         }
         Err(Failure::Plain { what, error }) => fail(probe, settings.url.into(), &what, error),
+        Err(Failure::Egress { what, error }) => fail(probe, "egress.proxy".into(), &what, error),
         Err(Failure::Tls { version, error }) => {
             probe.tls_version = version;
             let (setting, what) = classify(&error, &settings, &target, &probe.upstream);
@@ -251,6 +259,8 @@ fn fail(mut probe: Probe, setting: String, what: &str, detail: String) -> Probe 
 enum Failure {
     /// Before TLS: TCP connect or a timeout.
     Plain { what: String, error: String },
+    /// The `[egress]` forward proxy gave no tunnel.
+    Egress { what: String, error: String },
     /// TLS refused, by us (the server's certificate) or by the server (an alert).
     Tls {
         version: Option<String>,
@@ -264,21 +274,30 @@ async fn handshake(
     tls: &Arc<ClientConfig>,
     target: &UpstreamTarget,
     timeouts: Timeouts,
+    egress: Option<&EgressProxy>,
 ) -> Result<Option<String>, Failure> {
     let (host, port) = target.address();
-    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| Failure::Plain {
-            what: format!(
-                "no TCP connection to {host}:{port} within {} (connect timeout)",
-                secs(timeouts.connect)
-            ),
-            error: "timeout".into(),
-        })?
-        .map_err(|e| Failure::Plain {
-            what: format!("cannot connect to {host}:{port}"),
-            error: e.to_string(),
-        })?;
+    let tcp = match egress {
+        Some(proxy) => crate::egress::tunnel(proxy, host, port, timeouts.connect)
+            .await
+            .map_err(|e| Failure::Egress {
+                what: format!("no tunnel to {host}:{port} through the egress proxy"),
+                error: e.to_string(),
+            })?,
+        None => tokio::time::timeout(timeouts.connect, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| Failure::Plain {
+                what: format!(
+                    "no TCP connection to {host}:{port} within {} (connect timeout)",
+                    secs(timeouts.connect)
+                ),
+                error: "timeout".into(),
+            })?
+            .map_err(|e| Failure::Plain {
+                what: format!("cannot connect to {host}:{port}"),
+                error: e.to_string(),
+            })?,
+    };
     // The pool's configuration, with a session store that says when a ticket arrives.
     let tickets = Arc::new(TicketSignal::default());
     let mut config = (**tls).clone();

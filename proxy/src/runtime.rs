@@ -194,6 +194,15 @@ impl Proxy {
         if config.listener != old.config.listener || config.admin != old.config.admin {
             tracing::warn!("listener and admin addresses change only on restart");
         }
+        let (a, b) = (&old.config.audit, &config.audit);
+        if (&a.path, a.rotate_bytes, a.rotate_daily, a.fsync)
+            != (&b.path, b.rotate_bytes, b.rotate_daily, b.fsync)
+        {
+            tracing::warn!(
+                running = %a.path.display(),
+                "[audit] path, rotate_bytes, rotate_daily and fsync change only on restart: the trail stays where it is until then ([audit] instance applies now)"
+            );
+        }
         if listener_limits_changed(&old.config.limits, &config.limits) {
             tracing::warn!(
                 "listener limits (header_read_timeout, max_concurrent_requests, max_connections, idle_timeout, http2_keep_alive_*) change only on restart"

@@ -52,10 +52,27 @@ impl RunningProxy {
     /// Drains, stops accepting internal connections, lets in-flight requests finish
     /// within `grace`, then stops the admin listener (which answered "draining" all
     /// along) and returns.
+    ///
+    /// "In flight" counts request tasks, not connections: an exchange goes on after its
+    /// client went away (it may have reached the national service) and is awaited too,
+    /// so its audit line is written before the process ends.
     pub async fn shutdown(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
         self.drain();
         let _ = self.stop_internal.send(true);
-        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.internal).await;
+        let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), self.internal).await;
+        while self.proxy.metrics.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.proxy.metrics.requests_in_flight();
+        if left > 0 {
+            tracing::warn!(
+                requests = left,
+                grace_s = grace.as_secs(),
+                "grace period over: requests still in flight are abandoned"
+            );
+        }
         let _ = self.stop_admin.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
     }
@@ -351,9 +368,11 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             "draining: shutting down, in-flight requests are finishing\n".into(),
         );
     }
-    let degraded = state.degraded(time::OffsetDateTime::now_utc());
-    // Every pair disabled: nothing can be served, whatever `strict` says.
-    let none_usable = !degraded.is_empty() && degraded.len() == state.credentials().count();
+    let now = time::OffsetDateTime::now_utc();
+    let degraded = state.degraded(now);
+    // No service of any tenant left (a DMP needs both its certificates): nothing can be
+    // served, whatever `strict` says.
+    let none_usable = !degraded.is_empty() && !state.can_serve(now);
     let mut body = String::from(if none_usable {
         "not ready: no usable certificate\n"
     } else if degraded.is_empty() {
@@ -422,6 +441,7 @@ fn admin_route(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
                         "resumed_handshakes": p.stats.resumed_handshakes.load(Ordering::Relaxed),
                         "requests": p.stats.requests.load(Ordering::Relaxed),
                         "idle": p.idle_connections(),
+                        "route": p.route(),
                     })
                 })
                 .collect();

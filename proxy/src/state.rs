@@ -204,6 +204,17 @@ impl ProxyState {
         out
     }
 
+    /// Whether any tenant can be served at all: its DMP side (ORG AUTH_CLI and ORG SIGN
+    /// both usable) or one of its INSi certificates.
+    pub fn can_serve(&self, now: OffsetDateTime) -> bool {
+        self.tenants.values().any(|t| {
+            t.dmp
+                .as_ref()
+                .is_some_and(|d| d.auth.check(now).is_ok() && d.sign.check(now).is_ok())
+                || t.insi.values().any(|i| i.credential.check(now).is_ok())
+        })
+    }
+
     /// Every pool, for counters.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
         self.tenants.values().flat_map(|t| {
@@ -253,6 +264,7 @@ fn tenant_runtime(
                     cert: auth,
                     timeouts: dmp.timeouts,
                     concurrency: config.limits.upstream_concurrency,
+                    egress: dmp.egress.as_ref(),
                 };
                 pools.insert(name.clone(), pool(&spec, running)?);
             }
@@ -288,6 +300,7 @@ fn tenant_runtime(
                 cert: material,
                 timeouts: service.timeouts,
                 concurrency: config.limits.upstream_concurrency,
+                egress: service.egress.as_ref(),
             };
             insi.insert(
                 mode,

@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use passerelle_config::{CertMaterial, Timeouts, UpstreamTrust};
+use passerelle_config::{CertMaterial, EgressProxy, Timeouts, UpstreamTrust};
 use rustls::ClientConfig;
 use rustls::client::WebPkiServerVerifier;
 use rustls_pki_types::{
@@ -59,6 +59,10 @@ pub struct Outgoing {
 pub enum ExchangeError {
     #[error("{upstream} unreachable: {reason}")]
     Unreachable { upstream: String, reason: String },
+    #[error("{upstream}: {reason}")]
+    EgressUnreachable { upstream: String, reason: String },
+    #[error("{upstream}: {reason}")]
+    EgressRefused { upstream: String, reason: String },
     #[error("TLS with {upstream} failed: {reason}")]
     Tls { upstream: String, reason: String },
     #[error("{upstream} did not answer within {seconds} s ({phase})")]
@@ -219,6 +223,8 @@ pub struct PoolSpec<'a> {
     pub cert: &'a CertMaterial,
     pub timeouts: Timeouts,
     pub concurrency: usize,
+    /// The forward proxy to tunnel through (`None`: direct).
+    pub egress: Option<&'a EgressProxy>,
 }
 
 impl PoolSpec<'_> {
@@ -245,6 +251,12 @@ impl PoolSpec<'_> {
             part(&d.as_nanos().to_be_bytes());
         }
         part(&(self.concurrency as u64).to_be_bytes());
+        part(
+            &self
+                .egress
+                .map(EgressProxy::fingerprint)
+                .unwrap_or_default(),
+        );
         h.finish()
     }
 }
@@ -298,6 +310,8 @@ pub struct UpstreamPool {
     tls: TlsConnector,
     /// [`PoolSpec::digest`] of what it was built from.
     digest: [u8; 32],
+    /// The forward proxy its connections are tunnelled through.
+    egress: Option<EgressProxy>,
     timeouts: Timeouts,
     idle: Mutex<VecDeque<IdleConnection>>,
     /// Requests in flight at once on this pool.
@@ -328,6 +342,7 @@ impl UpstreamPool {
             name,
             key: spec.key.clone(),
             digest: spec.digest(),
+            egress: spec.egress.cloned(),
             timeouts: spec.timeouts,
             idle: Mutex::new(VecDeque::new()),
             slots: tokio::sync::Semaphore::new(spec.concurrency.max(1)),
@@ -383,23 +398,58 @@ impl UpstreamPool {
         }
     }
 
+    /// `direct`, or the forward proxy's `host:port`: the route its connections take.
+    pub fn route(&self) -> String {
+        self.egress
+            .as_ref()
+            .map_or_else(|| "direct".to_string(), EgressProxy::address)
+    }
+
+    /// A TCP connection to the service: direct, or a CONNECT tunnel through the
+    /// forward proxy; within the connect timeout either way.
+    async fn open_tcp(&self) -> Result<TcpStream, ExchangeError> {
+        let upstream = &self.target.url;
+        let (host, port) = (self.target.host.as_str(), self.target.port);
+        if let Some(proxy) = &self.egress {
+            return crate::egress::tunnel(proxy, host, port, self.timeouts.connect)
+                .await
+                .map_err(|e| match e {
+                    crate::egress::EgressError::Timeout { .. } => ExchangeError::Timeout {
+                        upstream: upstream.clone(),
+                        phase: "CONNECT tunnel through the egress proxy",
+                        seconds: secs(self.timeouts.connect),
+                        sent: Sent::No,
+                    },
+                    crate::egress::EgressError::Unreachable { .. } => {
+                        ExchangeError::EgressUnreachable {
+                            upstream: upstream.clone(),
+                            reason: e.to_string(),
+                        }
+                    }
+                    crate::egress::EgressError::Refused { .. }
+                    | crate::egress::EgressError::Protocol { .. } => ExchangeError::EgressRefused {
+                        upstream: upstream.clone(),
+                        reason: e.to_string(),
+                    },
+                });
+        }
+        tokio::time::timeout(self.timeouts.connect, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| ExchangeError::Timeout {
+                upstream: upstream.clone(),
+                phase: "TCP connect",
+                seconds: secs(self.timeouts.connect),
+                sent: Sent::No,
+            })?
+            .map_err(|e| ExchangeError::Unreachable {
+                upstream: upstream.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     async fn connect(&self) -> Result<SendRequest<Chunks>, ExchangeError> {
         let upstream = &self.target.url;
-        let tcp = tokio::time::timeout(
-            self.timeouts.connect,
-            TcpStream::connect((self.target.host.as_str(), self.target.port)),
-        )
-        .await
-        .map_err(|_| ExchangeError::Timeout {
-            upstream: upstream.clone(),
-            phase: "TCP connect",
-            seconds: secs(self.timeouts.connect),
-            sent: Sent::No,
-        })?
-        .map_err(|e| ExchangeError::Unreachable {
-            upstream: upstream.clone(),
-            reason: e.to_string(),
-        })?;
+        let tcp = self.open_tcp().await?;
         let _ = tcp.set_nodelay(true);
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         let tls = tokio::time::timeout(

@@ -964,3 +964,29 @@ async fn sigterm_turns_readiness_to_draining_while_requests_finish() {
     assert!(exit.success(), "{log}");
     assert_eq!(audit.len(), 2, "both exchanges audited");
 }
+
+/// An exchange whose client went away still runs to its end on SIGTERM: the process
+/// waits for it (within `--grace`) and its audit line is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_exchanges_whose_client_went_away() {
+    let f = Fixture::start(&["--grace", "10s"]).await;
+    f.insi
+        .faults
+        .replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                latency_ms: 2500,
+                ..FaultSpec::default()
+            },
+        )]))
+        .expect("faults");
+    // The client gives up after half a second; the exchange goes on upstream.
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), f.insi_search()).await;
+    assert!(gave_up.is_err(), "the client gave up first");
+    f.signal("TERM");
+    let (exit, log, audit) = f.stop_waiting();
+    assert!(exit.success(), "{log}");
+    assert_eq!(audit.len(), 1, "the exchange is audited: {log}");
+    assert_eq!(audit[0]["outcome"], "ok", "{}", audit[0]);
+    assert_eq!(audit[0]["upstream_status"], 200, "{}", audit[0]);
+}

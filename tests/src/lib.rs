@@ -389,6 +389,8 @@ pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
 }
 
 /// Sample messages the internal systems send.
+pub mod forward_proxy;
+
 pub mod messages {
     use super::PATIENT;
     use passerelle_soap::xds::{

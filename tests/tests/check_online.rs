@@ -176,3 +176,27 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("mkdir");
     dir
 }
+
+/// With `[egress]`, the probes go through the forward proxy as the pools would; a proxy
+/// that is down is reported under `egress.proxy`.
+#[tokio::test]
+async fn probes_go_through_the_egress_proxy_and_its_failures_name_it() {
+    let fp = passerelle_e2e::forward_proxy::ForwardProxy::start(None);
+    let h = Harness::start_with(Options {
+        keys: vec![("egress", "proxy", fp.url().into())],
+        ..Options::default()
+    })
+    .await;
+    let probes = probes(&h).await;
+    assert!(
+        probes.iter().all(|p| p.outcome == Outcome::Ok),
+        "{probes:#?}"
+    );
+    assert_eq!(fp.connects().len(), probes.len(), "{:?}", fp.connects());
+    drop(fp);
+    let probes = self::probes(&h).await;
+    for p in &probes {
+        assert_eq!(p.outcome, Outcome::Error, "{p:#?}");
+        assert_eq!(p.setting.as_deref(), Some("egress.proxy"), "{p:#?}");
+    }
+}

@@ -618,6 +618,16 @@ async fn the_admin_token_protects_every_route_but_healthz() {
         (response.status().as_u16(), challenge)
     };
     assert_eq!(get("/healthz", None).await.0, 200);
+    // Path tricks do not reach a protected route through /healthz.
+    for path in [
+        "//metrics",
+        "/healthz/../metrics",
+        "/healthz/",
+        "/%68ealthz",
+    ] {
+        assert_eq!(get(path, None).await.0, 401, "{path}");
+    }
+    assert_eq!(get("/healthz?probe=1", None).await.0, 200);
     for path in ["/readyz", "/metrics", "/pools", "/nothing"] {
         let (status, challenge) = get(path, None).await;
         assert_eq!(status, 401, "{path}");

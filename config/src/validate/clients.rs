@@ -10,6 +10,33 @@ use crate::file::ConfigFile;
 use crate::ids::TenantId;
 use crate::model::{InternalClient, ServiceScope, Tenant};
 
+/// Two clients with one credential: the first would win silently. Records `field` as
+/// the first to declare `(name, key)`, or reports it against the first one.
+fn unique(
+    v: &mut Validator,
+    seen: &mut BTreeMap<(String, [u8; 32]), String>,
+    name: &str,
+    key: [u8; 32],
+    field: &str,
+) -> bool {
+    match seen.entry((name.to_string(), key)) {
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(field.to_string());
+            true
+        }
+        std::collections::btree_map::Entry::Occupied(first) => {
+            v.error(
+                field,
+                format!(
+                    "the same {name} as {}: each client needs its own credential, or requests would be taken for the first one's",
+                    first.get()
+                ),
+            );
+            false
+        }
+    }
+}
+
 impl Validator {
     pub(super) fn clients(&mut self, raw: &ConfigFile, tenants: &[Tenant]) -> Vec<InternalClient> {
         if raw.clients.is_empty() {
@@ -76,22 +103,18 @@ impl Validator {
                 let field = format!("{field}.{name}");
                 let d = v.sha256_hex(&field, value);
                 ok &= d.is_some();
-                // Two clients with one credential: the first would win silently.
-                if let Some(d) = d
-                    && let Some(first) = credentials.insert((name.to_string(), d), field.clone())
-                {
-                    v.error(
-                        &field,
-                        format!(
-                            "the same {name} as {first}: each client needs its own credential, or requests would be taken for the first one's"
-                        ),
-                    );
-                    ok = false;
+                if let Some(d) = d {
+                    ok &= unique(v, &mut credentials, name, d, &field);
                 }
                 d
             };
             let token = digest(self, "token_sha256", &c.token_sha256);
             let cert = digest(self, "cert_sha256", &c.cert_sha256);
+            if let Some(subject) = &c.cert_subject {
+                let key = openssl::sha::sha256(subject.trim().as_bytes());
+                let field = format!("{field}.cert_subject");
+                ok &= unique(self, &mut credentials, "cert_subject", key, &field);
+            }
             if c.token_sha256.is_none() && c.cert_sha256.is_none() && c.cert_subject.is_none() {
                 self.error(
                     &field,

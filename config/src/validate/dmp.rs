@@ -5,8 +5,15 @@ use crate::file;
 use crate::model::{DmpPolicy, DmpService, DmpSigning, PolicyMode, SignatureDigest};
 
 impl Validator {
-    pub(super) fn dmp(&mut self, d: &file::DmpSection) -> Option<DmpService> {
+    pub(super) fn dmp(
+        &mut self,
+        d: &file::DmpSection,
+        egress: Option<&super::egress::Egress>,
+    ) -> Option<DmpService> {
         let base_url = self.https_url("dmp.base_url", &d.base_url);
+        let route = base_url
+            .as_ref()
+            .and_then(|u| self.egress_route("dmp", d.egress.as_deref(), u, egress));
         for (name, path) in &d.services {
             let ok_name = !name.is_empty()
                 && name
@@ -37,6 +44,7 @@ impl Validator {
             trust,
             timeouts: timeouts?,
             signing: signing?,
+            egress: route,
         })
     }
 

@@ -11,6 +11,7 @@ mod audit;
 mod certificates;
 mod clients;
 mod dmp;
+mod egress;
 mod insi;
 mod limits;
 mod listener;
@@ -95,9 +96,13 @@ impl Validator {
         match value.to_socket_addrs() {
             Ok(found) => {
                 let found: Vec<SocketAddr> = found.collect();
+                // IPv4 loopback first: `localhost` resolving to ::1 first would leave
+                // clients of 127.0.0.1 (and 127.0.0.0/8 source rules) refused.
                 let chosen = found
                     .iter()
-                    .find(|a| a.ip().is_loopback())
+                    .find(|a| a.is_ipv4() && a.ip().is_loopback())
+                    .or_else(|| found.iter().find(|a| a.ip().is_loopback()))
+                    .or_else(|| found.iter().find(|a| a.is_ipv4()))
                     .or(found.first())
                     .copied();
                 if chosen.is_none() {

@@ -149,17 +149,21 @@ impl Validator {
         let audit = self.audit(&raw.audit);
         let software = self.software(&raw.software);
         let trust = self.tenant_trust(&raw.trust);
-        let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d));
-        let insi = raw.insi.as_ref().and_then(|i| self.insi(i));
+        let egress = raw.egress.as_ref().and_then(|e| self.egress(e));
+        let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d, egress.as_ref()));
+        let insi = raw
+            .insi
+            .as_ref()
+            .and_then(|i| self.insi(i, egress.as_ref()));
         let tenants = self.tenants(&raw, &trust);
         let clients = self.clients(&raw, &tenants);
         if let Some(Some(admin)) = admin_token
             && let Some(c) = clients.iter().find(|c| c.token_sha256 == Some(admin))
         {
-            self.warning(
+            self.error(
                 "admin.token_sha256",
                 format!(
-                    "the same token as client {:?}: give the admin listener its own token (whoever holds it reads the metrics)",
+                    "the same token as client {:?}: give the admin listener its own token (`passerelle token new`), or that client reads the metrics and readiness",
                     c.name
                 ),
             );

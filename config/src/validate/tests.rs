@@ -138,6 +138,23 @@ fn two_clients_with_one_certificate_fingerprint_are_refused() {
         "clients[2].cert_sha256",
         &["the same cert_sha256 as clients[1].cert_sha256"],
     );
+    // A third one names the first declaration, not the second.
+    let case = Case::new(&(text.clone() + &client("rad", &fingerprint)));
+    case.error(
+        "clients[3].cert_sha256",
+        &["the same cert_sha256 as clients[1].cert_sha256"],
+    );
+    // Subjects too.
+    let by_subject = |name: &str| {
+        format!(
+            "\n[[clients]]\nname = \"{name}\"\nsource_cidrs = [\"10.0.0.0/8\"]\ncert_subject = \"CN=dpi,O=CHU\"\ntenants = [\"ch-test-a\"]\nservices = [\"insi\"]\n"
+        )
+    };
+    let case = Case::new(&(sandbox_text(&m) + &by_subject("dpi") + &by_subject("lab")));
+    case.error(
+        "clients[2].cert_subject",
+        &["the same cert_subject as clients[1].cert_subject"],
+    );
 }
 
 fn with_audit(m: &Manifest, path: &Path) -> String {
@@ -321,6 +338,37 @@ fn an_intermediate_in_the_anchors_is_named_as_such() {
     assert_eq!(warnings.len(), 1, "{}", case.listing());
     assert_eq!(warnings[0].severity, Severity::Warning);
     assert!(warnings[0].message.contains("name the root it chains to"));
+
+    // Root and intermediate together, in one bundle file or in two entries: fine for
+    // both [trust] and an upstream (the setup docs/certificates.md recommends).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&org).expect("org")
+            + &std::fs::read_to_string(&root).expect("root"),
+    )
+    .expect("bundle");
+    let bundle = bundle.display().to_string();
+    let text = sandbox_text(&m)
+        .replacen(
+            &format!("anchors = [\"{root}\"]"),
+            &format!("anchors = [\"{bundle}\"]"),
+            1,
+        )
+        .replacen(
+            &format!("trust_anchors = [\"{root}\"]"),
+            &format!("trust_anchors = [\"{root}\", \"{org}\"]"),
+            1,
+        );
+    let case = Case::new(&text);
+    assert!(case.on("trust.anchors[0]").is_empty(), "{}", case.listing());
+    assert!(
+        case.on("dmp.trust_anchors[1]").is_empty(),
+        "{}",
+        case.listing()
+    );
+    assert!(case.inspection.config.is_some(), "{}", case.listing());
 }
 
 #[test]
@@ -370,12 +418,14 @@ fn listener_addresses_may_be_host_names() {
 #[test]
 fn admin_token_and_audit_instance() {
     let m = pki();
+    // An admin token of its own (sha256sum of "admin-token").
+    let admin = "e3e4b4b4a8d9c0f5a7b4c0b3e0a0f3e5d8c6b2a1f0e9d8c7b6a5f4e3d2c1b0a9";
     let text = replace_once(
         &sandbox_text(&m),
         "[admin]\naddress = \"127.0.0.1:9090\"\n",
         &format!(
             "[admin]\naddress = \"127.0.0.1:9090\"\ntoken_sha256 = \"{}\"\n",
-            SANDBOX_TOKEN.to_ascii_uppercase()
+            admin.to_ascii_uppercase()
         ),
     ) + "\n[audit]\ninstance = \"passerelle-2\"\n";
     let case = Case::new(&text);
@@ -384,18 +434,25 @@ fn admin_token_and_audit_instance() {
         .config
         .as_ref()
         .unwrap_or_else(|| panic!("{}", case.listing()));
-    let expected: [u8; 32] = hex::decode(SANDBOX_TOKEN)
+    let expected: [u8; 32] = hex::decode(admin)
         .expect("hex")
         .try_into()
         .expect("32 bytes");
     assert_eq!(config.admin_token_sha256, Some(expected));
-    // The sandbox client's token: allowed, with a warning.
-    let warning = &case.on("admin.token_sha256");
-    assert_eq!(warning.len(), 1, "{}", case.listing());
-    assert_eq!(warning[0].severity, Severity::Warning);
-    assert!(warning[0].message.contains("client \"sandbox\""));
     assert_eq!(config.audit.instance, "passerelle-2");
     assert!(case.dir.path().exists());
+
+    // The sandbox client's token as the admin token: refused.
+    let text = replace_once(
+        &sandbox_text(&m),
+        "[admin]\naddress = \"127.0.0.1:9090\"\n",
+        &format!("[admin]\naddress = \"127.0.0.1:9090\"\ntoken_sha256 = \"{SANDBOX_TOKEN}\"\n"),
+    );
+    let case = Case::new(&text);
+    case.error(
+        "admin.token_sha256",
+        &["client \"sandbox\"", "its own token"],
+    );
 
     let text = replace_once(
         &sandbox_text(&m),
@@ -416,4 +473,57 @@ fn the_unattributed_metric_label_is_not_a_tenant_or_client_name() {
     let case = Case::new(&text);
     case.error("tenants[1].id", &["reserved", "choose another id"]);
     case.error("clients[0].name", &["reserved", "choose another name"]);
+}
+
+#[test]
+fn egress_settings_are_validated_and_routed() {
+    let m = pki();
+    let with = |egress: &str, dmp_egress: &str| {
+        sandbox_text(&m)
+            .replacen("[insi]", &format!("{egress}\n\n[insi]"), 1)
+            .replacen("[dmp]\n", &format!("[dmp]\n{dmp_egress}"), 1)
+    };
+    // A valid proxy: both services go through it, unless `no_proxy` or `direct` says not.
+    let case = Case::new(&with(
+        "[egress]\nproxy = \"http://proxy.chu.local:3128\"\nno_proxy = [\"10.0.0.0/8\"]",
+        "",
+    ));
+    let config = case.inspection.config.as_ref().expect("valid");
+    let dmp = config.dmp.as_ref().expect("dmp");
+    assert_eq!(
+        dmp.egress.as_ref().map(|e| e.address()).as_deref(),
+        Some("proxy.chu.local:3128")
+    );
+    let case = Case::new(&with(
+        "[egress]\nproxy = \"http://proxy.chu.local:3128\"\nno_proxy = [\".localhost\"]",
+        "egress = \"proxy\"\n",
+    ));
+    let config = case.inspection.config.as_ref().expect("valid");
+    assert!(
+        config.dmp.as_ref().is_some_and(|d| d.egress.is_some()),
+        "explicit proxy"
+    );
+    assert!(
+        config.insi.as_ref().is_some_and(|i| i.egress.is_none()),
+        "no_proxy"
+    );
+
+    let case = Case::new(&with("[egress]\nproxy = \"https://proxy:3128\"", ""));
+    case.error("egress.proxy", &["only http://"]);
+    let case = Case::new(&with("[egress]\nproxy = \"http://u:p@proxy:3128\"", ""));
+    case.error("egress.proxy", &["egress.username"]);
+    let case = Case::new(&with(
+        "[egress]\nproxy = \"http://proxy:3128\"\nusername = \"u\"",
+        "",
+    ));
+    case.error("egress", &["go together"]);
+    let case = Case::new(&with(
+        "[egress]\nproxy = \"http://proxy:3128\"\nno_proxy = [\"bad host!\"]",
+        "",
+    ));
+    case.error("egress.no_proxy[0]", &["neither"]);
+    let case = Case::new(&with("", "egress = \"proxy\"\n"));
+    case.error("dmp.egress", &["[egress]"]);
+    let case = Case::new(&with("", "egress = \"tunnel\"\n"));
+    case.error("dmp.egress", &["\"direct\""]);
 }

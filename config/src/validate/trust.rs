@@ -32,24 +32,34 @@ impl Validator {
         out
     }
 
-    /// Reads trust anchors, one file after another: each certificate must be a root
-    /// (self-issued and self-signed). For `[trust]`, an intermediate is an error (chain
-    /// building needs the root, and `trust.intermediates` is where intermediates go);
-    /// for an upstream's anchors, where any certificate of the server's chain can end
-    /// the path, a warning.
+    /// Reads trust anchors, one file after another. An intermediate whose root is among
+    /// the anchors too (a root + intermediate bundle) is fine. One without its root:
+    /// for `[trust]`, an error (chain building needs the root, and `trust.intermediates`
+    /// is where intermediates go); for an upstream's anchors, where any certificate of
+    /// the server's chain can end the path, a warning.
     fn anchor_files(&mut self, field: &str, paths: &[PathBuf], tenant_trust: bool) -> Vec<X509> {
-        let mut out = Vec::new();
+        let mut files = Vec::new();
         for (i, p) in paths.iter().enumerate() {
             let full = self.resolve(p);
-            let certs = match material::read_certificates(&full) {
-                Ok(certs) => certs,
-                Err(e) => {
-                    self.problem(Severity::Error, Some(&full), &format!("{field}[{i}]"), e);
-                    continue;
-                }
-            };
+            match material::read_certificates(&full) {
+                Ok(certs) => files.push((i, full, certs)),
+                Err(e) => self.problem(Severity::Error, Some(&full), &format!("{field}[{i}]"), e),
+            }
+        }
+        let roots: Vec<X509> = files
+            .iter()
+            .flat_map(|(_, _, certs)| certs.iter().filter(|c| is_root(c)).cloned())
+            .collect();
+        let mut out = Vec::new();
+        for (i, full, certs) in files {
             for cert in &certs {
-                if is_root(cert) {
+                let root_listed = roots.iter().any(|root| {
+                    root.issued(cert) == openssl::x509::X509VerifyResult::OK
+                        && root
+                            .public_key()
+                            .is_ok_and(|k| cert.verify(&k).unwrap_or(false))
+                });
+                if is_root(cert) || root_listed {
                     continue;
                 }
                 let info = cert

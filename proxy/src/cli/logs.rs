@@ -1,7 +1,9 @@
 //! Log output of `passerelle run`: lines for people, or one flat JSON object per line
 //! for log shippers. The JSON shape is this module's: every field at the top level
-//! (the request span's `request_id` included, no `fields`/`span` nesting), numbers as
-//! JSON numbers, and `Debug`-rendered lists (`["a", "b"]`) as JSON arrays.
+//! (the request span's `request_id` included, no `fields`/`span` nesting; keys in
+//! alphabetical order), numbers as JSON numbers, and the list fields of [`LIST_FIELDS`]
+//! as JSON arrays. Nothing else is parsed: a client's text that looks like JSON stays a
+//! string.
 
 use std::fmt;
 
@@ -34,6 +36,14 @@ pub fn init(format: LogFormat) {
             .init(),
     }
 }
+
+/// The fields Passerelle logs as lists (`Debug` of a list of names it chose): written as
+/// JSON arrays. Only these: any other value, whatever it looks like, stays a string.
+const LIST_FIELDS: [&str; 2] = ["completed", "rebuilt"];
+
+/// The keys every line has; an event or span field of the same name is written
+/// `field.<name>` rather than replace them.
+const HEADER_KEYS: [&str; 3] = ["timestamp", "level", "target"];
 
 /// One JSON object per event: `timestamp`, `level`, `target`, the fields of the spans
 /// it is in (outermost first), then its own fields and `message`.
@@ -71,7 +81,9 @@ where
                 if let Some(fields) = extensions.get::<FormattedFields<N>>()
                     && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields)
                 {
-                    object.extend(map);
+                    for (key, value) in map {
+                        object.insert(field_key(&key), value);
+                    }
                 }
             }
         }
@@ -83,9 +95,18 @@ where
 /// Records an event's fields with their JSON types.
 struct Fields<'a>(&'a mut Map<String, Value>);
 
+/// A field's key: its name, unless that is one of [`HEADER_KEYS`].
+fn field_key(name: &str) -> String {
+    if HEADER_KEYS.contains(&name) {
+        format!("field.{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 impl Fields<'_> {
     fn put(&mut self, field: &Field, value: Value) {
-        self.0.insert(field.name().to_string(), value);
+        self.0.insert(field_key(field.name()), value);
     }
 }
 
@@ -119,9 +140,9 @@ impl Visit for Fields<'_> {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = format!("{value:?}");
-        // A list rendered by `Debug` (`["a", "b"]`, `[1, 2]`) is valid JSON: keep it an array.
+        // The `Debug` of a list of names (`["a", "b"]`) is valid JSON.
         let v = match serde_json::from_str::<Value>(&text) {
-            Ok(array @ Value::Array(_)) if text.starts_with('[') => array,
+            Ok(array @ Value::Array(_)) if LIST_FIELDS.contains(&field.name()) => array,
             _ => Value::String(text),
         };
         self.put(field, v);
@@ -168,8 +189,11 @@ mod tests {
                 ratio = 0.5,
                 client = %"dpi",
                 completed = ?completed,
-                empty = ?Vec::<String>::new(),
+                rebuilt = ?Vec::<String>::new(),
                 odd = ?Some(3),
+                action = %"[\"x\"]",
+                message_id = %"[{\"injected\":true},2]",
+                target = "forged",
                 "request"
             );
         });
@@ -187,8 +211,14 @@ mod tests {
             line["completed"],
             serde_json::json!(["RechercherInsAvecTraitsIdentite", "x\"y"])
         );
-        assert_eq!(line["empty"], serde_json::json!([]));
+        assert_eq!(line["rebuilt"], serde_json::json!([]));
         assert_eq!(line["odd"], "Some(3)");
+        // A client's text that looks like JSON stays a string.
+        assert_eq!(line["action"], "[\"x\"]");
+        assert_eq!(line["message_id"], "[{\"injected\":true},2]");
+        // A field cannot replace the line's own keys.
+        assert_eq!(line["field.target"], "forged");
+        assert_ne!(line["target"], "forged");
         assert!(line.get("fields").is_none() && line.get("span").is_none());
     }
 }

@@ -13,6 +13,10 @@ use passerelle_proxy::{ProxyState, RunningProxy};
 
 /// How often the files are checked for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How often a refused reload is tried again, files changed or not: a renewed
+/// certificate refused as not yet valid (a few minutes of clock skew) is taken once it
+/// is, and a refusal keeps being logged while it lasts.
+const RETRY_REFUSED_EVERY: Duration = Duration::from_secs(300);
 /// How often expiring certificates are reported.
 const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(24 * 3600);
 
@@ -252,8 +256,14 @@ async fn watch_files(proxy: Arc<Proxy>) {
     let mut files = watched_files(proxy.config_path());
     let mut seen = fingerprint(&files);
     let mut pending = false;
+    let mut last_try = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
+        if proxy.metrics.last_reload_failed() && last_try.elapsed() >= RETRY_REFUSED_EVERY {
+            last_try = tokio::time::Instant::now();
+            reload(&proxy, "retry of a refused reload");
+            continue;
+        }
         let now = fingerprint(&files);
         if now != seen {
             for ((file, _), _) in now.iter().zip(&seen).filter(|(a, b)| a != b) {
@@ -265,6 +275,7 @@ async fn watch_files(proxy: Arc<Proxy>) {
         }
         if pending {
             pending = false;
+            last_try = tokio::time::Instant::now();
             reload(&proxy, "files changed");
             files = watched_files(proxy.config_path());
             seen = fingerprint(&files);
