@@ -10,7 +10,9 @@ dir=${PASSERELLE_SANDBOX_DIR:-sandbox}
 
 scripts/install-deps.sh
 cargo build --release --quiet -p passerelle-proxy -p passerelle-certs-test -p passerelle-mocks
-bin=target/release
+# Where cargo put them: CARGO_TARGET_DIR (or CARGO_BUILD_TARGET_DIR) when set, relative
+# to the repository root where cargo ran, else ./target.
+bin=${CARGO_TARGET_DIR:-${CARGO_BUILD_TARGET_DIR:-target}}/release
 $bin/passerelle-certs-test --out "$dir" "$@"
 echo
 $bin/passerelle check --config "$dir/passerelle.toml"

@@ -399,6 +399,15 @@ pub struct SecuritySection {
     /// Warn when a certificate expires within this many days.
     #[serde(default = "default_expiry_warning_days")]
     pub expiry_warning_days: u32,
+    /// `/readyz` answers 503 when a national service's clock (its `Date` header) is
+    /// further than this from ours: the DMP refuses VIHFs issued "in the future" or too
+    /// long ago.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: String,
+}
+
+fn default_max_clock_skew() -> String {
+    "120s".into()
 }
 
 fn default_expiry_warning_days() -> u32 {
@@ -410,6 +419,7 @@ impl Default for SecuritySection {
         Self {
             allow_insecure_key_permissions: false,
             expiry_warning_days: default_expiry_warning_days(),
+            max_clock_skew: default_max_clock_skew(),
         }
     }
 }

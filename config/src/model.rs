@@ -33,6 +33,8 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub clients: Vec<InternalClient>,
     pub security: file::SecuritySection,
+    /// `security.max_clock_skew`, parsed.
+    pub max_clock_skew: Duration,
     pub limits: Limits,
     pub audit: Audit,
     /// `None`: the internal listener is plain HTTP.

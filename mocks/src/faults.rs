@@ -22,6 +22,9 @@ pub struct FaultSpec {
     pub reset_after_bytes: Option<u64>,
     /// Send the body at this rate.
     pub slow_body_bytes_per_sec: Option<u64>,
+    /// The mock's clock, as its `Date` header shows it, is this many seconds ahead
+    /// (negative: behind).
+    pub clock_offset_s: i64,
 }
 
 /// Reads a faults file (JSON object: operation -> [`FaultSpec`]).
@@ -44,6 +47,7 @@ pub struct Decision {
     pub fail: bool,
     pub reset_after_bytes: Option<u64>,
     pub slow_body_bytes_per_sec: Option<u64>,
+    pub clock_offset_s: i64,
 }
 
 impl Faults {
@@ -90,6 +94,7 @@ impl Faults {
             fail,
             reset_after_bytes: spec.reset_after_bytes,
             slow_body_bytes_per_sec: spec.slow_body_bytes_per_sec,
+            clock_offset_s: spec.clock_offset_s,
         }
     }
 }

@@ -107,6 +107,43 @@ pub fn run_binary(
     }
 }
 
+/// Waits for Ctrl-C (SIGINT) or SIGTERM (`podman stop`, `docker stop`, systemd,
+/// Kubernetes): how a mock binary is stopped.
+pub async fn stop_signal() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted.map_err(|e| format!("SIGINT: {e}")),
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    /// SIGTERM ends the wait (tokio's handler replaces the default, which would kill
+    /// this test process).
+    #[tokio::test]
+    async fn sigterm_stops() {
+        // Installed here first: should the task not listen yet, SIGTERM still does not
+        // kill the test process.
+        let _guard = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        let waiting = tokio::spawn(super::stop_signal());
+        // The task installs its listener when it first runs.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("stopped on SIGTERM")
+            .expect("task");
+        assert_eq!(stopped, Ok(()));
+    }
+}
+
 /// Loads a certs-test PKI for a mock binary, and its faults file when given.
 pub fn binary_setup(
     pki: &Path,

@@ -263,6 +263,16 @@ async fn answer(
     let mut builder = Response::builder()
         .status(response.status)
         .header(http::header::CONTENT_TYPE, response.content_type);
+    if decision.clock_offset_s != 0 {
+        let offset = std::time::Duration::from_secs(decision.clock_offset_s.unsigned_abs());
+        let now = std::time::SystemTime::now();
+        let shown = if decision.clock_offset_s > 0 {
+            now + offset
+        } else {
+            now - offset
+        };
+        builder = builder.header(http::header::DATE, httpdate::fmt_http_date(shown));
+    }
     if decision.reset_after_bytes.is_some() || decision.slow_body_bytes_per_sec.is_some() {
         builder = builder.header(http::header::CONTENT_LENGTH, response.body.len());
     }

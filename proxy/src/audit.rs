@@ -7,6 +7,12 @@
 //! answered exchange is missing from the trail. Lines waiting together are written in
 //! one batch. Rotation (by size, or when the day changes) renames the file between two
 //! lines and opens a new one: no line is lost or split.
+//!
+//! Tamper evidence: every line starts with `prev_sha256`, the SHA-256 of the line before
+//! it in this trail (across rotations and restarts; 64 zeros for the very first), so an
+//! edited, deleted or reordered line breaks the chain at the next one. [`verify`] checks
+//! a sequence of files. The newest line has no successor: its hash is logged
+//! (`audit chain head`) at each rotation and at shutdown, an anchor outside the trail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -26,6 +32,11 @@ pub struct AuditRecord {
     /// replicas each keep their own trail.
     pub instance: String,
     pub request_id: String,
+    /// The internal system's address.
+    pub source: String,
+    /// Whether any of the request may have reached the national service: `false` for a
+    /// refused attempt (its `outcome` is the fault code).
+    pub sent_upstream: bool,
     /// WS-Addressing MessageID sent upstream.
     pub message_id: String,
     pub client: String,
@@ -83,6 +94,102 @@ struct Writer {
     day: time::Date,
     rotation: Rotation,
     fsync: bool,
+    /// SHA-256 of the last line written: the next one's `prev_sha256`.
+    last_hash: [u8; 32],
+    /// Lines written since start, for the chain head's log line.
+    written: u64,
+}
+
+/// The `prev_sha256` of a trail's very first line.
+const GENESIS: [u8; 32] = [0; 32];
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The line as written: `{"prev_sha256":"<hex>",` then the record's other fields.
+fn chained(record_json: &str, prev: &[u8; 32]) -> String {
+    let rest = record_json.strip_prefix('{').unwrap_or(record_json);
+    let sep = if rest.starts_with('}') { "" } else { "," };
+    format!("{{\"prev_sha256\":\"{}\"{sep}{rest}", hex(prev))
+}
+
+/// The last line of a file (without its newline), read from the end.
+fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut tail = Vec::new();
+    let mut chunk = 64 * 1024u64;
+    loop {
+        let start = len.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(start))?;
+        tail.clear();
+        file.read_to_end(&mut tail)?;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(i) = body.iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(body[i + 1..].to_vec()));
+        }
+        if start == 0 {
+            return Ok((!body.is_empty()).then(|| body.to_vec()));
+        }
+        chunk *= 4;
+    }
+}
+
+/// The rotated files of the trail at `path`, oldest first (their names carry the UTC
+/// time of the rotation).
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p != path
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{stem}.")) && n.ends_with(".jsonl"))
+        })
+        .collect();
+    // `<stem>.<UTC time>.jsonl`, then `<stem>.<UTC time>-<n>.jsonl` for more rotations
+    // within the same second: by time, then n.
+    files.sort_by_key(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let middle = name
+            .strip_prefix(&format!("{stem}."))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .unwrap_or("");
+        match middle.split_once('-') {
+            Some((time, n)) => (time.to_string(), n.parse::<u64>().unwrap_or(u64::MAX)),
+            None => (middle.to_string(), 0),
+        }
+    });
+    files
+}
+
+/// Where the chain stands for a trail at `path`: the hash of its last line, or of the
+/// newest rotated file's last line when the current file is empty.
+fn chain_head(path: &Path) -> io::Result<[u8; 32]> {
+    let candidates =
+        std::iter::once(path.to_path_buf()).chain(rotated_files(path).into_iter().rev());
+    for file in candidates {
+        if !file.exists() {
+            continue;
+        }
+        if let Some(line) = last_line(&file)? {
+            return Ok(openssl::sha::sha256(&line));
+        }
+    }
+    Ok(GENESIS)
 }
 
 /// Refuses a file or folder others may write: anyone who can write the trail can
@@ -133,6 +240,11 @@ impl Writer {
             return Ok(());
         }
         self.file.sync_all()?;
+        tracing::info!(
+            sha256 = %hex(&self.last_hash),
+            lines_since_start = self.written,
+            "audit chain head (rotation)"
+        );
         let stamp = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}",
             now.year(),
@@ -158,6 +270,7 @@ impl Writer {
 
     fn write_batch(&mut self, lines: &[String]) -> io::Result<()> {
         for line in lines {
+            let line = chained(line, &self.last_hash);
             self.rotate_if_needed(line.len() as u64 + 1, OffsetDateTime::now_utc())?;
             // One write per line: a line is never split across files.
             let mut buf = Vec::with_capacity(line.len() + 1);
@@ -165,6 +278,8 @@ impl Writer {
             buf.push(b'\n');
             self.file.write_all(&buf)?;
             self.size += buf.len() as u64;
+            self.last_hash = openssl::sha::sha256(line.as_bytes());
+            self.written += 1;
         }
         self.file.flush()?;
         if self.fsync {
@@ -185,6 +300,8 @@ impl AuditTrail {
             day: OffsetDateTime::now_utc().date(),
             rotation,
             fsync,
+            last_hash: chain_head(path)?,
+            written: 0,
         };
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -206,6 +323,11 @@ impl AuditTrail {
                     }
                 }
                 // Every sender is gone: the last lines were flushed with their batch.
+                tracing::info!(
+                    sha256 = %hex(&writer.last_hash),
+                    lines_since_start = writer.written,
+                    "audit chain head (shutdown)"
+                );
             })?;
         Ok(Self {
             tx,
@@ -227,6 +349,92 @@ impl AuditTrail {
         done.await
             .map_err(|_| io::Error::other("audit writer stopped"))?
     }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    pub request_id: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} (request_id {:?})",
+            self.file.display(),
+            self.line,
+            self.reason,
+            self.request_id
+        )
+    }
+}
+
+/// What [`verify`] found: the records read, and the first break if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: usize,
+    /// The first record's `prev_sha256` is 64 zeros: the trail is complete from its start.
+    pub from_genesis: bool,
+    pub head: String,
+    pub broken: Option<Broken>,
+}
+
+/// Checks the hash chain over `files`, in order (oldest rotated first, the current file
+/// last): every line's `prev_sha256` must be the SHA-256 of the line before it.
+pub fn verify(files: &[PathBuf]) -> io::Result<Verified> {
+    use std::io::BufRead;
+    let mut prev: Option<[u8; 32]> = None;
+    let mut out = Verified {
+        records: 0,
+        from_genesis: false,
+        head: hex(&GENESIS),
+        broken: None,
+    };
+    for file in files {
+        let reader = io::BufReader::new(File::open(file)?);
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let line = line?;
+            let broken = |reason: String, request_id: String| Broken {
+                file: file.clone(),
+                line: i + 1,
+                request_id,
+                reason,
+            };
+            let value: serde_json::Value = match serde_json::from_slice(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.broken = Some(broken(format!("not a JSON record: {e}"), String::new()));
+                    return Ok(out);
+                }
+            };
+            let request_id = value["request_id"].as_str().unwrap_or("").to_string();
+            let Some(claimed) = value["prev_sha256"].as_str() else {
+                out.broken = Some(broken("no prev_sha256".into(), request_id));
+                return Ok(out);
+            };
+            match prev {
+                None => out.from_genesis = claimed == hex(&GENESIS),
+                Some(p) if claimed != hex(&p) => {
+                    out.broken = Some(broken(
+                        "prev_sha256 is not the hash of the record before it: a record was edited, deleted or moved just before this one".into(),
+                        request_id,
+                    ));
+                    return Ok(out);
+                }
+                Some(_) => {}
+            }
+            let hash = openssl::sha::sha256(&line);
+            prev = Some(hash);
+            out.head = hex(&hash);
+            out.records += 1;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -297,5 +505,131 @@ mod tests {
         let parent = path.parent().expect("dir");
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         assert!(open(&path).is_err(), "world-writable folder");
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
+            request_id: format!("r{i}"),
+            patient_ins: "207058575627097".into(),
+            outcome: "ok".into(),
+            ..AuditRecord::default()
+        }
+    }
+
+    /// The trail's files, oldest first, as `audit verify --config` reads them.
+    fn files(path: &Path) -> Vec<PathBuf> {
+        let mut f = rotated_files(path);
+        f.push(path.to_path_buf());
+        f
+    }
+
+    #[tokio::test]
+    async fn the_chain_spans_rotations_and_restarts_and_shows_tampering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit").join("trail.jsonl");
+        let rotation = Rotation {
+            max_bytes: 1_000,
+            daily: false,
+        };
+        {
+            let trail = AuditTrail::open(&path, rotation, false).expect("open");
+            for i in 0..20 {
+                trail.record(&record(i)).await.expect("recorded");
+            }
+        }
+        // A restart continues the chain.
+        let trail = AuditTrail::open(&path, rotation, false).expect("reopen");
+        for i in 20..30 {
+            trail.record(&record(i)).await.expect("recorded");
+        }
+        drop(trail);
+        let all = files(&path);
+        assert!(all.len() > 3, "rotated: {all:?}");
+        let ok = verify(&all).expect("verify");
+        assert_eq!(ok.records, 30);
+        assert!(ok.from_genesis);
+        assert_eq!(ok.broken, None);
+
+        let lines_of = |p: &Path| -> Vec<String> {
+            std::fs::read_to_string(p)
+                .expect("read")
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        let rewrite = |p: &Path, lines: &[String]| {
+            std::fs::write(p, lines.join("\n") + "\n").expect("write");
+        };
+        let target = &all[1];
+        let original = lines_of(target);
+        assert!(original.len() >= 2, "{original:?}");
+
+        // Edited: the patient changed in a record; the next one says so.
+        let mut edited = original.clone();
+        edited[0] = edited[0].replace("207058575627097", "107058575627098");
+        rewrite(target, &edited);
+        let broken = verify(&all).expect("verify").broken.expect("broken");
+        assert_eq!(
+            (broken.file.clone(), broken.line),
+            (target.clone(), 2),
+            "{broken}"
+        );
+
+        // Deleted.
+        let mut deleted = original.clone();
+        deleted.remove(0);
+        rewrite(target, &deleted);
+        let broken = verify(&all).expect("verify").broken.expect("broken");
+        assert_eq!(broken.file, *target, "{broken}");
+        assert_eq!(broken.line, 1, "{broken}");
+
+        // Reordered.
+        let mut swapped = original.clone();
+        swapped.swap(0, 1);
+        rewrite(target, &swapped);
+        assert!(verify(&all).expect("verify").broken.is_some());
+
+        rewrite(target, &original);
+        assert_eq!(verify(&all).expect("verify").broken, None);
+        // A file left out breaks the chain where it was.
+        let mut missing = all.clone();
+        missing.remove(1);
+        let broken = verify(&missing).expect("verify").broken.expect("broken");
+        assert_eq!(broken.file, all[2]);
+    }
+
+    #[test]
+    fn rotated_files_sort_by_time_then_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trail.jsonl");
+        for name in [
+            "trail.20261201T100000-1.jsonl",
+            "trail.20261201T100000.jsonl",
+            "trail.20261130T235959.jsonl",
+            "trail.20261201T100000-10.jsonl",
+            "trail.20261201T100000-2.jsonl",
+            "other.20261201T100000.jsonl",
+        ] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let names: Vec<String> = rotated_files(&path)
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "trail.20261130T235959.jsonl",
+                "trail.20261201T100000.jsonl",
+                "trail.20261201T100000-1.jsonl",
+                "trail.20261201T100000-2.jsonl",
+                "trail.20261201T100000-10.jsonl",
+            ]
+        );
     }
 }

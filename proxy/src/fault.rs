@@ -340,6 +340,18 @@ impl ProxyError {
         }
     }
 
+    /// The configured client a refusal of access control identified (its credential
+    /// matched, its source, tenant or service did not).
+    pub fn identified_client(&self) -> Option<&str> {
+        match self {
+            Self::SourceNotAllowed { client, .. }
+            | Self::TenantRequired { client }
+            | Self::TenantNotAllowed { client, .. }
+            | Self::ServiceNotAllowed { client, .. } => Some(client),
+            _ => None,
+        }
+    }
+
     /// Whether access control refused the caller (who, rather than what was sent).
     pub fn is_access_refusal(&self) -> bool {
         matches!(

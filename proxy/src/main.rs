@@ -33,6 +33,12 @@ enum Command {
     /// Bearer tokens for internal clients and the admin listener (only their SHA-256 is configured).
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
+    /// One GET to the admin listener (default /healthz), for container health checks:
+    /// exit 0 on a 2xx answer, 1 otherwise.
+    Health(cli::health::HealthArgs),
+    /// The audit trail: check its hash chain.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -42,5 +48,7 @@ fn main() -> ExitCode {
         Command::Vihf(command) => cli::vihf::run(&command),
         Command::Verify(args) => cli::verify::run(&args),
         Command::Token(command) => cli::token::run(&command),
+        Command::Health(args) => cli::health::run(&args),
+        Command::Audit(command) => cli::audit::run(&command),
     }
 }

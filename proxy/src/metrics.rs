@@ -138,6 +138,7 @@ pub struct Metrics {
     reload_failure: AtomicU64,
     last_load: LastLoad,
     audit_write_failures: AtomicU64,
+    refusal_audit_suppressed: AtomicU64,
     /// Refusals by the access policy (who, not what), by code.
     access_refusals: DashMap<&'static str, AtomicU64>,
     structure_warnings: DashMap<&'static str, AtomicU64>,
@@ -232,6 +233,12 @@ impl Metrics {
         }
         .fetch_add(1, Ordering::Relaxed);
         self.last_load.failed.store(!ok, Ordering::Relaxed);
+    }
+
+    /// A refused attempt of no identified client was not audited (over the rate).
+    pub fn refusal_audit_suppressed(&self) {
+        self.refusal_audit_suppressed
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the last load (start or reload) was refused.
@@ -390,6 +397,21 @@ impl Metrics {
         }
         head(
             &mut out,
+            "passerelle_upstream_clock_skew_seconds",
+            "gauge",
+            "Our clock minus the national service's (the Date header of the pool's last answer), in seconds.",
+        );
+        for p in &pools {
+            if let Some(skew) = p.stats.clock_skew() {
+                let _ = writeln!(
+                    out,
+                    "passerelle_upstream_clock_skew_seconds{{{}}} {skew}",
+                    pool_labels(p)
+                );
+            }
+        }
+        head(
+            &mut out,
             "passerelle_upstream_idle_connections",
             "gauge",
             "Idle keep-alive connections, per pool.",
@@ -470,6 +492,17 @@ impl Metrics {
             out,
             "passerelle_audit_write_failures_total {}",
             self.audit_write_failures.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "passerelle_audit_refusals_suppressed_total",
+            "counter",
+            "Refused attempts by no identified client left out of the audit trail (over 20 a second).",
+        );
+        let _ = writeln!(
+            out,
+            "passerelle_audit_refusals_suppressed_total {}",
+            self.refusal_audit_suppressed.load(Ordering::Relaxed)
         );
         head(
             &mut out,

@@ -95,6 +95,9 @@ async fn run(
         Ok(r) => (r, None),
         Err(e) => {
             let code = e.code();
+            if exchange.client.is_none() {
+                exchange.client = e.identified_client().map(str::to_string);
+            }
             if e.is_access_refusal() {
                 proxy.metrics.access_refused(code);
             }
@@ -359,6 +362,15 @@ async fn record(
         if matches!(exchange.route, Some(Route::Insi(_))) {
             exchange.returned_ins = returned_ins(response.body());
         }
+    }
+    // Every exchange that may have reached the service, and every refused attempt: those
+    // of an identified client always, the others (no valid credential) within a global
+    // rate, so that a flood of anonymous requests cannot fill the disk.
+    // Overload and rate refusals are about volume, not access: counted, not audited.
+    let refused_access = code.is_some_and(|c| !matches!(c, "Overloaded" | "RateLimited"));
+    let audited = exchange.sent_upstream
+        || (refused_access && (exchange.client.is_some() || proxy.admit_anonymous_refusal_audit()));
+    if audited {
         let identity = exchange.identity.clone().unwrap_or_default();
         let (patient_ins, patient_ins_oid) = match &exchange.returned_ins {
             Some(returned) => returned.clone(),
@@ -367,6 +379,11 @@ async fn record(
         };
         let record = AuditRecord {
             instance: proxy.state().config.audit.instance.clone(),
+            source: exchange
+                .peer
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default(),
+            sent_upstream: exchange.sent_upstream,
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),

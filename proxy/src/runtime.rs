@@ -28,6 +28,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A request admitted: its slot among `listener.max_concurrent_requests` and its body
@@ -70,7 +72,13 @@ pub struct Proxy {
     /// Request body bytes held at once (`limits.max_inflight_body_bytes`).
     bodies: Arc<BodyBudget>,
     rates: DashMap<String, ClientRate>,
+    /// Audit lines of refused attempts by no identified client, a second.
+    anonymous_refusals: ClientRate,
 }
+
+/// Refused attempts of no identified client audited a second (burst: as many); the
+/// others are counted (`passerelle_audit_refusals_suppressed_total`).
+const ANONYMOUS_REFUSALS_AUDITED_PER_SECOND: f64 = 20.0;
 
 impl Proxy {
     /// Builds the state and opens the audit trail of `config`.
@@ -101,6 +109,8 @@ impl Proxy {
             metrics,
             audit: trail,
             rates: DashMap::new(),
+            anonymous_refusals: ClientRate::new(ANONYMOUS_REFUSALS_AUDITED_PER_SECOND)
+                .ok_or_else(|| StartError::Internal("refusal audit rate".into()))?,
         })
     }
 
@@ -131,6 +141,16 @@ impl Proxy {
             Arc::clone(&self.bodies),
         );
         Ok(Admission { _slot: slot, body })
+    }
+
+    /// Whether a refused attempt of no identified client gets its audit line (within
+    /// [`ANONYMOUS_REFUSALS_AUDITED_PER_SECOND`]); counted when not.
+    pub fn admit_anonymous_refusal_audit(&self) -> bool {
+        let admitted = self.anonymous_refusals.limiter.check().is_ok();
+        if !admitted {
+            self.metrics.refusal_audit_suppressed();
+        }
+        admitted
     }
 
     /// The memory budget of request bodies.

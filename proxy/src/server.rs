@@ -368,6 +368,25 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             "draining: shutting down, in-flight requests are finishing\n".into(),
         );
     }
+    // A clock the national services disagree with: every VIHF would be refused.
+    let max = i64::try_from(state.config.max_clock_skew.as_secs()).unwrap_or(i64::MAX);
+    let skewed: Vec<String> = state
+        .pools()
+        .filter_map(|p| {
+            let skew = p.stats.clock_skew()?;
+            (skew.abs() > max).then(|| format!("{}: {skew} s", p.name()))
+        })
+        .collect();
+    if !skewed.is_empty() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!(
+                "not ready: clock skew with the national services beyond security.max_clock_skew ({max} s), check NTP: {}\n",
+                skewed.join(", ")
+            ),
+        );
+    }
     let now = time::OffsetDateTime::now_utc();
     let degraded = state.degraded(now);
     // No service of any tenant left (a DMP needs both its certificates): nothing can be

@@ -272,9 +272,56 @@ pub struct PoolStats {
     pub resumed_handshakes: AtomicU64,
     /// Requests sent.
     pub requests: AtomicU64,
+    /// Our clock minus the service's (`Date` of its last answer), in seconds; `None`
+    /// until an answer carried a readable `Date`.
+    clock_skew: Mutex<Option<i64>>,
 }
 
+/// A skew worth a warning in the log: the DMP's tolerance is a few minutes.
+const CLOCK_SKEW_WARNING_S: i64 = 30;
+
 impl PoolStats {
+    /// Our clock minus the service's at its last answer, in seconds.
+    pub fn clock_skew(&self) -> Option<i64> {
+        self.clock_skew.lock().ok().and_then(|s| *s)
+    }
+
+    /// Records the service's clock from an answer's `Date` (1 s resolution); warns when
+    /// the skew crosses [`CLOCK_SKEW_WARNING_S`] (once per crossing, not per request).
+    fn observe_date(&self, pool: &str, headers: &http::HeaderMap) {
+        let Some(date) = headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+        else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let skew = match now.duration_since(date) {
+            Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        let Ok(mut last) = self.clock_skew.lock() else {
+            return;
+        };
+        let was_off = last.is_some_and(|s| s.abs() > CLOCK_SKEW_WARNING_S);
+        let is_off = skew.abs() > CLOCK_SKEW_WARNING_S;
+        if is_off && !was_off {
+            tracing::warn!(
+                pool,
+                skew_s = skew,
+                "clock skew with the national service: our clock minus its Date header; the DMP refuses VIHFs outside its tolerance: check NTP on this host"
+            );
+        } else if was_off && !is_off {
+            tracing::info!(
+                pool,
+                skew_s = skew,
+                "clock skew with the national service back within 30 s"
+            );
+        }
+        *last = Some(skew);
+    }
+
     pub fn handshakes(&self) -> u64 {
         self.full_handshakes.load(Ordering::Relaxed)
             + self.resumed_handshakes.load(Ordering::Relaxed)
@@ -592,6 +639,7 @@ impl UpstreamPool {
     ) -> Result<Response<ProxyBody>, ExchangeError> {
         let upstream = &self.target.url;
         let (parts, mut incoming) = response.into_parts();
+        self.stats.observe_date(&self.name, &parts.headers);
         let mut head: Vec<Bytes> = Vec::new();
         let mut read = 0usize;
         loop {

@@ -277,10 +277,12 @@ impl Fixture {
             .expect("stderr")
             .read_to_string(&mut log)
             .expect("log");
+        // The exchanges (refused attempts, never sent, are left out).
         let audit = std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).expect("audit JSON"))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit JSON"))
+            .filter(|l| l["sent_upstream"] == true)
             .collect();
         (exit, log, audit)
     }
@@ -989,4 +991,46 @@ async fn sigterm_waits_for_exchanges_whose_client_went_away() {
     assert_eq!(audit.len(), 1, "the exchange is audited: {log}");
     assert_eq!(audit[0]["outcome"], "ok", "{}", audit[0]);
     assert_eq!(audit[0]["upstream_status"], 200, "{}", audit[0]);
+}
+
+/// `passerelle audit verify` on a running proxy's trail: intact (by file and by
+/// configuration); a copy with one record edited is refused, naming the record after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_checks_the_hash_chain() {
+    let f = Fixture::start(&[]).await;
+    for _ in 0..3 {
+        let (status, body) = f.insi_search().await.expect("answer");
+        assert_eq!(status, 200, "{body}");
+    }
+    let verify = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .arg("audit")
+            .arg("verify")
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = verify(&[f.audit.as_os_str()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("3 record(s)") && out.contains("chain intact"),
+        "{out}"
+    );
+    let (code, out) = verify(&["--config".as_ref(), f.config.as_os_str()]);
+    assert_eq!(code, Some(0), "{out}");
+
+    let copy = f.audit.with_extension("copy.jsonl");
+    let text = std::fs::read_to_string(&f.audit).expect("trail");
+    let first = text.lines().next().expect("a line");
+    let edited = first.replacen("\"outcome\":\"ok\"", "\"outcome\":\"OK\"", 1);
+    assert_ne!(first, edited);
+    std::fs::write(&copy, text.replacen(first, &edited, 1)).expect("write");
+    let (code, out) = verify(&[copy.as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("BROKEN") && out.contains(":2:"), "{out}");
+    let _ = std::fs::remove_file(&copy);
 }

@@ -236,8 +236,25 @@ impl Harness {
         self.proxy.as_ref().expect("proxy running")
     }
 
-    /// The audit trail's lines so far.
+    /// The audit trail's exchanges so far: the lines of requests that may have reached
+    /// the national service.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.audit_all()
+            .into_iter()
+            .filter(|l| l["sent_upstream"] == true)
+            .collect()
+    }
+
+    /// The audit trail's refused attempts so far (nothing sent upstream).
+    pub fn audit_refusals(&self) -> Vec<serde_json::Value> {
+        self.audit_all()
+            .into_iter()
+            .filter(|l| l["sent_upstream"] == false)
+            .collect()
+    }
+
+    /// Every line of the audit trail so far.
+    pub fn audit_all(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()

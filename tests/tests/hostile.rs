@@ -176,7 +176,18 @@ async fn the_audit_records_the_values_that_were_signed() {
         .await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eq!(reply.fault_code().as_deref(), Some("BadIdentity"));
-    assert!(h.audit_lines().is_empty(), "nothing sent, nothing audited");
+    assert!(h.audit_lines().is_empty(), "nothing sent, no exchange");
+    // The refused attempt is recorded, without the values it was refused for.
+    let refusals = h.audit_refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["outcome"], "BadIdentity");
+    assert_eq!(refusals[0]["client"], "sandbox");
+    assert_eq!(refusals[0]["sent_upstream"], false);
+    let text = refusals[0].to_string();
+    assert!(
+        !text.contains("FAKE") && !text.contains("111111111111"),
+        "{text}"
+    );
     // The audit line of an accepted token holds the values signed.
     let vihf = messages::unsigned_vihf(&a, "INDIRECTE");
     let reply = h

@@ -704,3 +704,119 @@ async fn a_crl_update_revoking_the_running_certificate_disables_its_pair() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The national service's clock, from its `Date` header: the skew is a metric per pool,
+/// and beyond `security.max_clock_skew` (120 s by default) `/readyz` answers 503 (the DMP
+/// refuses VIHFs outside its tolerance).
+#[tokio::test]
+async fn clock_skew_with_a_service_is_measured_and_guards_readiness() {
+    let h = Harness::start().await;
+    let skew_to = |seconds: i64| {
+        h.insi.faults.replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                clock_offset_s: seconds,
+                ..FaultSpec::default()
+            },
+        )]))
+    };
+    let skew_metric = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("passerelle_upstream_clock_skew_seconds{")
+                    && l.contains("service=\"insi\"")
+                    && l.contains("role=\"insi_auto\"")
+                    && l.contains("tenant=\"ch-test-a\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no skew series:\n{text}"))
+    };
+    skew_to(60).expect("faults");
+    assert_eq!(insi_search(&h).await.status, 200);
+    let skew = skew_metric(&h.admin("/metrics").await.1);
+    assert!(
+        (-62.0..=-59.0).contains(&skew),
+        "the service is 60 s ahead: {skew}"
+    );
+    assert_eq!(h.admin("/readyz").await.0, 200, "60 s is within 120 s");
+
+    skew_to(300).expect("faults");
+    assert_eq!(insi_search(&h).await.status, 200);
+    let skew = skew_metric(&h.admin("/metrics").await.1);
+    assert!((-302.0..=-299.0).contains(&skew), "{skew}");
+    let (status, body) = h.admin("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("clock skew") && body.contains("ch-test-a insi insi_auto"),
+        "{body}"
+    );
+
+    // The clocks agree again: ready again.
+    skew_to(0).expect("faults");
+    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.admin("/readyz").await.0, 200);
+}
+
+/// Refused attempts are in the audit trail too (client, source, tenant and service
+/// asked, fault code, `sent_upstream` false); those of no identified client within 20 a
+/// second, the rest counted.
+#[tokio::test]
+async fn refused_attempts_are_audited_and_anonymous_ones_are_bounded() {
+    let h = Harness::start().await;
+    // An identified client asking for a tenant it may not use.
+    let reply = h
+        .post(
+            "/insi/auto",
+            &[("x-passerelle-tenant", "ch-unknown")],
+            SOAP_CT,
+            insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let refusals = h.audit_refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let r = &refusals[0];
+    assert_eq!(r["client"], "sandbox", "{r}");
+    assert_eq!(r["service"], "insi", "{r}");
+    assert_eq!(r["source"], "127.0.0.1", "{r}");
+    assert_eq!(r["sent_upstream"], false, "{r}");
+    assert_eq!(r["upstream_status"], 0, "{r}");
+    assert!(
+        r["outcome"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("Tenant")),
+        "{r}"
+    );
+    assert!(h.audit_lines().is_empty(), "no exchange");
+
+    // A flood of requests without credentials: at most a second's worth audited.
+    for _ in 0..60 {
+        let reply = h
+            .post(
+                "/insi/auto",
+                &[("authorization", "Bearer nope")],
+                SOAP_CT,
+                "<x/>",
+            )
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+    let anonymous = h
+        .audit_refusals()
+        .into_iter()
+        .filter(|l| l["outcome"] == "UnknownClient")
+        .count();
+    assert!((20..60).contains(&anonymous), "{anonymous} of 60 audited");
+    let (_, metrics) = h.admin("/metrics").await;
+    let suppressed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("passerelle_audit_refusals_suppressed_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("suppressed counter");
+    assert_eq!(suppressed as usize, 60 - anonymous, "{metrics}");
+    // The chain holds over exchanges and refusals alike.
+    let verified =
+        passerelle_proxy::audit::verify(std::slice::from_ref(&h.audit_path)).expect("verify");
+    assert_eq!(verified.broken, None);
+    assert_eq!(verified.records, 1 + anonymous);
+}

@@ -168,6 +168,7 @@ impl Validator {
                 ),
             );
         }
+        let max_clock_skew = self.duration("security.max_clock_skew", &raw.security.max_clock_skew);
         let listener_tls = raw.listener.tls.as_ref().and_then(|t| self.listener_tls(t));
         if raw
             .listener
@@ -195,6 +196,7 @@ impl Validator {
             tenants,
             clients,
             security: raw.security.clone(),
+            max_clock_skew: max_clock_skew?,
             listener_tls,
             limits: self.limits(&raw)?,
             audit: audit?,

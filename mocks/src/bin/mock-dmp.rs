@@ -46,5 +46,5 @@ async fn run(cli: Cli) -> Result<(), String> {
         "mock-dmp: https://{}/si-dmp-server/v2/services/ (admin http://{})",
         running.address, running.admin_address
     );
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+    passerelle_mocks::stop_signal().await
 }

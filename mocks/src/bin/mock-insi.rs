@@ -43,5 +43,5 @@ async fn run(cli: Cli) -> Result<(), String> {
         "mock-insi: https://{}/lps (admin http://{})",
         running.address, running.admin_address
     );
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())
+    passerelle_mocks::stop_signal().await
 }
