@@ -15,6 +15,7 @@ mod insi;
 mod limits;
 mod listener;
 mod run;
+mod services;
 mod software;
 mod tenants;
 #[cfg(test)]

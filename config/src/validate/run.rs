@@ -151,6 +151,7 @@ impl Validator {
         let trust = self.tenant_trust(&raw.trust);
         let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d));
         let insi = raw.insi.as_ref().and_then(|i| self.insi(i));
+        let services = self.services(&raw.services);
         let tenants = self.tenants(&raw, &trust);
         let clients = self.clients(&raw, &tenants);
         if let Some(Some(admin)) = admin_token
@@ -188,6 +189,7 @@ impl Validator {
             software: software?,
             dmp,
             insi,
+            services,
             tenants,
             clients,
             security: raw.security.clone(),
