@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sandbox: installs what is missing, builds Passerelle, writes a test PKI shaped like
-# IGC-Santé TEST with a ready configuration, checks it, starts the mock DMP, the mock INSi
-# and Passerelle in front of them, and sends sample requests through Passerelle as an
+# IGC-Santé TEST with a ready configuration, checks it, starts the mock DMP, the mock INSi,
+# the mock echo service and Passerelle in front of them, and sends sample requests through Passerelle as an
 # internal system would. Re-running reuses the PKI (pass --force to regenerate). In a
 # terminal everything keeps running until Ctrl-C; otherwise it stops after the samples.
 set -euo pipefail
@@ -24,8 +24,10 @@ $bin/mock-dmp --pki "$dir" --listen 127.0.0.1:9443 --admin 127.0.0.1:9543 \
   --spec ../shared/spec/dmp & pids+=($!)
 $bin/mock-insi --pki "$dir" --listen 127.0.0.1:9444 --admin 127.0.0.1:9544 \
   --xsd ../shared/spec/insi/xsd & pids+=($!)
+$bin/mock-echo --pki "$dir" --listen 127.0.0.1:9445 --admin 127.0.0.1:9545 & pids+=($!)
 $bin/passerelle run --config "$dir/passerelle.toml" 2>"$dir/passerelle.log" & pids+=($!)
-for url in http://127.0.0.1:9543/health http://127.0.0.1:9544/health http://127.0.0.1:9090/healthz; do
+for url in http://127.0.0.1:9543/health http://127.0.0.1:9544/health http://127.0.0.1:9545/health \
+  http://127.0.0.1:9090/healthz; do
   for _ in $(seq 100); do
     curl -sf "$url" >/dev/null && break
     sleep 0.1
@@ -54,6 +56,24 @@ sih "${soap[@]}" --data-binary @examples/insi-rechercher-traits-minimal.xml $pro
 echo "== the same, complete request forwarded unchanged: POST $proxy/insi/manu (INSI-MANU certificate)"
 sih "${soap[@]}" --data-binary @examples/insi-rechercher-traits.xml $proxy/insi/manu \
   | grep -o '<CR>.*</CR>' || true
+
+echo
+echo "== INSi JSON API, search by traits: POST $proxy/api/insi/search (examples/insi-search.json)"
+echo "   the first first name is wrong: all first names, then ANNE alone find nobody, CLAIRE alone finds her"
+sih -H 'Content-Type: application/json' --data-binary @examples/insi-search.json $proxy/api/insi/search; echo
+echo "== INSi JSON API, carte Vitale: POST $proxy/api/insi/vitale (examples/insi-vitale.json)"
+sih -H 'Content-Type: application/json' --data-binary @examples/insi-vitale.json $proxy/api/insi/vitale \
+  | grep -o '"result":"[a-z_]*"\|"ins":{[^}]*}' || true
+echo "== the same with a wrong key: 400, the field named"
+sed 's/"97"/"12"/' examples/insi-vitale.json \
+  | sih -H 'Content-Type: application/json' --data-binary @- $proxy/api/insi/vitale; echo
+
+echo
+echo "== Another service over mutual TLS: POST $proxy/svc/echo/messages (tenant A's org_auth certificate)"
+sih -H 'Content-Type: application/json' --data-binary @examples/svc-message.json $proxy/svc/echo/messages \
+  | grep -o '"subject":"[^"]*"\|"method":"[A-Z]*"\|"path":"[^"]*"' || true
+echo "== a path outside the service's path_prefixes: refused, nothing sent"
+sih -X POST $proxy/svc/echo/admin; echo
 
 echo
 echo "== DMP TD2.1, two documents over MTOM: POST $proxy/dmp/repository (VIHF + lot signed by Passerelle)"
@@ -88,6 +108,7 @@ tail -n 1 "$dir/audit/passerelle-audit.jsonl" || true
 echo "== What the mocks saw (admin ports): each request with the tenant's own certificate"
 curl -s http://127.0.0.1:9543/stats | head -c 400; echo
 curl -s http://127.0.0.1:9544/stats | head -c 400; echo
+curl -s http://127.0.0.1:9545/stats | head -c 400; echo
 
 cat <<TXT
 
@@ -95,15 +116,21 @@ Sandbox ready in $dir/:
   configuration   $dir/passerelle.toml   (passerelle check --config ...)
   Passerelle log  $dir/passerelle.log    (one line per request, no patient data)
   audit trail     $dir/audit/passerelle-audit.jsonl   (one line per upstream exchange)
-  Passerelle      http://127.0.0.1:8080  (POST /dmp/<service>, /insi/auto, /insi/manu; token sandbox-token)
+  Passerelle      http://127.0.0.1:8080  (POST /dmp/<service>, /insi/auto, /insi/manu, /api/insi/search,
+                                          /api/insi/vitale, /svc/echo/...; token sandbox-token)
+                  API description http://127.0.0.1:8080/api/openapi.json
                   admin http://127.0.0.1:9090/healthz, /readyz, /metrics, /pools
-  tenants         $dir/tenants/<id>/{dmp-auth,dmp-sign,insi-auto,insi-manu}.{cert.pem,chain.pem,key.pem,p12}
+  tenants         $dir/tenants/<id>/{dmp-auth,dmp-sign,insi-auto,insi-manu,org-auth}.{cert.pem,chain.pem,key.pem,p12}
   mock DMP        https://localhost:9443/si-dmp-server/v2/services/   admin http://127.0.0.1:9543
   mock INSi       https://localhost:9444/lps                          admin http://127.0.0.1:9544
+  mock echo       https://localhost:9445/echo/                        admin http://127.0.0.1:9545
 
 Try:  curl -H 'Authorization: Bearer sandbox-token' -H 'X-Passerelle-Tenant: ch-test-a' \\
         -H 'Content-Type: application/soap+xml' --data-binary @examples/insi-rechercher-traits-minimal.xml \\
         http://127.0.0.1:8080/insi/auto
+      curl -H 'Authorization: Bearer sandbox-token' -H 'X-Passerelle-Tenant: ch-test-b' \\
+        -H 'Content-Type: application/json' --data-binary @examples/insi-search.json \\
+        http://127.0.0.1:8080/api/insi/search
 TXT
 if [ -t 0 ]; then
   echo "Passerelle and the mocks keep running; Ctrl-C to stop."

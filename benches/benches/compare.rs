@@ -143,6 +143,7 @@ fn start_passerelle(pki: &Manifest, dmp_port: u16, insi_port: u16, out: &Path) -
                 admin: format!("127.0.0.1:{admin}"),
                 dmp_port,
                 insi_port,
+                echo_port: None,
                 audit: Some(out.join("audit/passerelle-audit.jsonl")),
             },
         )

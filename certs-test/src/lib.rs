@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ca/            root, ORG intermediate, server intermediate (RSA 4096), their keys, the ORG CRL
-//! tenants/<id>/  dmp-auth, dmp-sign, insi-auto, insi-manu leaves (RSA 2048) of each legal entity
+//! tenants/<id>/  dmp-auth, dmp-sign, insi-auto, insi-manu, org-auth leaves (RSA 2048) of each legal entity
 //! servers/mock/  the SERV SSL leaf the mock DMP and mock INSi present
 //! bad/<case>/    negative fixtures: expired, not yet valid, wrong EKU, wrong INSi CN, ...
 //! passerelle.toml  a ready sandbox configuration that references the files above
@@ -44,7 +44,7 @@ use time::{Duration, OffsetDateTime};
 /// Name of the manifest file written at the top of the output directory.
 pub const MANIFEST_FILE: &str = "pki.json";
 /// Bumped whenever the layout or the profiles change, so stale directories are regenerated.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 /// Most tenants one PKI can hold (one letter each).
 pub const MAX_TENANTS: usize = 26;
 
@@ -153,7 +153,7 @@ pub struct CaFiles {
     pub org_crl: PathBuf,
 }
 
-/// One legal entity (entité juridique) with its four ORG certificates.
+/// One legal entity (entité juridique) with its five ORG certificates.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TenantFixture {
     /// Tenant id used in the sandbox configuration (`ch-test-a`, ...).
@@ -170,6 +170,9 @@ pub struct TenantFixture {
     pub dmp_sign: LeafFiles,
     pub insi_auto: LeafFiles,
     pub insi_manu: LeafFiles,
+    /// ORG AUTH_CLI for the other services reached over mutual TLS (`[[services]]`,
+    /// certificate role `org_auth`): not the DMP's, not INSi's.
+    pub org_auth: LeafFiles,
 }
 
 /// A certificate that must be refused, and why.
@@ -237,7 +240,13 @@ impl Manifest {
             &self.config,
         ];
         for t in &self.tenants {
-            for l in [&t.dmp_auth, &t.dmp_sign, &t.insi_auto, &t.insi_manu] {
+            for l in [
+                &t.dmp_auth,
+                &t.dmp_sign,
+                &t.insi_auto,
+                &t.insi_manu,
+                &t.org_auth,
+            ] {
                 files.extend(leaf(l));
             }
         }
@@ -605,8 +614,8 @@ struct Builder<'o> {
 
 impl<'o> Builder<'o> {
     fn new(options: &'o PkiOptions) -> Result<Self> {
-        // 5 CA keys, 4 per tenant, 1 server, 9 for the bad fixtures (key-mismatch takes 2).
-        let leaf_count = options.tenants * 4 + 1 + 9;
+        // 5 CA keys, 5 per tenant, 1 server, 9 for the bad fixtures (key-mismatch takes 2).
+        let leaf_count = options.tenants * 5 + 1 + 9;
         let mut bits = vec![4096u32; 5];
         bits.extend(std::iter::repeat_n(2048u32, leaf_count));
         let mut keys = generate_keys(&bits)?.into_iter();
@@ -849,6 +858,13 @@ impl<'o> Builder<'o> {
             let dmp_sign = leaf(&mut self, "dmp-sign", &dmp_cn, Profile::OrgSign)?;
             let insi_auto = leaf(&mut self, "insi-auto", "INSI-AUTO", Profile::OrgAuthCli)?;
             let insi_manu = leaf(&mut self, "insi-manu", "INSI-MANU", Profile::OrgAuthCli)?;
+            // One certificate per teleservice: its own ORG AUTH_CLI for the other services.
+            let org_auth = leaf(
+                &mut self,
+                "org-auth",
+                &format!("PASSERELLE SERVICES {legal_name}"),
+                Profile::OrgAuthCli,
+            )?;
             tenants.push(TenantFixture {
                 id,
                 legal_name,
@@ -859,6 +875,7 @@ impl<'o> Builder<'o> {
                 dmp_sign,
                 insi_auto,
                 insi_manu,
+                org_auth,
             });
         }
 
@@ -1192,6 +1209,9 @@ pub struct ConfigAddresses {
     pub dmp_port: u16,
     /// Port of the (mock) INSi on localhost.
     pub insi_port: u16,
+    /// Port of the mock echo service on localhost: when given, each tenant's `org_auth`
+    /// certificate and a `[[services]]` entry `echo` reaching it are configured.
+    pub echo_port: Option<u16>,
     /// `[audit] path`; `None`: the default beside the configuration.
     pub audit: Option<PathBuf>,
 }
@@ -1203,6 +1223,7 @@ impl Default for ConfigAddresses {
             admin: "127.0.0.1:9090".into(),
             dmp_port: 9443,
             insi_port: 9444,
+            echo_port: Some(9445),
             audit: None,
         }
     }
@@ -1279,12 +1300,16 @@ trust_anchors = ["{root}"]
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        for (role, leaf) in [
+        let mut roles = vec![
             ("dmp_auth", &t.dmp_auth),
             ("dmp_sign", &t.dmp_sign),
             ("insi_auto", &t.insi_auto),
             ("insi_manu", &t.insi_manu),
-        ] {
+        ];
+        if a.echo_port.is_some() {
+            roles.push(("org_auth", &t.org_auth));
+        }
+        for (role, leaf) in roles {
             if index == 0 {
                 out.push_str(&format!(
                     "\n[tenants.certificates.{role}]\ncert = \"{}\"\nchain = \"{}\"\nkey = \"{}\"\n",
@@ -1307,6 +1332,27 @@ trust_anchors = ["{root}"]
         .map(|t| format!("\"{}\"", t.id))
         .collect::<Vec<_>>()
         .join(", ");
+    if let Some(port) = a.echo_port {
+        out.push_str(&format!(
+            r#"
+# Another service reached over mutual TLS with each tenant's org_auth certificate: the
+# mock echo server. POST /svc/echo/messages/1 goes to https://localhost:{port}/echo/messages/1.
+[[services]]
+name = "echo"
+url = "https://localhost:{port}/echo"
+certificate = "org_auth"
+trust_anchors = ["{root}"]
+methods = ["GET", "POST"]
+path_prefixes = ["/messages", "/forms"]
+"#,
+            root = p(&m.ca.root),
+        ));
+    }
+    let services = if a.echo_port.is_some() {
+        r#"["dmp", "insi", "svc/echo"]"#
+    } else {
+        r#"["dmp", "insi"]"#
+    };
     out.push_str(&format!(
         r#"
 # The sandbox's own sample client: loopback only, every tenant and service.
@@ -1316,7 +1362,7 @@ name = "sandbox"
 source_cidrs = ["127.0.0.0/8", "::1/128"]
 token_sha256 = "{token}"
 tenants = [{tenant_ids}]
-services = ["dmp", "insi"]
+services = {services}
 "#,
         token = SANDBOX_TOKEN_SHA256,
     ));

@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub insi: Option<InsiSection>,
     /// The establishment's forward proxy for outbound traffic.
     pub egress: Option<EgressSection>,
+    /// Other services reached over mutual TLS with each tenant's `org_auth` certificate.
+    #[serde(default)]
+    pub services: Vec<ServiceSection>,
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
     #[serde(default)]
@@ -301,6 +304,51 @@ pub struct InsiSection {
     pub egress: Option<String>,
 }
 
+/// `[[services]]`: another service reached over mutual TLS (an MSSanté operator's API,
+/// ROR, ...) at `/svc/<name>/<path>`, with the tenant's certificate of `certificate`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceSection {
+    /// The route name (`/svc/<name>/...`), a metric label and the `svc/<name>` scope of
+    /// clients: a-z, 0-9, '-' and '_'.
+    pub name: String,
+    /// `https://host[:port][/base]`: a request to `/svc/<name>/<path>` goes to
+    /// `<url>/<path>`.
+    pub url: String,
+    /// The tenant certificate role presented: `org_auth`.
+    pub certificate: String,
+    /// Anchors the service's server certificate must chain to (never the web PKI).
+    pub trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// HTTP methods allowed (default `["POST"]`).
+    #[serde(default = "default_service_methods")]
+    pub methods: Vec<String>,
+    /// Paths allowed under `url`, by prefix on whole segments (`"/messages"` allows
+    /// `/messages` and `/messages/12`, not `/messagesX`); `"/"` allows every path.
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+    /// Request headers passed on besides `Content-Type` and `Accept` (never
+    /// `Authorization`, `Cookie`, `Host` or the connection's own headers).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// `none` (default): never sent twice; `if_not_sent`: once more on a fresh
+    /// connection when the first attempt was not written at all.
+    #[serde(default = "default_service_retry")]
+    pub retry: String,
+    /// `proxy` (default when `[egress]` is set) or `direct`.
+    pub egress: Option<String>,
+}
+
+fn default_service_methods() -> Vec<String> {
+    vec!["POST".into()]
+}
+
+fn default_service_retry() -> String {
+    "none".into()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct TimeoutsSection {
     #[serde(default = "default_connect")]
@@ -358,6 +406,8 @@ pub struct CertificatesSection {
     pub dmp_sign: Option<CertSource>,
     pub insi_auto: Option<CertSource>,
     pub insi_manu: Option<CertSource>,
+    /// ORG AUTH_CLI for the `[[services]]` (neither the DMP's nor INSi's).
+    pub org_auth: Option<CertSource>,
 }
 
 /// Either PEM files (`cert` + `key`, optional `chain`) or a PKCS#12 with its password file.
@@ -384,7 +434,8 @@ pub struct ClientSection {
     pub cert_subject: Option<String>,
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// `dmp` (every DMP service), `dmp/<service>`, `insi`.
+    /// `dmp` (every DMP service), `dmp/<service>`, `insi`, `svc` (every `[[services]]`
+    /// entry), `svc/<name>`.
     #[serde(default)]
     pub services: Vec<String>,
     /// Requests per second allowed to this client (token bucket, burst = one second).

@@ -262,10 +262,19 @@ pub enum CertRole {
     InsiAuto,
     /// ORG AUTH_CLI with CN `INSI-MANU`: INSi calls made by a person.
     InsiManu,
+    /// ORG AUTH_CLI for the other services reached over mutual TLS (`[[services]]`:
+    /// MSSanté operators' APIs, ROR, ...): neither the DMP's nor INSi's.
+    OrgAuth,
 }
 
 impl CertRole {
-    pub const ALL: [CertRole; 4] = [Self::DmpAuth, Self::DmpSign, Self::InsiAuto, Self::InsiManu];
+    pub const ALL: [CertRole; 5] = [
+        Self::DmpAuth,
+        Self::DmpSign,
+        Self::InsiAuto,
+        Self::InsiManu,
+        Self::OrgAuth,
+    ];
 
     /// The key under `[tenants.certificates]`.
     pub fn config_key(self) -> &'static str {
@@ -274,6 +283,7 @@ impl CertRole {
             Self::DmpSign => "dmp_sign",
             Self::InsiAuto => "insi_auto",
             Self::InsiManu => "insi_manu",
+            Self::OrgAuth => "org_auth",
         }
     }
 
@@ -282,7 +292,7 @@ impl CertRole {
         match self {
             Self::InsiAuto => Some("INSI-AUTO"),
             Self::InsiManu => Some("INSI-MANU"),
-            Self::DmpAuth | Self::DmpSign => None,
+            Self::DmpAuth | Self::DmpSign | Self::OrgAuth => None,
         }
     }
 

@@ -15,14 +15,15 @@
 //! - `material.rs`: certificate and key files, [`CertificateInfo`], [`PrivateKey`],
 //!   the role rules ([`role_problems`]).
 //! - `model.rs`: the validated, typed configuration ([`Config`], [`Tenant`],
-//!   [`CertMaterial`], [`DmpService`], [`InsiService`], [`Limits`], [`ListenerTls`], ...).
+//!   [`CertMaterial`], [`DmpService`], [`InsiService`], [`MtlsService`], [`Limits`],
+//!   [`ListenerTls`], ...).
 //! - `report.rs`: what a check reports ([`Severity`], [`Problem`], [`CertificateReport`],
 //!   [`Status`]).
 //! - `validate/`: the checks. `mod.rs` holds the shared `Validator` and its helpers;
 //!   `run.rs` the entry points ([`inspect`], [`inspect_at`], [`load`]), their results
 //!   ([`Inspection`], [`ConfigError`]) and the pass over the whole file; then one module
-//!   per area: `software`, `trust`, `dmp`, `insi`, `tenants`, `certificates`, `clients`,
-//!   `listener` (listener TLS), `limits`.
+//!   per area: `software`, `trust`, `dmp`, `insi`, `services` (`[[services]]`), `tenants`,
+//!   `certificates`, `clients`, `listener` (listener TLS), `limits`.
 //!
 //! Dependencies run one way: `validate` uses `model` and `report`; `model` uses
 //! `report` (for [`Config::warnings`]); neither knows about `validate`.
@@ -38,8 +39,8 @@ pub use ids::{CertRole, IdError, StructureId, StructureKind, TenantId, UNATTRIBU
 pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
 pub use model::{
     Audit, CertMaterial, Config, DmpPolicy, DmpService, DmpSigning, EgressProxy, InsiService,
-    InternalClient, Limits, ListenerTls, PolicyMode, ServiceScope, SignatureDigest, Software,
-    Tenant, Timeouts, UpstreamTrust,
+    InternalClient, Limits, ListenerTls, MtlsService, PolicyMode, ServiceMethod, ServiceRetry,
+    ServiceScope, SignatureDigest, Software, Tenant, Timeouts, UpstreamTrust,
 };
 pub use report::{CertificateKey, CertificateReport, Problem, Severity, Status};
 pub use validate::{ConfigError, Inspection, inspect, inspect_at, load, shared_write_mode};

@@ -291,7 +291,7 @@ pub fn role_problems(info: &CertificateInfo, role: CertRole) -> Vec<String> {
                 );
             }
         }
-        CertRole::DmpAuth | CertRole::InsiAuto | CertRole::InsiManu => {
+        CertRole::DmpAuth | CertRole::InsiAuto | CertRole::InsiManu | CertRole::OrgAuth => {
             if !info.client_auth {
                 problems.push(format!(
                     "extended key usage lacks clientAuth: this is not an ORG AUTH_CLI certificate \

@@ -30,6 +30,8 @@ pub struct Config {
     pub software: Software,
     pub dmp: Option<DmpService>,
     pub insi: Option<InsiService>,
+    /// `[[services]]`: the other services reached over mutual TLS.
+    pub services: Vec<MtlsService>,
     pub tenants: Vec<Tenant>,
     pub clients: Vec<InternalClient>,
     pub security: file::SecuritySection,
@@ -46,6 +48,11 @@ pub struct Config {
 impl Config {
     pub fn tenant(&self, id: &TenantId) -> Option<&Tenant> {
         self.tenants.iter().find(|t| &t.id == id)
+    }
+
+    /// The `[[services]]` entry named `name`.
+    pub fn service(&self, name: &str) -> Option<&MtlsService> {
+        self.services.iter().find(|s| s.name == name)
     }
 }
 
@@ -246,6 +253,102 @@ pub struct InsiService {
     pub egress: Option<EgressProxy>,
 }
 
+/// Whether a generic service's request may be sent a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceRetry {
+    /// Never (the default): the service's operations are not known to Passerelle.
+    #[default]
+    Never,
+    /// Once more on a fresh connection, only when the first attempt was not written.
+    IfNotSent,
+}
+
+/// An HTTP method a generic service allows, from a closed set (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+}
+
+impl ServiceMethod {
+    pub const ALL: [ServiceMethod; 7] = [
+        Self::Get,
+        Self::Head,
+        Self::Post,
+        Self::Put,
+        Self::Patch,
+        Self::Delete,
+        Self::Options,
+    ];
+
+    /// The method as HTTP writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+            Self::Options => "OPTIONS",
+        }
+    }
+
+    /// The method of an HTTP request line, if it is one of the set.
+    pub fn parse(method: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == method)
+    }
+}
+
+/// `[[services]]`: a service reached over mutual TLS at `/svc/<name>/<path>` with the
+/// tenant's certificate of `role`.
+#[derive(Debug, Clone)]
+pub struct MtlsService {
+    pub name: String,
+    /// The base URL; `<path>` is appended to its path.
+    pub url: url::Url,
+    /// The tenant certificate presented ([`CertRole::OrgAuth`]).
+    pub role: CertRole,
+    pub methods: Vec<ServiceMethod>,
+    /// Allowed path prefixes, each `/` or `/segment[/segment...]` (no trailing `/`).
+    pub path_prefixes: Vec<String>,
+    /// Request header names passed on besides `content-type` and `accept`, lower case.
+    pub forward_headers: Vec<String>,
+    pub trust: UpstreamTrust,
+    pub timeouts: Timeouts,
+    pub retry: ServiceRetry,
+    /// The forward proxy its connections go through; `None`: direct.
+    pub egress: Option<EgressProxy>,
+}
+
+impl MtlsService {
+    /// The allowed prefix `path` falls under (on whole segments), if any. `path` must
+    /// already be normalised (see the proxy's service path): `/a/b`, no `.`, `..` or
+    /// empty segment.
+    pub fn allowed_prefix(&self, path: &str) -> Option<&str> {
+        self.path_prefixes
+            .iter()
+            .find(|p| {
+                p.as_str() == "/"
+                    || path == p.as_str()
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .map(String::as_str)
+    }
+
+    /// The full URL of `path` (normalised, starting with `/`) under the base URL.
+    pub fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.url.as_str().trim_end_matches('/'))
+    }
+}
+
 /// One legal entity and its certificates.
 #[derive(Debug)]
 pub struct Tenant {
@@ -295,6 +398,10 @@ pub enum ServiceScope {
     /// One DMP service by route name.
     Dmp(String),
     Insi,
+    /// Every `[[services]]` entry.
+    AllServices,
+    /// One `[[services]]` entry by name.
+    Service(String),
 }
 
 /// An internal system (SIH) allowed to use the proxy.

@@ -17,7 +17,9 @@ fn sandbox_loads_into_typed_config() {
     let fixture = &m.tenants[0];
     let id: TenantId = fixture.id.parse().expect("id");
     let tenant = config.tenant(&id).expect("tenant a");
-    assert_eq!(tenant.certificates.len(), 4);
+    // dmp_auth, dmp_sign, insi_auto, insi_manu, and org_auth for the echo service.
+    assert_eq!(tenant.certificates.len(), 5);
+    assert_eq!(config.services.len(), 1);
     for eg in &fixture.geographic_structure_ids {
         assert!(tenant.owns_structure(&eg.parse::<StructureId>().expect("EG")));
     }
@@ -121,7 +123,8 @@ fn certificates_expire_in_time() {
             .iter()
             .filter(|p| p.message.contains("renew it now"))
             .count(),
-        8
+        10,
+        "2 tenants x 5 certificates"
     );
     let later = time::OffsetDateTime::now_utc() + time::Duration::days(3 * 365 + 2);
     let inspection = inspect_at(&path, later);
@@ -131,7 +134,7 @@ fn certificates_expire_in_time() {
             .iter()
             .filter(|p| p.message.contains("expired on") && p.disables)
             .count(),
-        8
+        10
     );
     // Each expired certificate disables its (tenant, role) pair, not the configuration:
     // `check` reports errors, `run` starts.

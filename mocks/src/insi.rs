@@ -8,8 +8,15 @@
 //! 3. a body or context that does not validate against the CNAM XSDs (libxml2).
 //!
 //! It answers `RECSANSVITALE` and `RECVITALE` from a small identity table: CR 00 with
-//! `INSACTIF` and `TIQ`, CR 01 (no identity found), CR 02 (several found). Fault
-//! injection answers `siram_40` / `insi_102` (service temporarily unavailable).
+//! `INSACTIF`, `INSHISTO` (the identity's former INS, if any) and `TIQ`, CR 01 (no
+//! identity found), CR 02 (several found). Fault injection answers `siram_40` /
+//! `insi_102` (service temporarily unavailable).
+//!
+//! A traits search matches an identity on `NomNaissance`, `Sexe`, `DateNaissance` and
+//! `LieuNaissance` when sent, and on the first names: the `Prenom` text (every `Prenom`
+//! element, space-separated) must be the identity's first first name alone, or its whole
+//! list of first names in order (the mock's convention; CNAM does not publish its
+//! matching rules).
 //!
 //! Fault codes: `siram_40`/`insi_102` and `desir_560` are the service's (domain.md §7);
 //! the mock uses `siram_10`/`insi_101` for malformed requests (its own convention).
@@ -47,6 +54,8 @@ pub struct Identity {
     pub birth_date: String,
     /// INSEE code of the birth place (COG).
     pub birth_place: String,
+    /// Former INS (13-character NIR), answered as `INSHISTO`.
+    pub history: Vec<String>,
 }
 
 /// NIR key: 97 - (NIR mod 97), with Corsica's 2A as 19 and 2B as 18.
@@ -65,12 +74,41 @@ fn identity(nir: &str, name: &str, first: &[&str], sex: &str, date: &str, place:
         sex: sex.into(),
         birth_date: date.into(),
         birth_place: place.into(),
+        history: Vec::new(),
     }
 }
 
-/// The built-in table: one unique person per search kind, two homonyms (CR 02).
+/// The built-in table: one unique person per search kind; two homonyms (CR 02); two
+/// namesakes told apart by their second first name only; one identity with a former INS.
 pub fn default_identities() -> Vec<Identity> {
+    let mut with_history = identity(
+        "1720375056042",
+        "ROUSSEAU",
+        &["LOUIS", "HENRI"],
+        "M",
+        "1972-03-12",
+        "75056",
+    );
+    with_history.history = vec!["1720399350019".into()];
     vec![
+        with_history,
+        // "MARIE" alone finds both (CR 02); with the second first name, one (CR 00).
+        identity(
+            "2850633063017",
+            "LEGRAND",
+            &["MARIE", "LOUISE"],
+            "F",
+            "1985-06-30",
+            "33063",
+        ),
+        identity(
+            "2850659350021",
+            "LEGRAND",
+            &["MARIE", "JEANNE"],
+            "F",
+            "1985-06-30",
+            "59350",
+        ),
         // domain.md's example test INS 207058575627097.
         identity(
             "2070585756270",
@@ -225,6 +263,19 @@ impl MockInsi {
         let same = |want: Option<String>, have: &str| {
             want.is_none_or(|w| w.is_empty() || w == have.to_uppercase())
         };
+        // Every Prenom element, each possibly a space-separated list.
+        let sent: Vec<String> = body
+            .elements()
+            .filter(|e| e.local == "Prenom")
+            .flat_map(|e| {
+                e.text_content()
+                    .split_whitespace()
+                    .map(str::to_uppercase)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let first_names =
+            |i: &Identity| sent.is_empty() || sent == i.first_names[..1] || sent == i.first_names;
         self.identities
             .iter()
             .filter(|i| {
@@ -233,7 +284,7 @@ impl MockInsi {
                         && same(text("DateNaissance"), &i.birth_date)
                 } else {
                     text("NomNaissance").is_some_and(|n| n == i.birth_name)
-                        && same(text("Prenom"), &i.first_names[0])
+                        && first_names(i)
                         && same(text("Sexe"), &i.sex)
                         && same(text("DateNaissance"), &i.birth_date)
                         && same(text("LieuNaissance"), &i.birth_place)
@@ -254,27 +305,34 @@ impl MockInsi {
                 .child(el("CodeCR").text(code))
                 .child(el("LibelleCR").text(label)),
         );
+        let ins = |nir: &str| {
+            el("IdIndividu")
+                .child(el("NumIdentifiant").text(nir.to_string()))
+                .child(el("Cle").text(nir_key(nir)))
+        };
         if let [i] = found {
+            let mut individu = el("INDIVIDU").child(
+                el("INSACTIF")
+                    .child(ins(&i.nir))
+                    .child(el("OID").text(TEST_OID)),
+            );
+            for former in &i.history {
+                individu = individu.child(
+                    el("INSHISTO")
+                        .child(ins(former))
+                        .child(el("OID").text(TEST_OID)),
+                );
+            }
             result = result.child(
-                el("INDIVIDU")
-                    .child(
-                        el("INSACTIF")
-                            .child(
-                                el("IdIndividu")
-                                    .child(el("NumIdentifiant").text(i.nir.clone()))
-                                    .child(el("Cle").text(i.key.clone())),
-                            )
-                            .child(el("OID").text(TEST_OID)),
-                    )
-                    .child(
-                        el("TIQ")
-                            .child(el("NomNaissance").text(i.birth_name.clone()))
-                            .child(el("Prenom").text(i.first_names[0].clone()))
-                            .child(el("ListePrenom").text(i.first_names.join(" ")))
-                            .child(el("Sexe").text(i.sex.clone()))
-                            .child(el("DateNaissance").text(i.birth_date.clone()))
-                            .child(el("LieuNaissance").text(i.birth_place.clone())),
-                    ),
+                individu.child(
+                    el("TIQ")
+                        .child(el("NomNaissance").text(i.birth_name.clone()))
+                        .child(el("Prenom").text(i.first_names[0].clone()))
+                        .child(el("ListePrenom").text(i.first_names.join(" ")))
+                        .child(el("Sexe").text(i.sex.clone()))
+                        .child(el("DateNaissance").text(i.birth_date.clone()))
+                        .child(el("LieuNaissance").text(i.birth_place.clone())),
+                ),
             );
         }
         result
@@ -469,6 +527,10 @@ mod tests {
         for i in default_identities() {
             passerelle_signing::Ins::new(&format!("{}{}", i.nir, i.key), TEST_OID)
                 .expect("valid INS");
+            for former in &i.history {
+                passerelle_signing::Ins::new(&format!("{former}{}", nir_key(former)), TEST_OID)
+                    .expect("valid former INS");
+            }
         }
         assert_eq!(nir_key("2070585756270"), "97");
     }

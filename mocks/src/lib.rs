@@ -10,11 +10,14 @@
 //! - [`stats`]: counts per operation and outcome, and the client certificate seen.
 //! - [`soap`]: SOAP envelopes and SOAP 1.2 faults.
 //! - [`insi`]: the mock INSi (`/lps`).
+//! - [`echo`]: the mock echo service (`/echo/...`), a generic mutual-TLS server for the
+//!   proxy's `[[services]]` routes: it answers with what it received.
 //! - [`dmp`]: the mock DMP (`/si-dmp-server/v2/services/...`), with [`mtom`] for ITI-41/43,
 //!   [`wsdl`] (its operations, read from the official WSDL annex) and [`xsd`] (libxml2
 //!   schema validation).
 
 pub mod dmp;
+pub mod echo;
 pub mod faults;
 pub mod fixtures;
 pub mod insi;
@@ -85,6 +88,22 @@ pub async fn start_insi(
     )?;
     let service = Arc::new(insi::MockInsi::new(xsd_dir.to_path_buf())?);
     server::start(service, tls, listen, admin, faults).await
+}
+
+/// Starts the mock echo service on the current tokio runtime with a certs-test PKI (its
+/// SERV SSL leaf; clients must present a certificate of the ORG intermediate).
+pub async fn start_echo(
+    pki: &Manifest,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    faults: faults::Faults,
+) -> Result<server::Running, MockError> {
+    let tls = tls::server_config(
+        &pki.path(&pki.server.chain),
+        &pki.path(&pki.server.key),
+        &pki.path(&pki.ca.org_intermediate),
+    )?;
+    server::start(Arc::new(echo::MockEcho), tls, listen, admin, faults).await
 }
 
 /// The body of a mock binary's `main`: runs `serve` on a multi-threaded runtime and

@@ -42,6 +42,8 @@ pub struct ClientIdentity {
 pub struct MockRequest {
     pub method: http::Method,
     pub path: String,
+    /// The query string, without its `?`.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub client: ClientIdentity,
@@ -229,6 +231,7 @@ async fn answer(
     let request = MockRequest {
         method: parts.method,
         path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
         headers: parts.headers,
         body,
         client: client.clone(),

@@ -120,6 +120,55 @@ async fn search_by_traits_answers_cr00_cr01_cr02_with_either_insi_certificate() 
 }
 
 #[tokio::test]
+async fn first_names_match_the_first_alone_or_the_whole_list_and_history_is_answered() {
+    let m = shared_test_pki().expect("PKI");
+    let mock = start(&m).await;
+    let t = &m.tenants[0];
+    let auto = client(&m, &t.insi_auto);
+    let code = |body: &str| {
+        let result = assert_valid_result(body);
+        let start = result.find("<CodeCR>").expect("CodeCR") + "<CodeCR>".len();
+        (result[start..start + 2].to_string(), result)
+    };
+    for (name, first, sex, date, want) in [
+        ("MARTIN", "CLAIRE", "F", "2007-05-14", "00"),
+        ("MARTIN", "CLAIRE ANNE", "F", "2007-05-14", "00"),
+        // Another order, a second first name alone, a wrong one: not this identity.
+        ("MARTIN", "ANNE CLAIRE", "F", "2007-05-14", "01"),
+        ("MARTIN", "ANNE", "F", "2007-05-14", "01"),
+        ("MARTIN", "CLAIRE MARIE", "F", "2007-05-14", "01"),
+        // Namesakes: the first first name finds both, the whole list one.
+        ("LEGRAND", "MARIE", "F", "1985-06-30", "02"),
+        ("LEGRAND", "MARIE LOUISE", "F", "1985-06-30", "00"),
+    ] {
+        let (_, body) = post(
+            mock.address,
+            auto.clone(),
+            "/lps",
+            &traits_request(&t.structure_id, name, first, sex, date),
+        )
+        .await
+        .expect("request");
+        assert_eq!(code(&body).0, want, "{name} {first}: {body}");
+    }
+    // A former INS comes back as INSHISTO, valid against the CNAM XSD.
+    let (_, body) = post(
+        mock.address,
+        auto,
+        "/lps",
+        &traits_request(&t.structure_id, "ROUSSEAU", "LOUIS", "M", "1972-03-12"),
+    )
+    .await
+    .expect("request");
+    let (cr, result) = code(&body);
+    assert_eq!(cr, "00");
+    assert!(
+        result.contains("<INSHISTO><IdIndividu><NumIdentifiant>1720399350019</NumIdentifiant>"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
 async fn no_client_certificate_or_foreign_root_fails_the_handshake() {
     let m = shared_test_pki().expect("PKI");
     let mock = start(&m).await;

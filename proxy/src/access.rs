@@ -19,7 +19,10 @@ pub const TENANT_HEADER: &str = "x-passerelle-tenant";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service<'a> {
     Dmp(&'a str),
+    /// INSi, over SOAP or the JSON API: one scope.
     Insi,
+    /// A `[[services]]` entry by name.
+    Svc(&'a str),
 }
 
 impl std::fmt::Display for Service<'_> {
@@ -27,6 +30,7 @@ impl std::fmt::Display for Service<'_> {
         match self {
             Self::Dmp(name) => write!(f, "dmp/{name}"),
             Self::Insi => f.write_str("insi"),
+            Self::Svc(name) => write!(f, "svc/{name}"),
         }
     }
 }
@@ -154,8 +158,11 @@ impl AccessPolicy {
             },
         };
         let allowed = client.services.iter().any(|s| match (s, service) {
-            (ServiceScope::AllDmp, Service::Dmp(_)) | (ServiceScope::Insi, Service::Insi) => true,
-            (ServiceScope::Dmp(allowed), Service::Dmp(name)) => allowed == name,
+            (ServiceScope::AllDmp, Service::Dmp(_))
+            | (ServiceScope::Insi, Service::Insi)
+            | (ServiceScope::AllServices, Service::Svc(_)) => true,
+            (ServiceScope::Dmp(allowed), Service::Dmp(name))
+            | (ServiceScope::Service(allowed), Service::Svc(name)) => allowed == name,
             _ => false,
         });
         if !allowed {
@@ -298,6 +305,38 @@ mod tests {
                 .authorize(&headers(Some("x"), None), inside, None, Service::Insi)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn services_are_granted_by_name_or_all_together() {
+        let policy = AccessPolicy::new(vec![
+            client(
+                "mail",
+                "secret-mail",
+                &["a"],
+                vec![ServiceScope::Service("mssante".into())],
+            ),
+            client("all", "secret-all", &["a"], vec![ServiceScope::AllServices]),
+        ]);
+        let inside: IpAddr = "10.1.2.3".parse().expect("ip");
+        let code = |token: &str, s: Service<'_>| {
+            policy
+                .authorize(&headers(Some(token), None), inside, None, s)
+                .err()
+                .map(|e| e.code())
+        };
+        assert_eq!(code("secret-mail", Service::Svc("mssante")), None);
+        assert_eq!(
+            code("secret-mail", Service::Svc("ror")),
+            Some("ServiceNotAllowed")
+        );
+        assert_eq!(
+            code("secret-mail", Service::Dmp("mssante")),
+            Some("ServiceNotAllowed"),
+            "a service scope is not a DMP one"
+        );
+        assert_eq!(code("secret-all", Service::Svc("ror")), None);
+        assert_eq!(code("secret-all", Service::Insi), Some("ServiceNotAllowed"));
     }
 
     #[test]

@@ -1,58 +1,117 @@
 //! What one request is, typed: the route it took, who sent it, for which tenant, the
-//! operation from a closed set, the identity that was signed, timings, and whether it
-//! reached the national service. The pipeline fills it phase by phase; the log line,
-//! the metrics and the audit trail are all written from it, and from nothing else.
+//! operation from a closed set, the identity that was signed, timings, and each request
+//! it sent the national service (one, or several for a JSON INSi search). The pipeline
+//! fills it phase by phase; the log line, the metrics and the audit trail are all
+//! written from it, and from nothing else.
 
 use std::fmt;
 use std::time::Duration;
 
-use passerelle_config::TenantId;
+use passerelle_config::{ServiceMethod, TenantId};
 use passerelle_signing::SignedIdentity;
 use passerelle_soap::dmp::{DmpOperation, DmpService};
 
+use crate::fault::ProxyError;
+use crate::services::ServiceCall;
 use crate::state::InsiMode;
 
-/// Where a request goes: `POST /dmp/<route>` or `POST /insi[/auto|/manu]`.
+/// A call of the INSi JSON API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsiApiCall {
+    /// `POST /api/insi/search`: by identity traits (RECSANSVITALE).
+    Search,
+    /// `POST /api/insi/vitale`: by carte Vitale (RECVITALE).
+    Vitale,
+}
+
+/// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// A DMP route of `[dmp.services]`, and the DMP service its path names (`None`: a
-    /// path Passerelle does not know, passed through and never re-sent).
+    /// `POST /dmp/<route>`: a DMP route of `[dmp.services]`, and the DMP service its path
+    /// names (`None`: a path Passerelle does not know, passed through and never re-sent).
     Dmp {
         name: String,
         service: Option<DmpService>,
     },
-    /// INSi, with the certificate the path asks for (`None`: the tenant's only one).
+    /// `POST /insi[/auto|/manu]`: INSi over SOAP, with the certificate the path asks for
+    /// (`None`: the tenant's only one).
     Insi(Option<InsiMode>),
+    /// The INSi JSON API.
+    InsiApi(InsiApiCall),
+    /// `GET /api/openapi.json`: the JSON API's description.
+    OpenApi,
+    /// `/svc/<name>/<path>`: a `[[services]]` entry, any method.
+    Service(ServiceCall),
 }
 
 impl Route {
-    /// The route of a path, before any configuration is consulted.
-    pub fn parse(method: &http::Method, path: &str) -> Option<Self> {
-        if method != http::Method::POST {
-            return None;
+    /// The route of a request line, before any configuration is consulted. `path` is the
+    /// request's path as sent (still percent-encoded), `query` its query string.
+    pub fn parse(
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Self, ProxyError> {
+        let unknown = || ProxyError::UnknownRoute {
+            method: method.to_string(),
+            path: path.to_string(),
+        };
+        if let Some(rest) = path.strip_prefix("/svc/") {
+            return ServiceCall::parse(method, rest, query).map(Self::Service);
         }
-        let path = path.trim_end_matches('/');
-        if let Some(name) = path.strip_prefix("/dmp/") {
-            return (!name.is_empty() && !name.contains('/')).then(|| Self::Dmp {
-                name: name.to_string(),
-                service: None,
-            });
-        }
+        let only = |allowed: http::Method, route: Self| {
+            if *method == allowed {
+                Ok(route)
+            } else {
+                Err(ProxyError::MethodNotAllowed {
+                    method: method.to_string(),
+                    route: path.to_string(),
+                    allowed: allowed.to_string(),
+                })
+            }
+        };
         match path {
-            "/insi" => Some(Self::Insi(None)),
-            "/insi/auto" => Some(Self::Insi(Some(InsiMode::Auto))),
-            "/insi/manu" => Some(Self::Insi(Some(InsiMode::Manu))),
-            _ => None,
+            "/api/insi/search" => {
+                return only(http::Method::POST, Self::InsiApi(InsiApiCall::Search));
+            }
+            "/api/insi/vitale" => {
+                return only(http::Method::POST, Self::InsiApi(InsiApiCall::Vitale));
+            }
+            "/api/openapi.json" => return only(http::Method::GET, Self::OpenApi),
+            _ => {}
+        }
+        if method != http::Method::POST {
+            return Err(unknown());
+        }
+        let trimmed = path.trim_end_matches('/');
+        if let Some(name) = trimmed.strip_prefix("/dmp/") {
+            return if !name.is_empty() && !name.contains('/') {
+                Ok(Self::Dmp {
+                    name: name.to_string(),
+                    service: None,
+                })
+            } else {
+                Err(unknown())
+            };
+        }
+        match trimmed {
+            "/insi" => Ok(Self::Insi(None)),
+            "/insi/auto" => Ok(Self::Insi(Some(InsiMode::Auto))),
+            "/insi/manu" => Ok(Self::Insi(Some(InsiMode::Manu))),
+            _ => Err(unknown()),
         }
     }
 }
 
 impl fmt::Display for Route {
-    /// `dmp/<route>` or `insi`: the `service` of logs, metrics and the audit trail.
+    /// `dmp/<route>`, `insi` (over SOAP or JSON: one service), `openapi` or
+    /// `svc/<name>`: the `service` of logs, metrics and the audit trail.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Dmp { name, .. } => write!(f, "dmp/{name}"),
-            Self::Insi(_) => f.write_str("insi"),
+            Self::Insi(_) | Self::InsiApi(_) => f.write_str("insi"),
+            Self::OpenApi => f.write_str("openapi"),
+            Self::Service(call) => write!(f, "svc/{}", call.name),
         }
     }
 }
@@ -67,6 +126,8 @@ pub enum Operation {
     /// An INSi operation: `rechercherInsAvecTraitsIdentite`, `rechercherInsAvecCarteVitale`
     /// or `other`.
     Insi(&'static str),
+    /// A `[[services]]` request, by its (allowed) method.
+    Service(ServiceMethod),
     /// An Action on a DMP path Passerelle does not know.
     Other,
 }
@@ -78,6 +139,7 @@ impl Operation {
             Self::Unknown => "",
             Self::Dmp(op) => op.name(),
             Self::Insi(op) => op,
+            Self::Service(method) => method.as_str(),
             Self::Other => "other",
         }
     }
@@ -90,6 +152,30 @@ pub struct Timings {
     pub signing: Duration,
     /// Upstream: from the first byte written to the answer's head (and body when short).
     pub upstream: Duration,
+}
+
+/// One request sent to the national service: one audit line each.
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    /// `wsa:MessageID` it carried (empty for a generic service).
+    pub message_id: String,
+    /// HTTP status of the answer; `None` when there was none.
+    pub upstream_status: Option<u16>,
+    /// The fault code when the exchange itself failed (timeout, connection lost, ...).
+    pub failure: Option<&'static str>,
+    /// INSi: the INS the answer returned and its OID.
+    pub returned_ins: Option<(String, String)>,
+}
+
+impl Attempt {
+    /// `ok`, `upstream_fault` (the service answered an error), or the failure's code.
+    pub fn outcome(&self) -> &'static str {
+        match (self.failure, self.upstream_status) {
+            (Some(code), _) => code,
+            (None, Some(status)) if (200..300).contains(&status) => "ok",
+            (None, _) => "upstream_fault",
+        }
+    }
 }
 
 /// One request, as the pipeline learnt it.
@@ -119,12 +205,15 @@ pub struct Exchange {
     pub insi_completed: Vec<&'static str>,
     /// INSi: the certificate used (automated or manual calls).
     pub insi_mode: Option<InsiMode>,
-    /// INSi: the INS the service returned and its OID (audit trail only).
-    pub returned_ins: Option<(String, String)>,
+    /// A `[[services]]` request: the `org_auth` certificate's OU (audit trail).
+    pub service_structure: Option<String>,
+    /// The JSON INSi search: how many requests it sent.
+    pub insi_attempts: usize,
     pub timings: Timings,
     /// Whether any byte may have reached the national service (audited when true).
     pub sent_upstream: bool,
-    pub upstream_status: Option<u16>,
+    /// Each request sent upstream, in order (audited one line each).
+    pub attempts: Vec<Attempt>,
 }
 
 impl Exchange {
@@ -135,7 +224,7 @@ impl Exchange {
         }
     }
 
-    /// `dmp/<route>`, `insi`, or `unrouted`.
+    /// `dmp/<route>`, `insi`, `openapi`, `svc/<name>`, or `unrouted`.
     pub fn service(&self) -> String {
         self.route
             .as_ref()
@@ -143,12 +232,13 @@ impl Exchange {
     }
 
     /// The structure the exchange was made for: the signed `Identifiant_Structure`
-    /// (DMP) or the INSi certificate's OU.
+    /// (DMP), the INSi certificate's OU, or the `org_auth` certificate's OU.
     pub fn structure(&self) -> &str {
         self.identity
             .as_ref()
             .map(|i| i.structure.as_str())
             .or(self.insi_emetteur.as_deref())
+            .or(self.service_structure.as_deref())
             .unwrap_or("")
     }
 }

@@ -1,12 +1,16 @@
-//! Every refusal the proxy makes, and the one place where it becomes an answer: a SOAP
-//! 1.2 Fault with a stable `passerelle:<Code>` subcode, an HTTP status, a reason a
-//! person can act on, and a detail that says whether anything was sent upstream.
+//! Every refusal the proxy makes, and the one place where it becomes an answer: on the
+//! SOAP routes (`/dmp`, `/insi`) a SOAP 1.2 Fault with a stable `passerelle:<Code>`
+//! subcode, on the JSON routes (`/api`, `/svc`) a JSON error with the same stable code;
+//! both with an HTTP status, a reason a person can act on, and whether anything was
+//! sent upstream. A CNAM fault met by the JSON API carries its `siram` and
+//! `desir_NNN` / `insi_NNN` codes and whether it is worth retrying.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use passerelle_signing::xml::Element;
 use passerelle_soap::{Fault, FaultCode};
 
+use crate::api::insi::CnamFault;
 use crate::body::ProxyBody;
 
 /// Namespace of the `passerelle:` fault subcodes and detail.
@@ -15,12 +19,48 @@ pub const FAULT_NS: &str = "urn:passerelle:fault";
 use crate::upstream::ExchangeError;
 pub use crate::upstream::Sent;
 
-/// A proxy-side failure. Upstream SOAP faults are not errors: they are passed through.
+/// How a refusal is written: by the routes' family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFormat {
+    /// `/dmp/...`, `/insi...` and anything unknown: a SOAP 1.2 Fault.
+    Soap,
+    /// `/api/...` and `/svc/...`: `{"error": {...}}`.
+    Json,
+}
+
+impl AnswerFormat {
+    /// The format of the answers of a request path.
+    pub fn of_path(path: &str) -> Self {
+        if ["/api/", "/svc/"].iter().any(|p| path.starts_with(p)) {
+            Self::Json
+        } else {
+            Self::Soap
+        }
+    }
+}
+
+/// A proxy-side failure. Upstream SOAP faults are not errors on the SOAP routes: they
+/// are passed through; the JSON API reads them ([`ProxyError::InsiFault`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     // The route.
-    #[error("no route {method} {path}: use POST /dmp/<service> or POST /insi/auto | /insi/manu")]
+    #[error(
+        "no route {method} {path}: use POST /dmp/<service>, POST /insi/auto | /insi/manu, POST /api/insi/search | /api/insi/vitale, GET /api/openapi.json or /svc/<service>/<path>"
+    )]
     UnknownRoute { method: String, path: String },
+    #[error("{method} is not allowed on {route}: use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        route: String,
+        allowed: String,
+    },
+    #[error("no service {0:?}: the [[services]] entries list the /svc/<name> routes")]
+    UnknownService(String),
+    #[error("path refused: {0}")]
+    BadPath(String),
+    /// The path itself is not repeated: it may name a patient, and refusals are logged.
+    #[error("the path is under none of service {service:?}'s path_prefixes ({allowed})")]
+    PathNotAllowed { service: String, allowed: String },
     #[error("{0} is not configured on this proxy (no [{0}] section)")]
     ServiceNotConfigured(&'static str),
     #[error("DMP service {0:?} is not configured: the [dmp.services] table lists the routes")]
@@ -125,6 +165,12 @@ pub enum ProxyError {
     InsiModeRequired { tenant: String },
     #[error("INSi request: {0}")]
     BadInsiRequest(String),
+    #[error("Content-Type {0:?} is not JSON: send application/json")]
+    NotJson(String),
+    #[error("the body is not a JSON document: {0}")]
+    MalformedJson(String),
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
 
     // The tenant's material.
     #[error("tenant {tenant:?} has no {role} certificate configured")]
@@ -177,6 +223,10 @@ pub enum ProxyError {
         reason: String,
         sent: Sent,
     },
+    #[error("INSi answered with a fault: {}", .0.summary())]
+    InsiFault(CnamFault),
+    #[error("the answer of {upstream} could not be read: {reason}")]
+    UpstreamAnswer { upstream: String, reason: String },
     #[error(
         "Passerelle is handling as many requests as it may (listener.max_concurrent_requests): retry shortly"
     )]
@@ -238,6 +288,10 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnknownRoute { .. } => "UnknownRoute",
+            Self::MethodNotAllowed { .. } => "MethodNotAllowed",
+            Self::UnknownService(_) => "UnknownService",
+            Self::BadPath(_) => "BadPath",
+            Self::PathNotAllowed { .. } => "PathNotAllowed",
             Self::ServiceNotConfigured(_) => "ServiceNotConfigured",
             Self::UnknownDmpService(_) => "UnknownDmpService",
             Self::MissingCredentials => "MissingCredentials",
@@ -249,7 +303,9 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "BodyTooLarge",
             Self::BodyRead(_) => "BodyRead",
             Self::BodyTimeout { .. } => "BodyTimeout",
-            Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Self::UnsupportedMediaType(_) | Self::NotJson(_) => "UnsupportedMediaType",
+            Self::MalformedJson(_) => "MalformedJson",
+            Self::InvalidField { .. } => "InvalidField",
             Self::BadMultipart(_) => "BadMultipart",
             Self::MalformedXml(_) => "MalformedXml",
             Self::DtdForbidden(_) => "DtdForbidden",
@@ -279,6 +335,8 @@ impl ProxyError {
             Self::UpstreamTls { .. } => "UpstreamTls",
             Self::UpstreamTimeout { .. } => "UpstreamTimeout",
             Self::UpstreamConnectionLost { .. } => "UpstreamConnectionLost",
+            Self::InsiFault(_) => "InsiFault",
+            Self::UpstreamAnswer { .. } => "UpstreamAnswer",
             Self::Overloaded | Self::BodyMemoryFull { .. } => "Overloaded",
             Self::RateLimited { .. } => "RateLimited",
             Self::Internal(_) => "Internal",
@@ -287,7 +345,10 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::UnknownRoute { .. } | Self::UnknownDmpService(_) => StatusCode::NOT_FOUND,
+            Self::UnknownRoute { .. } | Self::UnknownDmpService(_) | Self::UnknownService(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::ServiceNotConfigured(_) => StatusCode::NOT_FOUND,
             Self::MissingCredentials | Self::UnknownClient => StatusCode::UNAUTHORIZED,
             Self::SourceNotAllowed { .. }
@@ -295,9 +356,10 @@ impl ProxyError {
             | Self::ServiceNotAllowed { .. }
             | Self::ForeignStructure { .. }
             | Self::GeographicRequired { .. }
-            | Self::StructureMismatch { .. } => StatusCode::FORBIDDEN,
+            | Self::StructureMismatch { .. }
+            | Self::PathNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType(_) | Self::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::LotAlreadySigned => StatusCode::CONFLICT,
             Self::TenantRequired { .. }
             | Self::BodyRead(_)
@@ -314,7 +376,10 @@ impl ProxyError {
             | Self::BadIdentity(_)
             | Self::BadSubmission(_)
             | Self::InsiModeRequired { .. }
-            | Self::BadInsiRequest(_) => StatusCode::BAD_REQUEST,
+            | Self::BadInsiRequest(_)
+            | Self::BadPath(_)
+            | Self::MalformedJson(_)
+            | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::CertificateMissing { .. }
             | Self::CertificateExpired { .. }
             | Self::CertificateRevoked { .. }
@@ -324,7 +389,11 @@ impl ProxyError {
             | Self::EgressProxyUnreachable { .. }
             | Self::EgressProxyRefused { .. }
             | Self::UpstreamTls { .. }
-            | Self::UpstreamConnectionLost { .. } => StatusCode::BAD_GATEWAY,
+            | Self::UpstreamConnectionLost { .. }
+            | Self::UpstreamAnswer { .. } => StatusCode::BAD_GATEWAY,
+            // The service is down for a while: 503; it refused the request: 502.
+            Self::InsiFault(f) if f.retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsiFault(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded | Self::BodyMemoryFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -332,10 +401,21 @@ impl ProxyError {
         }
     }
 
+    /// The `outcome` label of `passerelle_requests_total`: the code, except for a fault
+    /// of the service itself, `upstream_fault` whether it was passed back (SOAP) or read
+    /// (JSON API).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::InsiFault(_) => "upstream_fault",
+            _ => self.code(),
+        }
+    }
+
     /// Whether the request reached the national service.
     pub fn sent(&self) -> Sent {
         match self {
             Self::UpstreamTimeout { sent, .. } | Self::UpstreamConnectionLost { sent, .. } => *sent,
+            Self::InsiFault(_) | Self::UpstreamAnswer { .. } => Sent::Yes,
             _ => Sent::No,
         }
     }
@@ -348,6 +428,30 @@ impl ProxyError {
             | Self::TenantRequired { client }
             | Self::TenantNotAllowed { client, .. }
             | Self::ServiceNotAllowed { client, .. } => Some(client),
+            _ => None,
+        }
+    }
+
+    /// Whether sending the same request again, unchanged, may succeed: Passerelle or the
+    /// service is busy or down for a while, and nothing was sent (or INSi said it was
+    /// temporarily unavailable). A request to fix, a certificate to renew, or one that
+    /// may have reached the service is not.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Overloaded | Self::BodyMemoryFull { .. } | Self::RateLimited { .. } => true,
+            Self::UpstreamUnreachable { .. } => true,
+            Self::UpstreamTimeout { sent, .. } | Self::UpstreamConnectionLost { sent, .. } => {
+                *sent == Sent::No
+            }
+            Self::InsiFault(f) => f.retryable(),
+            _ => false,
+        }
+    }
+
+    /// The field of the request at fault, for a JSON answer.
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidField { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -390,12 +494,84 @@ impl ProxyError {
 
     /// What the reason adds about resending.
     fn advice(&self) -> &'static str {
+        match self {
+            // INSi searches only read: the question is whether waiting helps.
+            Self::InsiFault(f) if f.retryable() => {
+                return " The search may be sent again later.";
+            }
+            Self::InsiFault(_) => {
+                return " Sending it again unchanged will not help: the codes name the cause.";
+            }
+            _ => {}
+        }
         match (self.sent(), self.status().is_server_error()) {
             (Sent::Yes, _) => {
                 " The request WAS sent: the service may have processed it. For a submission or an update, check its outcome (e.g. TD3.1) before sending it again."
             }
             (Sent::No, true) => " Nothing was sent upstream: the request can be sent again.",
             (Sent::No, false) => " Nothing was sent upstream.",
+        }
+    }
+
+    /// The answer in the route family's format.
+    pub fn to_answer(&self, request_id: &str, format: AnswerFormat) -> Response<ProxyBody> {
+        match format {
+            AnswerFormat::Soap => self.to_response(request_id),
+            AnswerFormat::Json => self.to_json_response(request_id),
+        }
+    }
+
+    /// The JSON answer: `{"error": {"code", "message", "field"?, "request_id",
+    /// "sent_upstream", "retryable", "cnam"?}}`.
+    pub fn to_json_response(&self, request_id: &str) -> Response<ProxyBody> {
+        let mut error = serde_json::json!({
+            "code": self.code(),
+            "message": format!("{}.{}", self, self.advice()),
+            "request_id": request_id,
+            "sent_upstream": self.sent() == Sent::Yes,
+            "retryable": self.retryable(),
+        });
+        if let Some(field) = self.field() {
+            error["field"] = serde_json::Value::String(field.to_string());
+        }
+        if let Self::InsiFault(f) = self {
+            error["cnam"] = f.to_json();
+        }
+        let body = serde_json::json!({ "error": error }).to_string();
+        let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+        self.finish(&mut response, request_id, "application/json");
+        response
+    }
+
+    /// Status and headers every refusal carries, whatever its format.
+    fn finish(&self, response: &mut Response<ProxyBody>, request_id: &str, media: &'static str) {
+        *response.status_mut() = self.status();
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(media));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        let retry_after = match self {
+            Self::Overloaded | Self::BodyMemoryFull { .. } => Some(1),
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"passerelle\""),
+            );
+        }
+        if let Self::MethodNotAllowed { allowed, .. } = self
+            && let Ok(v) = HeaderValue::from_str(allowed)
+        {
+            response.headers_mut().insert(http::header::ALLOW, v);
         }
     }
 
@@ -417,30 +593,11 @@ impl ProxyError {
             detail: Some(detail),
         });
         let mut response = Response::new(ProxyBody::full(Bytes::from(xml)));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/soap+xml; charset=utf-8"),
+        self.finish(
+            &mut response,
+            request_id,
+            "application/soap+xml; charset=utf-8",
         );
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            response.headers_mut().insert("x-request-id", v);
-        }
-        let retry_after = match self {
-            Self::Overloaded | Self::BodyMemoryFull { .. } => Some(1),
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        };
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if self.status() == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"passerelle\""),
-            );
-        }
         response
     }
 }

@@ -2,11 +2,14 @@
 //! `ContexteLPS`, `ContexteBAM`, `wsa:Action` and `wsa:MessageID` headers the internal
 //! system left out (Emetteur = the certificate's OU; software identity from the
 //! configuration), and forward. A request that lacks nothing is forwarded byte for byte.
+//! The JSON API's requests ([`complete`]) are bodies without any header, completed the
+//! same way.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use passerelle_config::{CertRole, Software};
+use passerelle_signing::xml::Element;
 use passerelle_soap::insi::{
     ACTION_PREFIX, CTXBAM_NS, CTXLPS_NS, LpsIdentity, OP_TRAITS, OP_VITALE, contexte_bam,
     contexte_lps, operation_of,
@@ -47,6 +50,20 @@ pub fn select(
     }
 }
 
+/// The tenant's INSi certificate for `mode` ([`select`]), usable now; the exchange
+/// learns the mode and the emitter (the certificate's OU).
+pub fn certificate<'t>(
+    tenant: &'t TenantRuntime,
+    mode: Option<InsiMode>,
+    exchange: &mut Exchange,
+) -> Result<&'t InsiUpstream, ProxyError> {
+    let (mode, upstream) = select(tenant, mode)?;
+    exchange.insi_mode = Some(mode);
+    upstream.credential.check(OffsetDateTime::now_utc())?;
+    exchange.insi_emetteur = Some(upstream.emetteur.clone());
+    Ok(upstream)
+}
+
 /// Phase 5 for INSi: the tenant's certificate for the mode (auto / manu), the envelope
 /// parsed (SOAP 1.2, DTDs refused), the contexts completed. No identity to sign: the
 /// INSi certificate is the identity.
@@ -58,25 +75,46 @@ pub fn identify(
     body: Bytes,
     exchange: &mut Exchange,
 ) -> Result<Outgoing, ProxyError> {
-    let (mode, upstream) = select(tenant, mode)?;
-    exchange.insi_mode = Some(mode);
-    let now = OffsetDateTime::now_utc();
-    upstream.credential.check(now)?;
-    exchange.insi_emetteur = Some(upstream.emetteur.clone());
+    let upstream = certificate(tenant, mode, exchange)?;
     let message = SoapMessage::read(content_type, body)?;
-    let request = prepare(message, upstream, &state.config.software, now)?;
+    outgoing(message, upstream, &state.config.software, exchange)
+}
+
+/// A JSON API request: the body element (`RECSANSVITALE`, `RECVITALE`) in an envelope
+/// without any header, completed exactly as the SOAP route completes such an envelope,
+/// for the certificate [`certificate`] chose.
+pub fn complete(
+    body: Element,
+    upstream: &InsiUpstream,
+    software: &Software,
+    exchange: &mut Exchange,
+) -> Result<Outgoing, ProxyError> {
+    let xml = passerelle_soap::envelope(Vec::new(), body);
+    let message = SoapMessage::read(passerelle_soap::mtom::SOAP12_MEDIA_TYPE, Bytes::from(xml))?;
+    outgoing(message, upstream, software, exchange)
+}
+
+/// The completed request for the certificate's pool; the exchange learns its
+/// operation, Action, MessageID and what was completed.
+fn outgoing(
+    message: SoapMessage,
+    upstream: &InsiUpstream,
+    software: &Software,
+    exchange: &mut Exchange,
+) -> Result<Outgoing, ProxyError> {
+    let request = prepare(message, upstream, software, OffsetDateTime::now_utc())?;
     exchange.action = Some(request.operation.clone());
     exchange.operation = Operation::Insi(request.label);
     exchange.message_id = Some(request.message_id.clone());
     exchange.insi_completed = request.completed.clone();
     // INSi searches only read: one retry when the first attempt was provably unsent.
-    Ok(Outgoing {
-        pool: Arc::clone(&upstream.pool),
-        content_type: request.content_type,
-        extra: Vec::new(),
-        chunks: request.body,
-        retry: Retry::IfNotSent,
-    })
+    Ok(Outgoing::post(
+        Arc::clone(&upstream.pool),
+        request.content_type,
+        Vec::new(),
+        request.body,
+        Retry::IfNotSent,
+    ))
 }
 
 /// What goes upstream.

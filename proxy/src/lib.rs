@@ -1,5 +1,6 @@
 //! Passerelle's server: SOAP traffic from the hospital's internal systems, signed where
-//! it must be, forwarded over mutual TLS with exactly the right certificate.
+//! it must be, forwarded over mutual TLS with exactly the right certificate; a JSON API
+//! to INSi; and the other services reached with the establishment's ORG certificate.
 //!
 //! - [`server`]: the listeners (internal and admin) and their connections.
 //! - [`listener`]: client connections: the cap, idle and first-request timeouts, eviction.
@@ -11,6 +12,10 @@
 //! - [`dmp`]: identity (VIHF re-signed or built), structure check, WS-Addressing, the lot
 //!   signature of ITI-41.
 //! - [`insi`]: INSi certificate selection and the contexts the caller left out.
+//! - [`api`]: the JSON API (`/api/insi/search`, `/api/insi/vitale`, `/api/openapi.json`):
+//!   typed requests, the first-name strategy, INSi's answers read into JSON.
+//! - [`services`]: the `[[services]]` routes (`/svc/<name>/<path>`): path, method and
+//!   headers checked, the request for the tenant's `org_auth` pool.
 //! - [`upstream`]: per (tenant, service, role) mutual-TLS connection pools.
 //! - [`probe`]: `passerelle check --online`, one TLS handshake per tenant certificate and
 //!   upstream, each failure named by the setting to fix.
@@ -18,11 +23,12 @@
 //! - [`runtime`]: the state in force (swapped whole on reload), limits, metrics, audit.
 //! - [`audit`]: the audit trail, one JSON line per upstream exchange.
 //! - [`metrics`]: counters and histograms, in Prometheus text.
-//! - [`fault`]: every refusal and its SOAP 1.2 fault, in one place.
+//! - [`fault`]: every refusal and its SOAP 1.2 fault or JSON error, in one place.
 //! - [`body`]: request and response bodies.
 //! - [`sanitize`]: client text made safe to log.
 
 pub mod access;
+pub mod api;
 pub mod audit;
 pub mod body;
 pub mod dmp;
@@ -38,6 +44,7 @@ pub mod probe;
 pub mod runtime;
 pub mod sanitize;
 pub mod server;
+pub mod services;
 pub mod state;
 pub mod upstream;
 

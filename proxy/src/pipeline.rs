@@ -1,17 +1,18 @@
 //! One request, from arrival to answer, in the order its phases run (pingora's
 //! `ProxyHttp` phases are the model). Each phase either fills the typed [`Exchange`] and
-//! hands on, or refuses with a [`ProxyError`] that becomes a SOAP 1.2 fault:
+//! hands on, or refuses with a [`ProxyError`] that becomes a SOAP 1.2 fault (`/dmp`,
+//! `/insi`) or a JSON error (`/api`, `/svc`):
 //!
 //! | # | phase | what | limits |
 //! |---|---|---|---|
 //! | 1 | admit | a request slot | `listener.max_concurrent_requests` → `Overloaded` |
-//! | 2 | route | `POST /dmp/<route>`, `/insi[/auto\|/manu]` | → `UnknownRoute`, `UnknownDmpService` |
+//! | 2 | route | `POST /dmp/<route>`, `/insi[/auto\|/manu]`, `/api/insi/{search,vitale}`, `GET /api/openapi.json` (answered here, no credentials), `/svc/<name>/<path>` (method and path allowed) | → `UnknownRoute`, `UnknownDmpService`, `UnknownService`, `MethodNotAllowed`, `BadPath`, `PathNotAllowed` |
 //! | 3 | authenticate | client by token / certificate, source, tenant, service; rate | default deny; `clients.rate_per_second` |
 //! | 4 | read body | the whole body | `limits.max_body_bytes`, body deadline, in-flight budget |
-//! | 5 | identity | envelope, WS-Addressing, operation, VIHF or headers, structure | blocking pool, `signing slots` |
-//! | 6 | sign | VIHF and lot with ORG SIGN, envelope written | blocking pool |
-//! | 7 | forward | the tenant's pool for (service, certificate) | pool concurrency, timeouts; only reads retried |
-//! | 8 | record | metrics, audit line (before the answer), one log line | |
+//! | 5 | identity / build | DMP: envelope, WS-Addressing, operation, VIHF or headers, structure; INSi: envelope, contexts; JSON API: the typed request and its search; services: the request for the `org_auth` pool | blocking pool, `signing slots` (DMP) |
+//! | 6 | sign | DMP: VIHF and lot with ORG SIGN, envelope written | blocking pool |
+//! | 7 | forward | the tenant's pool for (service, certificate); a JSON INSi search sends one request after another until an answer decides | pool concurrency, timeouts; only reads retried |
+//! | 8 | record | metrics, one audit line per request sent upstream (before the answer), one log line | |
 //!
 //! The whole exchange runs in a task of its own: once a request may have been written
 //! upstream it completes (or times out) and is audited and logged, even when the
@@ -26,14 +27,16 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::access::{PeerCertificate, Service};
+use crate::api::insi::Search;
 use crate::audit::AuditRecord;
 use crate::body::{ProxyBody, read_limited};
-use crate::exchange::{Exchange, Route};
-use crate::fault::ProxyError;
+use crate::exchange::{Attempt, Exchange, Route};
+use crate::fault::{AnswerFormat, ProxyError};
 use crate::runtime::Proxy;
 use crate::sanitize::log_safe;
 use crate::state::{ProxyState, TenantRuntime};
-use crate::{dmp, insi};
+use crate::upstream::Outgoing;
+use crate::{api, dmp, insi, services};
 
 /// Headers that concern one connection only, never passed back.
 const HOP_BY_HOP: [&str; 8] = [
@@ -61,10 +64,11 @@ pub async fn handle(
     let id = request_id(&req);
     let span = tracing::info_span!("request", request_id = %id);
     // Its own task: dropping this future (the client went away) does not drop it.
-    let task = tokio::spawn(run(proxy, peer, cert, req, id.clone()).instrument(span));
+    let format = AnswerFormat::of_path(req.uri().path());
+    let task = tokio::spawn(run(proxy, peer, cert, req, id.clone(), format).instrument(span));
     match task.await {
         Ok(response) => response,
-        Err(e) => ProxyError::Internal(format!("request task: {e}")).to_response(&id),
+        Err(e) => ProxyError::Internal(format!("request task: {e}")).to_answer(&id, format),
     }
 }
 
@@ -83,6 +87,7 @@ async fn run(
     cert: Option<Arc<PeerCertificate>>,
     req: Request<Incoming>,
     id: String,
+    format: AnswerFormat,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let _in_flight = proxy.metrics.in_flight();
@@ -91,7 +96,7 @@ async fn run(
     let mut exchange = Exchange::new(id);
     exchange.peer = Some(peer);
     let result = phases(&proxy, &state, peer, cert.as_deref(), req, &mut exchange).await;
-    let (mut response, code) = match result {
+    let (mut response, failure) = match result {
         Ok(r) => (r, None),
         Err(e) => {
             let code = e.code();
@@ -109,14 +114,25 @@ async fn run(
             } else {
                 tracing::warn!(code, client, reason = %reason, "refused");
             }
-            (e.to_response(&exchange.request_id), Some(code))
+            (
+                e.to_answer(&exchange.request_id, format),
+                Some((code, e.outcome())),
+            )
         }
     };
     if let Ok(v) = HeaderValue::from_str(&exchange.request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
-    record(&proxy, &mut exchange, &response, code, started.elapsed()).await;
+    record(&proxy, &mut exchange, &response, failure, started.elapsed()).await;
     response
+}
+
+/// What phase 5 leaves for phase 7.
+enum Work {
+    /// One request; its answer is passed back as it came (DMP, INSi over SOAP, services).
+    Forward(Outgoing),
+    /// A JSON INSi search: requests sent one at a time until an answer decides.
+    InsiSearch(Box<Search>),
 }
 
 /// Phases 1 to 7.
@@ -132,13 +148,15 @@ async fn phases(
     let admission = proxy.admit()?;
 
     // 2. Route.
-    let route = route(state, req.method(), req.uri().path())?;
+    let route = route(state, req.method(), req.uri(), exchange)?;
     exchange.route = Some(route.clone());
 
-    // 3. Authenticate: default deny.
+    // 3. Authenticate: default deny (the API's description excepted: it holds no data).
     let scope = match &route {
+        Route::OpenApi => return Ok(api::openapi::response()),
         Route::Dmp { name, .. } => Service::Dmp(name),
-        Route::Insi(_) => Service::Insi,
+        Route::Insi(_) | Route::InsiApi(_) => Service::Insi,
+        Route::Service(call) => Service::Svc(&call.name),
     };
     let grant = state
         .access
@@ -169,9 +187,10 @@ async fn phases(
     )
     .await?;
 
-    // 5 and 6: identity, sign.
-    let outgoing = match route {
-        Route::Dmp { name, .. } => {
+    // 5 and 6: identity or build, sign.
+    let work = match route {
+        Route::OpenApi => return Ok(api::openapi::response()),
+        Route::Dmp { name, .. } => Work::Forward(
             on_blocking_pool(state, exchange, move |state, exchange| {
                 let tenant = tenant_of(state, exchange)?;
                 let request = dmp::identify(
@@ -185,46 +204,90 @@ async fn phases(
                 )?;
                 dmp::sign(request, tenant, exchange)
             })
-            .await?
-        }
-        Route::Insi(mode) => {
-            if body.len() <= INLINE_PARSE_BYTES {
+            .await?,
+        ),
+        Route::Insi(mode) => Work::Forward(if body.len() <= INLINE_PARSE_BYTES {
+            let tenant = tenant_of(state, exchange)?;
+            insi::identify(state, tenant, mode, &content_type, body, exchange)?
+        } else {
+            on_blocking_pool(state, exchange, move |state, exchange| {
                 let tenant = tenant_of(state, exchange)?;
-                insi::identify(state, tenant, mode, &content_type, body, exchange)?
-            } else {
-                on_blocking_pool(state, exchange, move |state, exchange| {
-                    let tenant = tenant_of(state, exchange)?;
-                    insi::identify(state, tenant, mode, &content_type, body, exchange)
-                })
-                .await?
-            }
+                insi::identify(state, tenant, mode, &content_type, body, exchange)
+            })
+            .await?
+        }),
+        Route::InsiApi(call) => {
+            let request = api::insi::read(call, &content_type, &body)?;
+            insi::certificate(tenant_of(state, exchange)?, request.mode, exchange)?;
+            Work::InsiSearch(Box::new(Search::new(request.query)))
+        }
+        Route::Service(call) => {
+            let service = services::check(&state.config.services, &call, exchange)?;
+            let tenant = tenant_of(state, exchange)?;
+            Work::Forward(services::build(
+                service,
+                tenant,
+                &call,
+                &parts.headers,
+                body,
+                exchange,
+            )?)
         }
     };
 
     // 7. Forward, with the tenant's certificate for the service.
+    match work {
+        Work::Forward(outgoing) => Ok(strip_hop_by_hop(forward(outgoing, exchange).await?)),
+        Work::InsiSearch(mut search) => {
+            let tenant = tenant_of(state, exchange)?;
+            let upstream = insi::certificate(tenant, exchange.insi_mode, exchange)?;
+            while let Some(body) = search.next_body() {
+                exchange.insi_attempts = search.attempts();
+                let outgoing = insi::complete(body, upstream, &state.config.software, exchange)?;
+                let response = forward(outgoing, exchange).await?;
+                let result = api::insi::answer::read(&response, upstream.pool.url())?;
+                if let (Some(attempt), Some(individual)) =
+                    (exchange.attempts.last_mut(), &result.individual)
+                {
+                    attempt.returned_ins = Some((
+                        format!("{}{}", individual.ins.nir, individual.ins.key),
+                        individual.ins.oid.clone(),
+                    ));
+                }
+                search.record(result);
+            }
+            search.into_response(&exchange.request_id)
+        }
+    }
+}
+
+/// Phase 7 for one request: sent on its pool, timed, and recorded as an attempt (which
+/// the audit trail writes, answered or not).
+async fn forward(
+    outgoing: Outgoing,
+    exchange: &mut Exchange,
+) -> Result<Response<ProxyBody>, ProxyError> {
     exchange.sent_upstream = true;
     let sent_at = Instant::now();
-    let answer = outgoing
-        .pool
-        .send(
-            &outgoing.content_type,
-            &outgoing.extra,
-            outgoing.chunks,
-            outgoing.retry,
-        )
-        .await;
-    exchange.timings.upstream = sent_at.elapsed();
-    let response = answer?;
-    exchange.upstream_status = Some(response.status().as_u16());
-    Ok(strip_hop_by_hop(response))
+    let answer = outgoing.send().await.map_err(ProxyError::from);
+    exchange.timings.upstream += sent_at.elapsed();
+    exchange.attempts.push(Attempt {
+        message_id: exchange.message_id.clone().unwrap_or_default(),
+        upstream_status: answer.as_ref().ok().map(|r| r.status().as_u16()),
+        failure: answer.as_ref().err().map(ProxyError::code),
+        returned_ins: None,
+    });
+    answer
 }
 
 /// Phase 2: the route, checked against the configuration.
-fn route(state: &ProxyState, method: &http::Method, path: &str) -> Result<Route, ProxyError> {
-    let route = Route::parse(method, path).ok_or_else(|| ProxyError::UnknownRoute {
-        method: method.to_string(),
-        path: path.to_string(),
-    })?;
+fn route(
+    state: &ProxyState,
+    method: &http::Method,
+    uri: &http::Uri,
+    exchange: &mut Exchange,
+) -> Result<Route, ProxyError> {
+    let route = Route::parse(method, uri.path(), uri.query())?;
     Ok(match route {
         Route::Dmp { name, .. } => {
             let dmp = state
@@ -238,14 +301,19 @@ fn route(state: &ProxyState, method: &http::Method, path: &str) -> Result<Route,
             let service = dmp::service_of(dmp, &name);
             Route::Dmp { name, service }
         }
-        Route::Insi(mode) => {
+        Route::Insi(_) | Route::InsiApi(_) => {
             state
                 .config
                 .insi
                 .as_ref()
                 .ok_or(ProxyError::ServiceNotConfigured("insi"))?;
-            Route::Insi(mode)
+            route
         }
+        Route::Service(ref call) => {
+            services::check(&state.config.services, call, exchange)?;
+            route
+        }
+        Route::OpenApi => route,
     })
 }
 
@@ -327,17 +395,19 @@ fn ins_of_cx(cx: &str) -> (String, String) {
     }
 }
 
-/// Phase 8: metrics, the audit line when anything may have reached the service
-/// (written and flushed before the answer leaves), and one log line without patient data.
+/// Phase 8: metrics, one audit line per request that may have reached the service
+/// (written and flushed before the answer leaves), and one log line without patient
+/// data. `failure` is the refusal's code and metric outcome.
 async fn record(
     proxy: &Proxy,
     exchange: &mut Exchange,
     response: &Response<ProxyBody>,
-    code: Option<&'static str>,
+    failure: Option<(&'static str, &'static str)>,
     total: Duration,
 ) {
-    let outcome = match code {
-        Some(c) => c,
+    let code = failure.map(|(code, _)| code);
+    let outcome = match failure {
+        Some((_, outcome)) => outcome,
         None if response.status().is_success() => "ok",
         None => "upstream_fault",
     };
@@ -359,8 +429,11 @@ async fn record(
     }
     if exchange.sent_upstream {
         proxy.metrics.upstream(&service, exchange.timings.upstream);
-        if matches!(exchange.route, Some(Route::Insi(_))) {
-            exchange.returned_ins = returned_ins(response.body());
+        // INSi over SOAP: the INS is read from the answer passed back.
+        if matches!(exchange.route, Some(Route::Insi(_)))
+            && let Some(attempt) = exchange.attempts.last_mut()
+        {
+            attempt.returned_ins = returned_ins(response.body());
         }
     }
     // Every exchange that may have reached the service, and every refused attempt: those
@@ -372,48 +445,63 @@ async fn record(
         || (refused_access && (exchange.client.is_some() || proxy.admit_anonymous_refusal_audit()));
     if audited {
         let identity = exchange.identity.clone().unwrap_or_default();
-        let (patient_ins, patient_ins_oid) = match &exchange.returned_ins {
-            Some(returned) => returned.clone(),
-            None if identity.patient.is_empty() => (String::new(), String::new()),
-            None => ins_of_cx(&identity.patient),
-        };
-        let record = AuditRecord {
-            instance: proxy.state().config.audit.instance.clone(),
-            source: exchange
-                .peer
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default(),
-            sent_upstream: exchange.sent_upstream,
-            time: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            request_id: exchange.request_id.clone(),
+        // One line per attempt sent upstream (a JSON search may make several); a refused
+        // attempt, nothing sent, is one line with its fault code.
+        let refused = [Attempt {
             message_id: exchange.message_id.clone().unwrap_or_default(),
-            client: exchange.client.clone().unwrap_or_default(),
-            tenant: exchange
-                .tenant
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            structure: exchange.structure().to_string(),
-            service: service.clone(),
-            action: exchange.action.clone().unwrap_or_default(),
-            actor_id: identity.actor_id,
-            insi_mode: exchange
-                .insi_mode
-                .map(|m| m.label().to_string())
-                .unwrap_or_default(),
-            patient_ins,
-            patient_ins_oid,
-            purpose: identity.purpose,
-            outcome: outcome.to_string(),
-            upstream_status: exchange.upstream_status.unwrap_or(0),
-            latency_ms: u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
+            upstream_status: None,
+            failure: code,
+            returned_ins: None,
+        }];
+        let attempts: &[Attempt] = if exchange.attempts.is_empty() {
+            &refused
+        } else {
+            &exchange.attempts
         };
-        // Written and flushed before the internal system gets its answer.
-        if let Err(e) = proxy.audit().record(&record).await {
-            proxy.metrics.audit_write_failed();
-            tracing::error!(error = %e, path = %proxy.audit().path().display(), "audit trail write failed");
+        for attempt in attempts {
+            let (patient_ins, patient_ins_oid) = match &attempt.returned_ins {
+                Some(returned) => returned.clone(),
+                None if identity.patient.is_empty() => (String::new(), String::new()),
+                None => ins_of_cx(&identity.patient),
+            };
+            let record = AuditRecord {
+                instance: proxy.state().config.audit.instance.clone(),
+                source: exchange
+                    .peer
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_default(),
+                sent_upstream: exchange.sent_upstream,
+                time: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                request_id: exchange.request_id.clone(),
+                message_id: attempt.message_id.clone(),
+                client: exchange.client.clone().unwrap_or_default(),
+                tenant: exchange
+                    .tenant
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                structure: exchange.structure().to_string(),
+                service: service.clone(),
+                action: exchange.action.clone().unwrap_or_default(),
+                actor_id: identity.actor_id.clone(),
+                insi_mode: exchange
+                    .insi_mode
+                    .map(|m| m.label().to_string())
+                    .unwrap_or_default(),
+                patient_ins,
+                patient_ins_oid,
+                purpose: identity.purpose.clone(),
+                outcome: attempt.outcome().to_string(),
+                upstream_status: attempt.upstream_status.unwrap_or(0),
+                latency_ms: u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
+            };
+            // Written and flushed before the internal system gets its answer.
+            if let Err(e) = proxy.audit().record(&record).await {
+                proxy.metrics.audit_write_failed();
+                tracing::error!(error = %e, path = %proxy.audit().path().display(), "audit trail write failed");
+            }
         }
     }
     let tenant = exchange
@@ -431,6 +519,7 @@ async fn record(
         structure = %exchange.structure(),
         documents = exchange.documents,
         completed = ?exchange.insi_completed,
+        insi_attempts = exchange.insi_attempts,
         status = response.status().as_u16(),
         code = code.unwrap_or("-"),
         signing_ms = exchange.timings.signing.as_millis(),

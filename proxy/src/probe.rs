@@ -52,8 +52,8 @@ pub struct Probe {
     pub tenant: String,
     /// `dmp_auth`, `insi_auto`, `insi_manu`.
     pub role: String,
-    /// `dmp` or `insi`.
-    pub service: &'static str,
+    /// `dmp`, `insi` or `svc/<name>`.
+    pub service: String,
     pub upstream: String,
     pub outcome: Outcome,
     /// The setting to fix (`dmp.trust_anchors`, `insi.url`,
@@ -73,9 +73,9 @@ pub struct Probe {
 /// The settings a probe's failures are reported under.
 #[derive(Debug, Clone)]
 struct Settings {
-    url: &'static str,
-    trust: &'static str,
-    crls: &'static str,
+    url: String,
+    trust: String,
+    crls: String,
     certificate: String,
 }
 
@@ -93,14 +93,14 @@ struct Job {
 }
 
 /// Probes every (tenant, role, upstream) the proxy would use, all at once; results in
-/// configuration order (tenants, then DMP, then INSi auto and manu).
+/// configuration order (tenants, then DMP, INSi auto and manu, each `[[services]]` entry).
 pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
     let mut jobs = Vec::new();
     for (index, tenant) in config.tenants.iter().enumerate() {
         let cert = |role| tenant.certificates.get(&role);
-        let mut add = |service: &'static str,
+        let mut add = |service: String,
                        url: &str,
-                       settings: (&'static str, &'static str, &'static str),
+                       settings: (String, String, String),
                        trust,
                        timeouts,
                        egress: Option<&EgressProxy>,
@@ -139,15 +139,26 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
         // As the proxy builds its pools: DMP with dmp_auth when dmp_sign is there too
         // (every DMP service lives under base_url: one host, one handshake), INSi with
         // each INSi certificate.
+        let named = |section: &str| {
+            (
+                format!("{section}.url"),
+                format!("{section}.trust_anchors"),
+                format!("{section}.crls"),
+            )
+        };
         if let (Some(dmp), Some(auth), Some(_)) = (
             &config.dmp,
             cert(CertRole::DmpAuth),
             cert(CertRole::DmpSign),
         ) {
             add(
-                "dmp",
+                "dmp".into(),
                 dmp.base_url.as_str(),
-                ("dmp.base_url", "dmp.trust_anchors", "dmp.crls"),
+                (
+                    "dmp.base_url".into(),
+                    "dmp.trust_anchors".into(),
+                    "dmp.crls".into(),
+                ),
                 &dmp.trust,
                 dmp.timeouts,
                 dmp.egress.as_ref(),
@@ -158,15 +169,29 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
             for role in [CertRole::InsiAuto, CertRole::InsiManu] {
                 if let Some(material) = cert(role) {
                     add(
-                        "insi",
+                        "insi".into(),
                         insi.url.as_str(),
-                        ("insi.url", "insi.trust_anchors", "insi.crls"),
+                        named("insi"),
                         &insi.trust,
                         insi.timeouts,
                         insi.egress.as_ref(),
                         material,
                     );
                 }
+            }
+        }
+        // Each [[services]] entry with the tenant's certificate for it (org_auth).
+        for (i, service) in config.services.iter().enumerate() {
+            if let Some(material) = cert(service.role) {
+                add(
+                    format!("svc/{}", service.name),
+                    service.url.as_str(),
+                    named(&format!("services[{i}]")),
+                    &service.trust,
+                    service.timeouts,
+                    service.egress.as_ref(),
+                    material,
+                );
             }
         }
     }
@@ -217,7 +242,7 @@ async fn run(job: Job) -> Probe {
     };
     let target = match target {
         Ok(t) => t,
-        Err(reason) => return fail(probe, settings.url.into(), "not a usable URL", reason),
+        Err(reason) => return fail(probe, settings.url.clone(), "not a usable URL", reason),
     };
     match handshake(&tls, &target, timeouts, egress.as_ref()).await {
         Ok(version) => {
@@ -228,7 +253,7 @@ async fn run(job: Job) -> Probe {
             probe.tls_version = version;
             probe
         }
-        Err(Failure::Plain { what, error }) => fail(probe, settings.url.into(), &what, error),
+        Err(Failure::Plain { what, error }) => fail(probe, settings.url.clone(), &what, error),
         Err(Failure::Egress { what, error }) => fail(probe, "egress.proxy".into(), &what, error),
         Err(Failure::Tls { version, error }) => {
             probe.tls_version = version;
@@ -370,10 +395,11 @@ fn classify(
     match error {
         rustls::Error::InvalidCertificate(e) => server_certificate(e, s, host, url),
         rustls::Error::AlertReceived(alert) => refused(*alert, s, host),
-        rustls::Error::InvalidCertRevocationList(_) => {
-            (s.crls.into(), format!("a CRL of {} cannot be used", s.crls))
-        }
-        other => (s.url.into(), format!("TLS with {host} failed: {other}")),
+        rustls::Error::InvalidCertRevocationList(_) => (
+            s.crls.clone(),
+            format!("a CRL of {} cannot be used", s.crls),
+        ),
+        other => (s.url.clone(), format!("TLS with {host} failed: {other}")),
     }
 }
 
@@ -403,7 +429,7 @@ fn server_certificate(
                 _ => String::new(),
             };
             (
-                s.url.into(),
+                s.url.clone(),
                 format!(
                     "the server's certificate is not valid for {host}{presented}: {} must use the host name its certificate carries",
                     s.url
@@ -411,13 +437,13 @@ fn server_certificate(
             )
         }
         E::Expired | E::ExpiredContext { .. } | E::NotValidYet | E::NotValidYetContext { .. } => (
-            s.url.into(),
+            s.url.clone(),
             format!(
                 "the server's certificate is outside its validity dates (expired, or not valid yet; check this host's clock): is {url} the right service?"
             ),
         ),
         E::Revoked => (
-            s.crls.into(),
+            s.crls.clone(),
             format!(
                 "the server's certificate is revoked according to {}",
                 s.crls
@@ -426,7 +452,7 @@ fn server_certificate(
         E::UnknownRevocationStatus
         | E::ExpiredRevocationList
         | E::ExpiredRevocationListContext { .. } => (
-            s.crls.into(),
+            s.crls.clone(),
             format!(
                 "the server certificate's revocation status cannot be told from {} (missing or outdated CRL)",
                 s.crls
@@ -439,7 +465,7 @@ fn server_certificate(
             "its chain reaches a certificate with an anchor's name that the anchor's key did not sign (a look-alike, or another generation of that root)",
         ),
         E::InvalidPurpose | E::InvalidPurposeContext { .. } => (
-            s.url.into(),
+            s.url.clone(),
             format!(
                 "the certificate {url} presents is not a TLS server certificate (extended key usage)"
             ),
@@ -476,17 +502,17 @@ fn refused(alert: AlertDescription, s: &Settings, host: &str) -> (String, String
             certificate("most often the client certificate; otherwise no TLS parameters in common")
         }
         A::UnrecognisedName => (
-            s.url.into(),
+            s.url.clone(),
             format!("{host} does not serve the host name of {} (SNI)", s.url),
         ),
         A::ProtocolVersion | A::InsufficientSecurity => (
-            s.url.into(),
+            s.url.clone(),
             format!(
                 "{host} shares no TLS version or cipher suite with Passerelle (TLS 1.2 or 1.3, ECDHE with AES-GCM or ChaCha20)"
             ),
         ),
         other => (
-            s.url.into(),
+            s.url.clone(),
             format!("{host} ended the handshake ({other:?})"),
         ),
     }
@@ -554,9 +580,9 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            url: "dmp.base_url",
-            trust: "dmp.trust_anchors",
-            crls: "dmp.crls",
+            url: "dmp.base_url".into(),
+            trust: "dmp.trust_anchors".into(),
+            crls: "dmp.crls".into(),
             certificate: "tenants[1].certificates.dmp_auth".into(),
         }
     }

@@ -1,6 +1,7 @@
 //! What the proxy runs on, built once from a validated [`Config`]: per tenant its ORG
 //! SIGN signer and its upstream pools (one per DMP service with ORG AUTH_CLI, one per
-//! INSi certificate), the access policy, and the bound on concurrent signatures.
+//! INSi certificate, one per `[[services]]` entry with its `org_auth` certificate), the
+//! access policy, and the bound on concurrent signatures.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -125,6 +126,16 @@ pub struct DmpUpstream {
     pub sign: Credential,
 }
 
+/// A `[[services]]` entry for a tenant: its pool with the tenant's `org_auth`
+/// certificate.
+#[derive(Debug)]
+pub struct ServiceUpstream {
+    pub pool: Arc<UpstreamPool>,
+    pub credential: Credential,
+    /// The certificate's OU: the structure the audit trail records.
+    pub structure: String,
+}
+
 /// One legal entity at run time.
 #[derive(Debug)]
 pub struct TenantRuntime {
@@ -135,6 +146,10 @@ pub struct TenantRuntime {
     pub policy: passerelle_config::DmpPolicy,
     pub dmp: Option<DmpUpstream>,
     pub insi: BTreeMap<InsiMode, InsiUpstream>,
+    /// The `org_auth` certificate, when configured.
+    pub org_auth: Option<Credential>,
+    /// `[[services]]` name -> its pool with `org_auth` (none without that certificate).
+    pub services: HashMap<String, ServiceUpstream>,
 }
 
 impl TenantRuntime {
@@ -191,6 +206,7 @@ impl ProxyState {
                 .iter()
                 .flat_map(|d| [&d.auth, &d.sign])
                 .chain(t.insi.values().map(|i| &i.credential))
+                .chain(t.org_auth.iter())
         })
     }
 
@@ -222,6 +238,7 @@ impl ProxyState {
                 .iter()
                 .flat_map(|d| d.pools.values())
                 .chain(t.insi.values().map(|i| &i.pool))
+                .chain(t.services.values().map(|s| &s.pool))
         })
     }
 }
@@ -316,6 +333,39 @@ fn tenant_runtime(
             );
         }
     }
+    let org_auth = cert(CertRole::OrgAuth);
+    let mut services = HashMap::new();
+    for service in &config.services {
+        let Some(material) = cert(service.role) else {
+            continue;
+        };
+        let key = PoolKey {
+            tenant: tenant.id.to_string(),
+            service: format!("svc/{}", service.name),
+            role: service.role,
+        };
+        let spec = PoolSpec {
+            key,
+            url: service.url.as_str(),
+            trust: &service.trust,
+            cert: material,
+            timeouts: service.timeouts,
+            concurrency: config.limits.upstream_concurrency,
+            egress: service.egress.as_ref(),
+        };
+        services.insert(
+            service.name.clone(),
+            ServiceUpstream {
+                pool: pool(&spec, running)?,
+                credential: Credential::of(tenant, material),
+                structure: material
+                    .info
+                    .organizational_unit
+                    .clone()
+                    .unwrap_or_else(|| tenant.structure_id.to_string()),
+            },
+        );
+    }
     Ok(TenantRuntime {
         id: tenant.id.clone(),
         structure_id: tenant.structure_id.clone(),
@@ -323,6 +373,8 @@ fn tenant_runtime(
         policy: tenant.policy,
         dmp,
         insi,
+        org_auth: org_auth.map(|m| Credential::of(tenant, m)),
+        services,
     })
 }
 

@@ -48,10 +48,58 @@ pub enum Sent {
 #[derive(Debug)]
 pub struct Outgoing {
     pub pool: Arc<UpstreamPool>,
-    pub content_type: String,
+    /// `POST` for the DMP and INSi; the internal system's for a generic service.
+    pub method: http::Method,
+    /// Path and query to request; `None`: the pool's URL's own (DMP, INSi).
+    pub target: Option<String>,
+    /// `None`: no body type (a generic service's GET).
+    pub content_type: Option<String>,
     pub extra: Vec<(http::HeaderName, http::HeaderValue)>,
     pub chunks: Vec<Bytes>,
     pub retry: Retry,
+}
+
+impl Outgoing {
+    /// A SOAP POST to the pool's URL.
+    pub fn post(
+        pool: Arc<UpstreamPool>,
+        content_type: String,
+        extra: Vec<(http::HeaderName, http::HeaderValue)>,
+        chunks: Vec<Bytes>,
+        retry: Retry,
+    ) -> Self {
+        Self {
+            pool,
+            method: http::Method::POST,
+            target: None,
+            content_type: Some(content_type),
+            extra,
+            chunks,
+            retry,
+        }
+    }
+
+    /// Sends it on its pool (see [`UpstreamPool::send`]).
+    pub async fn send(self) -> Result<Response<ProxyBody>, ExchangeError> {
+        let Self {
+            pool,
+            method,
+            target,
+            content_type,
+            extra,
+            chunks,
+            retry,
+        } = self;
+        pool.send(
+            &method,
+            target.as_deref(),
+            content_type.as_deref(),
+            &extra,
+            chunks,
+            retry,
+        )
+        .await
+    }
 }
 
 /// Why an exchange with a national service failed, and whether the request was sent.
@@ -414,6 +462,13 @@ impl UpstreamPool {
         &self.target.url
     }
 
+    /// The path of the pool's URL, without a trailing `/`: a generic service's requests
+    /// go below it.
+    pub fn base_path(&self) -> &str {
+        let path = self.target.path.split('?').next().unwrap_or("");
+        path.trim_end_matches('/')
+    }
+
     /// Connections idle in the pool now.
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map(|q| q.len()).unwrap_or(0)
@@ -535,22 +590,40 @@ impl UpstreamPool {
     }
 
     /// Sends one request and reads its response: whole when short, otherwise
-    /// [`BUFFERED_RESPONSE_BYTES`] then streamed. `content_type` and `body` are the
-    /// request's; `extra` headers are added as they are.
+    /// [`BUFFERED_RESPONSE_BYTES`] then streamed. `method`, `target` (path and query;
+    /// `None`: the pool URL's), `content_type` and `body` are the request's; `extra`
+    /// headers are added as they are.
     pub async fn send(
         self: &Arc<Self>,
-        content_type: &str,
+        method: &http::Method,
+        target: Option<&str>,
+        content_type: Option<&str>,
         extra: &[(http::HeaderName, http::HeaderValue)],
         body: Vec<Bytes>,
         retry: Retry,
     ) -> Result<Response<ProxyBody>, ExchangeError> {
         let upstream = &self.target.url;
+        let path = target.unwrap_or(self.target.path.as_str());
         let build = || -> Result<Request<Chunks>, ExchangeError> {
             let chunks = Chunks::new(body.iter().cloned());
-            let mut b = Request::post(self.target.path.as_str())
-                .header(http::header::HOST, self.target.authority.as_str())
-                .header(http::header::CONTENT_TYPE, content_type)
-                .header(http::header::CONTENT_LENGTH, chunks.len());
+            let bodiless = chunks.is_empty()
+                && matches!(
+                    *method,
+                    http::Method::GET
+                        | http::Method::HEAD
+                        | http::Method::DELETE
+                        | http::Method::OPTIONS
+                );
+            let mut b = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(http::header::HOST, self.target.authority.as_str());
+            if let Some(content_type) = content_type {
+                b = b.header(http::header::CONTENT_TYPE, content_type);
+            }
+            if !bodiless {
+                b = b.header(http::header::CONTENT_LENGTH, chunks.len());
+            }
             for (k, v) in extra {
                 b = b.header(k, v);
             }

@@ -116,7 +116,8 @@ fn json_report_lists_certificates_and_problems() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(v["ok"], true);
     let certs = v["certificates"].as_array().expect("array");
-    assert_eq!(certs.len(), 8);
+    // 2 tenants x (dmp_auth, dmp_sign, insi_auto, insi_manu, org_auth).
+    assert_eq!(certs.len(), 10);
     assert!(
         certs
             .iter()
@@ -366,9 +367,14 @@ fn expiring_certificates_warn_but_pass() {
     ));
     let run = check(&c.config, false);
     assert_eq!(run.code, 0, "{}", run.stdout);
-    assert_eq!(run.stdout.matches("warning: ").count(), 8, "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("warning: ").count(),
+        10,
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("renew it now"));
-    assert!(run.stdout.contains("0 error(s), 8 warning(s)"));
+    assert!(run.stdout.contains("0 error(s), 10 warning(s)"));
 }
 
 #[test]
@@ -388,8 +394,8 @@ fn every_value_error_is_reported_at_once() {
             1,
         )
         .replace(
-            "services = [\"dmp\", \"insi\"]",
-            "services = [\"dmp/nope\", \"insi\"]",
+            "services = [\"dmp\", \"insi\", \"svc/echo\"]",
+            "services = [\"dmp/nope\", \"insi\", \"svc/echo\"]",
         )
         .replace(
             "tenants = [\"ch-test-a\", \"ch-test-b\"]",
@@ -515,6 +521,7 @@ async fn online_check_handshakes_with_every_upstream() {
                 admin: "127.0.0.1:0".into(),
                 dmp_port: dmp.address.port(),
                 insi_port: insi.address.port(),
+                echo_port: None,
                 audit: Some(audit.path().join("audit.jsonl")),
             },
         )

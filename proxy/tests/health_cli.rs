@@ -54,6 +54,7 @@ fn health_against_a_running_proxy() {
                 // No upstream is asked: nothing needs to listen there.
                 dmp_port: free_port(),
                 insi_port: free_port(),
+                echo_port: None,
                 audit: Some(dir.path().join("audit.jsonl")),
             },
         )

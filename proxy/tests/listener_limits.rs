@@ -57,6 +57,7 @@ impl Fixture {
                     // No DMP in these tests: nothing listens there.
                     dmp_port: 9,
                     insi_port: insi.address.port(),
+                    echo_port: None,
                     audit: Some(audit_dir.join("audit.jsonl")),
                 },
             )

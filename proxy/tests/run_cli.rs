@@ -86,6 +86,7 @@ impl Fixture {
                     admin: format!("127.0.0.1:{admin}"),
                     dmp_port: dmp.address.port(),
                     insi_port: insi.address.port(),
+                    echo_port: None,
                     audit: Some(audit.clone()),
                 },
             )

@@ -1,6 +1,8 @@
-//! End-to-end harness: the test PKI, the mock DMP and mock INSi on ephemeral ports, and
-//! a Passerelle configured for them, all over real sockets in one process; plus an
-//! internal-system client and the sample messages the tests send.
+//! End-to-end harness: the test PKI, the mock DMP, the mock INSi and the mock echo
+//! service (the `[[services]]` entry `echo`, reached with each tenant's `org_auth`
+//! certificate) on ephemeral ports, and a Passerelle configured for them, all over real
+//! sockets in one process; plus an internal-system client and the sample messages the
+//! tests send.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub struct Options {
     /// Tenant A's ORG AUTH_CLI from `dmp-auth.{cert,chain,key}.pem` in this directory
     /// (for renewal tests, which change the files).
     pub tenant_a_dmp_auth_dir: Option<PathBuf>,
+    /// Tenants (by index) configured without their `org_auth` certificate.
+    pub without_org_auth: Vec<usize>,
 }
 
 /// Mocks and proxy, stopped on drop.
@@ -55,6 +59,8 @@ pub struct Harness {
     pub dmp: Running,
     pub dmp_service: Arc<MockDmp>,
     pub insi: Running,
+    /// The mock echo service behind `/svc/echo/...`.
+    pub echo: Running,
     pub config_path: PathBuf,
     pub audit_path: PathBuf,
 }
@@ -97,6 +103,18 @@ impl Reply {
             .to_string()
     }
 
+    /// The body as JSON (panics when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `error.code` of a JSON refusal, if it is one.
+    pub fn error_code(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v["error"]["code"].as_str().map(str::to_string)
+    }
+
     /// The `passerelle:<Code>` of a fault answer, if it is one.
     pub fn fault_code(&self) -> Option<String> {
         let text = self.text();
@@ -127,6 +145,9 @@ impl Harness {
         )
         .await
         .expect("mock INSi");
+        let echo = passerelle_mocks::start_echo(&pki, any, any, Faults::default())
+            .await
+            .expect("mock echo");
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let audit_path = std::env::temp_dir()
             .join(format!("passerelle-e2e-audit-{run_id}"))
@@ -139,6 +160,7 @@ impl Harness {
                     admin: "127.0.0.1:0".into(),
                     dmp_port: dmp.address.port(),
                     insi_port: insi.address.port(),
+                    echo_port: Some(echo.address.port()),
                     audit: Some(audit_path.clone()),
                 },
             )
@@ -194,6 +216,15 @@ impl Harness {
             }
             certs.insert("dmp_auth".into(), toml::Value::Table(auth));
         }
+        if let Some(toml::Value::Array(tenants)) = doc.get_mut("tenants") {
+            for i in &options.without_org_auth {
+                if let Some(toml::Value::Table(t)) = tenants.get_mut(*i)
+                    && let Some(toml::Value::Table(certs)) = t.get_mut("certificates")
+                {
+                    certs.remove("org_auth");
+                }
+            }
+        }
         if let Some(clients) = &options.clients {
             doc.insert("clients".into(), clients.clone());
         }
@@ -227,6 +258,7 @@ impl Harness {
             dmp,
             dmp_service,
             insi,
+            echo,
             config_path,
             audit_path,
         }
@@ -296,6 +328,53 @@ impl Harness {
         post(self.proxy().address, path, &all, content_type, body.into()).await
     }
 
+    /// A JSON POST to the JSON API as an internal system, for `tenant`, with the sandbox
+    /// token.
+    pub async fn post_json(&self, path: &str, tenant: &str, body: &serde_json::Value) -> Reply {
+        self.post(
+            path,
+            &[("x-passerelle-tenant", tenant)],
+            "application/json",
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Any request to the proxy, with the sandbox token unless `headers` has its own
+    /// Authorization, and a Content-Type only when given.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let address = self.proxy().address;
+        let mut sender = http1(address).await;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, address.to_string());
+        if let Some(ct) = content_type {
+            request = request.header(http::header::CONTENT_TYPE, ct);
+        }
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            request = request.header("authorization", format!("Bearer {TOKEN}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = sender
+            .send_request(request.body(Full::new(body.into())).expect("request"))
+            .await
+            .expect("response");
+        read_reply(response).await
+    }
+
     /// The tenant's first geographic establishment (FINESS EG, prefixed): the structure a
     /// DMP request of that tenant names (VIHF `Identifiant_Structure`, XDS
     /// `authorInstitution`), never its legal entity.
@@ -310,6 +389,7 @@ impl Harness {
             "dmp_auth" => t.dmp_auth.subject.clone(),
             "insi_auto" => t.insi_auto.subject.clone(),
             "insi_manu" => t.insi_manu.subject.clone(),
+            "org_auth" => t.org_auth.subject.clone(),
             other => panic!("no role {other}"),
         }
     }

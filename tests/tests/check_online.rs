@@ -23,8 +23,9 @@ fn find<'a>(probes: &'a [Probe], tenant: &str, role: &str) -> &'a Probe {
 async fn every_certificate_passes_against_the_mocks() {
     let h = Harness::start().await;
     let probes = probes(&h).await;
-    // 2 tenants x (DMP with dmp_auth, INSi with insi_auto and insi_manu).
-    assert_eq!(probes.len(), 6, "{probes:#?}");
+    // 2 tenants x (DMP with dmp_auth, INSi with insi_auto and insi_manu, the echo
+    // service with org_auth).
+    assert_eq!(probes.len(), 8, "{probes:#?}");
     for p in &probes {
         assert_eq!(p.outcome, Outcome::Ok, "{p:#?}");
         assert_eq!(p.setting, None);
@@ -38,6 +39,9 @@ async fn every_certificate_passes_against_the_mocks() {
         "{dmp:#?}"
     );
     assert_eq!(find(&probes, "ch-test-b", "insi_manu").service, "insi");
+    let echo = find(&probes, "ch-test-b", "org_auth");
+    assert_eq!(echo.service, "svc/echo");
+    assert!(echo.upstream.ends_with("/echo"), "{echo:#?}");
     // The JSON form `check --online --json` prints.
     let json = serde_json::to_value(&probes).expect("JSON");
     assert_eq!(json[0]["outcome"], "ok");

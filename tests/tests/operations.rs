@@ -107,7 +107,7 @@ async fn metrics_expose_every_series_and_audit_has_one_line_per_exchange() {
             .any(|(l, v)| l == "code=\"UnknownClient\"" && *v == 1.0)
     );
     let expiry = &m["passerelle_certificate_expiry_seconds"];
-    assert_eq!(expiry.len(), 8, "2 tenants x 4 roles: {expiry:?}");
+    assert_eq!(expiry.len(), 10, "2 tenants x 5 roles: {expiry:?}");
     assert!(
         expiry.iter().all(|(_, v)| *v > 86_400.0 * 300.0),
         "{expiry:?}"

@@ -147,7 +147,7 @@ impl Validator {
             if c.services.is_empty() {
                 self.error(
                     &format!("{field}.services"),
-                    "empty: list \"dmp\", \"dmp/<service>\" or \"insi\"",
+                    "empty: list \"dmp\", \"dmp/<service>\", \"insi\", \"svc\" or \"svc/<name>\"",
                 );
                 ok = false;
             }
@@ -156,9 +156,15 @@ impl Validator {
                 let scope = match s.as_str() {
                     "dmp" => Some(ServiceScope::AllDmp),
                     "insi" => Some(ServiceScope::Insi),
+                    "svc" => Some(ServiceScope::AllServices),
                     other => other
                         .strip_prefix("dmp/")
-                        .map(|n| ServiceScope::Dmp(n.to_string())),
+                        .map(|n| ServiceScope::Dmp(n.to_string()))
+                        .or_else(|| {
+                            other
+                                .strip_prefix("svc/")
+                                .map(|n| ServiceScope::Service(n.to_string()))
+                        }),
                 };
                 match scope {
                     Some(ServiceScope::Dmp(name))
@@ -180,6 +186,19 @@ impl Validator {
                         );
                         ok = false;
                     }
+                    Some(ServiceScope::Service(name))
+                        if !raw.services.iter().any(|x| x.name == name) =>
+                    {
+                        self.error(&sfield, format!("no [[services]] entry is named {name:?}"));
+                        ok = false;
+                    }
+                    Some(ServiceScope::AllServices) if raw.services.is_empty() => {
+                        self.error(
+                            &sfield,
+                            "access to every [[services]] entry granted, but none is configured",
+                        );
+                        ok = false;
+                    }
                     Some(ServiceScope::Insi) if raw.insi.is_none() => {
                         self.error(
                             &sfield,
@@ -192,7 +211,7 @@ impl Validator {
                         self.error(
                             &sfield,
                             format!(
-                                "{s:?} is not a service: use \"dmp\", \"dmp/<service>\" or \"insi\""
+                                "{s:?} is not a service: use \"dmp\", \"dmp/<service>\", \"insi\", \"svc\" or \"svc/<name>\""
                             ),
                         );
                         ok = false;

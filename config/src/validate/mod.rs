@@ -16,6 +16,7 @@ mod insi;
 mod limits;
 mod listener;
 mod run;
+mod services;
 mod software;
 mod tenants;
 #[cfg(test)]

@@ -155,6 +155,7 @@ impl Validator {
             .insi
             .as_ref()
             .and_then(|i| self.insi(i, egress.as_ref()));
+        let services = self.services(&raw.services, egress.as_ref());
         let tenants = self.tenants(&raw, &trust);
         let clients = self.clients(&raw, &tenants);
         if let Some(Some(admin)) = admin_token
@@ -193,6 +194,7 @@ impl Validator {
             software: software?,
             dmp,
             insi,
+            services,
             tenants,
             clients,
             security: raw.security.clone(),

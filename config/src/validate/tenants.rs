@@ -91,11 +91,18 @@ impl Validator {
                 (CertRole::DmpSign, &t.certificates.dmp_sign),
                 (CertRole::InsiAuto, &t.certificates.insi_auto),
                 (CertRole::InsiManu, &t.certificates.insi_manu),
+                (CertRole::OrgAuth, &t.certificates.org_auth),
             ];
             if sources.iter().all(|(_, s)| s.is_none()) {
                 self.error(
                     &format!("{field}.certificates"),
-                    "no certificate: a tenant needs dmp_auth + dmp_sign, insi_auto or insi_manu",
+                    "no certificate: a tenant needs dmp_auth + dmp_sign, insi_auto, insi_manu or org_auth",
+                );
+            }
+            if t.certificates.org_auth.is_some() && raw.services.is_empty() {
+                self.warning(
+                    &format!("{field}.certificates.org_auth"),
+                    "no [[services]] entry uses it: it is loaded but never presented",
                 );
             }
             for (role, source) in sources {

@@ -527,3 +527,125 @@ fn egress_settings_are_validated_and_routed() {
     let case = Case::new(&with("", "egress = \"tunnel\"\n"));
     case.error("dmp.egress", &["\"direct\""]);
 }
+
+#[test]
+fn the_sandbox_echo_service_loads_with_its_org_auth_certificates() {
+    let m = pki();
+    let case = Case::new(&sandbox_text(&m));
+    let config = case.inspection.config.as_ref().expect("config");
+    let echo = config.service("echo").expect("[[services]] echo");
+    assert_eq!(echo.role, crate::CertRole::OrgAuth);
+    assert_eq!(
+        echo.methods,
+        [crate::ServiceMethod::Get, crate::ServiceMethod::Post]
+    );
+    assert_eq!(echo.retry, crate::ServiceRetry::Never, "none by default");
+    assert_eq!(echo.allowed_prefix("/messages/12"), Some("/messages"));
+    assert_eq!(echo.allowed_prefix("/messages"), Some("/messages"));
+    assert_eq!(echo.allowed_prefix("/messagesX"), None);
+    assert_eq!(echo.allowed_prefix("/admin"), None);
+    for t in &config.tenants {
+        let org = &t.certificates[&crate::CertRole::OrgAuth];
+        assert_eq!(
+            org.info.organizational_unit.as_deref(),
+            Some(t.structure_id.as_str())
+        );
+    }
+    assert!(
+        config.clients[0]
+            .services
+            .contains(&crate::ServiceScope::Service("echo".into())),
+        "{:?}",
+        config.clients[0].services
+    );
+}
+
+#[test]
+fn services_settings_are_checked_one_by_one() {
+    let m = pki();
+    let sandbox = sandbox_text(&m);
+    let case = Case::new(&replace_once(
+        &sandbox,
+        "certificate = \"org_auth\"",
+        "certificate = \"dmp_auth\"",
+    ));
+    case.error(
+        "services[0].certificate",
+        &[
+            "\"dmp_auth\"",
+            "org_auth",
+            "one certificate per teleservice",
+        ],
+    );
+    let case = Case::new(&replace_once(
+        &sandbox,
+        "methods = [\"GET\", \"POST\"]",
+        "methods = [\"GET\", \"TRACE\"]",
+    ));
+    case.error("services[0].methods[1]", &["\"TRACE\"", "GET, HEAD, POST"]);
+    let case = Case::new(&replace_once(
+        &sandbox,
+        "path_prefixes = [\"/messages\", \"/forms\"]",
+        "path_prefixes = [\"/messages/../admin\"]\nforward_headers = [\"X-Trace\", \"Authorization\"]\nretry = \"always\"",
+    ));
+    case.error("services[0].path_prefixes[0]", &["'..'"]);
+    case.error("services[0].forward_headers[1]", &["never passed on"]);
+    assert!(case.on("services[0].forward_headers[0]").is_empty());
+    case.error("services[0].retry", &["\"none\" or \"if_not_sent\""]);
+    let case = Case::new(&replace_once(
+        &sandbox,
+        "name = \"echo\"",
+        "name = \"Echo!\"",
+    ));
+    case.error("services[0].name", &["a-z, 0-9"]);
+    // The client names a service that no longer exists.
+    case.error(
+        "clients[0].services[2]",
+        &["no [[services]] entry is named \"echo\""],
+    );
+}
+
+#[test]
+fn an_org_auth_certificate_is_an_org_auth_cli_of_the_tenant() {
+    let m = pki();
+    let (a, b) = (&m.tenants[0], &m.tenants[1]);
+    // Tenant B's own PKCS#12 org_auth, given to tenant A: another legal entity's OU.
+    let b_p12 = m.path(&b.org_auth.p12).display().to_string();
+    let text = sandbox_text(&m).replacen(
+        &format!(
+            "cert = \"{}\"\nchain = \"{}\"\nkey = \"{}\"",
+            m.path(&a.org_auth.cert).display(),
+            m.path(&a.org_auth.chain).display(),
+            m.path(&a.org_auth.key).display()
+        ),
+        &format!(
+            "pkcs12 = \"{b_p12}\"\npassword_file = \"{}\"",
+            m.path(&b.org_auth.p12_password).display()
+        ),
+        1,
+    );
+    let case = Case::new(&text);
+    case.error(
+        "tenants[0].certificates.org_auth",
+        &["OU is", "structure_id"],
+    );
+    // An INSi certificate is not an org_auth one.
+    let text = sandbox_text(&m)
+        .replace(
+            &m.path(&a.org_auth.cert).display().to_string(),
+            &m.path(&a.insi_manu.cert).display().to_string(),
+        )
+        .replace(
+            &m.path(&a.org_auth.chain).display().to_string(),
+            &m.path(&a.insi_manu.chain).display().to_string(),
+        )
+        .replace(
+            &m.path(&a.org_auth.key).display().to_string(),
+            &m.path(&a.insi_manu.key).display().to_string(),
+        );
+    let case = Case::new(&text);
+    case.error(
+        "tenants[0].certificates.org_auth",
+        &["this is an INSi certificate (CN INSI-MANU): put it under insi_manu"],
+    );
+}

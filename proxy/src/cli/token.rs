@@ -90,7 +90,7 @@ pub fn client_block(name: &str, digest: &str) -> String {
          {line}\n\
          source_cidrs = []    # its addresses, e.g. [\"10.12.0.0/16\"]\n\
          tenants = []         # tenant ids it acts for, e.g. [\"chu-nantes\"]\n\
-         services = []        # \"dmp\", \"dmp/<service>\", \"insi\"\n\
+         services = []        # \"dmp\", \"dmp/<service>\", \"insi\", \"svc\", \"svc/<name>\"\n\
          # rate_per_second = 50\n",
         line = config_line(digest)
     )

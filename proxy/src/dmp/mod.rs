@@ -588,13 +588,13 @@ pub fn sign(
         Retry::Never
     };
     let extra = soap_action_header(&message, &action);
-    Ok(SignedRequest {
+    Ok(SignedRequest::post(
         pool,
         content_type,
         extra,
         chunks,
         retry,
-    })
+    ))
 }
 
 /// SOAP 1.1's HTTP binding names the operation in a `SOAPAction` header; SOAP 1.2 has
