@@ -148,17 +148,31 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
     } else {
         dir
     };
+    // Only names the rotation writes (`<stem>.<YYYYMMDD>T<HHMMSS>[-<n>].jsonl`): an
+    // operator's copy beside the trail is not part of it.
+    let rotated = |name: &str| {
+        let Some(middle) = name
+            .strip_prefix(&format!("{stem}."))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            return false;
+        };
+        let (time, n) = middle.split_once('-').unwrap_or((middle, "0"));
+        let b = time.as_bytes();
+        b.len() == 15
+            && b[8] == b'T'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 8 || c.is_ascii_digit())
+            && !n.is_empty()
+            && n.bytes().all(|c| c.is_ascii_digit())
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p != path
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("{stem}.")) && n.ends_with(".jsonl"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(rotated))
         .collect();
     // `<stem>.<UTC time>.jsonl`, then `<stem>.<UTC time>-<n>.jsonl` for more rotations
     // within the same second: by time, then n.
@@ -174,6 +188,59 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
         }
     });
     files
+}
+
+/// A crash (or a full disk) can leave the trail ending in part of a line. Cuts it off
+/// at the last complete line, keeping the fragment in `<path>.torn-<UTC time>` (0600),
+/// so that the next record starts a line of its own and the chain holds.
+fn repair_torn_tail(path: &Path) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut file) = OpenOptions::new().read(true).write(true).open(path) else {
+        return Ok(());
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    let keep = match last_line(path)? {
+        Some(fragment) => len - fragment.len() as u64,
+        None => 0,
+    };
+    file.seek(SeekFrom::Start(keep))?;
+    let mut fragment = Vec::new();
+    file.read_to_end(&mut fragment)?;
+    let now = OffsetDateTime::now_utc();
+    let aside = path.with_extension(format!(
+        "torn-{:04}{:02}{:02}T{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    ));
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&aside)?
+        .write_all(&fragment)?;
+    file.set_len(keep)?;
+    file.sync_all()?;
+    tracing::warn!(
+        trail = %path.display(),
+        kept_in = %aside.display(),
+        bytes = fragment.len(),
+        "the audit trail ended in part of a line (a crash or a full disk): cut off and kept aside"
+    );
+    Ok(())
 }
 
 /// Where the chain stands for a trail at `path`: the hash of its last line, or of the
@@ -276,7 +343,12 @@ impl Writer {
             let mut buf = Vec::with_capacity(line.len() + 1);
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
-            self.file.write_all(&buf)?;
+            if let Err(e) = self.file.write_all(&buf) {
+                // Part of the line may be on disk (a full disk): drop it, so that the
+                // next line starts where this one should have.
+                let _ = self.file.set_len(self.size);
+                return Err(e);
+            }
             self.size += buf.len() as u64;
             self.last_hash = openssl::sha::sha256(line.as_bytes());
             self.written += 1;
@@ -292,6 +364,9 @@ impl Writer {
 impl AuditTrail {
     /// Opens (appending) or creates the trail and starts its writer thread.
     pub fn open(path: &Path, rotation: Rotation, fsync: bool) -> io::Result<Self> {
+        if path.exists() {
+            repair_torn_tail(path)?;
+        }
         let (file, size) = open(path)?;
         let mut writer = Writer {
             path: path.to_path_buf(),
@@ -303,6 +378,11 @@ impl AuditTrail {
             last_hash: chain_head(path)?,
             written: 0,
         };
+        tracing::info!(
+            trail = %path.display(),
+            sha256 = %hex(&writer.last_hash),
+            "audit chain resumed"
+        );
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("passerelle-audit".into())
@@ -603,6 +683,41 @@ mod chain_tests {
         assert_eq!(broken.file, all[2]);
     }
 
+    #[tokio::test]
+    async fn a_torn_last_line_is_cut_off_and_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trail.jsonl");
+        let rotation = Rotation {
+            max_bytes: 0,
+            daily: false,
+        };
+        {
+            let trail = AuditTrail::open(&path, rotation, false).expect("open");
+            for i in 0..3 {
+                trail.record(&record(i)).await.expect("recorded");
+            }
+        }
+        // A crash in the middle of a line.
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"{\"prev_sha256\":\"ab").expect("write");
+        drop(f);
+        let trail = AuditTrail::open(&path, rotation, false).expect("reopen");
+        trail.record(&record(3)).await.expect("recorded");
+        drop(trail);
+        let ok = verify(&files(&path)).expect("verify");
+        assert_eq!((ok.records, ok.broken), (4, None));
+        let torn: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+            .collect();
+        assert_eq!(torn.len(), 1);
+        assert_eq!(
+            std::fs::read(torn[0].path()).expect("read"),
+            b"{\"prev_sha256\":\"ab"
+        );
+    }
+
     #[test]
     fn rotated_files_sort_by_time_then_sequence() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -614,6 +729,8 @@ mod chain_tests {
             "trail.20261201T100000-10.jsonl",
             "trail.20261201T100000-2.jsonl",
             "other.20261201T100000.jsonl",
+            "trail.copy.jsonl",
+            "trail.20261201T1000.jsonl",
         ] {
             std::fs::write(dir.path().join(name), "").expect("write");
         }

@@ -165,6 +165,8 @@ pub struct Attempt {
     pub failure: Option<&'static str>,
     /// INSi: the INS the answer returned and its OID.
     pub returned_ins: Option<(String, String)>,
+    /// Whether any of it may have reached the service (what the client's fault says).
+    pub sent: bool,
 }
 
 impl Attempt {

@@ -267,15 +267,22 @@ async fn forward(
     outgoing: Outgoing,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    exchange.sent_upstream = true;
     let sent_at = Instant::now();
     let answer = outgoing.send().await.map_err(ProxyError::from);
     exchange.timings.upstream += sent_at.elapsed();
+    // As the client's fault says it: unreachable, refused tunnels, TLS failures and
+    // connect timeouts sent nothing.
+    let sent = match &answer {
+        Ok(_) => true,
+        Err(e) => e.sent() != crate::upstream::Sent::No,
+    };
+    exchange.sent_upstream |= sent;
     exchange.attempts.push(Attempt {
         message_id: exchange.message_id.clone().unwrap_or_default(),
         upstream_status: answer.as_ref().ok().map(|r| r.status().as_u16()),
         failure: answer.as_ref().err().map(ProxyError::code),
         returned_ins: None,
+        sent,
     });
     answer
 }
@@ -387,6 +394,18 @@ fn returned_ins(body: &ProxyBody) -> Option<(String, String)> {
     ))
 }
 
+/// The longest `action` an audit line keeps: a refused request's Action is the client's
+/// text, of any length its body allowed.
+const MAX_AUDIT_ACTION: usize = 256;
+
+/// `text`, cut to `max` characters (marked with `…`).
+fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 /// The INS of a VIHF `resource-id` (HL7 CX `<INS>^^^&<OID>&ISO^NH`) as (INS, OID).
 fn ins_of_cx(cx: &str) -> (String, String) {
     match passerelle_signing::Ins::from_cx(cx) {
@@ -442,7 +461,7 @@ async fn record(
     // Overload and rate refusals are about volume, not access: counted, not audited.
     let refused_access = code.is_some_and(|c| !matches!(c, "Overloaded" | "RateLimited"));
     let audited = exchange.sent_upstream
-        || (refused_access && (exchange.client.is_some() || proxy.admit_anonymous_refusal_audit()));
+        || (refused_access && proxy.admit_refusal_audit(exchange.client.as_deref()));
     if audited {
         let identity = exchange.identity.clone().unwrap_or_default();
         // One line per attempt sent upstream (a JSON search may make several); a refused
@@ -452,6 +471,7 @@ async fn record(
             upstream_status: None,
             failure: code,
             returned_ins: None,
+            sent: false,
         }];
         let attempts: &[Attempt] = if exchange.attempts.is_empty() {
             &refused
@@ -470,7 +490,7 @@ async fn record(
                     .peer
                     .map(|p| p.ip().to_string())
                     .unwrap_or_default(),
-                sent_upstream: exchange.sent_upstream,
+                sent_upstream: attempt.sent,
                 time: time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
@@ -484,7 +504,7 @@ async fn record(
                     .unwrap_or_default(),
                 structure: exchange.structure().to_string(),
                 service: service.clone(),
-                action: exchange.action.clone().unwrap_or_default(),
+                action: bounded(exchange.action.as_deref().unwrap_or(""), MAX_AUDIT_ACTION),
                 actor_id: identity.actor_id.clone(),
                 insi_mode: exchange
                     .insi_mode

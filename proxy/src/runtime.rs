@@ -28,8 +28,6 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Internal(String),
 }
 
 /// A request admitted: its slot among `listener.max_concurrent_requests` and its body
@@ -72,13 +70,14 @@ pub struct Proxy {
     /// Request body bytes held at once (`limits.max_inflight_body_bytes`).
     bodies: Arc<BodyBudget>,
     rates: DashMap<String, ClientRate>,
-    /// Audit lines of refused attempts by no identified client, a second.
-    anonymous_refusals: ClientRate,
+    /// Audit lines of refused attempts a second, per configured client ("" for attempts
+    /// no credential identified): a closed set of keys.
+    refusal_audits: DashMap<String, ClientRate>,
 }
 
-/// Refused attempts of no identified client audited a second (burst: as many); the
-/// others are counted (`passerelle_audit_refusals_suppressed_total`).
-const ANONYMOUS_REFUSALS_AUDITED_PER_SECOND: f64 = 20.0;
+/// Refused attempts audited a second per client, and for all unidentified ones together
+/// (burst: as many); the others are counted (`passerelle_audit_refusals_suppressed_total`).
+const REFUSALS_AUDITED_PER_SECOND: f64 = 20.0;
 
 impl Proxy {
     /// Builds the state and opens the audit trail of `config`.
@@ -109,8 +108,7 @@ impl Proxy {
             metrics,
             audit: trail,
             rates: DashMap::new(),
-            anonymous_refusals: ClientRate::new(ANONYMOUS_REFUSALS_AUDITED_PER_SECOND)
-                .ok_or_else(|| StartError::Internal("refusal audit rate".into()))?,
+            refusal_audits: DashMap::new(),
         })
     }
 
@@ -143,10 +141,19 @@ impl Proxy {
         Ok(Admission { _slot: slot, body })
     }
 
-    /// Whether a refused attempt of no identified client gets its audit line (within
-    /// [`ANONYMOUS_REFUSALS_AUDITED_PER_SECOND`]); counted when not.
-    pub fn admit_anonymous_refusal_audit(&self) -> bool {
-        let admitted = self.anonymous_refusals.limiter.check().is_ok();
+    /// Whether a refused attempt of `client` (a configured name; `None`: no credential
+    /// identified it) gets its audit line, within [`REFUSALS_AUDITED_PER_SECOND`] for
+    /// each; counted when not. A client refused by access control is not rate limited
+    /// as a client yet: this bounds what its refusals write.
+    pub fn admit_refusal_audit(&self, client: Option<&str>) -> bool {
+        let key = client.unwrap_or("");
+        let admitted = match self.refusal_audits.entry(key.to_string()) {
+            dashmap::Entry::Occupied(o) => o.get().limiter.check().is_ok(),
+            dashmap::Entry::Vacant(v) => match ClientRate::new(REFUSALS_AUDITED_PER_SECOND) {
+                Some(rate) => v.insert(rate).limiter.check().is_ok(),
+                None => true,
+            },
+        };
         if !admitted {
             self.metrics.refusal_audit_suppressed();
         }

@@ -368,16 +368,19 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             "draining: shutting down, in-flight requests are finishing\n".into(),
         );
     }
-    // A clock the national services disagree with: every VIHF would be refused.
+    // Our clock off from every national service heard from in the last minutes: a local
+    // clock problem (every VIHF would be refused), not one service's. One service off
+    // while others agree is for its alert, not a reason to take the instance out.
     let max = i64::try_from(state.config.max_clock_skew.as_secs()).unwrap_or(i64::MAX);
-    let skewed: Vec<String> = state
+    let observed: Vec<(String, i64)> = state
         .pools()
-        .filter_map(|p| {
-            let skew = p.stats.clock_skew()?;
-            (skew.abs() > max).then(|| format!("{}: {skew} s", p.name()))
-        })
+        .filter_map(|p| Some((p.name().to_string(), p.stats.clock_skew()?)))
         .collect();
-    if !skewed.is_empty() {
+    if !observed.is_empty() && observed.iter().all(|(_, skew)| skew.abs() > max) {
+        let skewed: Vec<String> = observed
+            .iter()
+            .map(|(name, skew)| format!("{name}: {skew} s"))
+            .collect();
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

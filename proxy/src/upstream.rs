@@ -320,18 +320,28 @@ pub struct PoolStats {
     pub resumed_handshakes: AtomicU64,
     /// Requests sent.
     pub requests: AtomicU64,
-    /// Our clock minus the service's (`Date` of its last answer), in seconds; `None`
-    /// until an answer carried a readable `Date`.
-    clock_skew: Mutex<Option<i64>>,
+    /// Our clock minus the service's (`Date` of its last answer), in seconds, and when
+    /// it was seen; `None` until an answer carried a readable `Date`.
+    clock_skew: Mutex<Option<(i64, Instant)>>,
 }
 
 /// A skew worth a warning in the log: the DMP's tolerance is a few minutes.
 const CLOCK_SKEW_WARNING_S: i64 = 30;
 
+/// How long a skew observation counts: with no answer since (an instance taken out of
+/// rotation gets no traffic), the guard forgets it rather than hold the instance out.
+const CLOCK_SKEW_FRESH: Duration = Duration::from_secs(300);
+
 impl PoolStats {
-    /// Our clock minus the service's at its last answer, in seconds.
+    /// Our clock minus the service's at its last answer, in seconds, if that answer came
+    /// within the last [`CLOCK_SKEW_FRESH`].
     pub fn clock_skew(&self) -> Option<i64> {
-        self.clock_skew.lock().ok().and_then(|s| *s)
+        self.clock_skew
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .filter(|(_, at)| at.elapsed() <= CLOCK_SKEW_FRESH)
+            .map(|(skew, _)| skew)
     }
 
     /// Records the service's clock from an answer's `Date` (1 s resolution); warns when
@@ -352,7 +362,7 @@ impl PoolStats {
         let Ok(mut last) = self.clock_skew.lock() else {
             return;
         };
-        let was_off = last.is_some_and(|s| s.abs() > CLOCK_SKEW_WARNING_S);
+        let was_off = last.is_some_and(|(s, _)| s.abs() > CLOCK_SKEW_WARNING_S);
         let is_off = skew.abs() > CLOCK_SKEW_WARNING_S;
         if is_off && !was_off {
             tracing::warn!(
@@ -367,7 +377,7 @@ impl PoolStats {
                 "clock skew with the national service back within 30 s"
             );
         }
-        *last = Some(skew);
+        *last = Some((skew, Instant::now()));
     }
 
     pub fn handshakes(&self) -> u64 {
@@ -807,5 +817,41 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_skew_is_forgotten_once_stale() {
+        let stats = PoolStats::default();
+        let mut headers = http::HeaderMap::new();
+        let ahead = std::time::SystemTime::now() + Duration::from_secs(300);
+        headers.insert(
+            http::header::DATE,
+            http::HeaderValue::from_str(&httpdate::fmt_http_date(ahead)).expect("date"),
+        );
+        stats.observe_date("p", &headers);
+        let skew = stats.clock_skew().expect("observed");
+        assert!((-301..=-299).contains(&skew), "{skew}");
+        // Seen longer ago than CLOCK_SKEW_FRESH: no longer counts.
+        if let Some(long_ago) =
+            Instant::now().checked_sub(CLOCK_SKEW_FRESH + Duration::from_secs(1))
+            && let Ok(mut s) = stats.clock_skew.lock()
+        {
+            *s = Some((skew, long_ago));
+            drop(s);
+            assert_eq!(stats.clock_skew(), None);
+        }
+        // A garbage Date is ignored.
+        let stats = PoolStats::default();
+        headers.insert(
+            http::header::DATE,
+            http::HeaderValue::from_static("yesterday"),
+        );
+        stats.observe_date("p", &headers);
+        assert_eq!(stats.clock_skew(), None);
     }
 }

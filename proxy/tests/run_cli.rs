@@ -1023,6 +1023,35 @@ async fn audit_verify_checks_the_hash_chain() {
     );
     let (code, out) = verify(&["--config".as_ref(), f.config.as_os_str()]);
     assert_eq!(code, Some(0), "{out}");
+    // JSON, and the head as an anchor: the right one passes, another one does not.
+    let (code, out) = verify(&[f.audit.as_os_str(), "--json".as_ref()]);
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (v["records"].as_u64(), v["intact"].as_bool()),
+        (Some(3), Some(true))
+    );
+    let head = v["head_sha256"].as_str().expect("head").to_string();
+    let (code, out) = verify(&[
+        f.audit.as_os_str(),
+        "--expect-genesis".as_ref(),
+        "--expect-head".as_ref(),
+        head.as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = verify(&[
+        f.audit.as_os_str(),
+        "--expect-head".as_ref(),
+        "00".repeat(32).as_ref(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("missing at the end"), "{out}");
+    // Nothing to check is not an intact trail.
+    let empty = f.audit.with_extension("empty.jsonl");
+    std::fs::write(&empty, "").expect("write");
+    let (code, out) = verify(&[empty.as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    let _ = std::fs::remove_file(&empty);
 
     let copy = f.audit.with_extension("copy.jsonl");
     let text = std::fs::read_to_string(&f.audit).expect("trail");

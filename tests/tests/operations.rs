@@ -750,6 +750,10 @@ async fn clock_skew_with_a_service_is_measured_and_guards_readiness() {
         body.contains("clock skew") && body.contains("ch-test-a insi insi_auto"),
         "{body}"
     );
+    // The DMP's clock agrees with ours: INSi's is off, not ours; ready (its alert says so).
+    assert_eq!(dmp_query(&h).await.status, 200);
+    let (status, body) = h.admin("/readyz").await;
+    assert_eq!(status, 200, "{body}");
 
     // The clocks agree again: ready again.
     skew_to(0).expect("faults");
