@@ -50,6 +50,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// The largest JSON API body: its requests are a few hundred bytes.
+const MAX_API_BODY_BYTES: usize = 64 * 1024;
+
 /// INSi bodies up to this size are parsed on the async worker (cheaper than a hop to
 /// the blocking pool); larger ones, and every DMP body, on the blocking pool.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
@@ -148,7 +151,7 @@ async fn phases(
     let admission = proxy.admit()?;
 
     // 2. Route.
-    let route = route(state, req.method(), req.uri(), exchange)?;
+    let route = route(state, req.method(), req.uri())?;
     exchange.route = Some(route.clone());
 
     // 3. Authenticate: default deny (the API's description excepted: it holds no data).
@@ -217,6 +220,12 @@ async fn phases(
             .await?
         }),
         Route::InsiApi(call) => {
+            // A JSON request is a few hundred bytes: a large one is refused before parsing.
+            if body.len() > MAX_API_BODY_BYTES {
+                return Err(ProxyError::BodyTooLarge {
+                    limit: MAX_API_BODY_BYTES,
+                });
+            }
             let request = api::insi::read(call, &content_type, &body)?;
             insi::certificate(tenant_of(state, exchange)?, request.mode, exchange)?;
             Work::InsiSearch(Box::new(Search::new(request.query)))
@@ -241,7 +250,26 @@ async fn phases(
         Work::InsiSearch(mut search) => {
             let tenant = tenant_of(state, exchange)?;
             let upstream = insi::certificate(tenant, exchange.insi_mode, exchange)?;
+            // The whole search within one request timeout, and each INSi call after the
+            // first charged to the client's rate like a request of its own.
+            let timeout = state
+                .config
+                .insi
+                .as_ref()
+                .map_or(Duration::from_secs(60), |i| i.timeouts.request);
+            let deadline = Instant::now() + timeout;
             while let Some(body) = search.next_body() {
+                if search.attempts() > 0 {
+                    proxy.take_token(&grant.client, grant.rate_per_second)?;
+                    if Instant::now() >= deadline {
+                        return Err(ProxyError::UpstreamTimeout {
+                            upstream: upstream.pool.url().to_string(),
+                            phase: "the first-name search (all its INSi calls)",
+                            seconds: timeout.as_secs(),
+                            sent: crate::upstream::Sent::Yes,
+                        });
+                    }
+                }
                 exchange.insi_attempts = search.attempts();
                 let outgoing = insi::complete(body, upstream, &state.config.software, exchange)?;
                 let response = forward(outgoing, exchange).await?;
@@ -288,12 +316,7 @@ async fn forward(
 }
 
 /// Phase 2: the route, checked against the configuration.
-fn route(
-    state: &ProxyState,
-    method: &http::Method,
-    uri: &http::Uri,
-    exchange: &mut Exchange,
-) -> Result<Route, ProxyError> {
+fn route(state: &ProxyState, method: &http::Method, uri: &http::Uri) -> Result<Route, ProxyError> {
     let route = Route::parse(method, uri.path(), uri.query())?;
     Ok(match route {
         Route::Dmp { name, .. } => {
@@ -316,10 +339,9 @@ fn route(
                 .ok_or(ProxyError::ServiceNotConfigured("insi"))?;
             route
         }
-        Route::Service(ref call) => {
-            services::check(&state.config.services, call, exchange)?;
-            route
-        }
+        // Checked against the configuration only after authentication (phase 5): an
+        // unauthenticated client learns nothing of the services, their methods or paths.
+        Route::Service(_) => route,
         Route::OpenApi => route,
     })
 }

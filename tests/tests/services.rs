@@ -152,7 +152,9 @@ async fn methods_and_paths_outside_the_allowed_ones_are_refused_before_anything_
         ("POST", "/svc/echo/messages/%2e%2e/admin", 400, "BadPath"),
         ("POST", "/svc/echo/messages%2F..%2Fadmin", 400, "BadPath"),
         ("POST", "/svc/echo/messages//x", 400, "BadPath"),
-        ("POST", "/svc/unknown/messages", 404, "UnknownService"),
+        // A service not in the client's scope (unknown ones never are): refused by access
+        // control, which names no configuration.
+        ("POST", "/svc/unknown/messages", 403, "ServiceNotAllowed"),
     ] {
         let reply = echo(&h, method, path, a, Some("application/json"), "{}").await;
         assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
@@ -326,4 +328,33 @@ async fn access_and_audit_are_the_other_routes_and_hold_no_patient_field() {
         assert_eq!(l[field], "", "{field}: {l}");
     }
     assert!(!l.to_string().contains("207058575627097"), "{l}");
+}
+
+/// Before authentication nothing tells which services exist, nor their methods or paths:
+/// every unauthenticated request gets the same refusal.
+#[tokio::test]
+async fn an_unauthenticated_client_learns_nothing_of_the_services() {
+    let h = Harness::start().await;
+    let mut codes = Vec::new();
+    for (method, path) in [
+        ("POST", "/svc/nosuch/x"),
+        ("POST", "/svc/echo/admin"),
+        ("DELETE", "/svc/echo/messages"),
+        ("POST", "/svc/echo/messages"),
+    ] {
+        let reply = h
+            .send(
+                method,
+                path,
+                &[("authorization", "Bearer not-a-client")],
+                Some("application/json"),
+                "{}".to_string(),
+            )
+            .await;
+        assert_eq!(reply.status, 401, "{method} {path}: {}", reply.text());
+        assert!(!reply.text().contains("path_prefixes"), "{}", reply.text());
+        codes.push(reply.text().contains("UnknownClient"));
+    }
+    assert!(codes.iter().all(|c| *c), "one answer for all");
+    assert_eq!(echo_requests(&h), 0);
 }

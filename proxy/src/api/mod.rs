@@ -78,8 +78,15 @@ impl Fields {
             )));
         };
         if let Some(unknown) = members.keys().find(|k| !allowed.contains(&k.as_str())) {
+            // A member name is client text (it could even be patient data): named only
+            // when short, never in full.
+            let name = if unknown.chars().count() <= 32 {
+                unknown.clone()
+            } else {
+                "(a member name over 32 characters)".to_string()
+            };
             return Err(invalid(
-                unknown.clone(),
+                name,
                 format!("unknown member: the members are {}", allowed.join(", ")),
             ));
         }
