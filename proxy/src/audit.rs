@@ -460,6 +460,9 @@ pub struct Verified {
     pub records: usize,
     /// The first record's `prev_sha256` is 64 zeros: the trail is complete from its start.
     pub from_genesis: bool,
+    /// Lines at the start written before the chain existed (no `prev_sha256`: a trail
+    /// older than this version); the first chained record links to the last of them.
+    pub unchained: usize,
     pub head: String,
     pub broken: Option<Broken>,
 }
@@ -472,6 +475,7 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verified> {
     let mut out = Verified {
         records: 0,
         from_genesis: false,
+        unchained: 0,
         head: hex(&GENESIS),
         broken: None,
     };
@@ -494,11 +498,28 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Verified> {
             };
             let request_id = value["request_id"].as_str().unwrap_or("").to_string();
             let Some(claimed) = value["prev_sha256"].as_str() else {
+                // Before the chain existed: only at the start of the trail.
+                if out.records == 0 {
+                    out.unchained += 1;
+                    prev = Some(openssl::sha::sha256(&line));
+                    continue;
+                }
                 out.broken = Some(broken("no prev_sha256".into(), request_id));
                 return Ok(out);
             };
             match prev {
                 None => out.from_genesis = claimed == hex(&GENESIS),
+                Some(p) if out.records == 0 && out.unchained > 0 => {
+                    // The first chained record follows the unchained ones.
+                    if claimed != hex(&p) {
+                        out.broken = Some(broken(
+                            "prev_sha256 is not the hash of the last line written before the chain"
+                                .into(),
+                            request_id,
+                        ));
+                        return Ok(out);
+                    }
+                }
                 Some(p) if claimed != hex(&p) => {
                     out.broken = Some(broken(
                         "prev_sha256 is not the hash of the record before it: a record was edited, deleted or moved just before this one".into(),
@@ -716,6 +737,39 @@ mod chain_tests {
             std::fs::read(torn[0].path()).expect("read"),
             b"{\"prev_sha256\":\"ab"
         );
+    }
+
+    #[tokio::test]
+    async fn a_trail_older_than_the_chain_verifies_from_where_the_chain_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trail.jsonl");
+        std::fs::write(
+            &path,
+            "{\"request_id\":\"old-1\"}\n{\"request_id\":\"old-2\"}\n",
+        )
+        .expect("legacy");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let rotation = Rotation {
+            max_bytes: 0,
+            daily: false,
+        };
+        let trail = AuditTrail::open(&path, rotation, false).expect("open");
+        trail.record(&record(1)).await.expect("recorded");
+        drop(trail);
+        let ok = verify(&files(&path)).expect("verify");
+        assert_eq!((ok.unchained, ok.records, ok.broken), (2, 1, None));
+        // An unchained line after the chain started is a break.
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str("{\"request_id\":\"forged\"}\n");
+        std::fs::write(&path, text).expect("write");
+        let broken = verify(&files(&path))
+            .expect("verify")
+            .broken
+            .expect("broken");
+        assert_eq!(broken.line, 4, "{broken}");
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     };
     // Nothing to check is not a trail that holds.
     let mut problems = Vec::new();
-    if result.records == 0 {
+    if result.records + result.unchained == 0 {
         problems.push("no record found".to_string());
     }
     if let Some(expected) = &args.expect_head
@@ -109,6 +109,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
             "files": files,
             "records": result.records,
             "from_genesis": result.from_genesis,
+            "unchained": result.unchained,
             "head_sha256": result.head,
             "intact": intact,
             "broken": result.broken.as_ref().map(|b| serde_json::json!({
@@ -122,13 +123,21 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     } else {
         match &result.broken {
             None => println!(
-                "{} record(s) in {} file(s): chain intact{}; head {}",
+                "{} record(s) in {} file(s): chain intact{}{}; head {}",
                 result.records,
                 files.len(),
                 if result.from_genesis {
                     ", from the trail's first record"
                 } else {
                     " (the first file does not start the trail)"
+                },
+                if result.unchained > 0 {
+                    format!(
+                        ", after {} line(s) written before the chain existed",
+                        result.unchained
+                    )
+                } else {
+                    String::new()
                 },
                 result.head
             ),
