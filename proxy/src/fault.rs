@@ -555,6 +555,8 @@ impl ProxyError {
         let retry_after = match self {
             Self::Overloaded | Self::BodyMemoryFull { .. } => Some(1),
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            // INSi "temporarily unavailable": a short pause before the same request.
+            Self::InsiFault(f) if f.retryable() => Some(5),
             _ => None,
         };
         if let Some(seconds) = retry_after {

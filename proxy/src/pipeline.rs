@@ -387,10 +387,27 @@ async fn on_blocking_pool<T: Send + 'static>(
     result
 }
 
+/// What of an upstream answer's headers the internal system gets: not the hop-by-hop
+/// ones, nor those the answer's `Connection` header names as such (RFC 9110 §7.6.1), nor
+/// `Set-Cookie` (a cookie of the national service's is Passerelle's connection's
+/// business: the internal system's own cookies are never forwarded upstream either).
 fn strip_hop_by_hop(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
-    for name in HOP_BY_HOP {
-        response.headers_mut().remove(name);
+    let named: Vec<http::HeaderName> = response
+        .headers()
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let headers = response.headers_mut();
+    for name in named {
+        headers.remove(name);
     }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(http::header::SET_COOKIE);
     response
 }
 
@@ -569,4 +586,26 @@ async fn record(
         total_ms = total.as_millis(),
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_lose_hop_by_hop_connection_named_and_cookie_headers() {
+        let mut response = Response::new(ProxyBody::Full(bytes::Bytes::new()));
+        let h = response.headers_mut();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, X-Upstream-Secret"),
+        );
+        h.insert("x-upstream-secret", HeaderValue::from_static("s"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("set-cookie", HeaderValue::from_static("LB=abc"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let response = strip_hop_by_hop(response);
+        let names: Vec<&str> = response.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+    }
 }

@@ -155,10 +155,9 @@ async fn a_disabled_pair_is_skipped() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_reported_under_its_url() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    // Port 1 (tcpmux): privileged and unused; a freed ephemeral port could be taken by
+    // another test's server meanwhile.
+    let closed = 1;
     let h = Harness::start_with(Options {
         dmp_url: Some(format!(
             "https://localhost:{closed}/si-dmp-server/v2/services"

@@ -217,10 +217,9 @@ async fn a_proxy_that_refuses_the_tunnel_is_a_clear_fault_and_nothing_was_sent()
 /// The proxy is down: `EgressProxyUnreachable`, nothing sent.
 #[tokio::test]
 async fn a_proxy_that_is_down_is_a_clear_fault() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    // Port 1 (tcpmux): privileged and unused; a freed ephemeral port could be taken by
+    // another test's server meanwhile.
+    let port = 1;
     let h = Harness::start_with(Options {
         keys: egress(&format!("http://127.0.0.1:{port}"), &[]),
         ..Options::default()

@@ -338,6 +338,14 @@ async fn a_cnam_fault_is_a_json_error_with_its_codes_and_whether_to_retry() {
     assert_eq!(e["retryable"], true);
     assert_eq!(e["sent_upstream"], true);
     assert_eq!(e["cnam"]["siram"], "siram_40");
+    assert_eq!(
+        reply
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "a retryable fault says when to try again"
+    );
     assert_eq!(e["cnam"]["code"], "insi_102");
     assert_eq!(e["cnam"]["status"], 500);
     assert_eq!(e["cnam"]["reason"], "Service temporairement indisponible");

@@ -12,7 +12,7 @@ use crate::model::{MtlsService, ServiceMethod, ServiceRetry};
 /// Request headers that never go to a generic service: the internal system's
 /// credentials and tenant, cookies, and what belongs to one connection or to the
 /// request Passerelle writes itself.
-const NEVER_FORWARDED: [&str; 14] = [
+const NEVER_FORWARDED: [&str; 16] = [
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -27,7 +27,13 @@ const NEVER_FORWARDED: [&str; 14] = [
     "x-passerelle-tenant",
     "content-type",
     "accept",
+    "expect",
+    "proxy-connection",
 ];
+
+/// Header name prefixes never passed on: Passerelle's own request headers (the DMP
+/// identity headers carry the patient's INS).
+const NEVER_FORWARDED_PREFIXES: [&str; 3] = ["x-passerelle-", "x-vihf-", "proxy-"];
 
 /// A header name as RFC 9110 writes a token.
 fn is_token(s: &str) -> bool {
@@ -165,7 +171,11 @@ impl Validator {
                         format!("{h:?} is not a header name"),
                     );
                     ok = false;
-                } else if NEVER_FORWARDED.contains(&lower.as_str()) {
+                } else if NEVER_FORWARDED.contains(&lower.as_str())
+                    || NEVER_FORWARDED_PREFIXES
+                        .iter()
+                        .any(|p| lower.starts_with(p))
+                {
                     self.error(
                         &format!("{field}.forward_headers[{i}]"),
                         format!(
@@ -235,5 +245,32 @@ mod tests {
         ] {
             assert!(prefix_problem(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn internal_and_hop_by_hop_headers_are_never_forwarded() {
+        for name in [
+            "X-Vihf-Patient",
+            "x-passerelle-tenant",
+            "X-Passerelle-Anything",
+            "Proxy-Authorization",
+            "Proxy-Connection",
+            "Expect",
+            "Cookie",
+        ] {
+            let lower = name.to_ascii_lowercase();
+            assert!(
+                NEVER_FORWARDED.contains(&lower.as_str())
+                    || NEVER_FORWARDED_PREFIXES
+                        .iter()
+                        .any(|p| lower.starts_with(p)),
+                "{name}"
+            );
+        }
+        assert!(
+            !NEVER_FORWARDED_PREFIXES
+                .iter()
+                .any(|p| "x-correlation-id".starts_with(p))
+        );
     }
 }
