@@ -460,61 +460,50 @@ impl Metrics {
             "passerelle_reloads_total{{result=\"failure\"}} {}",
             self.reload_failure.load(Ordering::Relaxed)
         );
-        head(
-            &mut out,
-            "passerelle_config_last_reload_success",
-            "gauge",
-            "1 when the last configuration load (start or reload) succeeded, 0 when it failed and the previous configuration still runs.",
-        );
-        let _ = writeln!(
-            out,
-            "passerelle_config_last_reload_success {}",
-            u8::from(!self.last_load.failed.load(Ordering::Relaxed))
-        );
-        head(
-            &mut out,
-            "passerelle_config_last_reload_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last successful configuration load (start or reload).",
-        );
-        let _ = writeln!(
-            out,
-            "passerelle_config_last_reload_success_timestamp_seconds {:.3}",
-            self.last_load.success_unix_millis.load(Ordering::Relaxed) as f64 / 1e3
-        );
-        head(
-            &mut out,
-            "passerelle_audit_write_failures_total",
-            "counter",
-            "Audit records that could not be written (the request was answered all the same).",
-        );
-        let _ = writeln!(
-            out,
-            "passerelle_audit_write_failures_total {}",
-            self.audit_write_failures.load(Ordering::Relaxed)
-        );
-        head(
-            &mut out,
-            "passerelle_audit_refusals_suppressed_total",
-            "counter",
-            "Refused attempts by no identified client left out of the audit trail (over 20 a second).",
-        );
-        let _ = writeln!(
-            out,
-            "passerelle_audit_refusals_suppressed_total {}",
-            self.refusal_audit_suppressed.load(Ordering::Relaxed)
-        );
-        head(
-            &mut out,
-            "passerelle_draining",
-            "gauge",
-            "1 once SIGTERM was received: requests in flight finish, new ones are not taken.",
-        );
-        let _ = writeln!(
-            out,
-            "passerelle_draining {}",
-            u8::from(self.draining.load(Ordering::Relaxed))
-        );
+        // Unlabelled series: one line each.
+        let scalars: [(&str, &str, &str, String); 5] = [
+            (
+                "passerelle_config_last_reload_success",
+                "gauge",
+                "1 when the last configuration load (start or reload) succeeded, 0 when it failed and the previous configuration still runs.",
+                u8::from(!self.last_load.failed.load(Ordering::Relaxed)).to_string(),
+            ),
+            (
+                "passerelle_config_last_reload_success_timestamp_seconds",
+                "gauge",
+                "Unix time of the last successful configuration load (start or reload).",
+                format!(
+                    "{:.3}",
+                    self.last_load.success_unix_millis.load(Ordering::Relaxed) as f64 / 1e3
+                ),
+            ),
+            (
+                "passerelle_audit_write_failures_total",
+                "counter",
+                "Audit records that could not be written (the request was answered all the same).",
+                self.audit_write_failures
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "passerelle_audit_refusals_suppressed_total",
+                "counter",
+                "Refused attempts left out of the audit trail (over 20 a second per client, and for unidentified ones together).",
+                self.refusal_audit_suppressed
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "passerelle_draining",
+                "gauge",
+                "1 once SIGTERM was received: requests in flight finish, new ones are not taken.",
+                u8::from(self.draining.load(Ordering::Relaxed)).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            head(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         render_process(&mut out);
         out
     }

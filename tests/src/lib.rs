@@ -375,6 +375,31 @@ impl Harness {
         read_reply(response).await
     }
 
+    /// A DMP RegistryStoredQuery (TD3.1) as tenant A's geographic establishment.
+    pub async fn dmp_query_a(&self) -> Reply {
+        let vihf = messages::vihf_headers(&self.eg(0));
+        let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        headers.push(("x-passerelle-tenant", "ch-test-a"));
+        self.post(
+            "/dmp/registry",
+            &headers,
+            SOAP_CT,
+            messages::find_documents(),
+        )
+        .await
+    }
+
+    /// An INSi traits search on `/insi/auto` for tenant A (contexts left to Passerelle).
+    pub async fn insi_search_a(&self) -> Reply {
+        self.post(
+            "/insi/auto",
+            &[("x-passerelle-tenant", "ch-test-a")],
+            SOAP_CT,
+            messages::insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"),
+        )
+        .await
+    }
+
     /// The tenant's first geographic establishment (FINESS EG, prefixed): the structure a
     /// DMP request of that tenant names (VIHF `Identifiant_Structure`, XDS
     /// `authorInstitution`), never its legal entity.

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use passerelle_e2e::forward_proxy::ForwardProxy;
-use passerelle_e2e::messages::{find_documents, insi_search_bare, vihf_headers};
-use passerelle_e2e::{Harness, Options, Reply, SOAP_CT};
+use passerelle_e2e::{Harness, Options};
 
 fn egress(
     proxy: &str,
@@ -20,24 +19,6 @@ fn egress(
         keys.push(("egress", k, v.clone()));
     }
     keys
-}
-
-async fn dmp_query(h: &Harness) -> Reply {
-    let vihf = vihf_headers(&h.eg(0));
-    let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    headers.push(("x-passerelle-tenant", "ch-test-a"));
-    h.post("/dmp/registry", &headers, SOAP_CT, find_documents())
-        .await
-}
-
-async fn insi_search(h: &Harness) -> Reply {
-    h.post(
-        "/insi/auto",
-        &[("x-passerelle-tenant", "ch-test-a")],
-        SOAP_CT,
-        insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"),
-    )
-    .await
 }
 
 async fn pool(h: &Harness, name: &str) -> serde_json::Value {
@@ -84,9 +65,9 @@ async fn dmp_and_insi_go_through_the_forward_proxy_with_tls_end_to_end() {
     })
     .await;
     for _ in 0..2 {
-        let reply = dmp_query(&h).await;
+        let reply = h.dmp_query_a().await;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let reply = insi_search(&h).await;
+        let reply = h.insi_search_a().await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     // End-to-end mutual TLS: the services saw the tenant's certificates.
@@ -109,7 +90,7 @@ async fn dmp_and_insi_go_through_the_forward_proxy_with_tls_end_to_end() {
     assert_eq!(registry["connections"], 1, "{registry}");
     // A new tunnel after the idle timeout: the TLS session is resumed inside it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let reply = insi_search(&h).await;
+    let reply = h.insi_search_a().await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let insi = pool(&h, "ch-test-a insi insi_auto").await;
     assert_eq!(insi["connections"], 2, "{insi}");
@@ -156,7 +137,7 @@ async fn a_proxy_that_refuses_the_tunnel_is_a_clear_fault_and_nothing_was_sent()
         ..Options::default()
     })
     .await;
-    let reply = dmp_query(&h).await;
+    let reply = h.dmp_query_a().await;
     let text = reply.text();
     assert_eq!(reply.status, 502, "{text}");
     assert!(text.contains("EgressProxyRefused"), "{text}");
@@ -198,7 +179,7 @@ async fn a_proxy_that_refuses_the_tunnel_is_a_clear_fault_and_nothing_was_sent()
         ..Options::default()
     })
     .await;
-    let reply = insi_search(&h).await;
+    let reply = h.insi_search_a().await;
     let text = reply.text();
     assert_eq!(reply.status, 502, "{text}");
     // tinyproxy answers 401 to wrong credentials (407 to none).
@@ -225,7 +206,7 @@ async fn a_proxy_that_is_down_is_a_clear_fault() {
         ..Options::default()
     })
     .await;
-    let reply = insi_search(&h).await;
+    let reply = h.insi_search_a().await;
     let text = reply.text();
     assert_eq!(reply.status, 502, "{text}");
     assert!(text.contains("EgressProxyUnreachable"), "{text}");
@@ -249,8 +230,8 @@ async fn no_proxy_and_direct_bypass_the_proxy() {
         ..Options::default()
     })
     .await;
-    assert_eq!(dmp_query(&h).await.status, 200);
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     assert!(fp.connects().is_empty(), "{:?}", fp.connects());
     assert_eq!(
         pool(&h, "ch-test-a insi insi_auto").await["route"],
@@ -265,8 +246,8 @@ async fn no_proxy_and_direct_bypass_the_proxy() {
         ..Options::default()
     })
     .await;
-    assert_eq!(dmp_query(&h).await.status, 200);
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     let connects = fp.connects();
     assert_eq!(
         connects.len(),
@@ -298,7 +279,7 @@ async fn a_silent_proxy_times_out_within_the_connect_timeout() {
     })
     .await;
     let started = std::time::Instant::now();
-    let reply = insi_search(&h).await;
+    let reply = h.insi_search_a().await;
     let text = reply.text();
     assert_eq!(reply.status, 504, "{text}");
     assert!(text.contains("UpstreamTimeout"), "{text}");

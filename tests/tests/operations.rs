@@ -6,28 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use passerelle_e2e::messages::{find_documents, insi_search_bare, vihf_headers};
-use passerelle_e2e::{Harness, Options, Reply, SOAP_CT};
+use passerelle_e2e::messages::insi_search_bare;
+use passerelle_e2e::{Harness, Options, SOAP_CT};
 use passerelle_mocks::faults::FaultSpec;
 use tokio::io::AsyncWriteExt;
-
-async fn dmp_query(h: &Harness) -> Reply {
-    let vihf = vihf_headers(&h.eg(0));
-    let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    headers.push(("x-passerelle-tenant", "ch-test-a"));
-    h.post("/dmp/registry", &headers, SOAP_CT, find_documents())
-        .await
-}
-
-async fn insi_search(h: &Harness) -> Reply {
-    h.post(
-        "/insi/auto",
-        &[("x-passerelle-tenant", "ch-test-a")],
-        SOAP_CT,
-        insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"),
-    )
-    .await
-}
 
 /// `name{labels} value` lines of a Prometheus exposition, by metric name.
 fn parse_metrics(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
@@ -54,8 +36,8 @@ fn parse_metrics(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
 #[tokio::test]
 async fn metrics_expose_every_series_and_audit_has_one_line_per_exchange() {
     let h = Harness::start().await;
-    assert_eq!(dmp_query(&h).await.status, 200);
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     let refused = h
         .post(
             "/insi/auto",
@@ -176,9 +158,9 @@ async fn overload_gets_503_with_retry_after() {
             },
         )]))
         .expect("faults");
-    let (slow, quick) = tokio::join!(insi_search(&h), async {
+    let (slow, quick) = tokio::join!(h.insi_search_a(), async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        insi_search(&h).await
+        h.insi_search_a().await
     });
     assert_eq!(slow.status, 200, "{}", slow.text());
     assert_eq!(quick.status, 503, "{}", quick.text());
@@ -218,14 +200,14 @@ async fn rate_limit_and_source_cidr_refuse_before_upstream() {
         ..Options::default()
     })
     .await;
-    assert_eq!(insi_search(&h).await.status, 200);
-    let limited = insi_search(&h).await;
+    assert_eq!(h.insi_search_a().await.status, 200);
+    let limited = h.insi_search_a().await;
     assert_eq!(limited.status, 429, "{}", limited.text());
     assert_eq!(limited.fault_code().as_deref(), Some("RateLimited"));
     assert!(limited.headers.contains_key("retry-after"));
     // The client may not use the DMP at all.
     assert_eq!(
-        dmp_query(&h).await.fault_code().as_deref(),
+        h.dmp_query_a().await.fault_code().as_deref(),
         Some("ServiceNotAllowed")
     );
     assert_eq!(
@@ -239,7 +221,7 @@ async fn rate_limit_and_source_cidr_refuse_before_upstream() {
         ..Options::default()
     })
     .await;
-    let reply = insi_search(&h).await;
+    let reply = h.insi_search_a().await;
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert_eq!(reply.fault_code().as_deref(), Some("SourceNotAllowed"));
     assert!(h.insi.stats.recent_bodies().is_empty());
@@ -262,7 +244,7 @@ async fn a_thousand_idle_or_slow_connections_do_not_stop_a_normal_client() {
         idle.push(s);
     }
     let started = std::time::Instant::now();
-    let reply = insi_search(&h).await;
+    let reply = h.insi_search_a().await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -369,7 +351,7 @@ async fn renewed_certificate_reloaded_under_load_loses_no_request() {
         let h = std::sync::Arc::clone(&h);
         load.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis((i % 20) * 20)).await;
-            dmp_query(&h).await
+            h.dmp_query_a().await
         }));
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -391,7 +373,7 @@ async fn renewed_certificate_reloaded_under_load_loses_no_request() {
 
     // New requests go out on new connections with the renewed certificate.
     h.dmp.faults.replace(BTreeMap::new()).expect("faults");
-    assert_eq!(dmp_query(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
     let stats = h.dmp.stats.to_json();
     let serials: BTreeSet<String> = stats["recent"]
         .as_array()
@@ -442,8 +424,8 @@ async fn a_reload_rebuilds_only_the_pools_whose_certificate_changed() {
         ..Options::default()
     })
     .await;
-    assert_eq!(dmp_query(&h).await.status, 200);
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     let pools = |text: &str| -> BTreeMap<String, serde_json::Value> {
         let v: serde_json::Value = serde_json::from_str(text).expect("JSON");
         v.as_array()
@@ -497,8 +479,8 @@ async fn a_reload_rebuilds_only_the_pools_whose_certificate_changed() {
         "new pool"
     );
     // The next requests: INSi on the kept connection, DMP with the renewed certificate.
-    assert_eq!(insi_search(&h).await.status, 200);
-    assert_eq!(dmp_query(&h).await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
     let after = pools(&h.admin("/pools").await.1);
     assert_eq!(after[insi]["full_handshakes"], 1, "no new handshake");
     assert_eq!(after[insi]["requests"], 2);
@@ -546,7 +528,7 @@ async fn a_bad_reload_keeps_the_running_configuration() {
         "{reasons:?}"
     );
     assert_eq!(
-        dmp_query(&h).await.status,
+        h.dmp_query_a().await.status,
         200,
         "still serving with the running material"
     );
@@ -661,7 +643,7 @@ async fn a_crl_update_revoking_the_running_certificate_disables_its_pair() {
         ..Options::default()
     })
     .await;
-    assert_eq!(dmp_query(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
 
     let text = std::fs::read_to_string(&h.config_path).expect("config");
     let mut doc: toml::Table = text.parse().expect("TOML");
@@ -682,14 +664,14 @@ async fn a_crl_update_revoking_the_running_certificate_disables_its_pair() {
         "{:?}",
         report.problems
     );
-    let reply = dmp_query(&h).await;
+    let reply = h.dmp_query_a().await;
     assert_eq!(reply.status, 503);
     assert!(
         reply.text().contains("CertificateRevoked"),
         "{}",
         reply.text()
     );
-    assert_eq!(insi_search(&h).await.status, 200, "the other pairs serve");
+    assert_eq!(h.insi_search_a().await.status, 200, "the other pairs serve");
     let (status, ready) = h.admin("/readyz").await;
     assert_eq!(status, 200);
     assert!(
@@ -732,7 +714,7 @@ async fn clock_skew_with_a_service_is_measured_and_guards_readiness() {
             .unwrap_or_else(|| panic!("no skew series:\n{text}"))
     };
     skew_to(60).expect("faults");
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     let skew = skew_metric(&h.admin("/metrics").await.1);
     assert!(
         (-62.0..=-59.0).contains(&skew),
@@ -741,7 +723,7 @@ async fn clock_skew_with_a_service_is_measured_and_guards_readiness() {
     assert_eq!(h.admin("/readyz").await.0, 200, "60 s is within 120 s");
 
     skew_to(300).expect("faults");
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     let skew = skew_metric(&h.admin("/metrics").await.1);
     assert!((-302.0..=-299.0).contains(&skew), "{skew}");
     let (status, body) = h.admin("/readyz").await;
@@ -751,13 +733,13 @@ async fn clock_skew_with_a_service_is_measured_and_guards_readiness() {
         "{body}"
     );
     // The DMP's clock agrees with ours: INSi's is off, not ours; ready (its alert says so).
-    assert_eq!(dmp_query(&h).await.status, 200);
+    assert_eq!(h.dmp_query_a().await.status, 200);
     let (status, body) = h.admin("/readyz").await;
     assert_eq!(status, 200, "{body}");
 
     // The clocks agree again: ready again.
     skew_to(0).expect("faults");
-    assert_eq!(insi_search(&h).await.status, 200);
+    assert_eq!(h.insi_search_a().await.status, 200);
     assert_eq!(h.admin("/readyz").await.0, 200);
 }
 
