@@ -11,6 +11,7 @@ packages=(
   curl ca-certificates            # the sandbox's sample requests
   prometheus                      # promtool: checks deploy/prometheus's alert rules in the tests
   tinyproxy                       # the real forward proxy of the egress tests
+  postgresql                      # the real database of the PostgreSQL audit sink's tests
 )
 # `--bench`: what the load comparison needs besides (nginx as the reference proxy, a font
 # for the chart).
@@ -31,9 +32,10 @@ fi
 echo "install-deps: installing ${missing[*]}" >&2
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Only their programs are wanted: the packages' Prometheus server and tinyproxy service
-# must not run (a host with systemd would start them on install; the tests start their own).
-for service in prometheus tinyproxy; do
+# Only their programs are wanted: the packages' Prometheus server, tinyproxy and
+# PostgreSQL services must not run (a host with systemd would start them on install; the
+# tests start their own, on ports of their own).
+for service in prometheus tinyproxy postgresql; do
   if [[ " ${missing[*]} " == *" $service "* ]]; then
     if [ -d /run/systemd/system ]; then
       $sudo systemctl disable --now "$service.service" >/dev/null 2>&1 || true

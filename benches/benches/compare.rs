@@ -10,7 +10,12 @@
 //! Settings (environment): `BENCH_SECONDS` (measure, default 8), `BENCH_WARMUP` (2),
 //! `BENCH_INSI_CONCURRENCY` (256), `BENCH_DMP_CONCURRENCY` (32), `BENCH_RATE` (requests
 //! a second: fixed-rate mode instead of fixed concurrency), `BENCH_ONLY` (comma-separated
-//! scenarios), `BENCH_SUBMISSIONS` (direct submissions signed in advance, 1500).
+//! scenarios: `insi`, `dmp-query`, `dmp-query-postgres`, `dmp-submit`),
+//! `BENCH_SUBMISSIONS` (direct submissions signed in advance, 1500).
+//!
+//! `dmp-query-postgres` runs the DMP query against a second Passerelle whose audit sink is
+//! a real PostgreSQL (started here, `initdb` in a temporary folder), to compare with the
+//! file sink in the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,7 +124,15 @@ impl Drop for Proc {
     }
 }
 
-fn start_passerelle(pki: &Manifest, dmp_port: u16, insi_port: u16, out: &Path) -> (Proc, u16) {
+/// Passerelle on the PKI's configuration pointing at the mocks; `audit_sink`, when not
+/// empty, is added to its `[audit]` table (the PostgreSQL sink's settings).
+fn start_passerelle(
+    pki: &Manifest,
+    dmp_port: u16,
+    insi_port: u16,
+    out: &Path,
+    audit_sink: &str,
+) -> (Proc, u16) {
     let status = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -148,6 +161,11 @@ fn start_passerelle(pki: &Manifest, dmp_port: u16, insi_port: u16, out: &Path) -
             },
         )
         .expect("bench configuration");
+    if !audit_sink.is_empty() {
+        let text = std::fs::read_to_string(&config).expect("bench configuration");
+        let text = text.replacen("[audit]\n", &format!("[audit]\n{audit_sink}"), 1);
+        std::fs::write(&config, text).expect("bench configuration");
+    }
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(&config)
@@ -339,7 +357,41 @@ fn main() {
         .expect("mock INSi");
 
     let (passerelle, proxy_port) =
-        start_passerelle(&pki, dmp.address.port(), insi.address.port(), &out);
+        start_passerelle(&pki, dmp.address.port(), insi.address.port(), &out, "");
+    // The same Passerelle with its audit records in a real PostgreSQL (default settings:
+    // every commit flushed), for the file-vs-database comparison.
+    let only_env: Option<String> = std::env::var("BENCH_ONLY").ok();
+    let postgres = if only_env
+        .as_deref()
+        .is_none_or(|o| o.split(',').any(|s| s == "dmp-query-postgres"))
+    {
+        match passerelle_mocks::postgres::TestPostgres::start() {
+            Ok(pg) => {
+                let password = out.join("audit-db.password");
+                pg.write_password_file(&password).expect("password file");
+                let settings = format!(
+                    "sink = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\nspool = \"{}\"\n",
+                    pg.url(),
+                    password.display(),
+                    out.join("audit/postgres.spool.jsonl").display()
+                );
+                let (proc, port) = start_passerelle(
+                    &pki,
+                    dmp.address.port(),
+                    insi.address.port(),
+                    &out,
+                    &settings,
+                );
+                Some((pg, proc, port))
+            }
+            Err(e) => {
+                eprintln!("PostgreSQL not available ({e}): the dmp-query-postgres row is left out");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let nginx = start_nginx(&pki, insi.address.port(), &out);
     if nginx.is_none() {
         eprintln!(
@@ -451,6 +503,22 @@ fn main() {
                 .await,
             );
         }
+        if wanted("dmp-query-postgres")
+            && let Some((_, proc, port)) = &postgres
+        {
+            rows.push(
+                measure(
+                    "dmp-query",
+                    "passerelle+pg",
+                    &plain(*port),
+                    workloads::shared(DmpQuery::passerelle(&structure)),
+                    bounds(dmp_concurrency, None),
+                    Some(proc),
+                    &dmp_hs,
+                )
+                .await,
+            );
+        }
         if wanted("dmp-submit") {
             // Direct submissions are signed in advance, each with its own submission set.
             let count: u64 = env_or("BENCH_SUBMISSIONS", 1500);
@@ -507,6 +575,21 @@ fn main() {
             "dmp_query_vs_loaded_rsa_rate_x_cores".into(),
             (p.report.throughput / (rsa_all / cores as f64 * used)).into(),
         );
+    }
+    if let (Some(f), Some(p)) = (
+        find("dmp-query", "passerelle"),
+        find("dmp-query", "passerelle+pg"),
+    ) {
+        ratios.insert(
+            "dmp_query_postgres_sink_vs_file_sink_throughput".into(),
+            (p.report.throughput / f.report.throughput).into(),
+        );
+        if let (Some(fc), Some(pc)) = (f.cpu_s_per_1000, p.cpu_s_per_1000) {
+            ratios.insert(
+                "dmp_query_postgres_sink_vs_file_sink_cpu".into(),
+                (pc / fc).into(),
+            );
+        }
     }
     if let (Some(p), Some(d)) = (find("dmp-query", "passerelle"), find("dmp-query", "direct")) {
         ratios.insert(
@@ -588,5 +671,6 @@ fn main() {
     println!("total {:.0} s", began.elapsed().as_secs_f64());
     drop(passerelle);
     drop(nginx);
+    drop(postgres);
     let _ = std::fs::remove_dir_all(out.join("audit"));
 }

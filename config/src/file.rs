@@ -111,6 +111,20 @@ pub struct AuditSection {
     pub fsync: bool,
     /// Name of this replica, written in every audit line; left out, the host name.
     pub instance: Option<String>,
+    /// `file` (the JSONL trail at `path`) or `postgres` (a table at `url`).
+    pub sink: String,
+    /// PostgreSQL: `postgres://user@host:port/database[?sslmode=require]`, no password.
+    pub url: Option<String>,
+    /// PostgreSQL: the file holding the role's password (0600).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL over TLS: the CA certificate(s) of the database server (PEM); left out,
+    /// the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL unreachable: `spool` (records kept in a local file, replayed in order
+    /// when it is back) or `refuse` (new requests refused with `AuditUnavailable`).
+    pub on_failure: String,
+    /// PostgreSQL: the local spool file; left out, `<path>` with `.spool.jsonl`.
+    pub spool: Option<PathBuf>,
 }
 
 impl Default for AuditSection {
@@ -121,6 +135,12 @@ impl Default for AuditSection {
             rotate_daily: true,
             fsync: false,
             instance: None,
+            sink: "file".into(),
+            url: None,
+            password_file: None,
+            ca_file: None,
+            on_failure: "spool".into(),
+            spool: None,
         }
     }
 }

@@ -38,9 +38,10 @@ mod validate;
 pub use ids::{CertRole, IdError, StructureId, StructureKind, TenantId, UNATTRIBUTED, finess_key};
 pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
 pub use model::{
-    Audit, CertMaterial, Config, DmpPolicy, DmpService, DmpSigning, EgressProxy, InsiService,
-    InternalClient, Limits, ListenerTls, MtlsService, PolicyMode, ServiceMethod, ServiceRetry,
-    ServiceScope, SignatureDigest, Software, Tenant, Timeouts, UpstreamTrust,
+    Audit, AuditSink, CertMaterial, Config, DmpPolicy, DmpService, DmpSigning, EgressProxy,
+    InsiService, InternalClient, Limits, ListenerTls, MtlsService, OnAuditFailure, PolicyMode,
+    PostgresAudit, ServiceMethod, ServiceRetry, ServiceScope, SignatureDigest, Software, Tenant,
+    Timeouts, UpstreamTrust,
 };
 pub use report::{CertificateKey, CertificateReport, Problem, Severity, Status};
 pub use validate::{ConfigError, Inspection, inspect, inspect_at, load, shared_write_mode};

@@ -132,6 +132,50 @@ pub struct Audit {
     /// Name of this replica, written in every audit line (`[audit] instance`, default:
     /// the host name).
     pub instance: String,
+    /// Where records go: the file at `path`, or a PostgreSQL table.
+    pub sink: AuditSink,
+}
+
+/// Where audit records are committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    File,
+    Postgres(PostgresAudit),
+}
+
+/// `[audit] sink = "postgres"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresAudit {
+    /// The URL as configured (it holds no password).
+    pub url: String,
+    /// From `password_file`.
+    pub password: Option<zeroize::Zeroizing<String>>,
+    /// CA certificates of the database server, for TLS; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    pub on_failure: OnAuditFailure,
+    /// Where records wait while the database is unreachable (0600).
+    pub spool: PathBuf,
+}
+
+impl std::fmt::Debug for PostgresAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresAudit")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("on_failure", &self.on_failure)
+            .field("spool", &self.spool)
+            .finish()
+    }
+}
+
+/// What happens to requests while the audit database is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAuditFailure {
+    /// Served; their records are spooled locally and replayed, in order, once it is back.
+    Spool,
+    /// New requests refused (`AuditUnavailable`, nothing sent upstream).
+    Refuse,
 }
 
 /// Digest of a signature (`sha256`, or `sha1` for the older profiles).

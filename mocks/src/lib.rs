@@ -5,6 +5,7 @@
 //!   certificate required and chained to the configured ORG intermediate.
 //! - [`server`]: the accept loop (HTTP/1.1 keep-alive over TLS) and the plain-HTTP admin
 //!   port (`/health`, `/stats`, `/faults`).
+//! - [`postgres`]: a real PostgreSQL cluster for the audit sink's tests (not a mock).
 //! - [`faults`]: fault injection per operation (latency, error rate, reset after N
 //!   bytes, slow body), set at start and changeable at runtime.
 //! - [`stats`]: counts per operation and outcome, and the client certificate seen.
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod insi;
 pub use passerelle_soap::mtom;
+pub mod postgres;
 pub mod server;
 pub use passerelle_soap::envelope as soap;
 pub mod stats;

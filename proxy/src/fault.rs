@@ -239,6 +239,10 @@ pub enum ProxyError {
         "client {client:?} is over its rate (clients.rate_per_second): retry in {retry_after} s"
     )]
     RateLimited { client: String, retry_after: u64 },
+    #[error(
+        "the audit database is unreachable and [audit] on_failure = \"refuse\": nothing is sent to the national services until every access can be recorded again"
+    )]
+    AuditUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -339,6 +343,7 @@ impl ProxyError {
             Self::UpstreamAnswer { .. } => "UpstreamAnswer",
             Self::Overloaded | Self::BodyMemoryFull { .. } => "Overloaded",
             Self::RateLimited { .. } => "RateLimited",
+            Self::AuditUnavailable => "AuditUnavailable",
             Self::Internal(_) => "Internal",
         }
     }
@@ -395,7 +400,9 @@ impl ProxyError {
             Self::InsiFault(f) if f.retryable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsiFault(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded | Self::BodyMemoryFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::BodyMemoryFull { .. } | Self::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -438,7 +445,10 @@ impl ProxyError {
     /// may have reached the service is not.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Overloaded | Self::BodyMemoryFull { .. } | Self::RateLimited { .. } => true,
+            Self::Overloaded
+            | Self::BodyMemoryFull { .. }
+            | Self::RateLimited { .. }
+            | Self::AuditUnavailable => true,
             Self::UpstreamUnreachable { .. } => true,
             Self::UpstreamTimeout { sent, .. } | Self::UpstreamConnectionLost { sent, .. } => {
                 *sent == Sent::No
@@ -557,6 +567,7 @@ impl ProxyError {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
             // INSi "temporarily unavailable": a short pause before the same request.
             Self::InsiFault(f) if f.retryable() => Some(5),
+            Self::AuditUnavailable => Some(5),
             _ => None,
         };
         if let Some(seconds) = retry_after {

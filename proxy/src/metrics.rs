@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use dashmap::DashMap;
 use time::OffsetDateTime;
 
+use crate::audit::SinkStatus;
 use crate::state::{Credential, ProxyState};
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -252,7 +253,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, state: &ProxyState, now: OffsetDateTime) -> String {
+    pub fn render(&self, state: &ProxyState, now: OffsetDateTime, audit: SinkStatus) -> String {
         let mut out = String::with_capacity(8192);
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -461,7 +462,19 @@ impl Metrics {
             self.reload_failure.load(Ordering::Relaxed)
         );
         // Unlabelled series: one line each.
-        let scalars: [(&str, &str, &str, String); 5] = [
+        let scalars: [(&str, &str, &str, String); 7] = [
+            (
+                "passerelle_audit_sink_up",
+                "gauge",
+                "1 when the audit sink takes records (the file is open, the database connected); 0 while the database is unreachable.",
+                u8::from(audit.up).to_string(),
+            ),
+            (
+                "passerelle_audit_spooled_records",
+                "gauge",
+                "Audit records waiting in the local spool for the database.",
+                audit.spooled.to_string(),
+            ),
             (
                 "passerelle_config_last_reload_success",
                 "gauge",
@@ -676,6 +689,12 @@ fn render_process(_out: &mut String) {}
 mod tests {
     use super::*;
 
+    const FILE_SINK: SinkStatus = SinkStatus {
+        up: true,
+        spooled: 0,
+        refusing: false,
+    };
+
     #[test]
     fn histogram_is_cumulative_and_labels_are_escaped() {
         let h = Histogram::default();
@@ -738,7 +757,7 @@ mod tests {
     fn every_line_is_a_declared_series_with_a_number() {
         let m = Metrics::default();
         m.request("insi", "other", "ok", Some("t"), Some("c"), Duration::ZERO);
-        let text = m.render(&state(), OffsetDateTime::now_utc());
+        let text = m.render(&state(), OffsetDateTime::now_utc(), FILE_SINK);
         let mut declared = std::collections::BTreeSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -769,7 +788,7 @@ mod tests {
         m.request("unrouted", "", "UnknownRoute", None, None, d);
         m.request("insi", "other", "ok", Some("ch-a"), Some("dpi"), d);
         m.request("insi", "other", "ok", Some("ch-a"), Some("dpi"), d);
-        let text = m.render(&state(), OffsetDateTime::now_utc());
+        let text = m.render(&state(), OffsetDateTime::now_utc(), FILE_SINK);
         assert_eq!(
             value(
                 &text,
@@ -792,7 +811,7 @@ mod tests {
         let state = state();
         let now = OffsetDateTime::now_utc();
         let start = (now.unix_timestamp_nanos() / 1_000_000) as f64 / 1e3;
-        let text = m.render(&state, now);
+        let text = m.render(&state, now, FILE_SINK);
         assert_eq!(value(&text, "passerelle_config_last_reload_success"), 1.0);
         let loaded = value(
             &text,
@@ -819,7 +838,7 @@ mod tests {
         m.reload(false);
         m.audit_write_failed();
         m.draining.store(true, Ordering::Relaxed);
-        let text = m.render(&state, now);
+        let text = m.render(&state, now, FILE_SINK);
         assert_eq!(value(&text, "passerelle_config_last_reload_success"), 0.0);
         assert_eq!(
             value(
@@ -837,7 +856,7 @@ mod tests {
 
         // A good one: back to 1, stamped now.
         m.reload(true);
-        let text = m.render(&state, now);
+        let text = m.render(&state, now, FILE_SINK);
         assert_eq!(value(&text, "passerelle_config_last_reload_success"), 1.0);
         let loaded = value(
             &text,
@@ -860,7 +879,10 @@ mod tests {
             .max()
             .expect("a certificate")
             + time::Duration::days(1);
-        let (text, late) = (m.render(&state, now), m.render(&state, later));
+        let (text, late) = (
+            m.render(&state, now, FILE_SINK),
+            m.render(&state, later, FILE_SINK),
+        );
         for c in credentials {
             let l = format!("{{tenant=\"{}\",role=\"{}\"}}", c.tenant, c.role);
             let end = value(
@@ -889,7 +911,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn process_metrics_come_from_proc() {
-        let text = Metrics::default().render(&state(), OffsetDateTime::now_utc());
+        let text = Metrics::default().render(&state(), OffsetDateTime::now_utc(), FILE_SINK);
         assert!(value(&text, "process_open_fds") >= 3.0);
         assert!(value(&text, "process_max_fds") >= value(&text, "process_open_fds"));
         assert!(value(&text, "process_resident_memory_bytes") > 1e6);

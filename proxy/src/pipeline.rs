@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | 1 | admit | a request slot | `listener.max_concurrent_requests` → `Overloaded` |
 //! | 2 | route | `POST /dmp/<route>`, `/insi[/auto\|/manu]`, `/api/insi/{search,vitale}`, `GET /api/openapi.json` (answered here, no credentials), `/svc/<name>/<path>` (method and path allowed) | → `UnknownRoute`, `UnknownDmpService`, `UnknownService`, `MethodNotAllowed`, `BadPath`, `PathNotAllowed` |
-//! | 3 | authenticate | client by token / certificate, source, tenant, service; rate | default deny; `clients.rate_per_second` |
+//! | 3 | authenticate | client by token / certificate, source, tenant, service; rate; the audit sink takes records | default deny; `clients.rate_per_second`; `audit.on_failure = "refuse"` → `AuditUnavailable` |
 //! | 4 | read body | the whole body | `limits.max_body_bytes`, body deadline, in-flight budget |
 //! | 5 | identity / build | DMP: envelope, WS-Addressing, operation, VIHF or headers, structure; INSi: envelope, contexts; JSON API: the typed request and its search; services: the request for the `org_auth` pool | blocking pool, `signing slots` (DMP) |
 //! | 6 | sign | DMP: VIHF and lot with ORG SIGN, envelope written | blocking pool |
@@ -168,6 +168,10 @@ async fn phases(
     exchange.tenant = Some(grant.tenant.clone());
     proxy.take_token(&grant.client, grant.rate_per_second)?;
     tenant_of(state, exchange)?;
+    // Nothing goes upstream that could not be recorded.
+    if !proxy.audit().admits() {
+        return Err(ProxyError::AuditUnavailable);
+    }
 
     // 4. Read the body.
     let (parts, body) = req.into_parts();
@@ -498,7 +502,9 @@ async fn record(
     // of an identified client always, the others (no valid credential) within a global
     // rate, so that a flood of anonymous requests cannot fill the disk.
     // Overload and rate refusals are about volume, not access: counted, not audited.
-    let refused_access = code.is_some_and(|c| !matches!(c, "Overloaded" | "RateLimited"));
+    // Nor is a refusal because the audit database is down: it would only fill the spool.
+    let refused_access =
+        code.is_some_and(|c| !matches!(c, "Overloaded" | "RateLimited" | "AuditUnavailable"));
     let audited = exchange.sent_upstream
         || (refused_access && proxy.admit_refusal_audit(exchange.client.as_deref()));
     if audited {
@@ -559,7 +565,7 @@ async fn record(
             // Written and flushed before the internal system gets its answer.
             if let Err(e) = proxy.audit().record(&record).await {
                 proxy.metrics.audit_write_failed();
-                tracing::error!(error = %e, path = %proxy.audit().path().display(), "audit trail write failed");
+                tracing::error!(error = %e, sink = %proxy.audit().describe(), "audit record not written");
             }
         }
     }

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use passerelle_config::inspect;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::{AuditTrail, Rotation};
+use crate::audit::{AuditError, AuditTrail};
 use crate::body::{BodyBudget, BodyLimits};
 use crate::fault::ProxyError;
 use crate::metrics::Metrics;
@@ -23,11 +23,8 @@ use crate::state::ProxyState;
 pub enum StartError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-    #[error("audit trail {path}: {source}")]
-    Audit {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// A request admitted: its slot among `listener.max_concurrent_requests` and its body
@@ -82,19 +79,7 @@ const REFUSALS_AUDITED_PER_SECOND: f64 = 20.0;
 impl Proxy {
     /// Builds the state and opens the audit trail of `config`.
     pub fn new(state: ProxyState) -> Result<Self, StartError> {
-        let audit = &state.config.audit;
-        let trail = AuditTrail::open(
-            &audit.path,
-            Rotation {
-                max_bytes: audit.rotate_bytes,
-                daily: audit.rotate_daily,
-            },
-            audit.fsync,
-        )
-        .map_err(|source| StartError::Audit {
-            path: audit.path.clone(),
-            source,
-        })?;
+        let trail = AuditTrail::open(&state.config.audit)?;
         let metrics = Metrics::default();
         let bodies = Arc::new(BodyBudget::new(
             state.config.limits.max_inflight_body_bytes,
@@ -222,12 +207,12 @@ impl Proxy {
             tracing::warn!("listener and admin addresses change only on restart");
         }
         let (a, b) = (&old.config.audit, &config.audit);
-        if (&a.path, a.rotate_bytes, a.rotate_daily, a.fsync)
-            != (&b.path, b.rotate_bytes, b.rotate_daily, b.fsync)
+        if (&a.path, a.rotate_bytes, a.rotate_daily, a.fsync, &a.sink)
+            != (&b.path, b.rotate_bytes, b.rotate_daily, b.fsync, &b.sink)
         {
             tracing::warn!(
-                running = %a.path.display(),
-                "[audit] path, rotate_bytes, rotate_daily and fsync change only on restart: the trail stays where it is until then ([audit] instance applies now)"
+                running = %self.audit.describe(),
+                "[audit] sink, path, rotate_bytes, rotate_daily, fsync and the database settings change only on restart: the trail stays where it is until then ([audit] instance applies now)"
             );
         }
         if listener_limits_changed(&old.config.limits, &config.limits) {

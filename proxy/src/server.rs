@@ -390,18 +390,39 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             ),
         );
     }
+    let audit = proxy.audit().status();
+    if audit.refusing {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!(
+                "not ready: audit database {} unreachable and [audit] on_failure = \"refuse\": requests are refused (AuditUnavailable) until it is back\n",
+                proxy.audit().describe()
+            ),
+        );
+    }
     let now = time::OffsetDateTime::now_utc();
     let degraded = state.degraded(now);
     // No service of any tenant left (a DMP needs both its certificates): nothing can be
     // served, whatever `strict` says.
     let none_usable = !degraded.is_empty() && !state.can_serve(now);
+    // Served, records spooled: ready, but an operator must know.
+    let spooling = !audit.up || audit.spooled > 0;
     let mut body = String::from(if none_usable {
         "not ready: no usable certificate\n"
-    } else if degraded.is_empty() {
+    } else if degraded.is_empty() && !spooling {
         "ready\n"
     } else {
         "ready, degraded\n"
     });
+    if spooling {
+        body.push_str(&format!(
+            "degraded audit: database {} {}, {} record(s) in the local spool (replayed once it is reachable)\n",
+            proxy.audit().describe(),
+            if audit.up { "reachable again" } else { "unreachable" },
+            audit.spooled
+        ));
+    }
     for (c, why) in &degraded {
         body.push_str(&format!(
             "degraded {} {} {}: {why}\n",
@@ -410,7 +431,7 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             why.code()
         ));
     }
-    let status = if none_usable || strict && !degraded.is_empty() {
+    let status = if none_usable || strict && (!degraded.is_empty() || spooling) {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -449,7 +470,7 @@ fn admin_route(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            proxy.metrics.render(&state, now),
+            proxy.metrics.render(&state, now, proxy.audit().status()),
         ),
         (&Method::GET, "/pools") => {
             let pools: Vec<serde_json::Value> = state

@@ -1064,3 +1064,155 @@ async fn audit_verify_checks_the_hash_chain() {
     assert!(out.contains("BROKEN") && out.contains(":2:"), "{out}");
     let _ = std::fs::remove_file(&copy);
 }
+
+/// The PostgreSQL sink with the real binary: a SIGTERM during load answers every
+/// accepted request and each exchange is a row; `audit verify`, `query` and `export`
+/// read the table through `--config`, and answer for the file trail the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_sink_sigterm_drains_and_audit_commands_read_the_table() {
+    let pg = passerelle_mocks::postgres::TestPostgres::start().expect("PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = dir.path().join("pg.password");
+    pg.write_password_file(&password).expect("password");
+    let settings = format!(
+        "[audit]\nsink = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\nspool = \"{}\"\n",
+        pg.url(),
+        password.display(),
+        dir.path().join("spool.jsonl").display()
+    );
+    let f = std::sync::Arc::new(
+        Fixture::start_edited(&[], None, &|text| text.replacen("[audit]\n", &settings, 1)).await,
+    );
+    f.insi
+        .faults
+        .replace(BTreeMap::from([(
+            "*".to_string(),
+            FaultSpec {
+                latency_ms: 400,
+                ..FaultSpec::default()
+            },
+        )]))
+        .expect("faults");
+    let mut load = Vec::new();
+    for _ in 0..30 {
+        let f = std::sync::Arc::clone(&f);
+        load.push(tokio::spawn(async move { f.insi_search().await }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    f.signal("TERM");
+    let mut answered = 0;
+    for task in load {
+        if let Some((status, body)) = task.await.expect("task") {
+            assert_eq!(status, 200, "{body}");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 30);
+    let f = std::sync::Arc::try_unwrap(f).ok().expect("sole owner");
+    // The fixture removes its configuration when it ends: a copy beside it (its paths
+    // are relative to its folder) for the commands below.
+    struct Removed(PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let config = Removed(f.config.with_extension("pg.toml"));
+    std::fs::copy(&f.config, &config.0).expect("copy configuration");
+    let config = &config.0;
+    let (exit, log, _) = f.stop();
+    assert!(exit.success(), "{log}");
+    assert!(log.contains("audit database connected"), "{log}");
+    assert_clean(&log);
+    let rows = pg
+        .psql(
+            "passerelle",
+            "SELECT count(*) FROM passerelle_audit WHERE sent_upstream",
+        )
+        .expect("psql");
+    assert_eq!(
+        rows, "30",
+        "one row per exchange, all committed before exit"
+    );
+
+    let passerelle = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+            .arg("audit")
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = passerelle(&["verify", "--expect-genesis"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("30 record(s) in table passerelle_audit") && out.contains("chain intact"),
+        "{out}"
+    );
+    // Who accessed the patient the INSi search returned.
+    let ins = pg
+        .psql(
+            "passerelle",
+            "SELECT patient_ins FROM passerelle_audit WHERE patient_ins <> '' LIMIT 1",
+        )
+        .expect("psql");
+    assert_eq!(ins.len(), 15, "{ins}");
+    let (code, out, err) = passerelle(&["query", "--patient", &ins, "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON array");
+    assert_eq!(records.len(), 30, "{out}");
+    assert!(records.iter().all(|r| r["client"] == "sandbox"
+        && r["patient_ins"] == ins.as_str()
+        && r.get("prev_sha256").is_none()));
+    let (code, out, _) = passerelle(&["query", "--patient", "100000000000000", "--format", "csv"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 1, "the header only: {out}");
+    // An export of the range verifies on its own.
+    let export = dir.path().join("export.jsonl");
+    let (code, _, err) = passerelle(&[
+        "export",
+        "--since",
+        "2000-01-01",
+        "--output",
+        export.to_str().expect("path"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("30 record(s)"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_passerelle"))
+        .args(["audit", "verify"])
+        .arg(&export)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export)
+            .expect("export")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "an export holds patient data");
+    }
+    // An export never replaces a file.
+    let (code, _, err) = passerelle(&["export", "--output", export.to_str().expect("path")]);
+    assert_eq!(code, Some(1), "{err}");
+    // Tampering shows through the binary too.
+    pg.psql(
+        "passerelle",
+        "ALTER TABLE passerelle_audit DISABLE TRIGGER passerelle_audit_append_only; \
+         UPDATE passerelle_audit SET client = 'someone' WHERE seq = 5",
+    )
+    .expect("tamper");
+    let (code, out, _) = passerelle(&["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("seq 5") && out.contains("client"), "{out}");
+}

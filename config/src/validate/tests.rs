@@ -649,3 +649,110 @@ fn an_org_auth_certificate_is_an_org_auth_cli_of_the_tenant() {
         &["this is an INSi certificate (CN INSI-MANU): put it under insi_manu"],
     );
 }
+
+/// `[audit] sink = "postgres"`: the URL, its password file, the failure policy and the
+/// spool are checked before anything connects.
+#[test]
+fn the_postgres_audit_sink_is_checked_before_connecting() {
+    use crate::model::{AuditSink, OnAuditFailure};
+    let m = pki();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let password = scratch.path().join("pg.password");
+    std::fs::write(&password, "secret\n").expect("write");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let with = |settings: &str| {
+        format!(
+            "{}\n[audit]\npath = \"{}\"\n{settings}",
+            sandbox_text(&m),
+            scratch.path().join("audit/trail.jsonl").display()
+        )
+    };
+    let good = format!(
+        "sink = \"postgres\"\nurl = \"postgres://passerelle@db.example:5432/audit?sslmode=require\"\npassword_file = \"{}\"\non_failure = \"refuse\"\n",
+        password.display()
+    );
+    let case = Case::new(&with(&good));
+    let config = case
+        .inspection
+        .config
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", case.listing()));
+    let AuditSink::Postgres(pg) = &config.audit.sink else {
+        panic!("{:?}", config.audit.sink)
+    };
+    assert_eq!(pg.on_failure, OnAuditFailure::Refuse);
+    assert_eq!(pg.password.as_deref().map(String::as_str), Some("secret"));
+    assert_eq!(
+        pg.spool,
+        scratch.path().join("audit/trail.spool.jsonl"),
+        "the spool sits beside the trail's path by default"
+    );
+    assert!(
+        !format!("{pg:?}").contains("secret"),
+        "no password in Debug"
+    );
+
+    let cases: [(&str, &str, &[&str]); 9] = [
+        (
+            "sink = \"syslog\"\n",
+            "audit.sink",
+            &["\"file\"", "\"postgres\""],
+        ),
+        (
+            "sink = \"postgres\"\n",
+            "audit.url",
+            &["needs the database"],
+        ),
+        (
+            "sink = \"postgres\"\nurl = \"postgres://passerelle:hunter2@db/audit\"\n",
+            "audit.url",
+            &["no password in the URL", "password_file"],
+        ),
+        (
+            "sink = \"postgres\"\nurl = \"mysql://passerelle@db/audit\"\n",
+            "audit.url",
+            &["postgres://"],
+        ),
+        (
+            "sink = \"postgres\"\nurl = \"postgres://passerelle@db\"\n",
+            "audit.url",
+            &["names no database"],
+        ),
+        (
+            "sink = \"postgres\"\nurl = \"postgres://passerelle@db/audit?sslmode=verify-full\"\n",
+            "audit.url",
+            &["sslmode=verify-full"],
+        ),
+        (
+            "sink = \"postgres\"\nurl = \"postgres://passerelle@db/audit\"\non_failure = \"ignore\"\n",
+            "audit.on_failure",
+            &["\"spool\"", "\"refuse\""],
+        ),
+        (
+            "url = \"postgres://passerelle@db/audit\"\n",
+            "audit.url",
+            &["only for sink = \"postgres\""],
+        ),
+        (
+            "sink = \"postgres\"\nurl = \"postgres://passerelle@db/audit\"\npassword_file = \"/nonexistent/pw\"\n",
+            "audit.password_file",
+            &["cannot read"],
+        ),
+    ];
+    for (settings, field, words) in cases {
+        Case::new(&with(settings)).error(field, words);
+    }
+    // A password others may read.
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    Case::new(&with(&good)).error("audit.password_file", &["readable by group or others"]);
+    // The spool's folder follows the trail's rules.
+    let shared = scratch.path().join("shared");
+    std::fs::create_dir(&shared).expect("dir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let spool = format!(
+        "{good}spool = \"{}\"\n",
+        shared.join("spool.jsonl").display()
+    );
+    Case::new(&with(&spool)).error("audit.spool", &["writable by group or others"]);
+}

@@ -1,71 +1,21 @@
-//! The audit trail: one JSON line per upstream exchange, the record of every access the
-//! establishment is legally responsible for (domain.md §1). It is not the log: it holds
-//! the acting person and the patient, and lives in its own file.
+//! The file sink: one JSON line per record in a JSONL file.
 //!
 //! One writer thread owns the file. Requests hand it their line and wait until it is
 //! written and flushed (and fsynced when configured) before their answer leaves, so no
 //! answered exchange is missing from the trail. Lines waiting together are written in
 //! one batch. Rotation (by size, or when the day changes) renames the file between two
-//! lines and opens a new one: no line is lost or split.
-//!
-//! Tamper evidence: every line starts with `prev_sha256`, the SHA-256 of the line before
-//! it in this trail (across rotations and restarts; 64 zeros for the very first), so an
-//! edited, deleted or reordered line breaks the chain at the next one. [`verify`] checks
-//! a sequence of files. The newest line has no successor: its hash is logged
-//! (`audit chain head`) at each rotation and at shutdown, an anchor outside the trail.
+//! lines and opens a new one: no line is lost or split. The chain (see the module
+//! above) runs across rotations and restarts; [`verify`] checks a sequence of files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-/// One upstream exchange.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct AuditRecord {
-    /// RFC 3339, UTC.
-    pub time: String,
-    /// The Passerelle instance that wrote it (`audit.instance`, default the host name):
-    /// replicas each keep their own trail.
-    pub instance: String,
-    pub request_id: String,
-    /// The internal system's address.
-    pub source: String,
-    /// Whether any of the request may have reached the national service: `false` for a
-    /// refused attempt (its `outcome` is the fault code).
-    pub sent_upstream: bool,
-    /// WS-Addressing MessageID sent upstream.
-    pub message_id: String,
-    pub client: String,
-    pub tenant: String,
-    /// Structure id the request acted under (VIHF `Identifiant_Structure`; INSi: Emetteur).
-    pub structure: String,
-    /// `dmp/<service>` or `insi`.
-    pub service: String,
-    /// WS-Addressing Action (DMP) or INSi operation.
-    pub action: String,
-    /// National id of the acting person (VIHF `NameID`); empty for INSi.
-    pub actor_id: String,
-    /// INSi: `auto` or `manu`, the certificate the call used; empty for the DMP.
-    pub insi_mode: String,
-    /// The patient's INS, 15 characters (NIR + key), whatever the service: DMP, the
-    /// VIHF resource-id; INSi, the INS returned, if any.
-    pub patient_ins: String,
-    /// The OID of the INS's namespace (`1.2.250.1.213.1.4.8` NIR, `.4.10` test NIR,
-    /// `.4.9` NIA); empty when there is no INS.
-    pub patient_ins_oid: String,
-    /// DMP: the VIHF `purposeofuse` (`normal`, `bris_de_glace` for break-glass access,
-    /// `centre_15`); empty for INSi.
-    pub purpose: String,
-    /// `ok`, `upstream_fault`, or the passerelle fault code.
-    pub outcome: String,
-    /// HTTP status of the upstream answer; 0 when there was none.
-    pub upstream_status: u16,
-    pub latency_ms: u64,
-}
+use super::{AuditRecord, Broken, Chain, GENESIS, Place, Verified, chained, hex};
 
 /// When to start a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +32,7 @@ enum Job {
 
 /// Handle to the writer thread; cloning shares the same file.
 #[derive(Debug, Clone)]
-pub struct AuditTrail {
+pub struct FileTrail {
     tx: mpsc::Sender<Job>,
     path: PathBuf,
 }
@@ -98,20 +48,6 @@ struct Writer {
     last_hash: [u8; 32],
     /// Lines written since start, for the chain head's log line.
     written: u64,
-}
-
-/// The `prev_sha256` of a trail's very first line.
-const GENESIS: [u8; 32] = [0; 32];
-
-fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The line as written: `{"prev_sha256":"<hex>",` then the record's other fields.
-fn chained(record_json: &str, prev: &[u8; 32]) -> String {
-    let rest = record_json.strip_prefix('{').unwrap_or(record_json);
-    let sep = if rest.starts_with('}') { "" } else { "," };
-    format!("{{\"prev_sha256\":\"{}\"{sep}{rest}", hex(prev))
 }
 
 /// The last line of a file (without its newline), read from the end.
@@ -193,7 +129,7 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
 /// A crash (or a full disk) can leave the trail ending in part of a line. Cuts it off
 /// at the last complete line, keeping the fragment in `<path>.torn-<UTC time>` (0600),
 /// so that the next record starts a line of its own and the chain holds.
-fn repair_torn_tail(path: &Path) -> io::Result<()> {
+pub(super) fn repair_torn_tail(path: &Path) -> io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(path) else {
@@ -277,7 +213,7 @@ fn refuse_shared_write(path: &Path) -> io::Result<()> {
 
 /// Opens the trail for appending: folder created 0700, file 0600 (patient identifiers
 /// are in it); an existing folder or file others may write is refused.
-fn open(path: &Path) -> io::Result<(File, u64)> {
+pub(super) fn open_private(path: &Path) -> io::Result<(File, u64)> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
@@ -328,7 +264,7 @@ impl Writer {
             n += 1;
         }
         std::fs::rename(&self.path, &target)?;
-        let (file, size) = open(&self.path)?;
+        let (file, size) = open_private(&self.path)?;
         self.file = file;
         self.size = size;
         self.day = now.date();
@@ -361,13 +297,13 @@ impl Writer {
     }
 }
 
-impl AuditTrail {
+impl FileTrail {
     /// Opens (appending) or creates the trail and starts its writer thread.
     pub fn open(path: &Path, rotation: Rotation, fsync: bool) -> io::Result<Self> {
         if path.exists() {
             repair_torn_tail(path)?;
         }
-        let (file, size) = open(path)?;
+        let (file, size) = open_private(path)?;
         let mut writer = Writer {
             path: path.to_path_buf(),
             file,
@@ -431,111 +367,29 @@ impl AuditTrail {
     }
 }
 
-/// Where a chain breaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broken {
-    pub file: PathBuf,
-    /// 1-based.
-    pub line: usize,
-    pub request_id: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for Broken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}: {} (request_id {:?})",
-            self.file.display(),
-            self.line,
-            self.reason,
-            self.request_id
-        )
-    }
-}
-
-/// What [`verify`] found: the records read, and the first break if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    pub records: usize,
-    /// The first record's `prev_sha256` is 64 zeros: the trail is complete from its start.
-    pub from_genesis: bool,
-    /// Lines at the start written before the chain existed (no `prev_sha256`: a trail
-    /// older than this version); the first chained record links to the last of them.
-    pub unchained: usize,
-    pub head: String,
-    pub broken: Option<Broken>,
-}
-
 /// Checks the hash chain over `files`, in order (oldest rotated first, the current file
 /// last): every line's `prev_sha256` must be the SHA-256 of the line before it.
 pub fn verify(files: &[PathBuf]) -> io::Result<Verified> {
     use std::io::BufRead;
-    let mut prev: Option<[u8; 32]> = None;
-    let mut out = Verified {
-        records: 0,
-        from_genesis: false,
-        unchained: 0,
-        head: hex(&GENESIS),
-        broken: None,
-    };
+    let mut chain = Chain::default();
     for file in files {
         let reader = io::BufReader::new(File::open(file)?);
         for (i, line) in reader.split(b'\n').enumerate() {
             let line = line?;
-            let broken = |reason: String, request_id: String| Broken {
+            let place = || Place::File {
                 file: file.clone(),
                 line: i + 1,
-                request_id,
-                reason,
             };
-            let value: serde_json::Value = match serde_json::from_slice(&line) {
-                Ok(v) => v,
-                Err(e) => {
-                    out.broken = Some(broken(format!("not a JSON record: {e}"), String::new()));
-                    return Ok(out);
-                }
-            };
-            let request_id = value["request_id"].as_str().unwrap_or("").to_string();
-            let Some(claimed) = value["prev_sha256"].as_str() else {
-                // Before the chain existed: only at the start of the trail.
-                if out.records == 0 {
-                    out.unchained += 1;
-                    prev = Some(openssl::sha::sha256(&line));
-                    continue;
-                }
-                out.broken = Some(broken("no prev_sha256".into(), request_id));
-                return Ok(out);
-            };
-            match prev {
-                None => out.from_genesis = claimed == hex(&GENESIS),
-                Some(p) if out.records == 0 && out.unchained > 0 => {
-                    // The first chained record follows the unchained ones.
-                    if claimed != hex(&p) {
-                        out.broken = Some(broken(
-                            "prev_sha256 is not the hash of the last line written before the chain"
-                                .into(),
-                            request_id,
-                        ));
-                        return Ok(out);
-                    }
-                }
-                Some(p) if claimed != hex(&p) => {
-                    out.broken = Some(broken(
-                        "prev_sha256 is not the hash of the record before it: a record was edited, deleted or moved just before this one".into(),
-                        request_id,
-                    ));
-                    return Ok(out);
-                }
-                Some(_) => {}
+            if let Err((reason, request_id)) = chain.push(&line) {
+                return Ok(chain.broken(Broken {
+                    place: place(),
+                    request_id,
+                    reason,
+                }));
             }
-            let hash = openssl::sha::sha256(&line);
-            prev = Some(hash);
-            out.head = hex(&hash);
-            out.records += 1;
         }
     }
-    Ok(out)
+    Ok(chain.finish())
 }
 
 #[cfg(test)]
@@ -546,7 +400,7 @@ mod tests {
     async fn lines_are_flushed_and_rotation_loses_none() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit").join("passerelle-audit.jsonl");
-        let trail = AuditTrail::open(
+        let trail = FileTrail::open(
             &path,
             Rotation {
                 max_bytes: 2_000,
@@ -592,12 +446,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit/trail.jsonl");
-        let (_file, _) = open(&path).expect("open");
+        let (_file, _) = open_private(&path).expect("open");
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().expect("dir")), 0o700);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-        let err = open(&path).expect_err("world-writable file");
+        let err = open_private(&path).expect_err("world-writable file");
         assert!(
             err.to_string().contains("writable by group or others"),
             "{err}"
@@ -605,7 +459,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let parent = path.parent().expect("dir");
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        assert!(open(&path).is_err(), "world-writable folder");
+        assert!(open_private(&path).is_err(), "world-writable folder");
     }
 }
 
@@ -638,13 +492,13 @@ mod chain_tests {
             daily: false,
         };
         {
-            let trail = AuditTrail::open(&path, rotation, false).expect("open");
+            let trail = FileTrail::open(&path, rotation, false).expect("open");
             for i in 0..20 {
                 trail.record(&record(i)).await.expect("recorded");
             }
         }
         // A restart continues the chain.
-        let trail = AuditTrail::open(&path, rotation, false).expect("reopen");
+        let trail = FileTrail::open(&path, rotation, false).expect("reopen");
         for i in 20..30 {
             trail.record(&record(i)).await.expect("recorded");
         }
@@ -676,8 +530,11 @@ mod chain_tests {
         rewrite(target, &edited);
         let broken = verify(&all).expect("verify").broken.expect("broken");
         assert_eq!(
-            (broken.file.clone(), broken.line),
-            (target.clone(), 2),
+            broken.place,
+            Place::File {
+                file: target.clone(),
+                line: 2
+            },
             "{broken}"
         );
 
@@ -686,8 +543,14 @@ mod chain_tests {
         deleted.remove(0);
         rewrite(target, &deleted);
         let broken = verify(&all).expect("verify").broken.expect("broken");
-        assert_eq!(broken.file, *target, "{broken}");
-        assert_eq!(broken.line, 1, "{broken}");
+        assert_eq!(
+            broken.place,
+            Place::File {
+                file: target.clone(),
+                line: 1
+            },
+            "{broken}"
+        );
 
         // Reordered.
         let mut swapped = original.clone();
@@ -701,7 +564,10 @@ mod chain_tests {
         let mut missing = all.clone();
         missing.remove(1);
         let broken = verify(&missing).expect("verify").broken.expect("broken");
-        assert_eq!(broken.file, all[2]);
+        assert!(
+            matches!(&broken.place, Place::File { file, .. } if *file == all[2]),
+            "{broken}"
+        );
     }
 
     #[tokio::test]
@@ -713,7 +579,7 @@ mod chain_tests {
             daily: false,
         };
         {
-            let trail = AuditTrail::open(&path, rotation, false).expect("open");
+            let trail = FileTrail::open(&path, rotation, false).expect("open");
             for i in 0..3 {
                 trail.record(&record(i)).await.expect("recorded");
             }
@@ -722,7 +588,7 @@ mod chain_tests {
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(b"{\"prev_sha256\":\"ab").expect("write");
         drop(f);
-        let trail = AuditTrail::open(&path, rotation, false).expect("reopen");
+        let trail = FileTrail::open(&path, rotation, false).expect("reopen");
         trail.record(&record(3)).await.expect("recorded");
         drop(trail);
         let ok = verify(&files(&path)).expect("verify");
@@ -756,7 +622,7 @@ mod chain_tests {
             max_bytes: 0,
             daily: false,
         };
-        let trail = AuditTrail::open(&path, rotation, false).expect("open");
+        let trail = FileTrail::open(&path, rotation, false).expect("open");
         trail.record(&record(1)).await.expect("recorded");
         drop(trail);
         let ok = verify(&files(&path)).expect("verify");
@@ -769,7 +635,10 @@ mod chain_tests {
             .expect("verify")
             .broken
             .expect("broken");
-        assert_eq!(broken.line, 4, "{broken}");
+        assert!(
+            matches!(broken.place, Place::File { line: 4, .. }),
+            "{broken}"
+        );
     }
 
     #[test]
