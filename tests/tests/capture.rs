@@ -402,3 +402,35 @@ async fn a_capture_runs_only_between_its_reload_and_its_until() {
     assert_eq!(h.dmp_query_a().await.status, 200);
     assert_eq!(files(&dir).len(), 2, "nothing once removed");
 }
+
+#[tokio::test]
+async fn a_capture_that_cannot_be_written_never_fails_the_request() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("capture");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let h = start(
+        &dir,
+        Some(OffsetDateTime::now_utc() + time::Duration::hours(1)),
+    )
+    .await;
+    // Someone opens the folder to everyone after the start: nothing goes there.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let reply = h.dmp_query_a().await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(h.insi_search_a().await.status, 200);
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    let (_, metrics) = h.admin("/metrics").await;
+    assert_eq!(metric(&metrics, "passerelle_capture_errors_total"), 2.0);
+    assert_eq!(metric(&metrics, "passerelle_capture_files_total"), 0.0);
+    let shown = dir.display().to_string();
+    assert_eq!(
+        log_lines(&[
+            "capture write failed",
+            &shown,
+            "writable by group or others"
+        ])
+        .len(),
+        2
+    );
+}
