@@ -434,3 +434,113 @@ async fn a_capture_that_cannot_be_written_never_fails_the_request() {
         2
     );
 }
+
+/// The head's length and the bytes of the answer file at `path`, once its body holds
+/// `body_len` bytes: a streamed answer's file is complete shortly after its last chunk
+/// went to the client.
+async fn read_when_complete(path: &Path, body_len: usize) -> (usize, Vec<u8>) {
+    for _ in 0..50 {
+        if let Ok(bytes) = std::fs::read(path)
+            && let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n")
+            && bytes.len() >= end + 4 + body_len
+        {
+            return (end + 4, bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never held {body_len} bytes of body", path.display());
+}
+
+#[tokio::test]
+async fn a_submission_is_captured_as_signed_and_a_streamed_answer_whole() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("capture");
+    let h = start(
+        &dir,
+        Some(OffsetDateTime::now_utc() + time::Duration::hours(1)),
+    )
+    .await;
+    let vihf = messages::vihf_headers(&h.eg(0));
+    let mut headers: Vec<(&str, &str)> = vihf.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    headers.push(("x-passerelle-tenant", "ch-test-a"));
+
+    // ITI-41 with a document over the buffered answer size (1 MiB), so that its
+    // retrieval is streamed back.
+    let mut docs = messages::three_documents("cap41");
+    docs[1].content = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    let (ct, body) = messages::submission("1.2.250.1.999.cap41.100", &docs, &h.eg(0));
+    let reply = h.post("/dmp/repository", &headers, &ct, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let day = dir.join(OffsetDateTime::now_utc().date().to_string());
+    let id = request_id(&reply);
+    let request = std::fs::read(day.join(format!("{id}.request.http"))).expect("captured");
+    // Exactly what the DMP received: MTOM bytes with the VIHF and the lot signature
+    // Passerelle made (the mock verified it).
+    let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
+    assert!(request.ends_with(&sent.body), "the body as sent upstream");
+    let head = String::from_utf8_lossy(&request[..request.len() - sent.body.len()]);
+    assert!(
+        head.contains(&format!("content-type: {}", sent.content_type)),
+        "{head}"
+    );
+    let text = String::from_utf8_lossy(&request);
+    assert!(text.contains("<saml2:Assertion"));
+    assert!(text.contains("xades"), "the lot signature (XAdES)");
+
+    // ITI-43 of the large document: streamed to the client, written whole.
+    let reply = h
+        .post(
+            "/dmp/repository",
+            &headers,
+            SOAP_CT,
+            messages::retrieve(
+                passerelle_mocks::dmp::REPOSITORY_UNIQUE_ID,
+                &docs[1].unique_id,
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.body.len() > 1_500_000);
+    let id = request_id(&reply);
+    let path = day.join(format!("{id}.response.http"));
+    let (head_len, response) = read_when_complete(&path, reply.body.len()).await;
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        &response[head_len..],
+        &reply.body[..],
+        "the answer as received"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_filter_leaves_the_other_tenants_out() {
+    capture_logs();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("capture");
+    let until = rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let h = Harness::start_with(Options {
+        clients: Some(two_clients()),
+        keys: vec![
+            ("capture", "clients", toml::Value::from(vec!["sih-a"])),
+            ("capture", "tenants", toml::Value::from(vec!["ch-test-b"])),
+            ("capture", "until", until.into()),
+            ("capture", "dir", dir.display().to_string().into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(h.insi_search_a().await.status, 200);
+    assert!(files(&dir).is_empty(), "tenant A is not captured");
+    let reply = h
+        .post(
+            "/insi/auto",
+            &[("x-passerelle-tenant", "ch-test-b")],
+            SOAP_CT,
+            messages::insi_search_bare("MARTIN", "CLAIRE", "F", "2007-05-14"),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (request, _) = captured(&dir, &reply);
+    assert!(request.contains("rechercherInsAvecTraitsIdentite"));
+    assert_eq!(files(&dir).len(), 2);
+}
