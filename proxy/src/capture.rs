@@ -339,7 +339,7 @@ impl CaptureControl {
             (_, Some(c)) => {
                 let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
                 tracing::info!(
-                    clients = ?c.clients,
+                    clients = ?c.clients.iter().collect::<Vec<_>>(),
                     tenants = ?c.tenants.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     until = %rfc3339(c.until),
                     dir = %c.dir.display(),
