@@ -33,6 +33,26 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub audit: AuditSection,
+    /// Homologation capture: the exchanges of a few clients written to files, for a
+    /// short time.
+    pub capture: Option<CaptureSection>,
+}
+
+/// `[capture]`: while it is in force, the requests of the listed clients are written as
+/// sent upstream, and their answers as received, one file each (the CNDA asks for the
+/// SOAP frames exchanged during homologation). Enabled by the configuration only.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CaptureSection {
+    /// `[[clients]]` names whose requests are captured.
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Tenants to capture for; empty: every tenant of the listed clients.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// When the capture stops by itself (RFC 3339); required.
+    pub until: Option<String>,
+    /// Where the files go; default `capture` next to the configuration.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[listener]`: where internal systems connect, and how much they may ask at once.

@@ -23,7 +23,7 @@
 //!   `run.rs` the entry points ([`inspect`], [`inspect_at`], [`load`]), their results
 //!   ([`Inspection`], [`ConfigError`]) and the pass over the whole file; then one module
 //!   per area: `software`, `trust`, `dmp`, `insi`, `services` (`[[services]]`), `tenants`,
-//!   `certificates`, `clients`, `listener` (listener TLS), `limits`.
+//!   `certificates`, `clients`, `capture` (`[capture]`), `listener` (listener TLS), `limits`.
 //!
 //! Dependencies run one way: `validate` uses `model` and `report`; `model` uses
 //! `report` (for [`Config::warnings`]); neither knows about `validate`.
@@ -38,10 +38,12 @@ mod validate;
 pub use ids::{CertRole, IdError, StructureId, StructureKind, TenantId, UNATTRIBUTED, finess_key};
 pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
 pub use model::{
-    Audit, AuditSink, CertMaterial, Config, DmpPolicy, DmpService, DmpSigning, EgressProxy,
-    InsiService, InternalClient, Limits, ListenerTls, MtlsService, OnAuditFailure, PolicyMode,
-    PostgresAudit, ServiceMethod, ServiceRetry, ServiceScope, SignatureDigest, Software, Tenant,
-    Timeouts, UpstreamTrust,
+    Audit, AuditSink, Capture, CertMaterial, Config, DmpPolicy, DmpService, DmpSigning,
+    EgressProxy, InsiService, InternalClient, Limits, ListenerTls, MtlsService, OnAuditFailure,
+    PolicyMode, PostgresAudit, ServiceMethod, ServiceRetry, ServiceScope, SignatureDigest,
+    Software, Tenant, Timeouts, UpstreamTrust,
 };
 pub use report::{CertificateKey, CertificateReport, Problem, Severity, Status};
-pub use validate::{ConfigError, Inspection, inspect, inspect_at, load, shared_write_mode};
+pub use validate::{
+    ConfigError, Inspection, MAX_CAPTURE_WINDOW_DAYS, inspect, inspect_at, load, shared_write_mode,
+};

@@ -39,6 +39,8 @@ pub struct Config {
     pub max_clock_skew: Duration,
     pub limits: Limits,
     pub audit: Audit,
+    /// `[capture]`, when present (in force only until its `until`).
+    pub capture: Option<Capture>,
     /// `None`: the internal listener is plain HTTP.
     pub listener_tls: Option<ListenerTls>,
     /// Warnings found while loading (an expiring certificate, no client declared, ...).
@@ -119,6 +121,34 @@ pub struct ListenerTls {
     /// CAs of the internal clients' certificates, DER.
     pub client_cas_der: Vec<Vec<u8>>,
     pub require_client_certificate: bool,
+}
+
+/// The homologation capture (`[capture]`): which requests are written to files, and
+/// until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// `[[clients]]` names whose requests are captured (at least one).
+    pub clients: std::collections::BTreeSet<String>,
+    /// Only requests for these tenants; empty: any tenant.
+    pub tenants: std::collections::BTreeSet<TenantId>,
+    /// The capture is off from this instant on.
+    pub until: time::OffsetDateTime,
+    /// Absolute folder the files go to (created 0700).
+    pub dir: PathBuf,
+}
+
+impl Capture {
+    /// Whether a request of `client` for `tenant` is captured at `now`.
+    pub fn applies(&self, client: &str, tenant: &TenantId, now: time::OffsetDateTime) -> bool {
+        now < self.until
+            && self.clients.contains(client)
+            && (self.tenants.is_empty() || self.tenants.contains(tenant))
+    }
+
+    /// Whether it is in force at `now` (before `until`).
+    pub fn active(&self, now: time::OffsetDateTime) -> bool {
+        now < self.until
+    }
 }
 
 /// The audit trail.

@@ -22,6 +22,8 @@
 //! - [`state`]: everything above, built once from the configuration.
 //! - [`runtime`]: the state in force (swapped whole on reload), limits, metrics, audit.
 //! - [`audit`]: the audit trail, one JSON line per upstream exchange.
+//! - [`capture`]: the homologation capture (`[capture]`): requests and answers of listed
+//!   clients written to private files, until a set time.
 //! - [`metrics`]: counters and histograms, in Prometheus text.
 //! - [`fault`]: every refusal and its SOAP 1.2 fault or JSON error, in one place.
 //! - [`body`]: request and response bodies.
@@ -31,6 +33,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod body;
+pub mod capture;
 pub mod dmp;
 pub mod egress;
 pub mod exchange;

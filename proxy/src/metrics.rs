@@ -127,6 +127,8 @@ pub struct Metrics {
     pub inflight_body_bytes: Arc<AtomicU64>,
     /// Set on SIGTERM: the proxy finishes the requests in flight and takes no new ones.
     pub draining: AtomicBool,
+    /// Homologation capture files written, and capture writes that failed.
+    pub capture: Arc<crate::capture::CaptureCounters>,
     /// (tenant, client, service, action, outcome) -> count.
     requests: DashMap<RequestKey, AtomicU64>,
     /// service -> whole request latency.
@@ -462,7 +464,7 @@ impl Metrics {
             self.reload_failure.load(Ordering::Relaxed)
         );
         // Unlabelled series: one line each.
-        let scalars: [(&str, &str, &str, String); 7] = [
+        let scalars: [(&str, &str, &str, String); 10] = [
             (
                 "passerelle_audit_sink_up",
                 "gauge",
@@ -511,6 +513,24 @@ impl Metrics {
                 "gauge",
                 "1 once SIGTERM was received: requests in flight finish, new ones are not taken.",
                 u8::from(self.draining.load(Ordering::Relaxed)).to_string(),
+            ),
+            (
+                "passerelle_capture_active",
+                "gauge",
+                "1 while a homologation capture ([capture]) is in force: the listed clients' exchanges are written to files.",
+                u8::from(state.config.capture.as_ref().is_some_and(|c| c.active(now))).to_string(),
+            ),
+            (
+                "passerelle_capture_files_total",
+                "counter",
+                "Homologation capture files written (requests, answers, failures).",
+                self.capture.files.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "passerelle_capture_errors_total",
+                "counter",
+                "Homologation capture writes that failed (the request went on).",
+                self.capture.errors.load(Ordering::Relaxed).to_string(),
             ),
         ];
         for (name, kind, help, value) in scalars {

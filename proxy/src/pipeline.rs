@@ -11,7 +11,7 @@
 //! | 4 | read body | the whole body | `limits.max_body_bytes`, body deadline, in-flight budget |
 //! | 5 | identity / build | DMP: envelope, WS-Addressing, operation, VIHF or headers, structure; INSi: envelope, contexts; JSON API: the typed request and its search; services: the request for the `org_auth` pool | blocking pool, `signing slots` (DMP) |
 //! | 6 | sign | DMP: VIHF and lot with ORG SIGN, envelope written | blocking pool |
-//! | 7 | forward | the tenant's pool for (service, certificate); a JSON INSi search sends one request after another until an answer decides | pool concurrency, timeouts; only reads retried |
+//! | 7 | forward | the tenant's pool for (service, certificate); a JSON INSi search sends one request after another until an answer decides; the request and answer written to files when `[capture]` lists the client | pool concurrency, timeouts; only reads retried |
 //! | 8 | record | metrics, one audit line per request sent upstream (before the answer), one log line | |
 //!
 //! The whole exchange runs in a task of its own: once a request may have been written
@@ -250,7 +250,9 @@ async fn phases(
 
     // 7. Forward, with the tenant's certificate for the service.
     match work {
-        Work::Forward(outgoing) => Ok(strip_hop_by_hop(forward(outgoing, exchange).await?)),
+        Work::Forward(outgoing) => Ok(strip_hop_by_hop(
+            forward(proxy, state, outgoing, exchange).await?,
+        )),
         Work::InsiSearch(mut search) => {
             let tenant = tenant_of(state, exchange)?;
             let upstream = insi::certificate(tenant, exchange.insi_mode, exchange)?;
@@ -276,7 +278,7 @@ async fn phases(
                 }
                 exchange.insi_attempts = search.attempts();
                 let outgoing = insi::complete(body, upstream, &state.config.software, exchange)?;
-                let response = forward(outgoing, exchange).await?;
+                let response = forward(proxy, state, outgoing, exchange).await?;
                 let result = api::insi::answer::read(&response, upstream.pool.url())?;
                 if let (Some(attempt), Some(individual)) =
                     (exchange.attempts.last_mut(), &result.individual)
@@ -294,13 +296,25 @@ async fn phases(
 }
 
 /// Phase 7 for one request: sent on its pool, timed, and recorded as an attempt (which
-/// the audit trail writes, answered or not).
+/// the audit trail writes, answered or not). Every route's request goes through here,
+/// so the homologation capture (`[capture]`, in the state of this request) covers them
+/// all: the configuration decides, never the request.
 async fn forward(
+    proxy: &Proxy,
+    state: &ProxyState,
     outgoing: Outgoing,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let recorder = crate::capture::Recorder::for_exchange(
+        state.config.capture.as_ref(),
+        exchange,
+        &proxy.metrics.capture,
+    );
     let sent_at = Instant::now();
-    let answer = outgoing.send().await.map_err(ProxyError::from);
+    let answer = outgoing
+        .send(recorder.as_ref())
+        .await
+        .map_err(ProxyError::from);
     exchange.timings.upstream += sent_at.elapsed();
     // As the client's fault says it: unreachable, refused tunnels, TLS failures and
     // connect timeouts sent nothing.

@@ -70,6 +70,8 @@ pub struct Proxy {
     /// Audit lines of refused attempts a second, per configured client ("" for attempts
     /// no credential identified): a closed set of keys.
     refusal_audits: DashMap<String, ClientRate>,
+    /// Logs when the homologation capture starts and stops.
+    capture: crate::capture::CaptureControl,
 }
 
 /// Refused attempts audited a second per client, and for all unidentified ones together
@@ -85,7 +87,10 @@ impl Proxy {
             state.config.limits.max_inflight_body_bytes,
             Arc::clone(&metrics.inflight_body_bytes),
         ));
+        let capture = crate::capture::CaptureControl::default();
+        capture.announce(None, state.config.capture.as_ref());
         Ok(Self {
+            capture,
             capacity: Arc::new(Semaphore::new(state.config.limits.max_concurrent_requests)),
             bodies,
             config_path: state.config.path.clone(),
@@ -253,6 +258,8 @@ impl Proxy {
         let report = Reloaded::between(&old, &state, inspection.problems);
         self.bodies
             .set_limit(state.config.limits.max_inflight_body_bytes);
+        self.capture
+            .announce(old.config.capture.as_ref(), state.config.capture.as_ref());
         self.state.store(Arc::new(state));
         Ok(report)
     }

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::{Chunks, ProxyBody};
+use crate::capture::{Recorder, Tee};
 
 /// Whether the request, or part of it, reached the national service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +80,12 @@ impl Outgoing {
         }
     }
 
-    /// Sends it on its pool (see [`UpstreamPool::send`]).
-    pub async fn send(self) -> Result<Response<ProxyBody>, ExchangeError> {
+    /// Sends it on its pool (see [`UpstreamPool::send`]); with `capture`, the request
+    /// and its answer (or why none came) are written to the capture folder too.
+    pub async fn send(
+        self,
+        capture: Option<&Recorder>,
+    ) -> Result<Response<ProxyBody>, ExchangeError> {
         let Self {
             pool,
             method,
@@ -90,15 +95,21 @@ impl Outgoing {
             chunks,
             retry,
         } = self;
-        pool.send(
-            &method,
-            target.as_deref(),
-            content_type.as_deref(),
-            &extra,
-            chunks,
-            retry,
-        )
-        .await
+        let result = pool
+            .send(
+                &method,
+                target.as_deref(),
+                content_type.as_deref(),
+                &extra,
+                chunks,
+                retry,
+                capture,
+            )
+            .await;
+        if let (Some(recorder), Err(e)) = (capture, &result) {
+            recorder.failure(&e.to_string(), e.sent() != Sent::No).await;
+        }
+        result
     }
 }
 
@@ -129,6 +140,16 @@ pub enum ExchangeError {
     },
     #[error("upstream: {0}")]
     Internal(String),
+}
+
+impl ExchangeError {
+    /// Whether the request may have reached the service.
+    pub fn sent(&self) -> Sent {
+        match self {
+            Self::Timeout { sent, .. } | Self::ConnectionLost { sent, .. } => *sent,
+            _ => Sent::No,
+        }
+    }
 }
 /// Responses up to this size are read whole before the internal system gets anything,
 /// so that a connection cut mid-body becomes a clean fault; longer ones (ITI-43 with
@@ -602,7 +623,9 @@ impl UpstreamPool {
     /// Sends one request and reads its response: whole when short, otherwise
     /// [`BUFFERED_RESPONSE_BYTES`] then streamed. `method`, `target` (path and query;
     /// `None`: the pool URL's), `content_type` and `body` are the request's; `extra`
-    /// headers are added as they are.
+    /// headers are added as they are. With `capture`, the request is written as handed
+    /// to the HTTP client (once, before its first attempt), and the answer as read.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         self: &Arc<Self>,
         method: &http::Method,
@@ -611,6 +634,7 @@ impl UpstreamPool {
         extra: &[(http::HeaderName, http::HeaderValue)],
         body: Vec<Bytes>,
         retry: Retry,
+        capture: Option<&Recorder>,
     ) -> Result<Response<ProxyBody>, ExchangeError> {
         let upstream = &self.target.url;
         let path = target.unwrap_or(self.target.path.as_str());
@@ -670,6 +694,13 @@ impl UpstreamPool {
                     sent: Sent::No,
                 });
             }
+            if attempts == 0
+                && let Some(recorder) = capture
+            {
+                recorder
+                    .request(request.method(), path, request.headers(), &body)
+                    .await;
+            }
             attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -710,7 +741,9 @@ impl UpstreamPool {
                         }
                     }
                 };
-            return self.read_response(response, sender, deadline).await;
+            return self
+                .read_response(response, sender, deadline, capture)
+                .await;
         }
     }
 
@@ -719,6 +752,7 @@ impl UpstreamPool {
         response: Response<Incoming>,
         sender: SendRequest<Chunks>,
         deadline: Instant,
+        capture: Option<&Recorder>,
     ) -> Result<Response<ProxyBody>, ExchangeError> {
         let upstream = &self.target.url;
         let (parts, mut incoming) = response.into_parts();
@@ -743,6 +777,9 @@ impl UpstreamPool {
                         1 => head.swap_remove(0),
                         _ => Bytes::from(head.concat()),
                     };
+                    if let Some(recorder) = capture {
+                        recorder.response(&parts, &body).await;
+                    }
                     return Ok(Response::from_parts(parts, ProxyBody::Full(body)));
                 }
                 Ok(Some(Err(e))) => {
@@ -763,6 +800,7 @@ impl UpstreamPool {
                         inner: incoming,
                         sender: Some(sender),
                         pool: Arc::clone(self),
+                        tee: capture.and_then(|r| r.streamed_response(&parts, &head)),
                     };
                     return Ok(Response::from_parts(
                         parts,
@@ -783,6 +821,8 @@ pub struct PooledBody {
     inner: Incoming,
     sender: Option<SendRequest<Chunks>>,
     pool: Arc<UpstreamPool>,
+    /// The capture file the rest is written to as it passes, when captured.
+    tee: Option<Tee>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -803,10 +843,20 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled
-            && let Some(sender) = this.sender.take()
-        {
-            this.pool.checkin(sender);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(tee), Some(data)) = (&this.tee, frame.data_ref()) {
+                    tee.chunk(data);
+                }
+            }
+            Poll::Ready(None) => {
+                // The capture file is complete: its writer ends.
+                this.tee = None;
+                if let Some(sender) = this.sender.take() {
+                    this.pool.checkin(sender);
+                }
+            }
+            _ => {}
         }
         polled
     }

@@ -22,7 +22,7 @@ pub fn shared_write_mode(path: &Path) -> io::Result<Option<u32>> {
 
 /// Whether this process (effective uid and gids) may do `access` on `path`: access(2)
 /// asks the kernel, so ACLs, read-only mounts and root are taken into account.
-fn allowed(path: &Path, access: Access) -> Result<(), String> {
+pub(super) fn allowed(path: &Path, access: Access) -> Result<(), String> {
     rustix::fs::accessat(rustix::fs::CWD, path, access, AtFlags::EACCESS)
         .map_err(|e| io::Error::from(e).to_string())
 }
@@ -347,7 +347,7 @@ impl Validator {
     }
 }
 
-fn missing(e: &io::Error) -> bool {
+pub(super) fn missing(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory

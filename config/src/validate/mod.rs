@@ -8,6 +8,7 @@
 //! the whole file are in `run`; each area of the file has its own module.
 
 mod audit;
+mod capture;
 mod certificates;
 mod clients;
 mod dmp;
@@ -34,6 +35,7 @@ use crate::model::Timeouts;
 use crate::report::{CertificateReport, Problem, Severity};
 
 pub use audit::shared_write_mode;
+pub use capture::MAX_CAPTURE_WINDOW_DAYS;
 pub use run::{ConfigError, Inspection, inspect, inspect_at, load};
 
 struct Validator {

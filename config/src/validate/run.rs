@@ -158,6 +158,11 @@ impl Validator {
         let services = self.services(&raw.services, egress.as_ref());
         let tenants = self.tenants(&raw, &trust);
         let clients = self.clients(&raw, &tenants);
+        // None: invalid; Some(None): no [capture].
+        let capture = match &raw.capture {
+            None => Some(None),
+            Some(c) => self.capture(c, &clients, &tenants).map(Some),
+        };
         if let Some(Some(admin)) = admin_token
             && let Some(c) = clients.iter().find(|c| c.token_sha256 == Some(admin))
         {
@@ -202,6 +207,7 @@ impl Validator {
             listener_tls,
             limits: self.limits(&raw)?,
             audit: audit?,
+            capture: capture?,
             warnings: Vec::new(),
         })
     }

@@ -756,3 +756,148 @@ fn the_postgres_audit_sink_is_checked_before_connecting() {
     );
     Case::new(&with(&spool)).error("audit.spool", &["writable by group or others"]);
 }
+
+/// The sandbox configuration with a `[capture]` table of `body`.
+fn with_capture(m: &Manifest, body: &str) -> String {
+    format!("{}\n[capture]\n{body}\n", sandbox_text(m))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
+#[test]
+fn a_capture_names_known_clients_and_tenants_and_stops_soon() {
+    let m = pki();
+    let now = time::OffsetDateTime::now_utc();
+    let soon = rfc3339(now + time::Duration::hours(2));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().join("captures");
+
+    // Valid: the typed model, the folder resolved (not created by the check).
+    let case = Case::new(&with_capture(
+        &m,
+        &format!(
+            "clients = [\"sandbox\"]\ntenants = [\"ch-test-a\"]\nuntil = \"{soon}\"\ndir = \"{}\"",
+            dir.display()
+        ),
+    ));
+    let config = case
+        .inspection
+        .config
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", case.listing()));
+    let capture = config.capture.as_ref().expect("capture");
+    assert_eq!(capture.dir, dir);
+    assert!(capture.clients.contains("sandbox"));
+    assert_eq!(capture.tenants.len(), 1);
+    assert!(capture.active(now));
+    assert!(!dir.exists(), "check creates nothing");
+    // The default folder: `capture` next to the configuration.
+    let case = Case::new(&with_capture(
+        &m,
+        &format!("clients = [\"sandbox\"]\nuntil = \"{soon}\""),
+    ));
+    let capture = case
+        .inspection
+        .config
+        .as_ref()
+        .and_then(|c| c.capture.clone())
+        .unwrap_or_else(|| panic!("{}", case.listing()));
+    assert_eq!(capture.dir, case.dir.path().join("capture"));
+    assert!(capture.tenants.is_empty(), "every tenant");
+
+    // An unknown client, an unknown tenant, no client at all.
+    let case = Case::new(&with_capture(
+        &m,
+        &format!(
+            "clients = [\"sandbox\", \"lab\"]\ntenants = [\"ch-nowhere\"]\nuntil = \"{soon}\""
+        ),
+    ));
+    case.error("capture.clients", &["\"lab\"", "[[clients]]"]);
+    case.error("capture.tenants", &["\"ch-nowhere\"", "[[tenants]]"]);
+    assert!(case.inspection.config.is_none());
+    let case = Case::new(&with_capture(&m, &format!("until = \"{soon}\"")));
+    case.error("capture.clients", &["at least one"]);
+}
+
+#[test]
+fn a_capture_until_is_required_rfc3339_and_within_a_week() {
+    let m = pki();
+    let now = time::OffsetDateTime::now_utc();
+    let case = Case::new(&with_capture(&m, "clients = [\"sandbox\"]"));
+    case.error("capture.until", &["required"]);
+    let case = Case::new(&with_capture(
+        &m,
+        "clients = [\"sandbox\"]\nuntil = \"tomorrow 6pm\"",
+    ));
+    case.error("capture.until", &["RFC 3339"]);
+    let case = Case::new(&with_capture(
+        &m,
+        &format!(
+            "clients = [\"sandbox\"]\nuntil = \"{}\"",
+            rfc3339(now + time::Duration::days(8))
+        ),
+    ));
+    case.error("capture.until", &["more than 7 days ahead", "patient data"]);
+    assert!(case.inspection.config.is_none());
+
+    // Past: a warning, and the configuration loads with the capture off.
+    let case = Case::new(&with_capture(
+        &m,
+        &format!(
+            "clients = [\"sandbox\"]\nuntil = \"{}\"",
+            rfc3339(now - time::Duration::hours(1))
+        ),
+    ));
+    let warnings = case.on("capture.until");
+    assert_eq!(warnings.len(), 1, "{}", case.listing());
+    assert_eq!(warnings[0].severity, Severity::Warning);
+    assert!(warnings[0].message.contains("nothing is captured"));
+    let config = case
+        .inspection
+        .config
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}", case.listing()));
+    assert!(
+        !config
+            .capture
+            .as_ref()
+            .expect("capture")
+            .active(time::OffsetDateTime::now_utc())
+    );
+}
+
+#[test]
+fn a_capture_folder_others_may_write_is_refused() {
+    let m = pki();
+    let soon = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let shared = scratch.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let text = |dir: &Path| {
+        with_capture(
+            &m,
+            &format!(
+                "clients = [\"sandbox\"]\nuntil = \"{soon}\"\ndir = \"{}\"",
+                dir.display()
+            ),
+        )
+    };
+    let case = Case::new(&text(&shared));
+    case.error(
+        "capture.dir",
+        &["writable by group or others (mode 0777)", "chmod 700"],
+    );
+    // Owner only: accepted.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let case = Case::new(&text(&shared));
+    assert!(case.on("capture.dir").is_empty(), "{}", case.listing());
+    // Under a file: refused.
+    let file = scratch.path().join("plain-file");
+    std::fs::write(&file, "x").expect("write");
+    let case = Case::new(&text(&file.join("capture")));
+    case.error("capture.dir", &["is not a folder"]);
+}

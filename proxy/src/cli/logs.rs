@@ -39,7 +39,7 @@ pub fn init(format: LogFormat) {
 
 /// The fields Passerelle logs as lists (`Debug` of a list of names it chose): written as
 /// JSON arrays. Only these: any other value, whatever it looks like, stays a string.
-const LIST_FIELDS: [&str; 2] = ["completed", "rebuilt"];
+const LIST_FIELDS: [&str; 4] = ["clients", "completed", "rebuilt", "tenants"];
 
 /// The keys every line has; an event or span field of the same name is written
 /// `field.<name>` rather than replace them.
