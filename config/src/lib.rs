@@ -42,5 +42,10 @@ pub use model::{
     InternalClient, Limits, ListenerTls, MtlsService, PolicyMode, ServiceMethod, ServiceRetry,
     ServiceScope, SignatureDigest, Software, Tenant, Timeouts, UpstreamTrust,
 };
-pub use report::{CertificateKey, CertificateReport, Problem, Severity, Status};
-pub use validate::{ConfigError, Inspection, inspect, inspect_at, load, shared_write_mode};
+pub use report::{
+    CertificateKey, CertificateReport, Problem, Revocation, RevocationStatus, Severity, Status,
+};
+pub use validate::{
+    Candidate, ConfigError, Inspection, inspect, inspect_at, inspect_candidate, load,
+    shared_write_mode,
+};
