@@ -7,7 +7,7 @@
 //! The binaries are built once per run (`cargo build -p passerelle-proxy -p
 //! passerelle-certs-test --bins`) into the workspace's own target folder.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,7 @@ impl Site {
                     *s = base.join(&*s).display().to_string();
                 }
                 toml::Value::Array(a) => a.iter_mut().for_each(|v| absolute(v, base)),
-                toml::Value::Table(t) => t.values_mut().for_each(|v| absolute(v, base)),
+                toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| absolute(v, base)),
                 _ => {}
             }
         }
@@ -386,14 +386,16 @@ fn serials_seen(dmp: &Running) -> Vec<String> {
 
 /// 200 DMP requests spread over 6 s (150 ms each at the mock), while `during` runs
 /// after 300 ms; then until the mock sees `expected` (the file watch reloads within
-/// about 4 s). Returns the failures.
+/// about 4 s). Returns the failures, and the serials the mock saw for the 200 in the
+/// order it answered them.
 async fn under_load(
     address: std::net::SocketAddr,
     eg: &str,
     dmp: &Running,
     during: impl FnOnce(),
     expected: &str,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
+    let seen_before = serials_seen(dmp).len();
     let mut load = Vec::new();
     for i in 0..200u64 {
         let eg = eg.to_string();
@@ -411,6 +413,7 @@ async fn under_load(
             failed.push(format!("{} {}", reply.status, reply.text()));
         }
     }
+    let during_load: Vec<String> = serials_seen(dmp).into_iter().skip(seen_before).collect();
     let deadline = Instant::now() + Duration::from_secs(15);
     while serials_seen(dmp).last().map(String::as_str) != Some(expected) {
         assert!(Instant::now() < deadline, "the mock never saw {expected}");
@@ -420,7 +423,22 @@ async fn under_load(
             failed.push(format!("{} {}", reply.status, reply.text()));
         }
     }
-    failed
+    (failed, during_load)
+}
+
+/// Asserts that the 200 requests went out with `from` first and with `to` at the end:
+/// the reload happened while they ran. (Requests in flight at the reload finish on
+/// their connection with `from`, so the two may interleave for a moment.) Returns how
+/// many used `from`.
+fn switched(during: &[String], from: &str, to: &str) -> usize {
+    assert_eq!(during.len(), 200, "every request reached the mock");
+    assert_eq!(during.first().map(String::as_str), Some(from), "{during:?}");
+    assert_eq!(during.last().map(String::as_str), Some(to), "{during:?}");
+    assert!(
+        during.iter().all(|s| s == from || s == to),
+        "only the two certificates: {during:?}"
+    );
+    during.iter().filter(|s| *s == from).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -513,7 +531,7 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
     // 3. Install while 200 requests run.
     let cert_file = site.dir.join("tenants/a/dmp-auth.cert.pem");
     let mut installed = None;
-    let failed = under_load(
+    let (failed, during) = under_load(
         proxy.address,
         &eg,
         &m.dmp,
@@ -529,11 +547,7 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
         failed.len(),
         failed.first()
     );
-    let seen: BTreeSet<String> = serials_seen(&m.dmp).into_iter().collect();
-    assert!(
-        seen.contains(&old_serial) && seen.contains(&new_serial),
-        "{seen:?}"
-    );
+    let before_install = switched(&during, &old_serial, &new_serial);
     assert!(
         !pending.join("key.pem").exists(),
         "the pending key went into service"
@@ -584,7 +598,7 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
 
     // 4. Roll back under load: the old serial comes back.
     let mut rolled = None;
-    let failed = under_load(
+    let (failed, during) = under_load(
         proxy.address,
         &eg,
         &m.dmp,
@@ -600,6 +614,7 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
         failed.len(),
         failed.first()
     );
+    let before_rollback = switched(&during, &new_serial, &old_serial);
     assert_eq!(
         std::fs::read(&cert_file).expect("cert"),
         std::fs::read(site.pki.path(&t.dmp_auth.cert)).expect("original"),
@@ -620,7 +635,7 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
         "{names:?}"
     );
     println!(
-        "lifecycle: install and rollback each under 200 concurrent requests, 0 failed; serials {old_serial} -> {new_serial} -> {old_serial}"
+        "lifecycle: install and rollback each under 200 concurrent requests, 0 failed; serials {old_serial} -> {new_serial} (after {before_install} of 200) -> {old_serial} (after {before_rollback} of 200)"
     );
 }
 

@@ -22,7 +22,9 @@ use passerelle_config::file::{CertSource, ConfigFile};
 use passerelle_config::{CertRole, TenantId};
 
 /// A certificate role as the command line names it.
+/// Spelled as the configuration keys (`dmp_auth`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum RoleArg {
     /// ORG AUTH_CLI for mutual TLS with the DMP.
     DmpAuth,
