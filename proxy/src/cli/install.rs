@@ -192,8 +192,22 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
     let role = CertRole::from(args.role);
     let entry = Entry::find(&args.config, &args.tenant, role)?;
     let layout = Layout::of(&entry)?;
-    for slot in layout.slots() {
+    let slots = layout.slots();
+    for slot in &slots {
         refuse_symlink(slot)?;
+    }
+    // One file for two keys (a combined PEM): written apart, each would erase the other.
+    for (i, a) in slots.iter().enumerate() {
+        if let Some(b) = slots[i + 1..].iter().find(|b| b.target == a.target) {
+            return Err(LifecycleError::file(
+                &a.target,
+                format!(
+                    "{} and {} name the same file: install writes them apart, give each its own file",
+                    a.field, b.field
+                ),
+            )
+            .into());
+        }
     }
     if args.rollback {
         return rollback(&entry, &layout);
@@ -212,7 +226,7 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
     let before = serial_of(&entry);
     let checked = stage_and_check(&entry, &layout, files)?;
     let kept = keep_current(&entry, &layout, &utc_stamp())?;
-    replace(&checked)?;
+    replace(&checked, kept.as_deref())?;
     if args.cert.is_some() {
         // The key is in service now; the pending copy would only be a second copy.
         let pending = entry.pending_dir();
@@ -579,6 +593,7 @@ fn stage_and_check(
     for f in &staged.0 {
         let _ = fs::remove_file(&f.temp);
         write_new(&f.temp, &f.bytes, f.slot.mode)?;
+        same_owner(&f.temp, &f.slot.target)?;
     }
     let temp_of = |field: &str| {
         staged
@@ -656,6 +671,28 @@ fn stage_and_check(
     Ok(staged)
 }
 
+/// Gives a new file the owner and group of the file it replaces: run as root, install
+/// must not leave a key the Passerelle user cannot read (its reload would be refused).
+fn same_owner(new: &Path, target: &Path) -> Result<(), LifecycleError> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(old), Ok(now)) = (fs::metadata(target), fs::metadata(new)) else {
+        return Ok(());
+    };
+    if (old.uid(), old.gid()) == (now.uid(), now.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(new, Some(old.uid()), Some(old.gid())).map_err(|e| {
+        LifecycleError::file(
+            target,
+            format!(
+                "cannot give the new file this file's owner (uid {}, gid {}): {e}; run install as that user (the Passerelle user) or as root",
+                old.uid(),
+                old.gid()
+            ),
+        )
+    })
+}
+
 /// Copies the files in place now into `previous/<tenant>/<role>/<name>/`; `None` when
 /// there is none yet (a first installation).
 fn keep_current(
@@ -689,16 +726,51 @@ fn keep_current(
     Ok(Some(dir))
 }
 
-/// Renames the checked files over the configured ones, key (or PKCS#12) first.
-fn replace(staged: &Staged) -> Result<(), LifecycleError> {
-    for f in &staged.0 {
-        fs::rename(&f.temp, &f.slot.target).map_err(LifecycleError::io(&f.slot.target))?;
+/// Renames the checked files over the configured ones, key (or PKCS#12) first. If a
+/// rename fails half-way, the files already renamed are put back from the kept set, so
+/// the disk never keeps a key with another key's certificate (the running Passerelle
+/// refuses to reload such a pair, but a restart would not start).
+fn replace(staged: &Staged, kept: Option<&Path>) -> Result<(), LifecycleError> {
+    for (done, f) in staged.0.iter().enumerate() {
+        if let Err(e) = fs::rename(&f.temp, &f.slot.target) {
+            let mut undo = Vec::new();
+            for g in &staged.0[..done] {
+                let restored = kept
+                    .map(|k| k.join(g.slot.kept_as))
+                    .filter(|k| k.is_file())
+                    .and_then(|k| fs::read(k).ok())
+                    .map(Zeroizing::new)
+                    .and_then(|bytes| {
+                        let tmp = temp_beside(&g.slot.target, "undo");
+                        let _ = fs::remove_file(&tmp);
+                        write_new(&tmp, &bytes, g.slot.mode).ok()?;
+                        fs::rename(&tmp, &g.slot.target).ok()
+                    });
+                if restored.is_none() {
+                    undo.push(g.slot.target.display().to_string());
+                }
+            }
+            let state = if undo.is_empty() {
+                "the files already replaced were put back".to_string()
+            } else {
+                format!(
+                    "COULD NOT PUT BACK {}: restore them from {} before any restart",
+                    undo.join(", "),
+                    kept.map_or_else(|| "a backup".into(), |k| k.display().to_string())
+                )
+            };
+            return Err(LifecycleError::file(
+                &f.slot.target,
+                format!("cannot replace it ({e}); {state}"),
+            ));
+        }
     }
     let mut dirs: Vec<&Path> = staged
         .0
         .iter()
         .filter_map(|f| f.slot.target.parent())
         .collect();
+    dirs.sort();
     dirs.dedup();
     for d in dirs {
         sync_dir(d)?;
@@ -708,11 +780,20 @@ fn replace(staged: &Staged) -> Result<(), LifecycleError> {
 
 /// Whether a folder under `previous/` is a set `--rollback` may restore.
 fn restorable(name: &str) -> bool {
-    name.len() >= 16
-        && name.as_bytes().get(8) == Some(&b'T')
-        && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
-        && !name.ends_with("-restored")
-        && !name.ends_with("-rolled-back")
+    // `<UTC stamp>` or `<UTC stamp>-<n>` (two installs in one second); never the sets
+    // marked `-restored` or `-rolled-back` (with or without their own `-<n>`).
+    let b = name.as_bytes();
+    let stamp = b.len() >= 16
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z';
+    let rest = &name[name.len().min(16)..];
+    stamp
+        && (rest.is_empty()
+            || rest
+                .strip_prefix('-')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())))
 }
 
 fn rollback(entry: &Entry, layout: &Layout) -> Result<(), InstallError> {
@@ -757,7 +838,7 @@ fn rollback(entry: &Entry, layout: &Layout) -> Result<(), InstallError> {
     let before = serial_of(entry);
     let checked = stage_and_check(entry, layout, files)?;
     let kept = keep_current(entry, layout, &format!("{}-rolled-back", utc_stamp()))?;
-    replace(&checked)?;
+    replace(&checked, kept.as_deref())?;
     let restored = parent.join(format!("{name}-restored"));
     fs::rename(&set, &restored).map_err(LifecycleError::io(&set))?;
     report(entry, before, kept.as_deref(), "rolled back to the set of");
@@ -806,4 +887,27 @@ fn report(entry: &Entry, before: Option<String>, kept: Option<&Path>, what: &str
         "  the running Passerelle reloads within a few seconds (file watch; log line \"certificate changed\")\n  verify: passerelle check --config {} and the admin /readyz",
         entry.config.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restorable;
+
+    #[test]
+    fn only_plain_kept_sets_are_restorable() {
+        assert!(restorable("20261201T081500Z"));
+        assert!(restorable("20261201T081500Z-2"));
+        for name in [
+            "20261201T081500Z-restored",
+            "20261201T081500Z-rolled-back",
+            "20261201T081500Z-rolled-back-2",
+            "20261201T081500Z-2-restored",
+            "20261201T081500Z-",
+            "2026120XT081500Z",
+            "notes",
+            "",
+        ] {
+            assert!(!restorable(name), "{name}");
+        }
+    }
 }
