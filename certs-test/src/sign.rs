@@ -231,3 +231,81 @@ fn org_params() -> CertificateParams {
     params.key_identifier_method = KeyIdMethod::Sha256;
     params
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::stack::Stack;
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::{X509, X509StoreContext};
+
+    /// A CSR signed by the PKI's ORG intermediate chains to the root, keeps the CSR's
+    /// subject and key, and carries the role's profile; `--issuer foreign` does not chain.
+    #[test]
+    fn a_signed_csr_chains_to_the_test_root_with_the_profile() {
+        let pki = crate::shared_test_pki().expect("PKI");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = new_key(2048).expect("key");
+        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+        for (k, v) in [
+            ("C", "FR"),
+            ("ST", "Rhône (69)"),
+            ("O", "CH TEST"),
+            ("OU", "1690010004"),
+            ("CN", "INSI-AUTO"),
+        ] {
+            name.append_entry_by_text(k, v).expect("entry");
+        }
+        let mut req = openssl::x509::X509ReqBuilder::new().expect("req");
+        req.set_subject_name(&name.build()).expect("subject");
+        req.set_pubkey(&key).expect("key");
+        req.sign(&key, openssl::hash::MessageDigest::sha256())
+            .expect("sign");
+        let csr = dir.path().join("req.pem");
+        fs::write(&csr, req.build().to_pem().expect("pem")).expect("write");
+
+        let root = X509::from_pem(&fs::read(pki.path(&pki.ca.root)).expect("root")).expect("root");
+        let org = X509::from_pem(&fs::read(pki.path(&pki.ca.org_intermediate)).expect("org"))
+            .expect("org");
+        let verifies = |leaf: &X509| {
+            let mut store = X509StoreBuilder::new().expect("store");
+            store.add_cert(root.clone()).expect("root");
+            let store = store.build();
+            let mut chain = Stack::new().expect("stack");
+            chain.push(org.clone()).expect("push");
+            let mut ctx = X509StoreContext::new().expect("ctx");
+            ctx.init(&store, leaf, &chain, |c| c.verify_cert())
+                .expect("verify")
+        };
+
+        let out = dir.path().join("cert.pem");
+        let signed = sign_csr(&SignCsrOptions::new(&pki.dir, &csr, &out)).expect("signed");
+        let cert = X509::from_pem(&fs::read(&out).expect("cert")).expect("cert");
+        assert!(verifies(&cert));
+        assert!(cert.public_key().expect("key").public_eq(&key));
+        assert!(
+            signed.subject.contains("OU=1690010004"),
+            "{}",
+            signed.subject
+        );
+        assert!(
+            signed.subject.ends_with("CN=INSI-AUTO"),
+            "{}",
+            signed.subject
+        );
+        let text = String::from_utf8(cert.to_text().expect("text")).expect("utf8");
+        assert!(text.contains("TLS Web Client Authentication"), "{text}");
+
+        let mut foreign = SignCsrOptions::new(&pki.dir, &csr, &out);
+        foreign.issuer = IssuerChoiceArg::Foreign;
+        foreign.profile = CsrProfile::Sign;
+        sign_csr(&foreign).expect("signed");
+        let cert = X509::from_pem(&fs::read(&out).expect("cert")).expect("cert");
+        assert!(
+            !verifies(&cert),
+            "a look-alike CA does not chain to the test root"
+        );
+        let text = String::from_utf8(cert.to_text().expect("text")).expect("utf8");
+        assert!(text.contains("E-mail Protection"), "{text}");
+    }
+}

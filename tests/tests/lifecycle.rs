@@ -254,7 +254,7 @@ impl Site {
                 let p = e.path();
                 if p.is_dir() {
                     walk(&p, out);
-                } else if p.extension().is_none_or(|x| x != "jsonl") {
+                } else if p.is_file() && p.extension().is_none_or(|x| x != "jsonl") {
                     out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
                 }
             }
@@ -787,6 +787,28 @@ async fn bad_deliveries_are_refused_and_nothing_is_replaced() {
         "other.key",
         "holds a private key",
     );
+
+    // Not a regular file (a FIFO would block a plain read forever), too large.
+    let fifo = site.dir.join("cert.fifo");
+    let mk = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(mk.success());
+    refused(
+        &site,
+        &[&d("cert.fifo")],
+        "dmp_auth",
+        "cert.fifo",
+        "not a regular file",
+    );
+    std::fs::remove_file(&fifo).expect("rm fifo");
+    std::fs::write(site.dir.join("huge.pem"), vec![b'A'; 2 << 20]).expect("write");
+    refused(
+        &site,
+        &[&d("huge.pem")],
+        "dmp_auth",
+        "huge.pem",
+        "too large",
+    );
+    std::fs::remove_file(site.dir.join("huge.pem")).expect("rm");
 
     // A chain that does not link: the server intermediate instead of the ORG one.
     let server_ca = site.dir.join("server-ca.pem");

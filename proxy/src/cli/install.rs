@@ -36,7 +36,8 @@ use passerelle_config::{Candidate, CertRole, CertificateInfo, CertificateKey, Se
 use zeroize::Zeroizing;
 
 use super::lifecycle::{
-    Entry, LifecycleError, RoleArg, private_dir, sync_dir, temp_beside, utc_stamp, write_new,
+    Entry, LifecycleError, RoleArg, private_dir, read_input, sync_dir, temp_beside, utc_stamp,
+    write_new,
 };
 
 #[derive(Debug, clap::Args)]
@@ -265,7 +266,7 @@ fn refuse_symlink(slot: &Slot) -> Result<(), LifecycleError> {
 
 /// Every certificate of a delivered file: PEM (one or more), DER, or PKCS#7.
 fn read_certificates(path: &Path) -> Result<Vec<X509>, LifecycleError> {
-    let bytes = fs::read(path).map_err(LifecycleError::io(path))?;
+    let bytes = read_input(path)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(LifecycleError::file(path, "is empty"));
     }
@@ -454,9 +455,8 @@ fn from_certificate(
 }
 
 fn from_pkcs12(p12: &Path, password_file: &Path) -> Result<Delivered, LifecycleError> {
-    let bytes = fs::read(p12).map_err(LifecycleError::io(p12))?;
-    let password =
-        Zeroizing::new(fs::read(password_file).map_err(LifecycleError::io(password_file))?);
+    let bytes = read_input(p12)?;
+    let password = Zeroizing::new(read_input(password_file)?);
     let text = std::str::from_utf8(&password)
         .map_err(|_| LifecycleError::file(password_file, "the password is not UTF-8 text"))?
         .trim_end_matches(['\r', '\n']);

@@ -275,6 +275,29 @@ pub fn sync_dir(dir: &Path) -> Result<(), LifecycleError> {
         .map_err(LifecycleError::io(dir))
 }
 
+/// The most a delivered file (certificate, chain, PKCS#12, password) may weigh: a
+/// chain is a few KiB, so anything near this is not what the portal delivered.
+const MAX_INPUT: u64 = 1 << 20;
+
+/// Reads an operator-given file: a regular file (not a FIFO or a device, which could
+/// block or never end) of at most 1 MiB.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, LifecycleError> {
+    let meta = fs::metadata(path).map_err(LifecycleError::io(path))?;
+    if !meta.is_file() {
+        return Err(LifecycleError::file(path, "is not a regular file"));
+    }
+    if meta.len() > MAX_INPUT {
+        return Err(LifecycleError::file(
+            path,
+            format!(
+                "is {} bytes: too large for a certificate, chain or PKCS#12 (at most 1 MiB)",
+                meta.len()
+            ),
+        ));
+    }
+    fs::read(path).map_err(LifecycleError::io(path))
+}
+
 /// The UTC time as a folder name that sorts in time order: `20261201T081500Z`.
 pub fn utc_stamp() -> String {
     let t = time::OffsetDateTime::now_utc();
