@@ -247,14 +247,19 @@ impl Site {
     }
 
     /// Every file under the folder (pending and previous areas included), with its
-    /// bytes: what "nothing replaced" compares.
+    /// bytes: what "nothing replaced" compares (the audit trail and install's lock file
+    /// aside).
     fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let p = e.path();
                 if p.is_dir() {
                     walk(&p, out);
-                } else if p.is_file() && p.extension().is_none_or(|x| x != "jsonl") {
+                } else if p.is_file()
+                    && p.extension().is_none_or(|x| x != "jsonl")
+                    // install's empty lock file is not material.
+                    && p.file_name().is_none_or(|n| n != ".lock")
+                {
                     out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
                 }
             }

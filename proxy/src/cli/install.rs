@@ -210,6 +210,9 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
             .into());
         }
     }
+    // Two installs of one (tenant, role) at once would interleave their renames and
+    // kept sets: the second is refused while the first runs.
+    let _lock = lock(&entry)?;
     if args.rollback {
         return rollback(&entry, &layout);
     }
@@ -237,6 +240,49 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
     }
     report(&entry, before, kept.as_deref(), "installed");
     Ok(())
+}
+
+/// `previous/<tenant>/<role>/.lock`, created exclusively and holding our pid; removed
+/// when dropped. A lock whose process is gone (a crash) is taken over. (File locks on
+/// the handle need Rust 1.89, above this workspace's MSRV.)
+struct InstallLock(PathBuf);
+
+impl Drop for InstallLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn lock(entry: &Entry) -> Result<InstallLock, LifecycleError> {
+    let dir = entry.previous_dir();
+    private_dir(&dir)?;
+    let path = dir.join(".lock");
+    for _ in 0..2 {
+        match write_new(&path, std::process::id().to_string().as_bytes(), 0o600) {
+            Ok(()) => return Ok(InstallLock(path)),
+            Err(LifecycleError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let alive = holder
+                    .trim()
+                    .parse::<u32>()
+                    .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if alive {
+                    return Err(LifecycleError::file(
+                        &path,
+                        format!(
+                            "another install of this tenant's role is running (pid {}): wait for it",
+                            holder.trim()
+                        ),
+                    ));
+                }
+                let _ = fs::remove_file(&path);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(LifecycleError::file(&path, "cannot take the install lock"))
 }
 
 /// Replacing a symbolic link would cut it (the rename puts a file in its place) and
