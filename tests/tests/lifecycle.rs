@@ -431,6 +431,21 @@ async fn under_load(
     (failed, during_load)
 }
 
+/// `n` DMP requests at once; their statuses.
+async fn futures_join(address: std::net::SocketAddr, eg: &str, n: usize) -> Vec<u16> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let eg = eg.to_string();
+            tokio::spawn(async move { dmp_query(address, &eg).await.status })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
 /// Asserts that the 200 requests went out with `from` first and with `to` at the end:
 /// the reload happened while they ran. (Requests in flight at the reload finish on
 /// their connection with `from`, so the two may interleave for a moment.) Returns how
@@ -639,6 +654,47 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
         names.iter().any(|n| n.ends_with("-rolled-back")),
         "{names:?}"
     );
+
+    // A pair caught half-replaced (new key, old certificate) by a SIGHUP: the reload is
+    // refused and the running pair keeps serving. This is what makes the key-first
+    // renames of install safe even without the watch's quiet period.
+    let key_file = site.dir.join("tenants/a/dmp-auth.key.pem");
+    let original_key = std::fs::read(&key_file).expect("key");
+    let stray = site.dir.join("stray.key");
+    let genkey = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&stray)
+        .output()
+        .expect("openssl genpkey");
+    assert!(genkey.status.success(), "{}", text(&genkey));
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::rename(&stray, &key_file).expect("half install");
+    let hup = Command::new("kill")
+        .args(["-HUP", &proxy.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.log().contains("reload refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refused reload: {}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    m.dmp.faults.replace(BTreeMap::new()).expect("faults");
+    let replies = futures_join(proxy.address, &eg, 20).await;
+    assert!(replies.iter().all(|s| *s == 200), "{replies:?}");
+    assert_eq!(serials_seen(&m.dmp).last(), Some(&old_serial));
+    std::fs::write(&key_file, &original_key).expect("restore the key");
     println!(
         "lifecycle: install and rollback each under 200 concurrent requests, 0 failed; serials {old_serial} -> {new_serial} (after {before_install} of 200) -> {old_serial} (after {before_rollback} of 200)"
     );
