@@ -238,7 +238,13 @@ fn install(args: &InstallArgs) -> Result<(), InstallError> {
         let _ = fs::remove_file(pending.join("csr.pem"));
         let _ = fs::remove_dir(&pending);
     }
-    report(&entry, before, kept.as_deref(), "installed");
+    let kept = kept.map(|k| {
+        format!(
+            "previous set kept in {} (passerelle install --rollback restores it)",
+            k.display()
+        )
+    });
+    report(&entry, before, kept, "installed");
     Ok(())
 }
 
@@ -887,8 +893,17 @@ fn rollback(entry: &Entry, layout: &Layout) -> Result<(), InstallError> {
     replace(&checked, kept.as_deref())?;
     let restored = parent.join(format!("{name}-restored"));
     fs::rename(&set, &restored).map_err(LifecycleError::io(&set))?;
-    report(entry, before, kept.as_deref(), "rolled back to the set of");
-    eprintln!("  restored from: {}", restored.display());
+    // The replaced set is kept but not offered to the next rollback, which goes one
+    // set further back.
+    let kept = Some(format!(
+        "restored from {}; the replaced set is kept in {}",
+        restored.display(),
+        kept.map_or_else(
+            || "(none: nothing was in place)".into(),
+            |k| k.display().to_string()
+        )
+    ));
+    report(entry, before, kept, "rolled back to");
     Ok(())
 }
 
@@ -901,7 +916,7 @@ fn serial_of(entry: &Entry) -> Option<String> {
         .and_then(|c| c.serial)
 }
 
-fn report(entry: &Entry, before: Option<String>, kept: Option<&Path>, what: &str) {
+fn report(entry: &Entry, before: Option<String>, kept: Option<String>, what: &str) {
     let row = passerelle_config::inspect(&entry.config)
         .certificates
         .into_iter()
@@ -924,10 +939,7 @@ fn report(entry: &Entry, before: Option<String>, kept: Option<&Path>, what: &str
         before.as_deref().unwrap_or("none")
     );
     if let Some(kept) = kept {
-        println!(
-            "  previous set kept in {} (passerelle install --rollback restores it)",
-            kept.display()
-        );
+        println!("  {kept}");
     }
     println!(
         "  the running Passerelle reloads within a few seconds (file watch; log line \"certificate changed\")\n  verify: passerelle check --config {} and the admin /readyz",
