@@ -90,6 +90,24 @@ pub(crate) fn private_key_usage_period(
     ])
 }
 
+/// A "certs-only" PKCS#7 SignedData (RFC 2315 §9.1 with no signer, the `.p7b` form
+/// portals deliver chains in): the certificates, DER, in the given order.
+pub(crate) fn pkcs7_certs_only(certificates: &[&[u8]]) -> Vec<u8> {
+    const SET: u8 = 0x31;
+    const INTEGER: u8 = 0x02;
+    const CONTEXT_0: u8 = 0xa0;
+    const OID_SIGNED_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 2];
+    const OID_DATA: &[u64] = &[1, 2, 840, 113549, 1, 7, 1];
+    let signed_data = sequence(&[
+        tlv(INTEGER, &[1]),
+        tlv(SET, &[]),
+        sequence(&[oid(OID_DATA)]),
+        tlv(CONTEXT_0, &certificates.concat()),
+        tlv(SET, &[]),
+    ]);
+    sequence(&[oid(OID_SIGNED_DATA), tlv(CONTEXT_0, &signed_data)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@
 //! are assembled and signed by rcgen.
 
 mod der;
+mod sign;
+
+pub use sign::{CsrProfile, IssuerChoiceArg, OutputFormat, SignCsrOptions, SignedCsr, sign_csr};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -106,6 +109,8 @@ pub enum CertsTestError {
     TenantCount(usize),
     #[error("server name {0:?} is neither a DNS name nor an IP address")]
     ServerName(String),
+    #[error("{0}")]
+    Csr(String),
 }
 
 type Result<T> = std::result::Result<T, CertsTestError>;
@@ -413,6 +418,55 @@ enum Profile {
     OrgSign,
     /// SERV SSL: digitalSignature + keyEncipherment / serverAuth.
     ServSsl,
+}
+
+/// The key usages, extended key usage and the other extensions of a leaf issued under
+/// `profile` (domain.md §3): shared by the generated leaves and `sign-csr`.
+fn apply_profile(
+    params: &mut CertificateParams,
+    profile: Profile,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) {
+    let (key_usages, eku) = match profile {
+        Profile::OrgAuthCli => (
+            vec![KeyUsagePurpose::DigitalSignature],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+        Profile::OrgSign => (
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ],
+            ExtendedKeyUsagePurpose::EmailProtection,
+        ),
+        Profile::ServSsl => (
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+    };
+    params.key_usages = key_usages;
+    params.extended_key_usages = vec![eku];
+    params.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec![CRL_URI.to_string()],
+    }];
+    params.custom_extensions = vec![
+        CustomExtension::from_oid_content(
+            OID_CERT_POLICIES,
+            der::certificate_policies(TEST_POLICY),
+        ),
+        CustomExtension::from_oid_content(
+            OID_AIA,
+            der::authority_info_access(OCSP_URI, CA_ISSUERS_URI),
+        ),
+        CustomExtension::from_oid_content(
+            OID_PRIVATE_KEY_USAGE_PERIOD,
+            der::private_key_usage_period(not_before, not_after),
+        ),
+    ];
 }
 
 /// A CA whose key is in memory, able to issue.
@@ -735,45 +789,7 @@ impl<'o> Builder<'o> {
         params.key_identifier_method = KeyIdMethod::Sha256;
         params.use_authority_key_identifier_extension = true;
         params.subject_alt_names = spec.sans.clone();
-        let (key_usages, eku) = match spec.profile {
-            Profile::OrgAuthCli => (
-                vec![KeyUsagePurpose::DigitalSignature],
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ),
-            Profile::OrgSign => (
-                vec![
-                    KeyUsagePurpose::DigitalSignature,
-                    KeyUsagePurpose::ContentCommitment,
-                ],
-                ExtendedKeyUsagePurpose::EmailProtection,
-            ),
-            Profile::ServSsl => (
-                vec![
-                    KeyUsagePurpose::DigitalSignature,
-                    KeyUsagePurpose::KeyEncipherment,
-                ],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-        };
-        params.key_usages = key_usages;
-        params.extended_key_usages = vec![eku];
-        params.crl_distribution_points = vec![CrlDistributionPoint {
-            uris: vec![CRL_URI.to_string()],
-        }];
-        params.custom_extensions = vec![
-            CustomExtension::from_oid_content(
-                OID_CERT_POLICIES,
-                der::certificate_policies(TEST_POLICY),
-            ),
-            CustomExtension::from_oid_content(
-                OID_AIA,
-                der::authority_info_access(OCSP_URI, CA_ISSUERS_URI),
-            ),
-            CustomExtension::from_oid_content(
-                OID_PRIVATE_KEY_USAGE_PERIOD,
-                der::private_key_usage_period(spec.not_before, spec.not_after),
-            ),
-        ];
+        apply_profile(&mut params, spec.profile, spec.not_before, spec.not_after);
         let (intermediate, root) = match issuer {
             IssuerChoice::Org => (&self.org, &self.root),
             IssuerChoice::Server => (&self.server, &self.root),

@@ -43,7 +43,10 @@ pub use model::{
     PolicyMode, PostgresAudit, ServiceMethod, ServiceRetry, ServiceScope, SignatureDigest,
     Software, Tenant, Timeouts, UpstreamTrust,
 };
-pub use report::{CertificateKey, CertificateReport, Problem, Severity, Status};
+pub use report::{
+    CertificateKey, CertificateReport, Problem, Revocation, RevocationStatus, Severity, Status,
+};
 pub use validate::{
-    ConfigError, Inspection, MAX_CAPTURE_WINDOW_DAYS, inspect, inspect_at, load, shared_write_mode,
+    Candidate, ConfigError, Inspection, MAX_CAPTURE_WINDOW_DAYS, inspect, inspect_at,
+    inspect_candidate, load, shared_write_mode,
 };

@@ -38,6 +38,10 @@ pub struct CertificateInfo {
     pub common_name: Option<String>,
     /// The structure id an ORG certificate carries.
     pub organizational_unit: Option<String>,
+    /// The legal name (`O`), which a renewal's CSR repeats.
+    pub organization: Option<String>,
+    /// The département (`ST`, e.g. `Rhône (69)`), which a renewal's CSR repeats.
+    pub state: Option<String>,
     pub issuer: String,
     pub issuer_common_name: Option<String>,
     /// Upper-case hexadecimal, no separators.
@@ -55,6 +59,8 @@ pub struct CertificateInfo {
     pub server_auth: bool,
     /// Whether an extended key usage extension is present at all.
     pub has_eku: bool,
+    /// Basic constraints say CA: an intermediate or a root, never a tenant's leaf.
+    pub is_ca: bool,
 }
 
 impl CertificateInfo {
@@ -85,6 +91,8 @@ impl CertificateInfo {
             subject: rfc2253(subject),
             common_name: first(subject, OID_CN),
             organizational_unit: first(subject, OID_OU),
+            organization: first(subject, OID_O),
+            state: first(subject, OID_ST),
             issuer: rfc2253(cert.issuer()),
             issuer_common_name: first(cert.issuer(), OID_CN),
             serial_decimal: cert.serial.to_str_radix(10),
@@ -102,6 +110,7 @@ impl CertificateInfo {
             email_protection: eku.as_ref().is_some_and(|e| e.email_protection || e.any),
             server_auth: eku.as_ref().is_some_and(|e| e.server_auth || e.any),
             has_eku: eku.is_some(),
+            is_ca: cert.is_ca(),
         })
     }
 
@@ -113,6 +122,8 @@ impl CertificateInfo {
 
 const OID_CN: &str = "2.5.4.3";
 const OID_OU: &str = "2.5.4.11";
+const OID_O: &str = "2.5.4.10";
+const OID_ST: &str = "2.5.4.8";
 
 /// Formats a distinguished name as RFC 2253 does: the last RDN first, `,` between RDNs,
 /// `+` inside one, special characters escaped. This is the form of the VIHF `Issuer`.

@@ -100,6 +100,52 @@ pub struct CertificateReport {
     pub days_left: Option<i64>,
     /// `ok`, `warning` or `error`: the worst problem found for this certificate.
     pub status: Status,
+    /// What the configured CRLs say about it; `None` when the certificate could not be
+    /// read.
+    pub revocation: Option<Revocation>,
+}
+
+/// Revocation status of one certificate and where it comes from. Today the only
+/// source is a `[trust] crls` file (no download, no OCSP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    pub status: RevocationStatus,
+    /// The CRL file that answered; `None` when no configured CRL covers the certificate.
+    pub source: Option<PathBuf>,
+    /// When it was revoked (OpenSSL's date form), for `revoked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_on: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationStatus {
+    /// A CRL signed by its issuer does not list it.
+    Good,
+    /// A CRL signed by its issuer lists it.
+    Revoked,
+    /// No configured CRL was signed by its issuer (or none is configured).
+    NotChecked,
+}
+
+impl fmt::Display for Revocation {
+    /// `good (CRL ACI-EL-ORG.crl)`, `REVOKED on ... (CRL ...)` or `not checked`: the CRL
+    /// by file name only, for a table cell (the JSON report has the whole path).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = self
+            .source
+            .as_deref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        match (self.status, source) {
+            (RevocationStatus::NotChecked, _) | (_, None) => f.write_str("not checked"),
+            (RevocationStatus::Good, Some(crl)) => write!(f, "good (CRL {crl})"),
+            (RevocationStatus::Revoked, Some(crl)) => match &self.revoked_on {
+                Some(on) => write!(f, "REVOKED on {on} (CRL {crl})"),
+                None => write!(f, "REVOKED (CRL {crl})"),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

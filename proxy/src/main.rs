@@ -25,6 +25,13 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Validate a configuration and every certificate it names; exit 1 on any error.
     Check(cli::check::CheckArgs),
+    /// Renewal, step 1: generate a key here (kept in the pending area next to the
+    /// configuration, never printed) and print the CSR to upload on the IGC-Santé portal.
+    Csr(cli::csr::CsrArgs),
+    /// Renewal, step 2: check the delivered certificate (or PKCS#12) with every `check`
+    /// rule, then replace the configured files atomically, keeping the previous set
+    /// (`--rollback` restores it). The running proxy reloads on its file watch.
+    Install(cli::install::InstallArgs),
     /// VIHF tokens.
     #[command(subcommand)]
     Vihf(cli::vihf::VihfCommand),
@@ -45,6 +52,8 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => cli::run::run(&args),
         Command::Check(args) => cli::check::run(&args),
+        Command::Csr(args) => cli::csr::run(&args),
+        Command::Install(args) => cli::install::run(&args),
         Command::Vihf(command) => cli::vihf::run(&command),
         Command::Verify(args) => cli::verify::run(&args),
         Command::Token(command) => cli::token::run(&command),

@@ -15,7 +15,7 @@ use crate::file::CertSource;
 use crate::ids::{CertRole, StructureId};
 use crate::material::{self, CertificateInfo, role_problems};
 use crate::model::CertMaterial;
-use crate::report::Severity;
+use crate::report::{Revocation, RevocationStatus, Severity};
 
 /// Intermediates (nearest first) and the anchor a verified chain ended at, DER.
 type VerifiedChain = (Vec<Vec<u8>>, Option<Vec<u8>>);
@@ -28,6 +28,23 @@ impl Validator {
         source: &CertSource,
         trust: &TenantTrust,
         structure: Option<&StructureId>,
+    ) -> (Option<CertMaterial>, Option<Revocation>) {
+        // Split so that the revocation status reaches the report row even when the
+        // certificate is refused for another reason (e.g. not anchored).
+        let mut revocation = None;
+        let material =
+            self.certificate_material(field, role, source, trust, structure, &mut revocation);
+        (material, revocation)
+    }
+
+    fn certificate_material(
+        &mut self,
+        field: &str,
+        role: CertRole,
+        source: &CertSource,
+        trust: &TenantTrust,
+        structure: Option<&StructureId>,
+        revocation: &mut Option<Revocation>,
     ) -> Option<CertMaterial> {
         let (raw, main_file) = match (source, &source.cert, &source.pkcs12) {
             (
@@ -203,7 +220,19 @@ impl Validator {
             );
         }
         let chain = self.anchor(&mut err, &raw, trust);
-        let revoked = self.revocation(&raw, trust, &main_file, field);
+        let status = self.revocation(&raw, trust, &main_file, field);
+        let revoked = (status.status == RevocationStatus::Revoked).then(|| {
+            format!(
+                "revoked on {} according to {}",
+                status.revoked_on.as_deref().unwrap_or("?"),
+                status
+                    .source
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        });
+        *revocation = Some(status);
         let (intermediates_der, anchor_der) = chain?;
         Some(CertMaterial {
             role,
@@ -285,21 +314,22 @@ impl Validator {
         }
     }
 
-    /// Looks the leaf up in the CRLs its issuer signed; returns when and by which CRL
-    /// it was revoked.
+    /// Looks the leaf up in the CRLs its issuer signed: revoked (when, by which CRL),
+    /// good (which CRL), or not checked when no configured CRL speaks for its issuer.
     fn revocation(
         &mut self,
         raw: &material::RawMaterial,
         trust: &TenantTrust,
         file: &Path,
         field: &str,
-    ) -> Option<String> {
+    ) -> Revocation {
         let issuers: Vec<&X509> = raw
             .supplied_chain
             .iter()
             .chain(&trust.intermediates)
             .chain(&trust.anchors)
             .collect();
+        let mut good = None;
         for (crl_path, crl) in &trust.crls {
             let same_issuer = crl
                 .issuer_name()
@@ -319,16 +349,29 @@ impl Validator {
                 continue;
             }
             if let openssl::x509::CrlStatus::Revoked(entry) = crl.get_by_cert(&raw.leaf) {
-                let reason = format!(
-                    "revoked on {} according to {}",
-                    entry.revocation_date(),
-                    crl_path.display()
+                let on = entry.revocation_date().to_string();
+                self.disabling(
+                    file,
+                    field,
+                    format!("revoked on {on} according to {}", crl_path.display()),
                 );
-                self.disabling(file, field, reason.clone());
-                return Some(reason);
+                return Revocation {
+                    status: RevocationStatus::Revoked,
+                    source: Some(crl_path.clone()),
+                    revoked_on: Some(on),
+                };
             }
+            good.get_or_insert_with(|| crl_path.clone());
         }
-        None
+        Revocation {
+            status: if good.is_some() {
+                RevocationStatus::Good
+            } else {
+                RevocationStatus::NotChecked
+            },
+            source: good,
+            revoked_on: None,
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use crate::report::{CertificateReport, Problem, Severity};
 
 pub use audit::shared_write_mode;
 pub use capture::MAX_CAPTURE_WINDOW_DAYS;
-pub use run::{ConfigError, Inspection, inspect, inspect_at, load};
+pub use run::{Candidate, ConfigError, Inspection, inspect, inspect_at, inspect_candidate, load};
 
 struct Validator {
     config_path: PathBuf,
@@ -46,6 +46,8 @@ struct Validator {
     certificates: Vec<CertificateReport>,
     allow_insecure_keys: bool,
     expiry_warning_days: u32,
+    /// Files checked in place of one (tenant, role)'s configured ones.
+    candidate: Option<Candidate>,
 }
 
 impl Validator {

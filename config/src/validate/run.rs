@@ -70,6 +70,29 @@ pub fn inspect(path: &Path) -> Inspection {
 
 /// [`inspect`] as if the time were `now` (for tests of expiry rules).
 pub fn inspect_at(path: &Path, now: OffsetDateTime) -> Inspection {
+    inspect_with(path, now, None)
+}
+
+/// Certificate files to check in place of those the configuration names for one
+/// tenant and role: what `passerelle install` validates before replacing anything.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The tenant id, as written in the configuration.
+    pub tenant: String,
+    pub role: crate::ids::CertRole,
+    /// The candidate files (absolute paths, or relative to the configuration).
+    pub source: crate::file::CertSource,
+}
+
+/// [`inspect_at`] with `candidate`'s files in place of its (tenant, role)'s: every
+/// rule of `passerelle check` applies to them (role, key usages, CN, OU, anchors,
+/// validity, CRLs, uniqueness, DMP pairing). Problems about the candidate carry its
+/// [`CertificateKey`](crate::CertificateKey) like any other.
+pub fn inspect_candidate(path: &Path, now: OffsetDateTime, candidate: Candidate) -> Inspection {
+    inspect_with(path, now, Some(candidate))
+}
+
+fn inspect_with(path: &Path, now: OffsetDateTime, candidate: Option<Candidate>) -> Inspection {
     let mut v = Validator {
         config_path: path.to_path_buf(),
         base: path
@@ -81,6 +104,7 @@ pub fn inspect_at(path: &Path, now: OffsetDateTime) -> Inspection {
         certificates: Vec::new(),
         allow_insecure_keys: false,
         expiry_warning_days: 30,
+        candidate,
     };
     let config = v.run();
     let config = if v.problems.iter().any(Problem::blocks) {

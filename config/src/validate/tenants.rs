@@ -86,13 +86,20 @@ impl Validator {
             }
 
             let mut certificates = BTreeMap::new();
+            let candidate = self.candidate.clone();
+            // `passerelle install` checks its candidate files in place of the configured
+            // ones, with every other rule (uniqueness, DMP pairing) unchanged.
             let sources = [
                 (CertRole::DmpAuth, &t.certificates.dmp_auth),
                 (CertRole::DmpSign, &t.certificates.dmp_sign),
                 (CertRole::InsiAuto, &t.certificates.insi_auto),
                 (CertRole::InsiManu, &t.certificates.insi_manu),
                 (CertRole::OrgAuth, &t.certificates.org_auth),
-            ];
+            ]
+            .map(|(role, source)| match &candidate {
+                Some(c) if c.tenant == t.id && c.role == role => (role, Some(&c.source)),
+                _ => (role, source.as_ref()),
+            });
             if sources.iter().all(|(_, s)| s.is_none()) {
                 self.error(
                     &format!("{field}.certificates"),
@@ -113,7 +120,8 @@ impl Validator {
                     role,
                 };
                 let before = self.problems.len();
-                let material = self.certificate(&cfield, role, source, trust, structure.as_ref());
+                let (material, revocation) =
+                    self.certificate(&cfield, role, source, trust, structure.as_ref());
                 if let Some(m) = &material {
                     let place = format!("tenant {} {}", t.id, role);
                     if let Some(other) = seen_certs.insert(m.info.sha256.clone(), place) {
@@ -154,6 +162,7 @@ impl Validator {
                     not_after: info.map(|i| i.not_after),
                     days_left: info.map(|i| i.days_left(self.now)),
                     status,
+                    revocation,
                 });
                 if let Some(m) = material {
                     certificates.insert(role, m);

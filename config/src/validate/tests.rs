@@ -901,3 +901,116 @@ fn a_capture_folder_others_may_write_is_refused() {
     let case = Case::new(&text(&file.join("capture")));
     case.error("capture.dir", &["is not a folder"]);
 }
+
+/// Issue 15, point 6: each row says what the CRLs say and which file said it; "not
+/// checked" when no configured CRL speaks for the certificate.
+#[test]
+fn each_certificate_row_carries_its_revocation_status_and_source() {
+    use crate::report::RevocationStatus;
+    let m = pki();
+    let crl = m.path(&m.ca.org_crl);
+    // The sandbox: the ORG CRL covers every tenant certificate.
+    let case = Case::new(&sandbox_text(&m));
+    assert!(!case.inspection.certificates.is_empty());
+    for row in &case.inspection.certificates {
+        let r = row.revocation.as_ref().expect("read");
+        assert_eq!(r.status, RevocationStatus::Good, "{row:?}");
+        assert_eq!(r.source.as_deref(), Some(crl.as_path()));
+        assert!(r.to_string().starts_with("good (CRL "), "{r}");
+    }
+    // No CRL: said so, not "good".
+    let text = sandbox_text(&m).replace(&format!("crls = [\"{}\"]", crl.display()), "crls = []");
+    let case = Case::new(&text);
+    assert!(!case.inspection.has_errors(), "{}", case.listing());
+    for row in &case.inspection.certificates {
+        let r = row.revocation.as_ref().expect("read");
+        assert_eq!(r.status, RevocationStatus::NotChecked, "{row:?}");
+        assert_eq!(r.source, None);
+        assert_eq!(r.to_string(), "not checked");
+    }
+    // The CRL's revoked fixture as tenant A's dmp_auth: revoked, with the date and file.
+    let revoked = &m.bad["revoked"].files;
+    let a = &m.tenants[0].dmp_auth;
+    let text = sandbox_text(&m)
+        .replacen(
+            &m.path(&a.cert).display().to_string(),
+            &m.path(&revoked.cert).display().to_string(),
+            1,
+        )
+        .replacen(
+            &m.path(&a.chain).display().to_string(),
+            &m.path(&revoked.chain).display().to_string(),
+            1,
+        )
+        .replacen(
+            &m.path(&a.key).display().to_string(),
+            &m.path(&revoked.key).display().to_string(),
+            1,
+        );
+    let case = Case::new(&text);
+    let row = case
+        .inspection
+        .certificates
+        .iter()
+        .find(|c| c.tenant == m.tenants[0].id && c.role == crate::CertRole::DmpAuth)
+        .expect("row");
+    let r = row.revocation.as_ref().expect("read");
+    assert_eq!(r.status, RevocationStatus::Revoked, "{}", case.listing());
+    assert_eq!(r.source.as_deref(), Some(crl.as_path()));
+    assert!(r.revoked_on.is_some());
+    assert!(r.to_string().starts_with("REVOKED on "), "{r}");
+}
+
+/// `inspect_candidate` checks other files in place of one (tenant, role)'s with every
+/// rule, and blames the candidate: what `passerelle install` relies on.
+#[test]
+fn a_candidate_is_checked_in_place_of_the_configured_files() {
+    use crate::file::CertSource;
+    use crate::{Candidate, CertRole, CertificateKey};
+    let m = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("passerelle.toml");
+    std::fs::write(&path, sandbox_text(&m)).expect("write");
+    let now = time::OffsetDateTime::now_utc();
+    let a = &m.tenants[0];
+    let candidate = |leaf: &passerelle_certs_test::LeafFiles| Candidate {
+        tenant: a.id.clone(),
+        role: CertRole::DmpAuth,
+        source: CertSource {
+            cert: Some(m.path(&leaf.cert)),
+            chain: Some(m.path(&leaf.chain)),
+            key: Some(m.path(&leaf.key)),
+            ..CertSource::default()
+        },
+    };
+    // Its own files: nothing to say.
+    let same = super::inspect_candidate(&path, now, candidate(&a.dmp_auth));
+    assert!(!same.has_errors(), "{:?}", same.problems);
+    // The INSi certificate as dmp_auth: refused, and the problems name the candidate.
+    let wrong = super::inspect_candidate(&path, now, candidate(&a.insi_auto));
+    let key = CertificateKey {
+        tenant: a.id.clone(),
+        role: CertRole::DmpAuth,
+    };
+    let ours: Vec<_> = wrong
+        .problems
+        .iter()
+        .filter(|p| p.certificate.as_ref() == Some(&key) && p.severity == Severity::Error)
+        .collect();
+    assert!(
+        ours.iter()
+            .any(|p| p.message.contains("this is an INSi certificate")
+                && p.file == m.path(&a.insi_auto.cert)),
+        "{:?}",
+        wrong.problems
+    );
+    // The row shows the candidate, and the configured file on disk did not matter.
+    let row = wrong
+        .certificates
+        .iter()
+        .find(|c| c.tenant == a.id && c.role == CertRole::DmpAuth)
+        .expect("row");
+    assert_eq!(row.subject_cn.as_deref(), Some("INSI-AUTO"));
+    // Without a candidate, the same configuration is fine.
+    assert!(!inspect(&path).has_errors());
+}

@@ -2,6 +2,9 @@
 //! with `--online`, then one TLS handshake per tenant certificate and upstream
 //! ([`passerelle_proxy::probe`]).
 //!
+//! Each row says the certificate's revocation status and its source: the `[trust]
+//! crls` file signed by its issuer that answered, or "not checked" when none does.
+//!
 //! Exit status: 0 when there is no error (warnings allowed), 1 when there is one
 //! (an online probe that fails is one).
 
@@ -95,7 +98,7 @@ fn json_report(config: &std::path::Path, inspection: &Inspection, online: &Onlin
     text
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "TENANT",
     "ROLE",
     "SUBJECT CN",
@@ -104,10 +107,11 @@ const HEADERS: [&str; 9] = [
     "SERIAL",
     "NOT AFTER",
     "DAYS",
+    "REVOCATION",
     "STATUS",
 ];
 
-fn row(c: &CertificateReport) -> [String; 9] {
+fn row(c: &CertificateReport) -> [String; 10] {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     [
         c.tenant.clone(),
@@ -122,12 +126,17 @@ fn row(c: &CertificateReport) -> [String; 9] {
         c.days_left
             .map(|d| d.to_string())
             .unwrap_or_else(|| "-".into()),
+        // "not checked" is said outright: no CRL configured is not "good".
+        c.revocation
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "-".into()),
         c.status.to_string(),
     ]
 }
 
 fn table_report(config: &std::path::Path, inspection: &Inspection) -> String {
-    let rows: Vec<[String; 9]> = inspection.certificates.iter().map(row).collect();
+    let rows: Vec<[String; 10]> = inspection.certificates.iter().map(row).collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -2,7 +2,10 @@
 
 pub mod audit;
 pub mod check;
+pub mod csr;
 pub mod health;
+pub mod install;
+mod lifecycle;
 pub mod logs;
 pub mod run;
 pub mod token;
