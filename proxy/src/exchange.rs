@@ -189,6 +189,9 @@ pub struct Exchange {
     /// The `[[clients]]` name.
     pub client: Option<String>,
     pub tenant: Option<TenantId>,
+    /// The `X-Passerelle-Tenant` header as the client sent it (bounded): what a refused
+    /// attempt asked for, recorded when no tenant was granted.
+    pub tenant_asked: Option<String>,
     pub route: Option<Route>,
     pub operation: Operation,
     /// `wsa:Action` as the internal system sent it (audit trail).

@@ -98,6 +98,10 @@ async fn run(
     let state = proxy.state();
     let mut exchange = Exchange::new(id);
     exchange.peer = Some(peer);
+    exchange.tenant_asked = req
+        .headers()
+        .get(crate::access::TENANT_HEADER)
+        .map(|v| bounded(&String::from_utf8_lossy(v.as_bytes()), MAX_AUDIT_TENANT));
     let result = phases(&proxy, &state, peer, cert.as_deref(), req, &mut exchange).await;
     let (mut response, failure) = match result {
         Ok(r) => (r, None),
@@ -455,6 +459,9 @@ fn returned_ins(body: &ProxyBody) -> Option<(String, String)> {
 /// text, of any length its body allowed.
 const MAX_AUDIT_ACTION: usize = 256;
 
+/// The longest tenant a refused attempt's audit line keeps (the client's header text).
+const MAX_AUDIT_TENANT: usize = 64;
+
 /// `text`, cut to `max` characters (marked with `…`).
 fn bounded(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -556,11 +563,11 @@ async fn record(
                 request_id: exchange.request_id.clone(),
                 message_id: attempt.message_id.clone(),
                 client: exchange.client.clone().unwrap_or_default(),
-                tenant: exchange
-                    .tenant
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+                // Granted, or (a refused attempt) what the client asked for.
+                tenant: exchange.tenant.as_ref().map_or_else(
+                    || exchange.tenant_asked.clone().unwrap_or_default(),
+                    ToString::to_string,
+                ),
                 structure: exchange.structure().to_string(),
                 service: service.clone(),
                 action: bounded(exchange.action.as_deref().unwrap_or(""), MAX_AUDIT_ACTION),

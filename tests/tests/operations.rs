@@ -764,6 +764,7 @@ async fn refused_attempts_are_audited_and_anonymous_ones_are_bounded() {
     let r = &refusals[0];
     assert_eq!(r["client"], "sandbox", "{r}");
     assert_eq!(r["service"], "insi", "{r}");
+    assert_eq!(r["tenant"], "ch-unknown", "the tenant asked: {r}");
     assert_eq!(r["source"], "127.0.0.1", "{r}");
     assert_eq!(r["sent_upstream"], false, "{r}");
     assert_eq!(r["upstream_status"], 0, "{r}");

@@ -45,6 +45,8 @@ pub struct AuditRecord {
     /// WS-Addressing MessageID sent upstream.
     pub message_id: String,
     pub client: String,
+    /// The tenant granted; for a refused attempt that got none, the `X-Passerelle-Tenant`
+    /// the client asked for (its text, cut to 64 characters), if any.
     pub tenant: String,
     /// Structure id the request acted under (VIHF `Identifiant_Structure`; INSi: Emetteur).
     pub structure: String,
