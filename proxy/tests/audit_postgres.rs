@@ -439,3 +439,71 @@ async fn a_role_with_only_insert_and_select_writes_and_verifies() {
         "no DELETE"
     );
 }
+
+/// `check --online`'s look at the audit database: it reads, never writes, and names
+/// what to fix: the password file, a missing grant, or a database that does not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_online_check_names_the_password_the_grant_or_the_database_at_fault() {
+    let mut pg = TestPostgres::start().expect("PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = sink(&pg, dir.path(), OnAuditFailure::Refuse);
+
+    let fresh = postgres::probe(&owner).await;
+    assert!(fresh.ok, "{fresh:?}");
+    assert!(fresh.message.contains("no schema yet"), "{fresh:?}");
+    let tables = pg
+        .psql(
+            "passerelle",
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'passerelle%'",
+        )
+        .expect("count tables");
+    assert_eq!(tables.trim(), "0", "the probe created nothing");
+
+    let trail = PgTrail::open(&owner).expect("open");
+    until("schema created", || trail.status().up).await;
+    drop(trail);
+    let migrated = postgres::probe(&owner).await;
+    assert!(migrated.ok, "{migrated:?}");
+    assert!(
+        migrated.message.contains("INSERT and SELECT granted"),
+        "{migrated:?}"
+    );
+
+    let wrong = PostgresAudit {
+        password: Some(zeroize::Zeroizing::new("not-the-password".into())),
+        ..owner.clone()
+    };
+    let refused = postgres::probe(&wrong).await;
+    assert!(!refused.ok);
+    assert_eq!(
+        refused.setting.as_deref(),
+        Some("audit.password_file"),
+        "{refused:?}"
+    );
+    assert!(!refused.message.contains("not-the-password"), "{refused:?}");
+
+    pg.psql(
+        "passerelle",
+        "CREATE ROLE reader LOGIN PASSWORD 'reader-password'; \
+         GRANT SELECT ON passerelle_audit, passerelle_audit_head, passerelle_schema TO reader",
+    )
+    .expect("grants");
+    let reader = PostgresAudit {
+        url: owner.url.replace("passerelle@", "reader@"),
+        password: Some(zeroize::Zeroizing::new("reader-password".into())),
+        ..owner.clone()
+    };
+    let short = postgres::probe(&reader).await;
+    assert!(!short.ok, "{short:?}");
+    assert_eq!(
+        short.setting.as_deref(),
+        Some("database grants"),
+        "{short:?}"
+    );
+    assert!(short.message.contains("INSERT"), "{short:?}");
+
+    pg.stop().expect("stop");
+    let down = postgres::probe(&owner).await;
+    assert!(!down.ok, "{down:?}");
+    assert!(down.setting.is_some(), "{down:?}");
+}

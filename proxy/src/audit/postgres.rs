@@ -170,6 +170,189 @@ where
     });
 }
 
+/// What `passerelle check --online` learnt of the audit database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    /// The configured URL (it holds no password: the configuration refuses one).
+    pub url: String,
+    pub ok: bool,
+    /// The setting or grant to fix, for an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
+    /// What was found, for people.
+    pub message: String,
+}
+
+/// Privileges writing records takes once the schema exists: (table, privilege).
+const NEEDED: [(&str, &str); 5] = [
+    ("passerelle_audit", "INSERT"),
+    ("passerelle_audit", "SELECT"),
+    ("passerelle_audit_head", "SELECT"),
+    ("passerelle_audit_head", "UPDATE"),
+    ("passerelle_schema", "SELECT"),
+];
+
+/// Connects as the proxy would and reads, without writing: the schema version, the
+/// privileges of the role on each table, and whether the session is encrypted.
+pub async fn probe(config: &PostgresAudit) -> Probe {
+    let url = config.url.clone();
+    let error = |setting: &str, message: String| Probe {
+        url: url.clone(),
+        ok: false,
+        setting: Some(setting.to_string()),
+        message,
+    };
+    let client = match tokio::time::timeout(Duration::from_secs(10), connect(config, || {})).await {
+        Err(_) => return error("audit.url", "no answer within 10 s".to_string()),
+        Ok(Err(e)) => {
+            // 28P01 invalid_password, 28000 invalid_authorization_specification.
+            let setting = match e.sqlstate() {
+                Some("28P01") if config.password.is_some() => "audit.password_file",
+                _ => "audit.url",
+            };
+            return error(setting, format!("cannot connect: {e}"));
+        }
+        Ok(Ok(client)) => client,
+    };
+    match inspect(&client).await {
+        Ok(found) => found.judge(url),
+        Err(e) => error("audit.url", format!("connected, then: {e}")),
+    }
+}
+
+impl PgError {
+    fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Db(e) => e.code().map(tokio_postgres::error::SqlState::code),
+            _ => None,
+        }
+    }
+}
+
+/// The facts [`probe`] reads.
+struct Found {
+    role: String,
+    /// `None`: no `passerelle_schema` table yet.
+    version: Option<i32>,
+    can_create: bool,
+    missing: Vec<String>,
+    encrypted: bool,
+}
+
+async fn inspect(client: &Client) -> Result<Found, PgError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, \
+                    coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), \
+                    to_regclass('passerelle_schema') IS NOT NULL, \
+                    coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .await?;
+    let (role, can_create, exists, encrypted): (String, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let mut found = Found {
+        role,
+        version: None,
+        can_create,
+        missing: Vec::new(),
+        encrypted,
+    };
+    if !exists {
+        return Ok(found);
+    }
+    found.version = Some(
+        client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM passerelle_schema",
+                &[],
+            )
+            .await?
+            .get(0),
+    );
+    for (table, privilege) in NEEDED {
+        let granted: bool = client
+            .query_one(
+                "SELECT CASE WHEN to_regclass($1::text) IS NULL THEN false \
+                 ELSE has_table_privilege($1::text, $2::text) END",
+                &[&table, &privilege],
+            )
+            .await?
+            .get(0);
+        if !granted {
+            found.missing.push(format!("{privilege} on {table}"));
+        }
+    }
+    Ok(found)
+}
+
+impl Found {
+    fn judge(self, url: String) -> Probe {
+        let latest = schema_version();
+        let tls = if self.encrypted {
+            "TLS"
+        } else {
+            "not encrypted"
+        };
+        let (ok, setting, message) = match self.version {
+            None if self.can_create => (
+                true,
+                None,
+                format!(
+                    "role {}, {tls}: no schema yet, Passerelle creates it (version {latest}) at its first start",
+                    self.role
+                ),
+            ),
+            None => (
+                false,
+                Some("database grants"),
+                format!(
+                    "role {} may not create tables and the schema does not exist: start once with the owner's role, or GRANT CREATE",
+                    self.role
+                ),
+            ),
+            Some(v) if v > latest => (
+                false,
+                Some("passerelle version"),
+                format!(
+                    "schema version {v} was written by a newer Passerelle (this one writes {latest}): upgrade this instance"
+                ),
+            ),
+            Some(v) if v < latest && !self.can_create => (
+                false,
+                Some("database grants"),
+                format!(
+                    "schema version {v}, this Passerelle migrates to {latest} at start and role {} may not: run it once with the owner's role",
+                    self.role
+                ),
+            ),
+            Some(_) if !self.missing.is_empty() => (
+                false,
+                Some("database grants"),
+                format!(
+                    "role {} lacks {}: records could not be written",
+                    self.role,
+                    self.missing.join(", ")
+                ),
+            ),
+            Some(v) => (
+                true,
+                None,
+                format!(
+                    "role {}, {tls}, schema version {v} (this Passerelle writes {latest}), INSERT and SELECT granted",
+                    self.role
+                ),
+            ),
+        };
+        Probe {
+            url,
+            ok,
+            setting: setting.map(str::to_string),
+            message,
+        }
+    }
+}
+
 /// Brings the schema to [`schema_version`].
 pub async fn migrate(client: &mut Client) -> Result<(), PgError> {
     let tx = client.transaction().await?;

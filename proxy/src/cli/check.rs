@@ -6,13 +6,15 @@
 //! crls` file signed by its issuer that answered, or "not checked" when none does.
 //!
 //! Exit status: 0 when there is no error (warnings allowed), 1 when there is one
-//! (an online probe that fails is one).
+//! (an online probe that fails is one). With `[audit] sink = "postgres"`, `--online`
+//! also connects to the audit database and reads its schema version and grants.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use passerelle_config::{CertificateReport, Inspection, Severity};
+use passerelle_config::{AuditSink, CertificateReport, Inspection, Severity};
+use passerelle_proxy::audit::{self, postgres::Probe as AuditProbe};
 use passerelle_proxy::probe::{self, Outcome, Probe};
 
 #[derive(Debug, clap::Args)]
@@ -35,7 +37,8 @@ enum Online {
     NotAsked,
     /// Not run: the configuration does not load.
     Skipped(&'static str),
-    Probes(Vec<Probe>),
+    /// The handshakes, and the audit database's probe when `[audit] sink = "postgres"`.
+    Probes(Vec<Probe>, Option<AuditProbe>),
 }
 
 impl Online {
@@ -43,7 +46,10 @@ impl Online {
         match self {
             Self::NotAsked => false,
             Self::Skipped(_) => true,
-            Self::Probes(p) => p.iter().any(|p| p.outcome == Outcome::Error),
+            Self::Probes(p, audit) => {
+                p.iter().any(|p| p.outcome == Outcome::Error)
+                    || audit.as_ref().is_some_and(|a| !a.ok)
+            }
         }
     }
 }
@@ -60,9 +66,19 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(runtime) => Online::Probes(
-                runtime.block_on(probe::probe_all(config, time::OffsetDateTime::now_utc())),
-            ),
+            Ok(runtime) => runtime.block_on(async {
+                let audit = async {
+                    match &config.audit.sink {
+                        AuditSink::Postgres(pg) => Some(audit::postgres::probe(pg).await),
+                        AuditSink::File => None,
+                    }
+                };
+                let (probes, audit) = tokio::join!(
+                    probe::probe_all(config, time::OffsetDateTime::now_utc()),
+                    audit
+                );
+                Online::Probes(probes, audit)
+            }),
             Err(_) => Online::Skipped("cannot start the async runtime"),
         },
     };
@@ -90,7 +106,12 @@ fn json_report(config: &std::path::Path, inspection: &Inspection, online: &Onlin
     match online {
         Online::NotAsked => {}
         Online::Skipped(why) => value["online"] = serde_json::json!({ "skipped": why }),
-        Online::Probes(p) => value["online"] = serde_json::json!(p),
+        Online::Probes(p, audit) => {
+            value["online"] = serde_json::json!(p);
+            if let Some(audit) = audit {
+                value["audit_database"] = serde_json::json!(audit);
+            }
+        }
     }
     let mut text =
         serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
@@ -189,10 +210,10 @@ fn table_report(config: &std::path::Path, inspection: &Inspection) -> String {
 
 /// The online probes: one line each, then the failures with the setting to fix.
 fn online_report(online: &Online) -> String {
-    let probes = match online {
+    let (probes, audit) = match online {
         Online::NotAsked => return String::new(),
         Online::Skipped(why) => return format!("\nonline checks not run: {why}\n"),
-        Online::Probes(p) => p,
+        Online::Probes(p, audit) => (p, audit),
     };
     let mut out = String::from(
         "\nonline checks (TLS handshake with each tenant certificate, nothing sent):\n",
@@ -235,5 +256,16 @@ fn online_report(online: &Online) -> String {
             "upstreams REFUSED"
         }
     ));
+    if let Some(a) = audit {
+        let status = if a.ok { "ok" } else { "ERROR" };
+        let line = match &a.setting {
+            Some(setting) => format!("{setting}: {}", a.message),
+            None => a.message.clone(),
+        };
+        out.push_str(&format!(
+            "\naudit database (read only, nothing written):\n  {status:<7}  {}  {line}\n",
+            a.url
+        ));
+    }
     out
 }
