@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use passerelle_certs_test::{
-    CsrProfile, IssuerChoiceArg, OutputFormat, PkiOptions, SignCsrOptions, generate, sign_csr,
+    CrlIssuer, CrlOptions, CsrProfile, IssuerChoiceArg, OutputFormat, PkiOptions, SignCsrOptions,
+    generate, sign_csr, write_crl,
 };
 
 /// Write a test PKI shaped like the IGC-Santé TEST hierarchy: root, ORG and server
@@ -42,6 +43,35 @@ enum Command {
     /// Act as the test CA: sign a CSR (e.g. from `passerelle csr`) with the PKI's ORG
     /// intermediate, under the ORG AUTH_CLI or ORG SIGN profile.
     SignCsr(SignCsrArgs),
+    /// Write a CRL of the PKI's ORG intermediate (or of a throwaway CA with the same
+    /// names): the serials revoked, its times and number chosen.
+    Crl(CrlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CrlArgs {
+    /// The test PKI directory (as written by `--out`).
+    #[arg(long, value_name = "DIR")]
+    pki: PathBuf,
+    /// The CRL to write: PEM, or DER when the name ends in `.der`.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// A serial to revoke, hexadecimal (repeatable).
+    #[arg(long = "revoke", value_name = "SERIAL")]
+    revoked: Vec<String>,
+    /// thisUpdate, seconds from now.
+    #[arg(long, default_value_t = -60, allow_negative_numbers = true)]
+    this_update: i64,
+    /// nextUpdate, seconds from now (negative: a stale CRL).
+    #[arg(long, default_value_t = 24 * 3600, allow_negative_numbers = true)]
+    next_update: i64,
+    /// The CRL number.
+    #[arg(long, default_value_t = 2)]
+    number: u64,
+    /// `foreign`: a throwaway CA with the ORG intermediate's names (a bad signature);
+    /// `root`: the root (another CA's CRL).
+    #[arg(long, value_enum, default_value = "org")]
+    issuer: CrlIssuer,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,13 +143,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Crl(a)) => {
+            let options = CrlOptions {
+                pki: a.pki,
+                out: a.out.clone(),
+                revoked: a.revoked,
+                this_update: a.this_update,
+                next_update: a.next_update,
+                number: a.number,
+                issuer: a.issuer,
+            };
+            match write_crl(&options) {
+                Ok(_) => {
+                    println!("CRL number {} -> {}", options.number, a.out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("passerelle-certs-test crl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => generate_pki(cli.generate),
     }
 }
 
 fn generate_pki(args: GenerateArgs) -> ExitCode {
     let Some(out) = args.out else {
-        eprintln!("passerelle-certs-test: --out DIR is required (or use a subcommand: sign-csr)");
+        eprintln!(
+            "passerelle-certs-test: --out DIR is required (or use a subcommand: sign-csr, crl)"
+        );
         return ExitCode::FAILURE;
     };
     let started = std::time::Instant::now();

@@ -143,43 +143,7 @@ pub fn sign_csr(options: &SignCsrOptions) -> Result<SignedCsr> {
     };
     apply_profile(params, profile, not_before, not_after);
 
-    let (ca_params, ca_key, ca_pem) = match options.issuer {
-        IssuerChoiceArg::Org => {
-            let manifest = Manifest::load(&options.pki)?;
-            let key_path = manifest.path(&manifest.ca.org_intermediate_key);
-            let cert_path = manifest.path(&manifest.ca.org_intermediate);
-            let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-            let ca_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-            let key = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)?;
-            (org_params(), key, ca_pem)
-        }
-        IssuerChoiceArg::Foreign => {
-            // Same names as the real test hierarchy, other keys (2048 bits: only the
-            // names matter here, and a 4096-bit key costs seconds in debug builds).
-            let not_before = now_seconds() - Duration::days(1);
-            let root = Builder::make_ca(
-                "TEST AC RACINE IGC-SANTE ELEMENTAIRE",
-                None,
-                BasicConstraints::Unconstrained,
-                new_key(2048)?,
-                not_before,
-                not_before + Duration::days(20 * 365),
-            )?;
-            let org = Builder::make_ca(
-                "TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS",
-                Some(&root),
-                BasicConstraints::Constrained(0),
-                new_key(2048)?,
-                not_before,
-                not_before + Duration::days(10 * 365),
-            )?;
-            let (key, _) = rcgen_key(
-                &openssl::pkey::PKey::private_key_from_pem(org.key_pem.as_bytes())
-                    .map_err(ossl("reading the throwaway CA key"))?,
-            )?;
-            (org.params, key, org.pem)
-        }
-    };
+    let (ca_params, ca_key, ca_pem) = ca(&options.pki, options.issuer)?;
     // The issuer is rebuilt from the CA's own parameters (names, key identifier
     // method), not parsed back from its certificate: its DN has two OUs, which a
     // parsed-back name would merge.
@@ -219,6 +183,50 @@ pub fn sign_csr(options: &SignCsrOptions) -> Result<SignedCsr> {
         serial: serial_hex.trim_start_matches('0').to_uppercase(),
         subject,
     })
+}
+
+/// The signing CA: its parameters, key and certificate (PEM).
+pub(crate) fn ca(
+    pki: &Path,
+    choice: IssuerChoiceArg,
+) -> Result<(CertificateParams, KeyPair, String)> {
+    match choice {
+        IssuerChoiceArg::Org => {
+            let manifest = Manifest::load(pki)?;
+            let key_path = manifest.path(&manifest.ca.org_intermediate_key);
+            let cert_path = manifest.path(&manifest.ca.org_intermediate);
+            let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+            let ca_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+            let key = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)?;
+            Ok((org_params(), key, ca_pem))
+        }
+        IssuerChoiceArg::Foreign => {
+            // Same names as the real test hierarchy, other keys (2048 bits: only the
+            // names matter here, and a 4096-bit key costs seconds in debug builds).
+            let not_before = now_seconds() - Duration::days(1);
+            let root = Builder::make_ca(
+                "TEST AC RACINE IGC-SANTE ELEMENTAIRE",
+                None,
+                BasicConstraints::Unconstrained,
+                new_key(2048)?,
+                not_before,
+                not_before + Duration::days(20 * 365),
+            )?;
+            let org = Builder::make_ca(
+                "TEST AC IGC-SANTE ELEMENTAIRE ORGANISATIONS",
+                Some(&root),
+                BasicConstraints::Constrained(0),
+                new_key(2048)?,
+                not_before,
+                not_before + Duration::days(10 * 365),
+            )?;
+            let (key, _) = rcgen_key(
+                &openssl::pkey::PKey::private_key_from_pem(org.key_pem.as_bytes())
+                    .map_err(ossl("reading the throwaway CA key"))?,
+            )?;
+            Ok((org.params, key, org.pem))
+        }
+    }
 }
 
 /// The ORG intermediate's parameters as [`Builder::new`] makes them: what an issuer

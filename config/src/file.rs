@@ -231,6 +231,63 @@ pub struct TrustSection {
     pub intermediates: Vec<PathBuf>,
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// `[trust.crl_download]`: CRLs fetched over HTTP and kept fresh, besides `crls`.
+    pub crl_download: Option<CrlDownloadSection>,
+}
+
+/// `[trust.crl_download]`: where the CRLs come from, where the last good copies are
+/// kept, and how often they are fetched again.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CrlDownloadSection {
+    /// The folder holding the last good copy of each CRL (relative to the configuration).
+    #[serde(default = "default_crl_directory")]
+    pub directory: PathBuf,
+    /// Also fetch the CRL distribution points named by the anchors, intermediates and
+    /// tenant certificates.
+    #[serde(default = "default_true")]
+    pub discover: bool,
+    /// CRL URLs fetched besides the discovered ones (`http://` only: a CRL is signed).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Time between two fetches of one CRL (randomised down to 3/4 of it); a CRL whose
+    /// `nextUpdate` comes sooner is fetched then.
+    #[serde(default = "default_crl_refresh")]
+    pub refresh: String,
+    /// Wait before trying a failed download again (doubled per failure, up to 2 hours).
+    #[serde(default = "default_crl_retry")]
+    pub retry: String,
+    /// Time one download may take.
+    #[serde(default = "default_crl_timeout")]
+    pub timeout: String,
+    /// The largest CRL accepted.
+    #[serde(default = "default_crl_max_bytes")]
+    pub max_bytes: u64,
+    /// `proxy` (default when `[egress]` is set) or `direct`.
+    pub egress: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_crl_directory() -> PathBuf {
+    PathBuf::from("crls")
+}
+
+fn default_crl_refresh() -> String {
+    "24h".into()
+}
+
+fn default_crl_retry() -> String {
+    "15m".into()
+}
+
+fn default_crl_timeout() -> String {
+    "30s".into()
+}
+
+fn default_crl_max_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Deserialize)]

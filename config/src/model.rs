@@ -43,6 +43,10 @@ pub struct Config {
     pub capture: Option<Capture>,
     /// `None`: the internal listener is plain HTTP.
     pub listener_tls: Option<ListenerTls>,
+    /// `[trust.crl_download]`, when present.
+    pub crl_download: Option<CrlDownload>,
+    /// Every CRL in use (files and downloaded copies), once each.
+    pub crls: Vec<CrlInUse>,
     /// Warnings found while loading (an expiring certificate, no client declared, ...).
     pub warnings: Vec<Problem>,
 }
@@ -521,5 +525,99 @@ impl Default for DmpPolicy {
             require_geographic: false,
             cda_structure: PolicyMode::Warn,
         }
+    }
+}
+
+/// `[trust.crl_download]`, resolved: the CRLs Passerelle fetches and keeps fresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrlDownload {
+    /// The folder of last good copies, one file per URL ([`CrlDownload::file_for`]).
+    pub directory: PathBuf,
+    /// Every CRL fetched, configured URLs first, then those discovered in the
+    /// certificates; each once.
+    pub sources: Vec<CrlSource>,
+    pub refresh: Duration,
+    /// The first wait after a failed download (then doubled, up to 2 hours).
+    pub retry: Duration,
+    pub timeout: Duration,
+    pub max_bytes: u64,
+    /// The CA certificates (DER) a downloaded CRL must be signed by one of: the
+    /// anchors and intermediates of `[trust]`, the tenants' chains, the upstreams'
+    /// anchors.
+    pub issuers: Vec<Vec<u8>>,
+}
+
+/// One CRL to fetch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrlSource {
+    pub url: url::Url,
+    /// The forward proxy the download goes through; `None`: direct.
+    pub egress: Option<EgressProxy>,
+}
+
+impl CrlDownload {
+    /// The file holding the last good copy of `url`'s CRL.
+    pub fn file_for(&self, url: &url::Url) -> PathBuf {
+        self.directory.join(crl_file_name(url))
+    }
+}
+
+/// `host_path.crl` with every character but letters, digits, `.` and `-` turned into
+/// `_`: readable in a listing, and never a path outside the folder.
+pub fn crl_file_name(url: &url::Url) -> String {
+    let raw = format!("{}{}", url.host_str().unwrap_or("host"), url.path());
+    let mut name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Some(port) = url.port() {
+        name = format!("{name}_{port}");
+    }
+    name.truncate(200);
+    if !name.ends_with(".crl") {
+        name.push_str(".crl");
+    }
+    name
+}
+
+/// An ASN.1 time (a certificate's or a CRL's) as an [`OffsetDateTime`](time::OffsetDateTime).
+pub fn asn1_time(t: &openssl::asn1::Asn1TimeRef) -> Option<time::OffsetDateTime> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(t).ok()?;
+    let seconds = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
+    time::OffsetDateTime::from_unix_timestamp(seconds).ok()
+}
+
+/// A CRL the configuration uses, for the metrics and `/readyz`: where it comes from and
+/// when it must be replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlInUse {
+    /// A `crls` entry, or the download folder's copy.
+    pub file: PathBuf,
+    /// The URL it is downloaded from, for a copy in the download folder.
+    pub url: Option<String>,
+    /// The issuer's name (RFC 2253).
+    pub issuer: String,
+    pub this_update: Option<time::OffsetDateTime>,
+    pub next_update: Option<time::OffsetDateTime>,
+}
+
+impl CrlInUse {
+    /// The URL when downloaded, else the file: a metric label and a readiness line.
+    pub fn source(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| self.file.display().to_string())
+    }
+
+    /// Past its `nextUpdate`: a newer CRL exists that Passerelle has not got.
+    pub fn stale(&self, now: time::OffsetDateTime) -> bool {
+        self.next_update.is_some_and(|n| n < now)
     }
 }

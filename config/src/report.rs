@@ -105,13 +105,17 @@ pub struct CertificateReport {
     pub revocation: Option<Revocation>,
 }
 
-/// Revocation status of one certificate and where it comes from. Today the only
-/// source is a `[trust] crls` file (no download, no OCSP).
+/// Revocation status of one certificate and where it comes from: a `[trust] crls` file
+/// or a copy `[trust.crl_download]` keeps (named by its URL).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Revocation {
     pub status: RevocationStatus,
-    /// The CRL file that answered; `None` when no configured CRL covers the certificate.
+    /// The CRL file that answered (the newest, when several do); `None` when no
+    /// configured CRL covers the certificate.
     pub source: Option<PathBuf>,
+    /// The URL `source` is downloaded from, for a `[trust.crl_download]` copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// When it was revoked (OpenSSL's date form), for `revoked`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_on: Option<String>,
@@ -130,13 +134,15 @@ pub enum RevocationStatus {
 
 impl fmt::Display for Revocation {
     /// `good (CRL ACI-EL-ORG.crl)`, `REVOKED on ... (CRL ...)` or `not checked`: the CRL
-    /// by file name only, for a table cell (the JSON report has the whole path).
+    /// by its URL when downloaded, else by file name only, for a table cell (the JSON
+    /// report has the whole path).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let source = self
-            .source
-            .as_deref()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned());
+        let source = self.url.clone().or_else(|| {
+            self.source
+                .as_deref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        });
         match (self.status, source) {
             (RevocationStatus::NotChecked, _) | (_, None) => f.write_str("not checked"),
             (RevocationStatus::Good, Some(crl)) => write!(f, "good (CRL {crl})"),

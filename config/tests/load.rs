@@ -97,11 +97,7 @@ fn sandbox_loads_into_typed_config() {
 fn invalid_configuration_lists_only_errors() {
     let m = shared_test_pki().expect("PKI");
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(m.path(&m.config))
-        .expect("read")
-        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
-        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()))
-        .replace("request = \"60s\"", "request = \"0s\"");
+    let text = sandbox_text(&m).replace("request = \"60s\"", "request = \"0s\"");
     let path = dir.path().join("p.toml");
     std::fs::write(&path, text).expect("write");
     let err = load(&path).expect_err("zero timeout");
@@ -166,10 +162,7 @@ fn connection_and_body_limits_have_defaults_and_are_validated() {
     assert_eq!(l.max_inflight_body_bytes, 4 * l.max_body_bytes);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = std::fs::read_to_string(m.path(&m.config))
-        .expect("read")
-        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
-        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()));
+    let base = sandbox_text(&m);
     let path = dir.path().join("p.toml");
     let with_listener = |keys: &str, limits: &str| {
         base.replacen("[admin]", &format!("{keys}\n\n[admin]"), 1) + "\n[limits]\n" + limits
@@ -250,10 +243,7 @@ fn dmp_policy_defaults_overrides_and_errors() {
         }
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = std::fs::read_to_string(m.path(&m.config))
-        .expect("read")
-        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
-        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()));
+    let base = sandbox_text(&m);
     let path = dir.path().join("p.toml");
     // [dmp.policy] for all, the first tenant's [tenants.policy] over it, key by key.
     let first_tenant = base.find("[[tenants]]").expect("tenants");
@@ -297,4 +287,117 @@ fn dmp_policy_defaults_overrides_and_errors() {
     let err = load(&path).expect_err("invalid policy").to_string();
     assert!(err.contains("dmp.policy.structure_consistency"), "{err}");
     assert!(err.contains("tenants[0].policy.cda_structure"), "{err}");
+}
+
+/// `[trust.crl_download]`: the distribution points of the configured certificates are
+/// discovered, the CA certificates become the CRLs' possible signers, bad settings are
+/// named by field, and the folder's copies are read like `crls` files: named by their
+/// URL, an orphan and a stale copy warned about.
+#[test]
+fn crl_download_discovers_validates_and_reads_the_folder() {
+    use passerelle_certs_test::{CrlOptions, write_crl};
+    use std::time::Duration;
+    let m = shared_test_pki().expect("PKI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = sandbox_text(&m);
+    let path = dir.path().join("p.toml");
+    let with = |keys: &str| {
+        base.replacen(
+            "\n[dmp]\n",
+            &format!("\n[trust.crl_download]\n{keys}\n\n[dmp]\n"),
+            1,
+        )
+    };
+
+    // Defaults: every leaf names the ORG intermediate's CRL; one source, direct.
+    std::fs::write(&path, with("")).expect("write");
+    let config = load(&path).expect("valid");
+    let plan = config.crl_download.expect("plan");
+    let cdp = "http://igc-sante.esante.gouv.fr/CRL/ACI-EL-ORG-TEST.crl";
+    let urls: Vec<String> = plan.sources.iter().map(|s| s.url.to_string()).collect();
+    assert_eq!(urls, [cdp]);
+    assert!(plan.sources[0].egress.is_none());
+    assert_eq!(plan.directory, dir.path().join("crls"));
+    assert_eq!(plan.refresh, Duration::from_secs(24 * 3600));
+    assert_eq!(plan.retry, Duration::from_secs(15 * 60));
+    assert_eq!(plan.timeout, Duration::from_secs(30));
+    let org = openssl::x509::X509::from_pem(
+        &std::fs::read(m.path(&m.ca.org_intermediate)).expect("read"),
+    )
+    .expect("pem");
+    assert!(
+        plan.issuers.contains(&org.to_der().expect("der")),
+        "the ORG intermediate may sign CRLs"
+    );
+
+    // Bad settings, each named.
+    std::fs::write(
+        &path,
+        with("urls = [\"ldap://ldap.example/cn=crl\", \"https://x.example/a.crl\", \"not a url\"]\nrefresh = \"10s\"\nretry = \"0s\"\nmax_bytes = 10\negress = \"proxy\""),
+    )
+    .expect("write");
+    let err = load(&path).expect_err("invalid").to_string();
+    for field in [
+        "trust.crl_download.urls[0]",
+        "trust.crl_download.urls[1]",
+        "trust.crl_download.urls[2]",
+        "trust.crl_download.refresh",
+        "trust.crl_download.retry",
+        "trust.crl_download.max_bytes",
+        "trust.crl_download.egress",
+    ] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+
+    // A copy for the distribution point, an orphan, and a stale copy.
+    let folder = dir.path().join("crls");
+    std::fs::create_dir_all(&folder).expect("dir");
+    let copy = folder.join(passerelle_config::crl_file_name(&cdp.parse().expect("URL")));
+    let mut options = CrlOptions::new(&m.dir, &copy);
+    options.number = 7;
+    options.this_update = -30;
+    write_crl(&options).expect("crl");
+    options.out = folder.join("old.example_gone.crl");
+    options.this_update = -7200;
+    options.next_update = -3600;
+    write_crl(&options).expect("stale crl");
+    std::fs::write(&path, with("")).expect("write");
+    let inspection = passerelle_config::inspect(&path);
+    let config = inspection.config.expect("valid");
+    let kept = config
+        .crls
+        .iter()
+        .find(|c| c.file == copy)
+        .expect("the copy is in use");
+    assert_eq!(kept.url.as_deref(), Some(cdp));
+    assert_eq!(kept.source(), cdp);
+    let orphan = inspection
+        .problems
+        .iter()
+        .filter(|p| p.file == folder.join("old.example_gone.crl"))
+        .map(|p| p.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        orphan.contains("no configured or discovered URL"),
+        "{orphan}"
+    );
+    assert!(orphan.contains("past its nextUpdate"), "{orphan}");
+    // The newest CRL that covers a tenant certificate is the one the report names.
+    let row = inspection
+        .certificates
+        .iter()
+        .find(|c| c.role == CertRole::DmpAuth)
+        .expect("a dmp_auth row");
+    let revocation = row.revocation.as_ref().expect("revocation");
+    assert_eq!(revocation.url.as_deref(), Some(cdp));
+    assert!(revocation.to_string().contains(cdp), "{revocation}");
+}
+
+/// The sandbox configuration's text with its paths made absolute: to be written anywhere.
+fn sandbox_text(m: &passerelle_certs_test::Manifest) -> String {
+    std::fs::read_to_string(m.path(&m.config))
+        .expect("read")
+        .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
+        .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()))
 }

@@ -21,6 +21,7 @@
 //!   upstream, each failure named by the setting to fix.
 //! - [`state`]: everything above, built once from the configuration.
 //! - [`runtime`]: the state in force (swapped whole on reload), limits, metrics, audit.
+//! - [`crl`]: `[trust.crl_download]`: CRLs fetched, verified and kept fresh.
 //! - [`audit`]: the audit trail, one JSON line per upstream exchange.
 //! - [`capture`]: the homologation capture (`[capture]`): requests and answers of listed
 //!   clients written to private files, until a set time.
@@ -34,6 +35,7 @@ pub mod api;
 pub mod audit;
 pub mod body;
 pub mod capture;
+pub mod crl;
 pub mod dmp;
 pub mod egress;
 pub mod exchange;

@@ -129,6 +129,8 @@ pub struct Metrics {
     pub draining: AtomicBool,
     /// Homologation capture files written, and capture writes that failed.
     pub capture: Arc<crate::capture::CaptureCounters>,
+    /// `[trust.crl_download]`: downloads per URL, and the last failure.
+    pub crl: crate::crl::CrlStatus,
     /// (tenant, client, service, action, outcome) -> count.
     requests: DashMap<RequestKey, AtomicU64>,
     /// service -> whole request latency.
@@ -447,6 +449,7 @@ impl Metrics {
             );
         }
         self.render_certificates(&mut out, state, now);
+        self.render_crls(&mut out, state, now);
         head(
             &mut out,
             "passerelle_reloads_total",
@@ -578,6 +581,43 @@ impl Metrics {
                     label(c.tenant.as_str()),
                     c.role,
                     value(c, now)
+                );
+            }
+        }
+    }
+
+    /// Every CRL in use: seconds to its `nextUpdate`; and the downloads per URL.
+    fn render_crls(&self, out: &mut String, state: &ProxyState, now: OffsetDateTime) {
+        let name = "passerelle_crl_next_update_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Seconds until each CRL in use must be replaced (its nextUpdate; negative: stale, revocations since are not seen), by URL for a downloaded copy, else by file.\n# TYPE {name} gauge"
+        );
+        for c in &state.config.crls {
+            if let Some(next) = c.next_update {
+                let _ = writeln!(
+                    out,
+                    "{name}{{crl=\"{}\"}} {}",
+                    label(&c.source()),
+                    (next - now).whole_seconds()
+                );
+            }
+        }
+        let name = "passerelle_crl_downloads_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} CRL downloads by URL and outcome (updated, unchanged, failed).\n# TYPE {name} counter"
+        );
+        for (url, s) in self.crl.snapshot() {
+            for (outcome, n) in [
+                ("updated", s.updated),
+                ("unchanged", s.unchanged),
+                ("failed", s.failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{crl=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    label(&url)
                 );
             }
         }

@@ -408,9 +408,10 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
     let none_usable = !degraded.is_empty() && !state.can_serve(now);
     // Served, records spooled: ready, but an operator must know.
     let spooling = !audit.up || audit.spooled > 0;
+    let crls = crl_lines(proxy, state, now);
     let mut body = String::from(if none_usable {
         "not ready: no usable certificate\n"
-    } else if degraded.is_empty() && !spooling {
+    } else if degraded.is_empty() && !spooling && crls.is_empty() {
         "ready\n"
     } else {
         "ready, degraded\n"
@@ -431,12 +432,64 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             why.code()
         ));
     }
-    let status = if none_usable || strict && (!degraded.is_empty() || spooling) {
+    for line in &crls {
+        body.push_str(line);
+    }
+    let status = if none_usable || strict && (!degraded.is_empty() || spooling || !crls.is_empty())
+    {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     text(status, "text/plain", body)
+}
+
+/// The CRLs an operator must look at: in use past their `nextUpdate`, and downloads
+/// with no copy yet. Revocation still works with the copy kept, so the instance stays
+/// ready (`strict` aside).
+fn crl_lines(proxy: &Proxy, state: &ProxyState, now: time::OffsetDateTime) -> Vec<String> {
+    let mut out: Vec<String> = state
+        .config
+        .crls
+        .iter()
+        .filter(|c| c.stale(now))
+        .map(|c| {
+            format!(
+                "degraded crl {}: past its nextUpdate ({}): revocations published since are not seen{}\n",
+                c.source(),
+                c.next_update
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default(),
+                if c.url.is_some() {
+                    "; the downloads fail (see \"CRL download failed\" in the log)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    if let Some(plan) = &state.config.crl_download {
+        let failing = proxy.metrics.crl.snapshot();
+        for source in &plan.sources {
+            let url = source.url.to_string();
+            let kept = state
+                .config
+                .crls
+                .iter()
+                .any(|c| c.url.as_deref() == Some(&url));
+            if let Some(error) = failing
+                .iter()
+                .find(|(u, _)| *u == url)
+                .and_then(|(_, s)| s.last_error.as_ref())
+                .filter(|_| !kept)
+            {
+                out.push(format!(
+                    "degraded crl {url}: no copy downloaded yet: {error}\n"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Admin routes: `/healthz`, `/readyz[?strict]`, `/metrics` (Prometheus text) and

@@ -58,10 +58,15 @@ impl ForwardProxy {
 
     /// The CONNECT requests tinyproxy logged.
     pub fn connects(&self) -> Vec<String> {
+        self.requests("CONNECT")
+    }
+
+    /// The requests of `method` (`CONNECT`, `GET`, ...) tinyproxy logged.
+    pub fn requests(&self, method: &str) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("tinyproxy.log"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("Request") && l.contains("CONNECT "))
+            .filter(|l| l.contains("Request") && l.contains(&format!("{method} ")))
             .map(str::to_string)
             .collect()
     }

@@ -4,6 +4,8 @@
 //! sockets in one process; plus an internal-system client and the sample messages the
 //! tests send.
 
+pub mod binaries;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

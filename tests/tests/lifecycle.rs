@@ -8,61 +8,18 @@
 //! passerelle-certs-test --bins`) into the workspace's own target folder.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use passerelle_certs_test::{ConfigAddresses, Manifest, shared_test_pki};
+use passerelle_e2e::binaries::{Passerelle, run, sandbox_config_elsewhere, text};
 use passerelle_e2e::{SOAP_CT, TOKEN, messages, spec};
 use passerelle_mocks::faults::{FaultSpec, Faults};
 use passerelle_mocks::server::Running;
 
 const TENANT: &str = "ch-test-a";
-
-/// The workspace's binaries, built once for this test run.
-fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&workspace)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "passerelle-proxy",
-                "-p",
-                "passerelle-certs-test",
-                "--bins",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the binaries failed");
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"))
-            .join("debug")
-    });
-    dir.join(name)
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(bin(program))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A private configuration folder: tenant A's PEM files copied under `tenants/a/`
 /// (relative paths), tenant B's PKCS#12 under `tenants/b/`, everything else pointing
@@ -102,26 +59,7 @@ impl Site {
                 },
             )
             .expect("config");
-        let mut doc: toml::Table = std::fs::read_to_string(&written)
-            .expect("read")
-            .parse()
-            .expect("TOML");
-        let _ = std::fs::remove_file(&written);
-        fn absolute(v: &mut toml::Value, base: &Path) {
-            match v {
-                toml::Value::String(s) if !s.is_empty() && base.join(&*s).is_file() => {
-                    *s = base.join(&*s).display().to_string();
-                }
-                toml::Value::Array(a) => a.iter_mut().for_each(|v| absolute(v, base)),
-                toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| absolute(v, base)),
-                _ => {}
-            }
-        }
-        let mut value = toml::Value::Table(doc.clone());
-        absolute(&mut value, &pki.dir);
-        if let toml::Value::Table(t) = value {
-            doc = t;
-        }
+        let mut doc = sandbox_config_elsewhere(&written, &pki.dir);
         let tenants = doc
             .get_mut("tenants")
             .and_then(|t| t.as_array_mut())
@@ -267,67 +205,6 @@ impl Site {
         let mut out = BTreeMap::new();
         walk(&self.dir, &mut out);
         out
-    }
-}
-
-/// A `passerelle run` child process, killed on drop.
-struct Passerelle {
-    child: std::process::Child,
-    address: std::net::SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Passerelle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Passerelle {
-    fn start(config: &str) -> Self {
-        let mut child = Command::new(bin("passerelle"))
-            .args(["run", "--config", config, "--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("passerelle run");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("passerelle ready") {
-                    let _ = tx.send(line.clone());
-                }
-                if let Ok(mut l) = sink.lock() {
-                    l.push(line);
-                }
-            }
-        });
-        let ready = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("not ready: {:?}", log.lock().map(|l| l.join("\n"))));
-        let v: serde_json::Value = serde_json::from_str(&ready).expect("JSON log line");
-        let listen = v["fields"]["listen"]
-            .as_str()
-            .or(v["listen"].as_str())
-            .expect("listen address")
-            .parse()
-            .expect("address");
-        Self {
-            child,
-            address: listen,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 }
 
@@ -677,7 +554,7 @@ async fn csr_sign_install_and_rollback_under_load_lose_no_request() {
     std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::fs::rename(&stray, &key_file).expect("half install");
     let hup = Command::new("kill")
-        .args(["-HUP", &proxy.child.id().to_string()])
+        .args(["-HUP", &proxy.pid().to_string()])
         .status()
         .expect("kill");
     assert!(hup.success());

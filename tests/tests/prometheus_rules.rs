@@ -156,6 +156,7 @@ async fn every_series_the_rules_use_is_exported_and_the_exposition_parses() {
         "passerelle_requests_total",
         "passerelle_audit_write_failures_total",
         "passerelle_draining",
+        "passerelle_crl_next_update_seconds",
         "process_open_fds",
     ] {
         assert!(used.contains(expected), "{expected} not found in {used:?}");

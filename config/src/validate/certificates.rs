@@ -1,12 +1,12 @@
 //! One tenant certificate: reading it (PEM files or PKCS#12), its key, its role,
 //! OU and validity dates, its chain to the configured anchors, and revocation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::{X509, X509StoreContext};
+use openssl::x509::{X509, X509Crl, X509StoreContext};
 use time::OffsetDateTime;
 
 use super::Validator;
@@ -358,10 +358,14 @@ impl Validator {
                 return Revocation {
                     status: RevocationStatus::Revoked,
                     source: Some(crl_path.clone()),
+                    url: None,
                     revoked_on: Some(on),
                 };
             }
-            good.get_or_insert_with(|| crl_path.clone());
+            // The newest CRL that speaks for it is the one to name.
+            if good.is_none_or(|(_, g): (&PathBuf, &X509Crl)| crl.last_update() > g.last_update()) {
+                good = Some((crl_path, crl));
+            }
         }
         Revocation {
             status: if good.is_some() {
@@ -369,7 +373,8 @@ impl Validator {
             } else {
                 RevocationStatus::NotChecked
             },
-            source: good,
+            source: good.map(|(p, _)| p.clone()),
+            url: None,
             revoked_on: None,
         }
     }

@@ -11,6 +11,7 @@ mod audit;
 mod capture;
 mod certificates;
 mod clients;
+mod crl_download;
 mod dmp;
 mod egress;
 mod insi;
@@ -48,6 +49,10 @@ struct Validator {
     expiry_warning_days: u32,
     /// Files checked in place of one (tenant, role)'s configured ones.
     candidate: Option<Candidate>,
+    /// The download folder's CRLs (DER), added to every upstream's trust.
+    downloaded_crls: Vec<Vec<u8>>,
+    /// Every CRL read, once each.
+    crls_in_use: Vec<crate::model::CrlInUse>,
 }
 
 impl Validator {

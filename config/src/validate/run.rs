@@ -105,6 +105,8 @@ fn inspect_with(path: &Path, now: OffsetDateTime, candidate: Option<Candidate>) 
         allow_insecure_keys: false,
         expiry_warning_days: 30,
         candidate,
+        downloaded_crls: Vec::new(),
+        crls_in_use: Vec::new(),
     };
     let config = v.run();
     let config = if v.problems.iter().any(Problem::blocks) {
@@ -181,6 +183,20 @@ impl Validator {
             .and_then(|i| self.insi(i, egress.as_ref()));
         let services = self.services(&raw.services, egress.as_ref());
         let tenants = self.tenants(&raw, &trust);
+        let crl_download = raw.trust.crl_download.as_ref().and_then(|d| {
+            let known = super::crl_download::Known {
+                anchors: &trust.anchors,
+                intermediates: &trust.intermediates,
+                tenants: &tenants,
+                upstreams: dmp
+                    .iter()
+                    .map(|d| &d.trust)
+                    .chain(insi.iter().map(|i| &i.trust))
+                    .chain(services.iter().map(|s| &s.trust))
+                    .collect(),
+            };
+            self.crl_download(d, &known, egress.as_ref())
+        });
         let clients = self.clients(&raw, &tenants);
         // None: invalid; Some(None): no [capture].
         let capture = match &raw.capture {
@@ -232,6 +248,8 @@ impl Validator {
             limits: self.limits(&raw)?,
             audit: audit?,
             capture: capture?,
+            crl_download,
+            crls: std::mem::take(&mut self.crls_in_use),
             warnings: Vec::new(),
         })
     }

@@ -96,34 +96,59 @@ impl Validator {
         let mut out = Vec::new();
         for (i, p) in paths.iter().enumerate() {
             let full = self.resolve(p);
-            let field = format!("{field}[{i}]");
-            let crl = std::fs::read(&full)
-                .map_err(|e| format!("cannot read: {e}"))
-                .and_then(|b| {
-                    X509Crl::from_pem(&b)
-                        .or_else(|_| X509Crl::from_der(&b))
-                        .map_err(|_| "not a PEM or DER CRL".to_string())
-                });
-            match crl {
-                Ok(crl) => {
-                    let stale = crl.next_update().is_some_and(|next| {
-                        openssl::asn1::Asn1Time::from_unix(self.now.unix_timestamp())
-                            .is_ok_and(|now| next < now)
-                    });
-                    if stale {
-                        self.problem(
-                            Severity::Warning,
-                            Some(&full),
-                            &field,
-                            "the CRL is past its nextUpdate: fetch the current one (IGC-Santé publishes daily)".into(),
-                        );
-                    }
-                    out.push((full, crl));
-                }
-                Err(e) => self.problem(Severity::Error, Some(&full), &field, e),
+            if let Some(crl) = self.crl_file(&full, &format!("{field}[{i}]"), false) {
+                out.push((full, crl));
             }
         }
         out
+    }
+
+    /// Reads one CRL (PEM or DER), warns when it is past its `nextUpdate`, and records
+    /// it among the CRLs in use. `downloaded`: a copy in `[trust.crl_download]`'s folder.
+    pub(super) fn crl_file(
+        &mut self,
+        full: &std::path::Path,
+        field: &str,
+        downloaded: bool,
+    ) -> Option<X509Crl> {
+        let crl = std::fs::read(full)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|b| {
+                X509Crl::from_pem(&b)
+                    .or_else(|_| X509Crl::from_der(&b))
+                    .map_err(|_| "not a PEM or DER CRL".to_string())
+            });
+        let crl = match crl {
+            Ok(crl) => crl,
+            Err(e) => {
+                self.problem(Severity::Error, Some(full), field, e);
+                return None;
+            }
+        };
+        let in_use = crate::model::CrlInUse {
+            file: full.to_path_buf(),
+            url: None,
+            issuer: super::crl_download::name(crl.issuer_name()),
+            this_update: crate::model::asn1_time(crl.last_update()),
+            next_update: crl.next_update().and_then(crate::model::asn1_time),
+        };
+        if in_use.stale(self.now) {
+            let advice = if downloaded {
+                "the download of a newer one failed so far (see the log lines \"CRL download failed\"); it is still used"
+            } else {
+                "fetch the current one (IGC-Santé publishes daily), or let [trust.crl_download] do it"
+            };
+            self.problem(
+                Severity::Warning,
+                Some(full),
+                field,
+                format!("the CRL is past its nextUpdate: {advice}"),
+            );
+        }
+        if !self.crls_in_use.iter().any(|c| c.file == in_use.file) {
+            self.crls_in_use.push(in_use);
+        }
+        Some(crl)
     }
 
     pub(super) fn tenant_trust(&mut self, t: &file::TrustSection) -> TenantTrust {
@@ -136,7 +161,13 @@ impl Validator {
         TenantTrust {
             anchors: self.anchor_files("trust.anchors", &t.anchors, true),
             intermediates: self.certificate_files("trust.intermediates", &t.intermediates),
-            crls: self.crl_files("trust.crls", &t.crls),
+            crls: {
+                let mut crls = self.crl_files("trust.crls", &t.crls);
+                if let Some(d) = &t.crl_download {
+                    crls.extend(self.download_folder(d));
+                }
+                crls
+            },
         }
     }
 
@@ -157,11 +188,14 @@ impl Validator {
             .iter()
             .filter_map(|c| c.to_der().ok())
             .collect();
-        let crls = self
+        let mut crls: Vec<Vec<u8>> = self
             .crl_files(&format!("{section}.crls"), crls)
             .iter()
             .filter_map(|(_, c)| c.to_der().ok())
             .collect();
+        // The downloaded CRLs speak for the servers' chains too (rustls applies each
+        // to the certificates its issuer signed).
+        crls.extend(self.downloaded_crls.iter().cloned());
         UpstreamTrust { anchors, crls }
     }
 }

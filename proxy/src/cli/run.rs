@@ -109,9 +109,11 @@ async fn serve(
     );
     let watcher = tokio::spawn(watch_files(Arc::clone(&proxy)));
     let warner = tokio::spawn(warn_expiring(Arc::clone(&proxy)));
+    let crls = tokio::spawn(passerelle_proxy::crl::keep_fresh(Arc::clone(&proxy)));
     wait_for_stop(&proxy).await;
     watcher.abort();
     warner.abort();
+    crls.abort();
     stop(running, grace, drain_delay).await;
     ExitCode::SUCCESS
 }
@@ -210,7 +212,8 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// Every file the configuration reads (string values that are existing files:
-/// certificates, keys, passwords, anchors, CRLs), and the configuration itself; never
+/// certificates, keys, passwords, anchors, CRLs), the `[trust.crl_download]` folder and
+/// its copies (a new copy reloads: its revocations apply), and the configuration; never
 /// what Passerelle writes (the `[audit]` trail: watching it reloaded everything after
 /// each audited request).
 fn watched_files(config: &Path) -> Vec<PathBuf> {
@@ -231,7 +234,31 @@ fn watched_files(config: &Path) -> Vec<PathBuf> {
     let dir = config.parent().unwrap_or(Path::new("."));
     if let Ok(Ok(mut table)) = std::fs::read_to_string(config).map(|t| t.parse::<toml::Table>()) {
         table.remove("audit");
+        let downloads = table
+            .get("trust")
+            .and_then(|t| t.get("crl_download"))
+            .and_then(|d| d.as_table())
+            .map(|d| {
+                dir.join(
+                    d.get("directory")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("crls"),
+                )
+            });
         walk(&toml::Value::Table(table), dir, &mut out);
+        if let Some(folder) = downloads {
+            if let Ok(entries) = std::fs::read_dir(&folder) {
+                let mut copies: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "crl"))
+                    .collect();
+                copies.sort();
+                out.extend(copies);
+            }
+            // The folder itself: a first copy written there changes its mtime.
+            out.push(folder);
+        }
     }
     out
 }
