@@ -553,6 +553,10 @@ pub struct CrlSource {
     pub url: url::Url,
     /// The forward proxy the download goes through; `None`: direct.
     pub egress: Option<EgressProxy>,
+    /// The issuer name (DER) the CRL must have: the issuer of the certificate whose
+    /// distribution point named the URL. `None` for a URL only `urls` lists: any
+    /// configured CA, then the same one as the copy kept.
+    pub issuer: Option<Vec<u8>>,
 }
 
 impl CrlDownload {
@@ -562,10 +566,13 @@ impl CrlDownload {
     }
 }
 
-/// `host_path.crl` with every character but letters, digits, `.` and `-` turned into
-/// `_`: readable in a listing, and never a path outside the folder.
+/// `host_path_<hash>.crl`: the host and path with every character but letters, digits,
+/// `.` and `-` turned into `_` (readable in a listing, never a path outside the folder),
+/// then the first 8 bytes of the whole URL's SHA-256 in hex, so that two URLs never
+/// share a file (`/a/b` and `/a_b`, a query, a port).
 pub fn crl_file_name(url: &url::Url) -> String {
     let raw = format!("{}{}", url.host_str().unwrap_or("host"), url.path());
+    let raw = raw.strip_suffix(".crl").unwrap_or(&raw);
     let mut name: String = raw
         .chars()
         .map(|c| {
@@ -575,14 +582,12 @@ pub fn crl_file_name(url: &url::Url) -> String {
                 '_'
             }
         })
+        .take(100)
         .collect();
-    if let Some(port) = url.port() {
-        name = format!("{name}_{port}");
-    }
-    name.truncate(200);
-    if !name.ends_with(".crl") {
-        name.push_str(".crl");
-    }
+    let digest = openssl::sha::sha256(url.as_str().as_bytes());
+    name.push('_');
+    name.push_str(&hex::encode(&digest[..8]));
+    name.push_str(".crl");
     name
 }
 

@@ -329,11 +329,24 @@ fn crl_download_discovers_validates_and_reads_the_folder() {
         plan.issuers.contains(&org.to_der().expect("der")),
         "the ORG intermediate may sign CRLs"
     );
+    assert_eq!(
+        plan.sources[0].issuer.as_deref(),
+        Some(org.subject_name().to_der().expect("name").as_slice()),
+        "the leaves' distribution point takes only their issuer's CRL"
+    );
+    // Two URLs that differ only where the file name is flattened get two files.
+    let a = passerelle_config::crl_file_name(&"http://h/a/b.crl".parse().expect("URL"));
+    let b = passerelle_config::crl_file_name(&"http://h/a_b.crl".parse().expect("URL"));
+    let q = passerelle_config::crl_file_name(&"http://h/a_b.crl?x=1".parse().expect("URL"));
+    assert!(
+        a != b && b != q && a.starts_with("h_a_b_") && a.ends_with(".crl"),
+        "{a} {b} {q}"
+    );
 
     // Bad settings, each named.
     std::fs::write(
         &path,
-        with("urls = [\"ldap://ldap.example/cn=crl\", \"https://x.example/a.crl\", \"not a url\"]\nrefresh = \"10s\"\nretry = \"0s\"\nmax_bytes = 10\negress = \"proxy\""),
+        with("urls = [\"ldap://ldap.example/cn=crl\", \"https://x.example/a.crl\", \"not a url\", \"http://u:p@x.example/a.crl\"]\nrefresh = \"10s\"\nretry = \"0s\"\nmax_bytes = 10\negress = \"proxy\""),
     )
     .expect("write");
     let err = load(&path).expect_err("invalid").to_string();
@@ -341,6 +354,7 @@ fn crl_download_discovers_validates_and_reads_the_folder() {
         "trust.crl_download.urls[0]",
         "trust.crl_download.urls[1]",
         "trust.crl_download.urls[2]",
+        "trust.crl_download.urls[3]",
         "trust.crl_download.refresh",
         "trust.crl_download.retry",
         "trust.crl_download.max_bytes",
@@ -348,6 +362,13 @@ fn crl_download_discovers_validates_and_reads_the_folder() {
     ] {
         assert!(err.contains(field), "{field} in {err}");
     }
+
+    std::fs::write(&path, with("refresh = \"8d\"")).expect("write");
+    let err = load(&path).expect_err("8 days").to_string();
+    assert!(err.contains("at most \"7d\""), "{err}");
+    std::fs::write(&path, with("refresh = \"1h\"\nretry = \"2h\"")).expect("write");
+    let err = load(&path).expect_err("retry > refresh").to_string();
+    assert!(err.contains("trust.crl_download.retry"), "{err}");
 
     // A copy for the distribution point, an orphan, and a stale copy.
     let folder = dir.path().join("crls");

@@ -47,7 +47,7 @@ pub enum CrlError {
         url: String,
         via: String,
         status: u16,
-        hint: &'static str,
+        hint: String,
     },
     #[error("{url}: no complete answer within {seconds} s (trust.crl_download.timeout)")]
     Timeout { url: String, seconds: u64 },
@@ -57,6 +57,18 @@ pub enum CrlError {
     Http { url: String, reason: String },
     #[error("{url}: the answer is not a PEM or DER CRL")]
     NotACrl { url: String },
+    #[error(
+        "{url}: a CRL the TLS library cannot use ({reason}: a v1, delta or indirect CRL, or an unknown extension); refused, it would stop every upstream's TLS"
+    )]
+    Unusable { url: String, reason: String },
+    #[error(
+        "{url}: issued by \"{issuer}\", but the certificates naming this distribution point are issued by \"{expected}\": refused (another CA's CRL would hide this one's revocations)"
+    )]
+    WrongIssuer {
+        url: String,
+        issuer: String,
+        expected: String,
+    },
     #[error(
         "{url}: issued by \"{issuer}\", which no configured CA certificate names (add the CA to [trust] anchors or intermediates)"
     )]
@@ -164,7 +176,7 @@ pub async fn keep_fresh(proxy: Arc<Proxy>) {
             let url = source.url.to_string();
             let entry = due
                 .entry(url.clone())
-                .or_insert_with(|| (now + first_wait(&plan, source), 0));
+                .or_insert_with(|| (later(now, first_wait(&plan, source)), 0));
             if entry.0 > now {
                 continue;
             }
@@ -173,7 +185,7 @@ pub async fn keep_fresh(proxy: Arc<Proxy>) {
             match &result {
                 Ok((outcome, next_update)) => {
                     tracing::info!(crl = %url, outcome = outcome.label(), "CRL downloaded");
-                    *entry = (now + wait_after(&plan, *next_update), 0);
+                    *entry = (later(now, wait_after(&plan, *next_update)), 0);
                 }
                 Err(e) => {
                     let failures = entry.1.saturating_add(1);
@@ -185,7 +197,7 @@ pub async fn keep_fresh(proxy: Arc<Proxy>) {
                         retry_in_s = wait.as_secs(),
                         "CRL download failed: the last good copy (if any) stays in use"
                     );
-                    *entry = (now + wait, failures);
+                    *entry = (later(now, wait), failures);
                 }
             }
         }
@@ -215,15 +227,35 @@ async fn download(
             });
         }
     };
+    // Parsing and checking a CRL of up to max_bytes, and the write, stay off the
+    // async workers.
+    let (plan, source) = (plan.clone(), source.clone());
+    tokio::task::spawn_blocking(move || keep(&plan, &source, &bytes))
+        .await
+        .unwrap_or_else(|e| {
+            Err(CrlError::Write {
+                file: url,
+                reason: format!("the check stopped: {e}"),
+            })
+        })
+}
+
+/// Checks the download against the copy kept and writes it when it is new.
+fn keep(
+    plan: &CrlDownload,
+    source: &CrlSource,
+    bytes: &[u8],
+) -> Result<(Outcome, Option<OffsetDateTime>), CrlError> {
+    let url = source.url.to_string();
     let file = plan.file_for(&source.url);
     let kept = std::fs::read(&file)
         .ok()
         .and_then(|b| parse(&b).ok())
         .filter(|k| issuer_cert(k, &plan.issuers).is_some());
     let crl = verify(
-        &url,
+        source,
         &file,
-        &bytes,
+        bytes,
         &plan.issuers,
         kept.as_ref(),
         OffsetDateTime::now_utc(),
@@ -312,21 +344,27 @@ async fn fetch(source: &CrlSource, max: u64) -> Result<Bytes, CrlError> {
     let response = sender.send_request(request).await.map_err(http)?;
     let status = response.status().as_u16();
     if status != 200 {
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .map(|v| shown(&String::from_utf8_lossy(v.as_bytes()), 200))
+            .unwrap_or_default();
         return Err(CrlError::Status {
             url: text,
             via,
             status,
             hint: match status {
+                301 | 302 | 303 | 307 | 308 => format!(
+                    ": redirected to {location:?}, not followed; list that URL in trust.crl_download.urls if it is the CA's"
+                ),
                 401 | 407 if source.egress.is_some() => {
-                    ": the forward proxy wants credentials ([egress] username and password_file)"
+                    ": the forward proxy wants credentials ([egress] username and password_file)".into()
                 }
                 403 if source.egress.is_some() => {
-                    ": the forward proxy's rules forbid this URL (ask its administrators)"
+                    ": the forward proxy's rules forbid this URL (ask its administrators)".into()
                 }
-                404 => {
-                    ": no CRL at this URL (check trust.crl_download.urls or the certificate's distribution point)"
-                }
-                _ => "",
+                404 => ": no CRL at this URL (check trust.crl_download.urls or the certificate's distribution point)".into(),
+                _ => String::new(),
             },
         });
     }
@@ -403,15 +441,37 @@ fn issuer_cert(crl: &X509Crl, issuers: &[Vec<u8>]) -> Option<X509> {
 /// The downloaded CRL, once signed by a configured CA, not from the future, and not
 /// older than the copy kept.
 pub fn verify(
-    url: &str,
+    source: &CrlSource,
     file: &Path,
     bytes: &[u8],
     issuers: &[Vec<u8>],
     kept: Option<&X509Crl>,
     now: OffsetDateTime,
 ) -> Result<X509Crl, CrlError> {
+    let url = source.url.as_str();
     let crl = parse(bytes).map_err(|_| CrlError::NotACrl { url: url.into() })?;
-    let issuer = name(&crl);
+    let der = crl
+        .to_der()
+        .map_err(|_| CrlError::NotACrl { url: url.into() })?;
+    if let Err(e) = webpki::OwnedCertRevocationList::from_der(&der) {
+        return Err(CrlError::Unusable {
+            url: url.into(),
+            reason: format!("{e:?}"),
+        });
+    }
+    let issuer = name(crl.issuer_name());
+    if let Some(expected) = source
+        .issuer
+        .as_deref()
+        .and_then(|d| openssl::x509::X509Name::from_der(d).ok())
+        && !expected.try_cmp(crl.issuer_name()).is_ok_and(|o| o.is_eq())
+    {
+        return Err(CrlError::WrongIssuer {
+            url: url.into(),
+            issuer,
+            expected: name(&expected),
+        });
+    }
     let named = issuers
         .iter()
         .filter_map(|d| X509::from_der(d).ok())
@@ -449,7 +509,7 @@ pub fn verify(
         return Err(CrlError::OtherIssuer {
             url: url.into(),
             issuer,
-            kept: name(kept),
+            kept: name(kept.issuer_name()),
             file: file.display().to_string(),
         });
     }
@@ -465,12 +525,20 @@ pub fn verify(
     Ok(crl)
 }
 
-fn name(crl: &X509Crl) -> String {
-    crl.issuer_name()
+/// A name's values, for messages: control characters escaped (an unsigned CRL's names
+/// reach the log and `/readyz` in an error).
+fn name(n: &openssl::x509::X509NameRef) -> String {
+    let text = n
         .entries()
         .filter_map(|e| e.data().to_string().ok().map(|s| s.to_string()))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    shown(&text, 300)
+}
+
+/// Text from the network, made safe to log, at most `max` characters.
+fn shown(text: &str, max: usize) -> String {
+    crate::sanitize::log_safe(text).chars().take(max).collect()
 }
 
 /// Next to the copy, then renamed over it: a reader (the reload) sees the old CRL or
@@ -482,34 +550,56 @@ fn write_atomically(file: &Path, der: &[u8]) -> Result<(), CrlError> {
     };
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
+    // Unique per writer: replicas sharing the folder never write into one another's.
+    let mut nonce = [0u8; 8];
+    let _ = openssl::rand::rand_bytes(&mut nonce);
     let tmp = dir.join(format!(
-        ".{}.tmp",
+        ".{}.{}.{}.tmp",
         file.file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        std::process::id(),
+        u64::from_le_bytes(nonce)
     ));
-    {
+    let written = (|| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(der).map_err(err)?;
-        f.sync_all().map_err(err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(der)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
     }
-    std::fs::rename(&tmp, file).map_err(err)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
 }
 
-/// A factor in [3/4, 1]: downloads spread over time, as the CA asks.
-fn jitter(d: Duration) -> Duration {
+/// `now + wait`, a year at most (no overflow whatever the settings).
+fn later(now: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    now.checked_add(wait.min(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// A number in [0, 1].
+fn random() -> f64 {
     let mut b = [0u8; 4];
-    let r = if openssl::rand::rand_bytes(&mut b).is_ok() {
+    if openssl::rand::rand_bytes(&mut b).is_ok() {
         f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
     } else {
         0.5
-    };
-    d.mul_f64(0.75 + 0.25 * r)
+    }
+}
+
+/// A factor in [3/4, 1]: downloads spread over time, as the CA asks.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.75 + 0.25 * random())
 }
 
 /// Until the first download of `source` after a start or a reload: now when no usable
@@ -532,7 +622,7 @@ fn first_wait(plan: &CrlDownload, source: &CrlSource) -> Duration {
         .unwrap_or(plan.refresh);
     jitter(plan.refresh)
         .saturating_sub(age)
-        .min(until(next_update, now))
+        .min(after(plan, next_update, now))
 }
 
 /// After a good download: a randomised refresh period, or the CRL's `nextUpdate` when
@@ -543,7 +633,13 @@ fn wait_after(plan: &CrlDownload, next_update: Option<OffsetDateTime>) -> Durati
     if next_update.is_some_and(|n| n <= now) {
         return backoff(plan, 1);
     }
-    jitter(plan.refresh).min(until(next_update, now))
+    jitter(plan.refresh).min(after(plan, next_update, now))
+}
+
+/// Until a second past `nextUpdate`, plus a random share of `refresh` / 96 (15 minutes
+/// for a day): replicas do not all ask the CA in the same second.
+fn after(plan: &CrlDownload, next_update: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {
+    until(next_update, now).saturating_add((plan.refresh / 96).mul_f64(random()))
 }
 
 /// `retry`, doubled per failure, at most two hours and never past `refresh`.
@@ -586,7 +682,12 @@ mod tests {
     fn a_crl_is_kept_only_when_signed_current_and_not_older() {
         let cas = org_ca();
         let now = OffsetDateTime::now_utc();
-        let url = "http://crl.test/org.crl";
+        let url = CrlSource {
+            url: "http://crl.test/org.crl".parse().expect("URL"),
+            egress: None,
+            issuer: None,
+        };
+        let url = &url;
         let f = Path::new("crls/crl.test_org.crl");
         let good = crl(|_| {});
         let kept = verify(url, f, &good, &cas, None, now).expect("good PEM");
@@ -629,6 +730,22 @@ mod tests {
             .err()
             .expect("other CA");
         assert!(matches!(e, CrlError::OtherIssuer { .. }), "{e}");
+        // At a distribution point the ORG certificates name, only the ORG CA's CRL.
+        let org_point = CrlSource {
+            issuer: Some(
+                X509::from_der(&cas[0])
+                    .expect("der")
+                    .subject_name()
+                    .to_der()
+                    .expect("name"),
+            ),
+            ..url.clone()
+        };
+        let e = verify(&org_point, f, &other, &both, None, now)
+            .err()
+            .expect("the root's CRL at the ORG point");
+        assert!(matches!(e, CrlError::WrongIssuer { .. }), "{e}");
+        verify(&org_point, f, &good, &both, None, now).expect("the ORG CRL there");
 
         let future = crl(|o| o.this_update = 3600);
         let e = verify(url, f, &future, &cas, None, now)
@@ -660,7 +777,8 @@ mod tests {
             assert!(w >= Duration::from_secs(2700) && w <= Duration::from_secs(3600));
         }
         let soon = OffsetDateTime::now_utc() + time::Duration::seconds(60);
-        assert!(wait_after(&plan, Some(soon)) <= Duration::from_secs(61));
+        // A second past nextUpdate, then up to refresh / 96 at random.
+        assert!(wait_after(&plan, Some(soon)) <= Duration::from_secs(61 + 38));
         let past = OffsetDateTime::now_utc() - time::Duration::seconds(60);
         assert_eq!(wait_after(&plan, Some(past)), plan.retry);
     }

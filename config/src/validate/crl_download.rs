@@ -68,6 +68,18 @@ impl Validator {
         let mut out = Vec::new();
         for file in files {
             if let Some(crl) = self.crl_file(&file, &format!("{FIELD}.directory"), true) {
+                // Only CRLs rustls reads too: one it refuses would stop every upstream.
+                if let Ok(der) = crl.to_der()
+                    && let Err(e) = webpki::OwnedCertRevocationList::from_der(&der)
+                {
+                    self.problem(
+                        Severity::Warning,
+                        Some(&file),
+                        &format!("{FIELD}.directory"),
+                        format!("a CRL the TLS library refuses ({e:?}): not used; remove it"),
+                    );
+                    continue;
+                }
                 if let Ok(der) = crl.to_der() {
                     self.downloaded_crls.push(der);
                 }
@@ -90,11 +102,26 @@ impl Validator {
         let retry = self.duration(&format!("{FIELD}.retry"), &d.retry);
         if retry.is_some_and(|r| r < std::time::Duration::from_secs(1)) {
             self.error(&format!("{FIELD}.retry"), "at least \"1s\"");
+        } else if let (Some(retry), Some(refresh)) = (retry, refresh)
+            && retry > refresh
+        {
+            self.error(
+                &format!("{FIELD}.retry"),
+                format!(
+                    "longer than refresh ({}): a failed download would wait longer than a good one",
+                    d.refresh
+                ),
+            );
         }
         if refresh.is_some_and(|r| r < std::time::Duration::from_secs(60)) {
             self.error(
                 &format!("{FIELD}.refresh"),
                 "at least \"1m\": the CA publishes daily, and each fetch costs it",
+            );
+        } else if refresh.is_some_and(|r| r > std::time::Duration::from_secs(7 * 24 * 3600)) {
+            self.error(
+                &format!("{FIELD}.refresh"),
+                "at most \"7d\": a revocation would be seen a week late",
             );
         } else if refresh.is_some_and(|r| r > std::time::Duration::from_secs(24 * 3600)) {
             self.warning(
@@ -111,6 +138,10 @@ impl Validator {
         let mut urls: Vec<url::Url> = Vec::new();
         for (i, u) in d.urls.iter().enumerate() {
             match url::Url::parse(u) {
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => self.error(
+                    &format!("{FIELD}.urls[{i}]"),
+                    "must not carry credentials (user:password@): a CRL is public, and they would reach the forward proxy's logs",
+                ),
                 Ok(u) if u.scheme() == "http" && u.host().is_some() => {
                     if !urls.contains(&u) {
                         urls.push(u);
@@ -124,9 +155,24 @@ impl Validator {
             }
         }
         let certificates = certificates(known);
+        // The issuer each discovered URL must publish for: the issuer of the
+        // certificate that names it (a URL two issuers name is held to none).
+        let mut expected: Vec<(url::Url, Option<Vec<u8>>)> = Vec::new();
         if d.discover {
             for cert in &certificates {
+                let issuer = cert.issuer_name().to_der().ok();
                 for u in distribution_points(cert) {
+                    match expected.iter_mut().find(|(known, _)| *known == u) {
+                        Some((_, e)) if *e != issuer => {
+                            self.warning(
+                                FIELD,
+                                format!("{u} is the CRL distribution point of certificates of different issuers: any configured CA's CRL is accepted there"),
+                            );
+                            *e = None;
+                        }
+                        Some(_) => {}
+                        None => expected.push((u.clone(), issuer.clone())),
+                    }
                     if !urls.contains(&u) {
                         urls.push(u);
                     }
@@ -151,7 +197,15 @@ impl Validator {
         let mut sources = Vec::new();
         for u in urls {
             let egress = self.egress_route(FIELD, d.egress.as_deref(), &u, egress);
-            sources.push(CrlSource { url: u, egress });
+            let issuer = expected
+                .iter()
+                .find(|(known, _)| *known == u)
+                .and_then(|(_, e)| e.clone());
+            sources.push(CrlSource {
+                url: u,
+                egress,
+                issuer,
+            });
         }
         let plan = CrlDownload {
             directory: directory.clone(),

@@ -121,7 +121,14 @@ impl Validator {
         let crl = match crl {
             Ok(crl) => crl,
             Err(e) => {
-                self.problem(Severity::Error, Some(full), field, e);
+                // A bad copy in the download folder (put there by hand, or half-written
+                // by another writer) is skipped: the last good CRLs stay in force.
+                let severity = if downloaded {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                };
+                self.problem(severity, Some(full), field, format!("{e}: not used"));
                 return None;
             }
         };
@@ -188,22 +195,77 @@ impl Validator {
             .iter()
             .filter_map(|c| c.to_der().ok())
             .collect();
-        let mut crls: Vec<Vec<u8>> = self
+        let mut all: Vec<X509Crl> = self
             .crl_files(&format!("{section}.crls"), crls)
-            .iter()
-            .filter_map(|(_, c)| c.to_der().ok())
+            .into_iter()
+            .map(|(_, c)| c)
             .collect();
-        // The downloaded CRLs speak for the servers' chains too (rustls applies each
-        // to the certificates its issuer signed).
-        crls.extend(self.downloaded_crls.iter().cloned());
-        UpstreamTrust { anchors, crls }
+        // The downloaded CRLs speak for the servers' chains too.
+        all.extend(
+            self.downloaded_crls
+                .iter()
+                .filter_map(|der| X509Crl::from_der(der).ok()),
+        );
+        UpstreamTrust {
+            anchors,
+            crls: newest_per_issuer(all),
+        }
     }
 }
 
 /// A root: issued by itself (names and key identifiers) and signed by its own key.
+/// One CRL per issuer name, the newest (`thisUpdate`): rustls uses the first CRL whose
+/// issuer matches, so an older file or copy listed first would hide the fresh one.
+fn newest_per_issuer(crls: Vec<X509Crl>) -> Vec<Vec<u8>> {
+    let mut kept: Vec<X509Crl> = Vec::new();
+    for crl in crls {
+        let same = kept.iter().position(|k| {
+            k.issuer_name()
+                .try_cmp(crl.issuer_name())
+                .is_ok_and(|o| o.is_eq())
+        });
+        match same {
+            Some(i) if kept[i].last_update() < crl.last_update() => kept[i] = crl,
+            Some(_) => {}
+            None => kept.push(crl),
+        }
+    }
+    kept.iter().filter_map(|c| c.to_der().ok()).collect()
+}
+
 fn is_root(cert: &X509) -> bool {
     cert.issued(cert) == openssl::x509::X509VerifyResult::OK
         && cert
             .public_key()
             .is_ok_and(|key| cert.verify(&key).unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passerelle_certs_test::{CrlIssuer, CrlOptions, shared_test_pki, write_crl};
+
+    /// An upstream gets one CRL per issuer, the newest, whatever the order of the files.
+    #[test]
+    fn the_upstreams_get_the_newest_crl_of_each_issuer() {
+        let pki = shared_test_pki().expect("PKI");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let make = |name: &str, this_update: i64, issuer: CrlIssuer| {
+            let mut o = CrlOptions::new(&pki.dir, dir.path().join(name));
+            o.this_update = this_update;
+            o.issuer = issuer;
+            X509Crl::from_pem(&write_crl(&o).expect("crl")).expect("parse")
+        };
+        let fresh = make("fresh.crl", -30, CrlIssuer::Org);
+        let old = make("old.crl", -7200, CrlIssuer::Org);
+        let root = make("root.crl", -60, CrlIssuer::Root);
+        let (fresh_der, old_der) = (fresh.to_der().expect("der"), old.to_der().expect("der"));
+        let kept = newest_per_issuer(vec![old, root, fresh]);
+        assert_eq!(kept.len(), 2, "one per issuer");
+        assert_eq!(
+            kept[0], fresh_der,
+            "the newest ORG CRL, in the old one's place"
+        );
+        assert!(!kept.contains(&old_der));
+    }
 }
