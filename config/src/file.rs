@@ -233,6 +233,35 @@ pub struct TrustSection {
     pub crls: Vec<PathBuf>,
     /// `[trust.crl_download]`: CRLs fetched over HTTP and kept fresh, besides `crls`.
     pub crl_download: Option<CrlDownloadSection>,
+    /// `[trust.ocsp]`: the status of our own certificates asked to their OCSP responder.
+    pub ocsp: Option<OcspSection>,
+}
+
+/// `[trust.ocsp]`: how often the tenants' certificates are checked with OCSP, and where.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OcspSection {
+    /// The responder asked for every certificate; default: each certificate's own (its
+    /// Authority Information Access OCSP URL).
+    pub responder: Option<String>,
+    /// Time between two checks of one certificate (sooner at the answer's nextUpdate).
+    #[serde(default = "default_ocsp_refresh")]
+    pub refresh: String,
+    /// Wait before asking again after a failure (doubled per failure, up to `refresh`);
+    /// default 5 minutes, or `refresh` when shorter.
+    pub retry: Option<String>,
+    /// Time one exchange may take.
+    #[serde(default = "default_ocsp_timeout")]
+    pub timeout: String,
+    /// `proxy` (default when `[egress]` is set) or `direct`.
+    pub egress: Option<String>,
+}
+
+fn default_ocsp_refresh() -> String {
+    "1h".into()
+}
+
+fn default_ocsp_timeout() -> String {
+    "10s".into()
 }
 
 /// `[trust.crl_download]`: where the CRLs come from, where the last good copies are

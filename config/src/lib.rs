@@ -40,9 +40,9 @@ pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
 pub use model::{
     Audit, AuditSink, Capture, CertMaterial, Config, CrlDownload, CrlInUse, CrlSource, DmpPolicy,
     DmpService, DmpSigning, EgressProxy, InsiService, InternalClient, Limits, ListenerTls,
-    MtlsService, OnAuditFailure, PolicyMode, PostgresAudit, ServiceMethod, ServiceRetry,
-    ServiceScope, SignatureDigest, Software, Tenant, Timeouts, UpstreamTrust, asn1_time,
-    crl_file_name,
+    MtlsService, OcspCheck, OcspTarget, OnAuditFailure, PolicyMode, PostgresAudit, ServiceMethod,
+    ServiceRetry, ServiceScope, SignatureDigest, Software, Tenant, Timeouts, UpstreamTrust,
+    asn1_time, crl_file_name,
 };
 pub use report::{
     CertificateKey, CertificateReport, Problem, Revocation, RevocationStatus, Severity, Status,

@@ -47,6 +47,8 @@ pub struct Config {
     pub crl_download: Option<CrlDownload>,
     /// Every CRL in use (files and downloaded copies), once each.
     pub crls: Vec<CrlInUse>,
+    /// `[trust.ocsp]`, when present: the tenants' certificates to check.
+    pub ocsp: Option<OcspCheck>,
     /// Warnings found while loading (an expiring certificate, no client declared, ...).
     pub warnings: Vec<Problem>,
 }
@@ -589,6 +591,32 @@ pub fn crl_file_name(url: &url::Url) -> String {
     name.push_str(&hex::encode(&digest[..8]));
     name.push_str(".crl");
     name
+}
+
+/// `[trust.ocsp]`, resolved: each tenant certificate, its issuer and its responder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcspCheck {
+    pub targets: Vec<OcspTarget>,
+    pub refresh: Duration,
+    pub retry: Duration,
+    pub timeout: Duration,
+}
+
+/// One tenant certificate to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcspTarget {
+    pub tenant: TenantId,
+    pub role: CertRole,
+    /// Upper-case hexadecimal, as in the logs.
+    pub serial: String,
+    /// The certificate and its issuer's, DER.
+    pub leaf: Vec<u8>,
+    pub issuer: Vec<u8>,
+    /// The CA certificates an answer's signer may chain to (the issuer and the
+    /// anchors), DER.
+    pub trust: Vec<Vec<u8>>,
+    pub url: url::Url,
+    pub egress: Option<EgressProxy>,
 }
 
 /// An ASN.1 time (a certificate's or a CRL's) as an [`OffsetDateTime`](time::OffsetDateTime).

@@ -422,3 +422,81 @@ fn sandbox_text(m: &passerelle_certs_test::Manifest) -> String {
         .replace("\"ca/", &format!("\"{}/ca/", m.dir.display()))
         .replace("\"tenants/", &format!("\"{}/tenants/", m.dir.display()))
 }
+
+/// `[trust.ocsp]`: every tenant certificate with its issuer and the responder of its
+/// Authority Information Access, or the one configured; bad settings named.
+#[test]
+fn ocsp_targets_every_tenant_certificate() {
+    use std::time::Duration;
+    let m = shared_test_pki().expect("PKI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = sandbox_text(&m);
+    let path = dir.path().join("p.toml");
+    let with = |keys: &str| {
+        base.replacen(
+            "\n[dmp]\n",
+            &format!("\n[trust.ocsp]\n{keys}\n\n[dmp]\n"),
+            1,
+        )
+    };
+    std::fs::write(&path, with("")).expect("write");
+    let config = load(&path).expect("valid");
+    let check = config.ocsp.expect("[trust.ocsp]");
+    assert_eq!(
+        check.targets.len(),
+        10,
+        "5 certificates for each of 2 tenants"
+    );
+    assert_eq!(check.refresh, Duration::from_secs(3600));
+    assert_eq!(check.retry, Duration::from_secs(300));
+    assert_eq!(check.timeout, Duration::from_secs(10));
+    let org = openssl::x509::X509::from_pem(
+        &std::fs::read(m.path(&m.ca.org_intermediate)).expect("read"),
+    )
+    .expect("pem");
+    for t in &check.targets {
+        assert_eq!(
+            t.issuer,
+            org.to_der().expect("der"),
+            "{} {}",
+            t.tenant,
+            t.role
+        );
+        let leaf = openssl::x509::X509::from_der(&t.leaf).expect("leaf");
+        let aia = leaf.ocsp_responders().expect("AIA");
+        assert_eq!(
+            t.url,
+            url::Url::parse(&aia[0]).expect("URL"),
+            "the certificate's own responder"
+        );
+        assert!(t.egress.is_none());
+    }
+
+    std::fs::write(
+        &path,
+        with("responder = \"http://ocsp.chu.local:8080/\"\nrefresh = \"5m\""),
+    )
+    .expect("write");
+    let check = load(&path).expect("valid").ocsp.expect("[trust.ocsp]");
+    assert!(
+        check
+            .targets
+            .iter()
+            .all(|t| t.url.as_str() == "http://ocsp.chu.local:8080/")
+    );
+    assert_eq!(
+        check.retry,
+        Duration::from_secs(300),
+        "5 minutes, not past refresh"
+    );
+
+    std::fs::write(
+        &path,
+        with("responder = \"https://u:p@x/\"\nrefresh = \"10s\"\nretry = \"1h\""),
+    )
+    .expect("write");
+    let err = load(&path).expect_err("invalid").to_string();
+    for field in ["trust.ocsp.responder", "trust.ocsp.refresh"] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+}

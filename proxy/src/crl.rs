@@ -14,15 +14,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use openssl::asn1::Asn1Time;
 use openssl::x509::{X509, X509Crl};
 use passerelle_config::{CrlDownload, CrlSource, asn1_time};
 use time::OffsetDateTime;
-use tokio::net::TcpStream;
 
+use crate::fetch::{Fetch, FetchError, fetch};
 use crate::runtime::Proxy;
 
 /// How often the task looks at the configuration when nothing is due (a reload may add
@@ -36,25 +33,10 @@ const FUTURE_SLACK_SECONDS: i64 = 300;
 /// Why a download was not kept.
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
-    #[error("{url}: cannot connect{via}: {reason}")]
-    Connect {
-        url: String,
-        via: String,
-        reason: String,
-    },
-    #[error("{url}: HTTP {status}{via}{hint}")]
-    Status {
-        url: String,
-        via: String,
-        status: u16,
-        hint: String,
-    },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("{url}: no complete answer within {seconds} s (trust.crl_download.timeout)")]
     Timeout { url: String, seconds: u64 },
-    #[error("{url}: larger than trust.crl_download.max_bytes ({max} bytes)")]
-    TooLarge { url: String, max: u64 },
-    #[error("{url}: HTTP exchange failed: {reason}")]
-    Http { url: String, reason: String },
     #[error("{url}: the answer is not a PEM or DER CRL")]
     NotACrl { url: String },
     #[error(
@@ -218,7 +200,15 @@ async fn download(
     source: &CrlSource,
 ) -> Result<(Outcome, Option<OffsetDateTime>), CrlError> {
     let url = source.url.to_string();
-    let bytes = match tokio::time::timeout(plan.timeout, fetch(source, plan.max_bytes)).await {
+    let request = Fetch {
+        url: &source.url,
+        egress: source.egress.as_ref(),
+        post: None,
+        accept: "application/pkix-crl, application/x-pkcs7-crl, */*",
+        max: plan.max_bytes,
+        setting: "trust.crl_download",
+    };
+    let bytes = match tokio::time::timeout(plan.timeout, fetch(request)).await {
         Ok(r) => r?,
         Err(_) => {
             return Err(CrlError::Timeout {
@@ -267,153 +257,6 @@ fn keep(
     }
     write_atomically(&file, &der)?;
     Ok((Outcome::Updated, next_update))
-}
-
-/// One HTTP/1.1 GET: straight to the CRL's host, or in absolute form to the forward
-/// proxy (a CRL is plain HTTP: no tunnel needed, and proxies that only tunnel to 443
-/// still serve it).
-async fn fetch(source: &CrlSource, max: u64) -> Result<Bytes, CrlError> {
-    let url = &source.url;
-    let text = url.to_string();
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let authority = match url.port() {
-        Some(p) => format!("{}:{p}", host_header(host)),
-        None => host_header(host),
-    };
-    let (connect, target, via) = match &source.egress {
-        Some(p) => (
-            (p.host.clone(), p.port),
-            {
-                let mut u = url.clone();
-                u.set_fragment(None);
-                u.to_string()
-            },
-            format!(" through the egress proxy {}", p.address()),
-        ),
-        None => (
-            (
-                host.trim_matches(|c| c == '[' || c == ']').to_string(),
-                port,
-            ),
-            match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_string(),
-            },
-            String::new(),
-        ),
-    };
-    let stream = TcpStream::connect((connect.0.as_str(), connect.1))
-        .await
-        .map_err(|e| CrlError::Connect {
-            url: text.clone(),
-            via: via.clone(),
-            reason: e.to_string(),
-        })?;
-    let http = |e: hyper::Error| CrlError::Http {
-        url: text.clone(),
-        reason: e.to_string(),
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(http)?;
-    let conn = AbortOnDrop(tokio::spawn(conn));
-    let mut request = http::Request::get(target)
-        .header(http::header::HOST, authority)
-        .header(
-            http::header::ACCEPT,
-            "application/pkix-crl, application/x-pkcs7-crl, */*",
-        )
-        .header(
-            http::header::USER_AGENT,
-            concat!("passerelle/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(http::header::CONNECTION, "close");
-    if let Some(credentials) = source.egress.as_ref().and_then(|p| p.basic_credentials()) {
-        request = request.header(
-            http::header::PROXY_AUTHORIZATION,
-            format!("Basic {credentials}"),
-        );
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| CrlError::Http {
-            url: text.clone(),
-            reason: e.to_string(),
-        })?;
-    let response = sender.send_request(request).await.map_err(http)?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        let location = response
-            .headers()
-            .get(http::header::LOCATION)
-            .map(|v| shown(&String::from_utf8_lossy(v.as_bytes()), 200))
-            .unwrap_or_default();
-        return Err(CrlError::Status {
-            url: text,
-            via,
-            status,
-            hint: match status {
-                301 | 302 | 303 | 307 | 308 => format!(
-                    ": redirected to {location:?}, not followed; list that URL in trust.crl_download.urls if it is the CA's"
-                ),
-                401 | 407 if source.egress.is_some() => {
-                    ": the forward proxy wants credentials ([egress] username and password_file)".into()
-                }
-                403 if source.egress.is_some() => {
-                    ": the forward proxy's rules forbid this URL (ask its administrators)".into()
-                }
-                404 => ": no CRL at this URL (check trust.crl_download.urls or the certificate's distribution point)".into(),
-                _ => String::new(),
-            },
-        });
-    }
-    let too_large = || CrlError::TooLarge {
-        url: text.clone(),
-        max,
-    };
-    let declared = response
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large());
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let body = Limited::new(response.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                CrlError::Http {
-                    url: text.clone(),
-                    reason: e.to_string(),
-                }
-            }
-        })?
-        .to_bytes();
-    drop(conn);
-    Ok(body)
-}
-
-/// An IPv6 literal in brackets, as `Host` wants it.
-fn host_header(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
-}
-
-/// Ends the connection task when the download ends, timed out or not.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn parse(bytes: &[u8]) -> Result<X509Crl, openssl::error::ErrorStack> {
@@ -533,12 +376,7 @@ fn name(n: &openssl::x509::X509NameRef) -> String {
         .filter_map(|e| e.data().to_string().ok().map(|s| s.to_string()))
         .collect::<Vec<_>>()
         .join(", ");
-    shown(&text, 300)
-}
-
-/// Text from the network, made safe to log, at most `max` characters.
-fn shown(text: &str, max: usize) -> String {
-    crate::sanitize::log_safe(text).chars().take(max).collect()
+    crate::sanitize::shown(&text, 300)
 }
 
 /// Next to the copy, then renamed over it: a reader (the reload) sees the old CRL or

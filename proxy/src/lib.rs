@@ -22,6 +22,8 @@
 //! - [`state`]: everything above, built once from the configuration.
 //! - [`runtime`]: the state in force (swapped whole on reload), limits, metrics, audit.
 //! - [`crl`]: `[trust.crl_download]`: CRLs fetched, verified and kept fresh.
+//! - [`ocsp`]: `[trust.ocsp]`: our own certificates' status asked to their responder.
+//! - [`fetch`]: plain HTTP for CRLs and OCSP, direct or through `[egress]`.
 //! - [`audit`]: the audit trail, one JSON line per upstream exchange.
 //! - [`capture`]: the homologation capture (`[capture]`): requests and answers of listed
 //!   clients written to private files, until a set time.
@@ -40,10 +42,12 @@ pub mod dmp;
 pub mod egress;
 pub mod exchange;
 pub mod fault;
+pub mod fetch;
 pub mod insi;
 pub mod listener;
 pub mod message;
 pub mod metrics;
+pub mod ocsp;
 pub mod pipeline;
 pub mod probe;
 pub mod runtime;

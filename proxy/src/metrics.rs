@@ -450,6 +450,7 @@ impl Metrics {
         }
         self.render_certificates(&mut out, state, now);
         self.render_crls(&mut out, state, now);
+        render_ocsp(&mut out, state);
         head(
             &mut out,
             "passerelle_reloads_total",
@@ -564,7 +565,7 @@ impl Metrics {
             (
                 "passerelle_certificate_revoked",
                 "1 when a configured CRL revokes the tenant certificate.",
-                |c, _| i64::from(c.revoked.is_some()),
+                |c, _| i64::from(c.revocation().is_some()),
             ),
             (
                 "passerelle_certificate_usable",
@@ -744,6 +745,28 @@ fn render_process(out: &mut String) {
 /// No `/proc` here: the process metrics are left out.
 #[cfg(not(target_os = "linux"))]
 fn render_process(_out: &mut String) {}
+
+/// The last OCSP check of each tenant certificate in use: 1 on its status.
+fn render_ocsp(out: &mut String, state: &ProxyState) {
+    let name = "passerelle_certificate_ocsp_status";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 on the last OCSP status of each tenant certificate in use ([trust.ocsp]): good, revoked, unknown, or error (no usable answer: soft-fail).\n# TYPE {name} gauge"
+    );
+    for ((tenant, role), checked) in state.ocsp.snapshot() {
+        let in_use = state
+            .credentials()
+            .any(|c| c.tenant.as_str() == tenant && c.role == role && c.serial == checked.serial);
+        if in_use {
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\",role=\"{role}\",status=\"{}\"}} 1",
+                label(&tenant),
+                checked.verdict.label()
+            );
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -958,7 +981,7 @@ mod tests {
             );
             assert_eq!(
                 value(&text, &format!("passerelle_certificate_revoked{l}")),
-                if c.revoked.is_some() { 1.0 } else { 0.0 }
+                if c.revocation().is_some() { 1.0 } else { 0.0 }
             );
             assert_eq!(
                 value(&late, &format!("passerelle_certificate_usable{l}")),

@@ -126,7 +126,7 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
                     certificate: format!("tenants[{index}].certificates.{role}"),
                 },
                 // The pair the proxy disables is not probed: the same check it makes.
-                skip: Credential::of(tenant, material)
+                skip: Credential::of(tenant, material, &crate::state::OcspBoard::default())
                     .check(now)
                     .err()
                     .map(|e| e.to_string()),

@@ -32,6 +32,11 @@ pub fn log_safe(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`log_safe`], at most `max` characters: text from the network in a message.
+pub fn shown(text: &str, max: usize) -> String {
+    log_safe(text).chars().take(max).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,6 +401,26 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             ),
         );
     }
+    // A certificate OCSP says is revoked: the CA withdrew it now, which an operator must
+    // act on at once (a CRL revocation found at load shows as a degraded pair below).
+    let ocsp_revoked: Vec<String> = state
+        .credentials()
+        .filter_map(|c| {
+            c.ocsp_revoked
+                .get()
+                .map(|why| format!("{} {}: {why}", c.tenant, c.role))
+        })
+        .collect();
+    if !ocsp_revoked.is_empty() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!(
+                "not ready: certificate revoked (OCSP), its requests are refused (CertificateRevoked): {}\n",
+                ocsp_revoked.join("; ")
+            ),
+        );
+    }
     let now = time::OffsetDateTime::now_utc();
     let degraded = state.degraded(now);
     // No service of any tenant left (a DMP needs both its certificates): nothing can be
@@ -408,7 +428,8 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
     let none_usable = !degraded.is_empty() && !state.can_serve(now);
     // Served, records spooled: ready, but an operator must know.
     let spooling = !audit.up || audit.spooled > 0;
-    let crls = crl_lines(proxy, state, now);
+    let mut crls = crl_lines(proxy, state, now);
+    crls.extend(ocsp_lines(state));
     let mut body = String::from(if none_usable {
         "not ready: no usable certificate\n"
     } else if degraded.is_empty() && !spooling && crls.is_empty() {
@@ -490,6 +511,30 @@ fn crl_lines(proxy: &Proxy, state: &ProxyState, now: time::OffsetDateTime) -> Ve
         }
     }
     out
+}
+
+/// The certificates OCSP could not vouch for (soft-fail: served, but an operator must
+/// know): the responder does not know them, or gave no usable answer.
+fn ocsp_lines(state: &ProxyState) -> Vec<String> {
+    use crate::state::OcspVerdict;
+    state
+        .ocsp
+        .snapshot()
+        .into_iter()
+        .filter(|((tenant, role), checked)| {
+            // Only the certificates in use now.
+            state.credentials().any(|c| {
+                c.tenant.as_str() == tenant && c.role == *role && c.serial == checked.serial
+            })
+        })
+        .filter_map(|((tenant, role), checked)| match checked.verdict {
+            OcspVerdict::Unknown => Some(format!(
+                "degraded ocsp {tenant} {role}: the responder does not know this certificate\n"
+            )),
+            OcspVerdict::Failed(why) => Some(format!("degraded ocsp {tenant} {role}: {why}\n")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Admin routes: `/healthz`, `/readyz[?strict]`, `/metrics` (Prometheus text) and

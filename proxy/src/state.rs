@@ -4,7 +4,9 @@
 //! access policy, and the bound on concurrent signatures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
 
 use passerelle_config::{CertMaterial, CertRole, Config, StructureId, Tenant, TenantId};
 use passerelle_signing::{Signer, SoftwareSigner};
@@ -64,10 +66,13 @@ pub struct Credential {
     pub not_after: OffsetDateTime,
     /// When and by which CRL, when a configured CRL revokes it.
     pub revoked: Option<String>,
+    /// When and by which responder, once OCSP said revoked (kept across reloads for the
+    /// same serial: a revocation is final).
+    pub ocsp_revoked: Arc<OnceLock<String>>,
 }
 
 impl Credential {
-    pub fn of(tenant: &Tenant, material: &CertMaterial) -> Self {
+    pub fn of(tenant: &Tenant, material: &CertMaterial, board: &OcspBoard) -> Self {
         Self {
             tenant: tenant.id.clone(),
             role: material.role,
@@ -75,14 +80,20 @@ impl Credential {
             not_before: material.info.not_before,
             not_after: material.info.not_after,
             revoked: material.revoked.clone(),
+            ocsp_revoked: board.slot(tenant.id.as_str(), material.role, &material.info.serial_hex),
         }
+    }
+
+    /// Why it is revoked, by a CRL or by OCSP.
+    pub fn revocation(&self) -> Option<&String> {
+        self.revoked.as_ref().or(self.ocsp_revoked.get())
     }
 
     /// Refuses a certificate that is revoked, not yet valid, or expired (at start or
     /// while the proxy ran).
     pub fn check(&self, now: OffsetDateTime) -> Result<(), ProxyError> {
         let (tenant, role) = (self.tenant.to_string(), self.role.to_string());
-        if let Some(reason) = &self.revoked {
+        if let Some(reason) = self.revocation() {
             return Err(ProxyError::CertificateRevoked {
                 tenant,
                 role,
@@ -167,6 +178,86 @@ pub struct ProxyState {
     pub tenants: HashMap<TenantId, TenantRuntime>,
     /// Bounds the signatures in flight on the blocking pool to the cores available.
     pub signing_slots: Arc<Semaphore>,
+    /// What OCSP said of our certificates; the same board across reloads.
+    pub ocsp: Arc<OcspBoard>,
+}
+
+/// What OCSP said of each tenant certificate: the last answer per (tenant, role), and a
+/// revocation slot per certificate that every [`Credential`] of it shares.
+#[derive(Debug, Default)]
+pub struct OcspBoard {
+    revoked: DashMap<(String, CertRole, String), Arc<OnceLock<String>>>,
+    last: DashMap<(String, CertRole), OcspChecked>,
+}
+
+/// The last OCSP check of one (tenant, role).
+#[derive(Debug, Clone)]
+pub struct OcspChecked {
+    pub serial: String,
+    pub verdict: OcspVerdict,
+    pub at: OffsetDateTime,
+}
+
+/// A responder's answer, or why there was none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OcspVerdict {
+    Good,
+    /// When, and by which responder.
+    Revoked(String),
+    /// The responder does not know the certificate.
+    Unknown,
+    /// No usable answer (responder down, bad signature, ...): soft-fail, requests go on.
+    Failed(String),
+}
+
+impl OcspVerdict {
+    /// `good`, `revoked`, `unknown` or `error`: a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Revoked(_) => "revoked",
+            Self::Unknown => "unknown",
+            Self::Failed(_) => "error",
+        }
+    }
+}
+
+impl OcspBoard {
+    /// The revocation slot of one certificate.
+    pub fn slot(&self, tenant: &str, role: CertRole, serial: &str) -> Arc<OnceLock<String>> {
+        Arc::clone(
+            &self
+                .revoked
+                .entry((tenant.to_string(), role, serial.to_string()))
+                .or_default(),
+        )
+    }
+
+    /// Records an answer; a revocation disables every credential of that certificate.
+    pub fn record(&self, tenant: &str, role: CertRole, serial: &str, verdict: OcspVerdict) {
+        if let OcspVerdict::Revoked(why) = &verdict {
+            let _ = self.slot(tenant, role, serial).set(why.clone());
+        }
+        self.last.insert(
+            (tenant.to_string(), role),
+            OcspChecked {
+                serial: serial.to_string(),
+                verdict,
+                at: OffsetDateTime::now_utc(),
+            },
+        );
+    }
+
+    /// The last check of each (tenant, role), in order.
+    pub fn snapshot(&self) -> Vec<((String, CertRole), OcspChecked)> {
+        let mut out: Vec<_> = self
+            .last
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
 }
 
 impl ProxyState {
@@ -183,11 +274,12 @@ impl ProxyState {
             .flat_map(ProxyState::pools)
             .map(|p| (p.digest(), Arc::clone(p)))
             .collect();
+        let ocsp = previous.map_or_else(Arc::default, |p| Arc::clone(&p.ocsp));
         let mut tenants = HashMap::new();
         for tenant in &config.tenants {
             tenants.insert(
                 tenant.id.clone(),
-                tenant_runtime(&config, tenant, &running)?,
+                tenant_runtime(&config, tenant, &running, &ocsp)?,
             );
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -195,6 +287,7 @@ impl ProxyState {
             access: AccessPolicy::new(config.clients.clone()),
             tenants,
             signing_slots: Arc::new(Semaphore::new(cores * 2)),
+            ocsp,
             config: Arc::new(config),
         })
     }
@@ -258,6 +351,7 @@ fn tenant_runtime(
     config: &Config,
     tenant: &Tenant,
     running: &HashMap<[u8; 32], Arc<UpstreamPool>>,
+    board: &OcspBoard,
 ) -> Result<TenantRuntime, StateError> {
     let cert = |role: CertRole| tenant.certificates.get(&role);
     let dmp = match (
@@ -292,9 +386,9 @@ fn tenant_runtime(
             })?;
             Some(DmpUpstream {
                 pools,
-                auth: Credential::of(tenant, auth),
+                auth: Credential::of(tenant, auth, board),
                 signer: signer.into_arc(),
-                sign: Credential::of(tenant, sign),
+                sign: Credential::of(tenant, sign, board),
             })
         }
         _ => None,
@@ -328,7 +422,7 @@ fn tenant_runtime(
                         .organizational_unit
                         .clone()
                         .unwrap_or_else(|| tenant.structure_id.to_string()),
-                    credential: Credential::of(tenant, material),
+                    credential: Credential::of(tenant, material, board),
                 },
             );
         }
@@ -357,7 +451,7 @@ fn tenant_runtime(
             service.name.clone(),
             ServiceUpstream {
                 pool: pool(&spec, running)?,
-                credential: Credential::of(tenant, material),
+                credential: Credential::of(tenant, material, board),
                 structure: material
                     .info
                     .organizational_unit
@@ -373,7 +467,7 @@ fn tenant_runtime(
         policy: tenant.policy,
         dmp,
         insi,
-        org_auth: org_auth.map(|m| Credential::of(tenant, m)),
+        org_auth: org_auth.map(|m| Credential::of(tenant, m, board)),
         services,
     })
 }
@@ -392,6 +486,7 @@ mod tests {
             not_before: not_after - time::Duration::days(365),
             not_after,
             revoked: None,
+            ocsp_revoked: Arc::default(),
         };
         c.check(not_after - time::Duration::seconds(1))
             .expect("still valid");

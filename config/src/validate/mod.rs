@@ -17,6 +17,7 @@ mod egress;
 mod insi;
 mod limits;
 mod listener;
+mod ocsp;
 mod run;
 mod services;
 mod software;

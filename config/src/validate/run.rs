@@ -197,6 +197,11 @@ impl Validator {
             };
             self.crl_download(d, &known, egress.as_ref())
         });
+        let ocsp = raw
+            .trust
+            .ocsp
+            .as_ref()
+            .and_then(|o| self.ocsp(o, &tenants, &trust.anchors, egress.as_ref()));
         let clients = self.clients(&raw, &tenants);
         // None: invalid; Some(None): no [capture].
         let capture = match &raw.capture {
@@ -249,6 +254,7 @@ impl Validator {
             audit: audit?,
             capture: capture?,
             crl_download,
+            ocsp,
             crls: std::mem::take(&mut self.crls_in_use),
             warnings: Vec::new(),
         })

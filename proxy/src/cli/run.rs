@@ -110,10 +110,12 @@ async fn serve(
     let watcher = tokio::spawn(watch_files(Arc::clone(&proxy)));
     let warner = tokio::spawn(warn_expiring(Arc::clone(&proxy)));
     let crls = tokio::spawn(passerelle_proxy::crl::keep_fresh(Arc::clone(&proxy)));
+    let ocsp = tokio::spawn(passerelle_proxy::ocsp::keep_checked(Arc::clone(&proxy)));
     wait_for_stop(&proxy).await;
     watcher.abort();
     warner.abort();
     crls.abort();
+    ocsp.abort();
     stop(running, grace, drain_delay).await;
     ExitCode::SUCCESS
 }

@@ -1,0 +1,359 @@
+//! `[trust.ocsp]` with the real binary against a real OCSP responder: `openssl ocsp`
+//! serving the test PKI's index, signed by the ORG intermediate (the certificates'
+//! issuer). Good, revoked, unknown and responder down, each with its documented
+//! behaviour: a revoked certificate's pair is refused at once (`CertificateRevoked`,
+//! nothing sent) and `/readyz` answers 503 naming it; unknown and down are soft-fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use passerelle_certs_test::{ConfigAddresses, Manifest, shared_test_pki};
+use passerelle_e2e::binaries::{Passerelle, run, sandbox_config_elsewhere, text};
+use passerelle_e2e::{SOAP_CT, TOKEN, messages};
+
+/// `openssl ocsp` answering from an index file, killed on drop.
+struct Responder {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Responder {
+    /// `entries`: (certificate file, revoked) written to the index; any other
+    /// certificate is unknown to the responder. Signed by the ORG intermediate.
+    fn start(pki: &Manifest, dir: &Path, entries: &[(&Path, bool)]) -> Self {
+        let org = pki.path(&pki.ca.org_intermediate);
+        let key = pki.path(&pki.ca.org_intermediate_key);
+        Self::signed_by(pki, dir, entries, &org, &key)
+    }
+
+    /// The same, its answers signed by `signer` / `key`.
+    fn signed_by(
+        pki: &Manifest,
+        dir: &Path,
+        entries: &[(&Path, bool)],
+        signer: &Path,
+        key: &Path,
+    ) -> Self {
+        let index = dir.join(format!("index-{}.txt", uuid::Uuid::new_v4().simple()));
+        let mut lines = String::new();
+        for (cert, revoked) in entries {
+            let (serial, subject) = serial_and_subject(cert);
+            // status, expiry, revocation date, serial, file name, subject (ca(1)'s index).
+            if *revoked {
+                lines.push_str(&format!(
+                    "R\t491231235959Z\t251201000000Z,keyCompromise\t{serial}\tunknown\t{subject}\n"
+                ));
+            } else {
+                lines.push_str(&format!(
+                    "V\t491231235959Z\t\t{serial}\tunknown\t{subject}\n"
+                ));
+            }
+        }
+        std::fs::write(&index, lines).expect("index");
+        std::fs::write(
+            dir.join(format!("{}.attr", index.display())),
+            "unique_subject = no\n",
+        )
+        .expect("attr");
+        let port = free_port();
+        let org = pki.path(&pki.ca.org_intermediate);
+        let mut child = Command::new("openssl")
+            .args(["ocsp", "-port", &port.to_string(), "-index"])
+            .arg(&index)
+            .arg("-CA")
+            .arg(&org)
+            .arg("-rsigner")
+            .arg(signer)
+            .arg("-rkey")
+            .arg(key)
+            .arg("-ignore_err")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl ocsp");
+        // Ready once it says so: a connection made only to probe the port would hold
+        // its single-threaded loop (it waits on that connection for a request).
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("waiting for OCSP client connections") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("openssl ocsp did not start");
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// The serial (hexadecimal) and subject (`/C=FR/...`) as the index wants them.
+fn serial_and_subject(cert: &Path) -> (String, String) {
+    let o = Command::new("openssl")
+        .args([
+            "x509", "-noout", "-serial", "-subject", "-nameopt", "compat", "-in",
+        ])
+        .arg(cert)
+        .output()
+        .expect("openssl x509");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let serial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("serial="))
+        .expect("serial")
+        .trim()
+        .to_string();
+    let subject = out
+        .lines()
+        .find_map(|l| l.strip_prefix("subject="))
+        .expect("subject")
+        .trim()
+        .to_string();
+    (serial, subject)
+}
+
+/// The sandbox configuration in `dir`, with `[trust.ocsp]` asking `responder`.
+fn config(pki: &Manifest, dir: &Path, responder: &str) -> PathBuf {
+    let name = format!("ocsp-{}.toml", uuid::Uuid::new_v4().simple());
+    let written = pki
+        .write_config(
+            &name,
+            &ConfigAddresses {
+                listener: "127.0.0.1:0".into(),
+                admin: "127.0.0.1:0".into(),
+                dmp_port: 9,
+                insi_port: 9,
+                echo_port: Some(9),
+                audit: Some(dir.join("audit.jsonl")),
+            },
+        )
+        .expect("config");
+    let mut doc = sandbox_config_elsewhere(&written, &pki.dir);
+    let ocsp: toml::Table =
+        format!("responder = {responder:?}\nrefresh = \"1m\"\ntimeout = \"5s\"\n")
+            .parse()
+            .expect("TOML");
+    doc.get_mut("trust")
+        .and_then(|t| t.as_table_mut())
+        .expect("[trust]")
+        .insert("ocsp".into(), toml::Value::Table(ocsp));
+    let path = dir.join(format!("passerelle-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, toml::to_string(&doc).expect("TOML")).expect("write");
+    let check = run(
+        "passerelle",
+        &["check", "--config", &path.display().to_string()],
+    );
+    assert!(check.status.success(), "check: {}", text(&check));
+    path
+}
+
+fn metric(p: &Passerelle, series: &str) -> Option<String> {
+    let (_, body) = p.admin_get("/metrics");
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+}
+
+fn wait_for(p: &Passerelle, series: &str, within: Duration) {
+    let end = std::time::Instant::now() + within;
+    while metric(p, series).is_none() {
+        assert!(
+            std::time::Instant::now() < end,
+            "{series} not within {within:?}; log:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const A: &str = "tenant=\"ch-test-a\"";
+
+async fn dmp_query(p: &Passerelle, eg: &str) -> passerelle_e2e::Reply {
+    let mut headers: Vec<(String, String)> = messages::vihf_headers(eg)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    headers.push(("x-passerelle-tenant".into(), "ch-test-a".into()));
+    headers.push(("authorization".into(), format!("Bearer {TOKEN}")));
+    passerelle_e2e::post(
+        p.address,
+        "/dmp/registry",
+        &headers,
+        SOAP_CT,
+        messages::find_documents().into(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
+    let pki = shared_test_pki().expect("PKI");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = &pki.tenants[0];
+    let eg = a.geographic_structure_ids[0].clone();
+    let tenant_a: Vec<PathBuf> = [
+        &a.dmp_auth,
+        &a.dmp_sign,
+        &a.insi_auto,
+        &a.insi_manu,
+        &a.org_auth,
+    ]
+    .iter()
+    .map(|l| pki.path(&l.cert))
+    .collect();
+
+    // Good: every certificate of tenant A in the index; tenant B's unknown to it.
+    let good: Vec<(&Path, bool)> = tenant_a.iter().map(|c| (c.as_path(), false)).collect();
+    let responder = Responder::start(&pki, dir.path(), &good);
+    let p = Passerelle::start(
+        &config(&pki, dir.path(), &responder.url())
+            .display()
+            .to_string(),
+    );
+    let good_series =
+        format!("passerelle_certificate_ocsp_status{{{A},role=\"dmp_auth\",status=\"good\"}}");
+    wait_for(&p, &good_series, Duration::from_secs(30));
+    let unknown_b = "passerelle_certificate_ocsp_status{tenant=\"ch-test-b\",role=\"dmp_auth\",status=\"unknown\"}";
+    wait_for(&p, unknown_b, Duration::from_secs(30));
+    let (status, body) = p.admin_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(
+            "degraded ocsp ch-test-b dmp_auth: the responder does not know this certificate"
+        ),
+        "unknown is soft-fail, and said: {body}"
+    );
+    assert!(!body.contains("ch-test-a"), "tenant A is good: {body}");
+    let revoked = format!("passerelle_certificate_revoked{{{A},role=\"dmp_auth\"}}");
+    assert_eq!(metric(&p, &revoked).as_deref(), Some("0"));
+    drop(p);
+    drop(responder);
+
+    // Revoked: tenant A's DMP authentication certificate. Refused at once, 503.
+    let mut entries = good.clone();
+    entries[0].1 = true;
+    let responder = Responder::start(&pki, dir.path(), &entries);
+    let p = Passerelle::start(
+        &config(&pki, dir.path(), &responder.url())
+            .display()
+            .to_string(),
+    );
+    wait_for(
+        &p,
+        &format!("passerelle_certificate_ocsp_status{{{A},role=\"dmp_auth\",status=\"revoked\"}}"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(metric(&p, &revoked).as_deref(), Some("1"));
+    assert_eq!(
+        metric(
+            &p,
+            &format!("passerelle_certificate_usable{{{A},role=\"dmp_auth\"}}")
+        )
+        .as_deref(),
+        Some("0")
+    );
+    let (status, body) = p.admin_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("certificate revoked (OCSP)") && body.contains("ch-test-a dmp_auth"),
+        "{body}"
+    );
+    let reply = dmp_query(&p, &eg).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(
+        reply.fault_code().as_deref(),
+        Some("CertificateRevoked"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply.text().contains("OCSP"), "{}", reply.text());
+    assert!(
+        p.log().contains("certificate revoked (OCSP)"),
+        "an error line: {}",
+        p.log()
+    );
+    drop(p);
+    drop(responder);
+
+    // A responder the issuer did not delegate (answers signed with a tenant's own key):
+    // no usable answer, soft-fail.
+    let rogue = Responder::signed_by(
+        &pki,
+        dir.path(),
+        &entries,
+        &pki.path(&a.org_auth.cert),
+        &pki.path(&a.org_auth.key),
+    );
+    let p = Passerelle::start(&config(&pki, dir.path(), &rogue.url()).display().to_string());
+    let error_series =
+        format!("passerelle_certificate_ocsp_status{{{A},role=\"dmp_auth\",status=\"error\"}}");
+    wait_for(&p, &error_series, Duration::from_secs(30));
+    assert!(
+        p.log()
+            .contains("does not verify with the certificate's issuer"),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        metric(&p, &revoked).as_deref(),
+        Some("0"),
+        "its 'revoked' is not believed"
+    );
+    drop(p);
+    drop(rogue);
+
+    // Responder down: soft-fail, tenant A served as before (its pairs usable), and said.
+    let down = format!("http://127.0.0.1:{}/", free_port());
+    let p = Passerelle::start(&config(&pki, dir.path(), &down).display().to_string());
+    wait_for(&p, &error_series, Duration::from_secs(30));
+    assert_eq!(
+        metric(
+            &p,
+            &format!("passerelle_certificate_usable{{{A},role=\"dmp_auth\"}}")
+        )
+        .as_deref(),
+        Some("1")
+    );
+    let (status, body) = p.admin_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("degraded ocsp ch-test-a dmp_auth:") && body.contains("cannot connect"),
+        "{body}"
+    );
+    assert!(p.log().contains("OCSP check failed"), "{}", p.log());
+}
