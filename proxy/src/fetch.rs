@@ -42,7 +42,7 @@ pub enum FetchError {
         status: u16,
         hint: String,
     },
-    #[error("{url}: the answer is larger than {setting}.max_bytes ({max} bytes)")]
+    #[error("{url}: the answer is larger than {max} bytes (see [{setting}])")]
     TooLarge {
         url: String,
         setting: &'static str,

@@ -753,6 +753,9 @@ fn render_ocsp(out: &mut String, state: &ProxyState) {
         out,
         "# HELP {name} 1 on the last OCSP status of each tenant certificate in use ([trust.ocsp]): good, revoked, unknown, or error (no usable answer: soft-fail).\n# TYPE {name} gauge"
     );
+    if state.config.ocsp.is_none() {
+        return;
+    }
     for ((tenant, role), checked) in state.ocsp.snapshot() {
         let in_use = state
             .credentials()

@@ -5,7 +5,9 @@
 //! - **revoked**: the (tenant, role) pair is refused at once (`CertificateRevoked`, no
 //!   reload needed: every credential of that certificate shares the board's slot), an
 //!   error is logged, `passerelle_certificate_revoked` turns 1 and `/readyz` answers 503
-//!   naming it. A revocation is final for that serial.
+//!   naming it, until a later verified "good" for that serial (a `certificateHold`
+//!   released) or a new certificate. Held in memory only: a restart asks again.
+//! - a failure while a verified answer is still valid keeps that answer (logged).
 //! - **unknown** (the responder does not know the certificate) and **no usable answer**
 //!   (responder down, bad signature, stale answer): soft-fail. Requests go on; a
 //!   warning is logged, `passerelle_certificate_ocsp_status` says so and `/readyz`
@@ -67,11 +69,19 @@ pub async fn keep_checked(proxy: Arc<Proxy>) {
                 continue;
             }
             let tenant = target.tenant.as_str();
-            let (verdict, wait) = match ask(target, &check).await {
+            let (verdict, wait, valid_until) = match ask(target, &check).await {
                 Ok((verdict, next_update)) => {
-                    let wait = until(next_update).min(check.refresh);
+                    // Not sooner than a minute (or retry): an answer just past its
+                    // nextUpdate (within the clock slack) must not make us poll.
+                    let wait = until(next_update)
+                        .min(check.refresh)
+                        .max(check.retry.min(Duration::from_secs(60)));
                     entry.1 = 0;
-                    (verdict, wait)
+                    let valid_until = next_update.or_else(|| {
+                        let wait = time::Duration::try_from(check.refresh).ok()?;
+                        Some(OffsetDateTime::now_utc() + wait)
+                    });
+                    (verdict, wait, valid_until)
                 }
                 Err(reason) => {
                     entry.1 = entry.1.saturating_add(1);
@@ -79,7 +89,7 @@ pub async fn keep_checked(proxy: Arc<Proxy>) {
                         .retry
                         .saturating_mul(1u32 << entry.1.saturating_sub(1).min(16))
                         .min(check.refresh);
-                    (OcspVerdict::Failed(reason), wait)
+                    (OcspVerdict::Failed(reason), wait, None)
                 }
             };
             match &verdict {
@@ -112,7 +122,7 @@ pub async fn keep_checked(proxy: Arc<Proxy>) {
                     "OCSP check failed: requests go on (soft-fail)"
                 ),
             }
-            board.record(tenant, target.role, &target.serial, verdict);
+            board.record(tenant, target.role, &target.serial, verdict, valid_until);
             entry.0 = now
                 .checked_add(wait.max(Duration::from_secs(1)))
                 .unwrap_or(now);
@@ -202,7 +212,15 @@ async fn ask(
         }
     }
     let store = store.build();
-    let untrusted = Stack::new().map_err(ossl("the trust store"))?;
+    // The issuer and the chain as candidate signers: a CA-signed answer need not embed
+    // its certificate (RFC 6960 `certs` is optional). Not trusted for that: OpenSSL
+    // still requires the issuer itself or a responder it delegated.
+    let mut untrusted = Stack::new().map_err(ossl("the trust store"))?;
+    for der in &target.trust {
+        if let Ok(ca) = X509::from_der(der) {
+            let _ = untrusted.push(ca);
+        }
+    }
     basic
         .verify(&untrusted, &store, OcspFlag::empty())
         .map_err(|e| {
@@ -233,10 +251,33 @@ async fn ask(
 fn generalized(t: &openssl::asn1::Asn1GeneralizedTimeRef) -> Option<OffsetDateTime> {
     // Asn1GeneralizedTimeRef derefs to no Asn1TimeRef: read it through its text form.
     let text = t.to_string();
+    // OpenSSL prints fractional seconds when the time has them.
     let format = time::macros::format_description!(
-        "[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT"
+        "[month repr:short] [day padding:space] [hour]:[minute]:[second][optional [.[subsecond]]] [year] GMT"
     );
     time::PrimitiveDateTime::parse(&text, &format)
         .ok()
         .map(time::PrimitiveDateTime::assume_utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OpenSSL's printed GeneralizedTime, with and without fractional seconds.
+    #[test]
+    fn generalized_times_are_read_with_or_without_fractions() {
+        for (der_text, expected) in [
+            ("20261202015550Z", "2026-12-02T01:55:50Z"),
+            ("20261202015550.123Z", "2026-12-02T01:55:50.123Z"),
+            ("20260105090000Z", "2026-01-05T09:00:00Z"),
+        ] {
+            let t = openssl::asn1::Asn1GeneralizedTime::from_str(der_text).expect("time");
+            let parsed = generalized(&t).unwrap_or_else(|| panic!("{der_text} not read"));
+            let expected =
+                OffsetDateTime::parse(expected, &time::format_description::well_known::Rfc3339)
+                    .expect("rfc3339");
+            assert_eq!(parsed, expected, "{der_text}");
+        }
+    }
 }

@@ -410,6 +410,7 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
                 .get()
                 .map(|why| format!("{} {}: {why}", c.tenant, c.role))
         })
+        .filter(|_| state.config.ocsp.is_some())
         .collect();
     if !ocsp_revoked.is_empty() {
         return text(
@@ -517,6 +518,9 @@ fn crl_lines(proxy: &Proxy, state: &ProxyState, now: time::OffsetDateTime) -> Ve
 /// know): the responder does not know them, or gave no usable answer.
 fn ocsp_lines(state: &ProxyState) -> Vec<String> {
     use crate::state::OcspVerdict;
+    if state.config.ocsp.is_none() {
+        return Vec::new();
+    }
     state
         .ocsp
         .snapshot()

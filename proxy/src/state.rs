@@ -4,7 +4,7 @@
 //! access policy, and the bound on concurrent signatures.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -66,9 +66,10 @@ pub struct Credential {
     pub not_after: OffsetDateTime,
     /// When and by which CRL, when a configured CRL revokes it.
     pub revoked: Option<String>,
-    /// When and by which responder, once OCSP said revoked (kept across reloads for the
-    /// same serial: a revocation is final).
-    pub ocsp_revoked: Arc<OnceLock<String>>,
+    /// When and by which responder, while OCSP says revoked: shared by every
+    /// credential of this serial and kept across reloads; cleared only by a later
+    /// verified "good" (a `certificateHold` released, a CA's mistake undone).
+    pub ocsp_revoked: RevokedSlot,
 }
 
 impl Credential {
@@ -85,8 +86,8 @@ impl Credential {
     }
 
     /// Why it is revoked, by a CRL or by OCSP.
-    pub fn revocation(&self) -> Option<&String> {
-        self.revoked.as_ref().or(self.ocsp_revoked.get())
+    pub fn revocation(&self) -> Option<String> {
+        self.revoked.clone().or_else(|| self.ocsp_revoked.get())
     }
 
     /// Refuses a certificate that is revoked, not yet valid, or expired (at start or
@@ -97,7 +98,7 @@ impl Credential {
             return Err(ProxyError::CertificateRevoked {
                 tenant,
                 role,
-                reason: reason.clone(),
+                reason,
             });
         }
         if now < self.not_before {
@@ -182,11 +183,25 @@ pub struct ProxyState {
     pub ocsp: Arc<OcspBoard>,
 }
 
+/// OCSP's revocation of one certificate, shared by its credentials.
+#[derive(Debug, Clone, Default)]
+pub struct RevokedSlot(Arc<std::sync::RwLock<Option<String>>>);
+
+impl RevokedSlot {
+    pub fn get(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, why: Option<String>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+}
+
 /// What OCSP said of each tenant certificate: the last answer per (tenant, role), and a
 /// revocation slot per certificate that every [`Credential`] of it shares.
 #[derive(Debug, Default)]
 pub struct OcspBoard {
-    revoked: DashMap<(String, CertRole, String), Arc<OnceLock<String>>>,
+    revoked: DashMap<(String, CertRole, String), RevokedSlot>,
     last: DashMap<(String, CertRole), OcspChecked>,
 }
 
@@ -194,8 +209,14 @@ pub struct OcspBoard {
 #[derive(Debug, Clone)]
 pub struct OcspChecked {
     pub serial: String,
+    /// The last verified answer while it is valid, else why there is none.
     pub verdict: OcspVerdict,
+    /// When the verdict was given.
     pub at: OffsetDateTime,
+    /// Until when a verified answer holds (its `nextUpdate`, else the next check).
+    pub valid_until: Option<OffsetDateTime>,
+    /// The last failure, when a still-valid answer was kept over it.
+    pub last_error: Option<String>,
 }
 
 /// A responder's answer, or why there was none.
@@ -224,26 +245,49 @@ impl OcspVerdict {
 
 impl OcspBoard {
     /// The revocation slot of one certificate.
-    pub fn slot(&self, tenant: &str, role: CertRole, serial: &str) -> Arc<OnceLock<String>> {
-        Arc::clone(
-            &self
-                .revoked
-                .entry((tenant.to_string(), role, serial.to_string()))
-                .or_default(),
-        )
+    pub fn slot(&self, tenant: &str, role: CertRole, serial: &str) -> RevokedSlot {
+        self.revoked
+            .entry((tenant.to_string(), role, serial.to_string()))
+            .or_default()
+            .clone()
     }
 
-    /// Records an answer; a revocation disables every credential of that certificate.
-    pub fn record(&self, tenant: &str, role: CertRole, serial: &str, verdict: OcspVerdict) {
-        if let OcspVerdict::Revoked(why) = &verdict {
-            let _ = self.slot(tenant, role, serial).set(why.clone());
+    /// Records an answer valid until `valid_until`, or a failure. A revocation
+    /// disables every credential of that certificate, a verified "good" lifts it; a
+    /// failure leaves a still-valid answer in force (one timeout does not undo a
+    /// "good" the responder gave for the day).
+    pub fn record(
+        &self,
+        tenant: &str,
+        role: CertRole,
+        serial: &str,
+        verdict: OcspVerdict,
+        valid_until: Option<OffsetDateTime>,
+    ) {
+        let now = OffsetDateTime::now_utc();
+        let key = (tenant.to_string(), role);
+        if let OcspVerdict::Failed(why) = &verdict
+            && let Some(mut held) = self.last.get_mut(&key)
+            && held.serial == serial
+            && !matches!(held.verdict, OcspVerdict::Failed(_))
+            && held.valid_until.is_some_and(|u| u > now)
+        {
+            held.last_error = Some(why.clone());
+            return;
+        }
+        match &verdict {
+            OcspVerdict::Revoked(why) => self.slot(tenant, role, serial).set(Some(why.clone())),
+            OcspVerdict::Good => self.slot(tenant, role, serial).set(None),
+            _ => {}
         }
         self.last.insert(
-            (tenant.to_string(), role),
+            key,
             OcspChecked {
                 serial: serial.to_string(),
                 verdict,
-                at: OffsetDateTime::now_utc(),
+                at: now,
+                valid_until,
+                last_error: None,
             },
         );
     }
@@ -476,6 +520,62 @@ fn tenant_runtime(
 mod tests {
     use super::*;
 
+    /// A revocation is shared by the serial's credentials and lifted by a later "good";
+    /// a failure keeps a still-valid answer, and shows once none is held.
+    #[test]
+    fn ocsp_answers_are_held_until_they_expire_and_revocations_until_a_good() {
+        let board = OcspBoard::default();
+        let slot = board.slot("ch-test-a", CertRole::DmpAuth, "0A");
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        board.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0A",
+            OcspVerdict::Revoked("revoked".into()),
+            Some(later),
+        );
+        assert_eq!(slot.get().as_deref(), Some("revoked"));
+        board.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0A",
+            OcspVerdict::Failed("down".into()),
+            None,
+        );
+        let (_, held) = &board.snapshot()[0];
+        assert_eq!(
+            held.verdict.label(),
+            "revoked",
+            "a failure keeps the valid answer"
+        );
+        assert_eq!(held.last_error.as_deref(), Some("down"));
+        board.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0A",
+            OcspVerdict::Good,
+            None,
+        );
+        assert_eq!(
+            slot.get(),
+            None,
+            "a verified good lifts it (certificateHold released)"
+        );
+        board.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0A",
+            OcspVerdict::Failed("down".into()),
+            None,
+        );
+        let (_, held) = &board.snapshot()[0];
+        assert_eq!(
+            held.verdict.label(),
+            "error",
+            "no valid answer held: the failure shows"
+        );
+    }
+
     #[test]
     fn a_certificate_that_expires_while_running_is_refused() {
         let not_after = OffsetDateTime::now_utc();
@@ -486,7 +586,7 @@ mod tests {
             not_before: not_after - time::Duration::days(365),
             not_after,
             revoked: None,
-            ocsp_revoked: Arc::default(),
+            ocsp_revoked: RevokedSlot::default(),
         };
         c.check(not_after - time::Duration::seconds(1))
             .expect("still valid");

@@ -25,6 +25,12 @@ impl Validator {
         };
         let timeout = self.duration(&format!("{FIELD}.timeout"), &o.timeout);
         let minute = std::time::Duration::from_secs(60);
+        if timeout.is_some_and(|t| t > minute) {
+            self.error(
+                &format!("{FIELD}.timeout"),
+                "at most \"1m\": the certificates are asked one after the other",
+            );
+        }
         if refresh.is_some_and(|r| r < minute || r > 7 * 24 * 60 * minute) {
             self.error(&format!("{FIELD}.refresh"), "between \"1m\" and \"7d\"");
         }
