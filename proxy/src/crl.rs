@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::fetch::{Fetch, FetchError, fetch};
 use crate::runtime::Proxy;
+use crate::schedule::{self, sleep_until_due, until};
 
 /// How often the task looks at the configuration when nothing is due (a reload may add
 /// or remove sources).
@@ -183,14 +184,7 @@ pub async fn keep_fresh(proxy: Arc<Proxy>) {
                 }
             }
         }
-        let now = tokio::time::Instant::now();
-        let next = due
-            .values()
-            .map(|d| d.0)
-            .min()
-            .unwrap_or(now + IDLE)
-            .min(now + IDLE);
-        tokio::time::sleep_until(next).await;
+        sleep_until_due(due.values().map(|d| d.0), IDLE).await;
     }
 }
 
@@ -482,18 +476,7 @@ fn after(plan: &CrlDownload, next_update: Option<OffsetDateTime>, now: OffsetDat
 
 /// `retry`, doubled per failure, at most two hours and never past `refresh`.
 fn backoff(plan: &CrlDownload, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    plan.retry
-        .saturating_mul(1u32 << exp)
-        .min(MAX_BACKOFF.min(plan.refresh).max(plan.retry))
-}
-
-/// Time from `now` to `t` (a second past it, so that the CA's new CRL is out); none: a
-/// long time.
-fn until(t: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {
-    t.map_or(Duration::MAX, |t| {
-        Duration::from_secs(u64::try_from((t - now).whole_seconds()).unwrap_or(0) + 1)
-    })
+    schedule::backoff(plan.retry, failures, MAX_BACKOFF.min(plan.refresh))
 }
 
 #[cfg(test)]

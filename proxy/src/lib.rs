@@ -24,6 +24,7 @@
 //! - [`crl`]: `[trust.crl_download]`: CRLs fetched, verified and kept fresh.
 //! - [`ocsp`]: `[trust.ocsp]`: our own certificates' status asked to their responder.
 //! - [`fetch`]: plain HTTP for CRLs and OCSP, direct or through `[egress]`.
+//! - [`schedule`]: their timing (nextUpdate, backoff).
 //! - [`audit`]: the audit trail, one JSON line per upstream exchange.
 //! - [`capture`]: the homologation capture (`[capture]`): requests and answers of listed
 //!   clients written to private files, until a set time.
@@ -52,6 +53,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod runtime;
 pub mod sanitize;
+pub mod schedule;
 pub mod server;
 pub mod services;
 pub mod state;

@@ -36,6 +36,7 @@ use time::OffsetDateTime;
 
 use crate::fetch::{Fetch, fetch};
 use crate::runtime::Proxy;
+use crate::schedule::{backoff, sleep_until_due, until};
 use crate::state::OcspVerdict;
 
 /// How often the task looks at the configuration when nothing is due.
@@ -73,7 +74,7 @@ pub async fn keep_checked(proxy: Arc<Proxy>) {
                 Ok((verdict, next_update)) => {
                     // Not sooner than a minute (or retry): an answer just past its
                     // nextUpdate (within the clock slack) must not make us poll.
-                    let wait = until(next_update)
+                    let wait = until(next_update, OffsetDateTime::now_utc())
                         .min(check.refresh)
                         .max(check.retry.min(Duration::from_secs(60)));
                     entry.1 = 0;
@@ -85,10 +86,7 @@ pub async fn keep_checked(proxy: Arc<Proxy>) {
                 }
                 Err(reason) => {
                     entry.1 = entry.1.saturating_add(1);
-                    let wait = check
-                        .retry
-                        .saturating_mul(1u32 << entry.1.saturating_sub(1).min(16))
-                        .min(check.refresh);
+                    let wait = backoff(check.retry, entry.1, check.refresh);
                     (OcspVerdict::Failed(reason), wait, None)
                 }
             };
@@ -127,23 +125,8 @@ pub async fn keep_checked(proxy: Arc<Proxy>) {
                 .checked_add(wait.max(Duration::from_secs(1)))
                 .unwrap_or(now);
         }
-        let now = tokio::time::Instant::now();
-        let next = due
-            .values()
-            .map(|d| d.0)
-            .min()
-            .unwrap_or(now + IDLE)
-            .min(now + IDLE);
-        tokio::time::sleep_until(next).await;
+        sleep_until_due(due.values().map(|d| d.0), IDLE).await;
     }
-}
-
-/// Until `t` (a second past it), or a long time.
-fn until(t: Option<OffsetDateTime>) -> Duration {
-    t.map_or(Duration::MAX, |t| {
-        let left = (t - OffsetDateTime::now_utc()).whole_seconds();
-        Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1)
-    })
 }
 
 /// One question to the responder: its verdict and the answer's `nextUpdate`; or why no

@@ -82,6 +82,51 @@ pub fn sandbox_config_elsewhere(
     }
 }
 
+/// The sandbox configuration written in `dir` for a `passerelle run` that sends nothing
+/// upstream (the mocks' ports are unused), with `tables` added (`"trust.ocsp"` goes
+/// under `[trust]`), and checked: `passerelle check` must pass.
+pub fn checked_config(
+    pki: &passerelle_certs_test::Manifest,
+    dir: &std::path::Path,
+    tables: Vec<(&str, toml::Table)>,
+) -> PathBuf {
+    let name = format!("e2e-{}.toml", uuid::Uuid::new_v4().simple());
+    let written = pki
+        .write_config(
+            &name,
+            &passerelle_certs_test::ConfigAddresses {
+                listener: "127.0.0.1:0".into(),
+                admin: "127.0.0.1:0".into(),
+                dmp_port: 9,
+                insi_port: 9,
+                echo_port: Some(9),
+                audit: Some(dir.join("audit.jsonl")),
+            },
+        )
+        .expect("config");
+    let mut doc = sandbox_config_elsewhere(&written, &pki.dir);
+    for (path, table) in tables {
+        let (parent, key) = match path.split_once('.') {
+            Some((parent, key)) => (
+                doc.get_mut(parent)
+                    .and_then(|t| t.as_table_mut())
+                    .unwrap_or_else(|| panic!("[{parent}]")),
+                key,
+            ),
+            None => (&mut doc, path),
+        };
+        parent.insert(key.into(), toml::Value::Table(table));
+    }
+    let path = dir.join(format!("passerelle-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, toml::to_string(&doc).expect("TOML")).expect("write");
+    let check = run(
+        "passerelle",
+        &["check", "--config", &path.display().to_string()],
+    );
+    assert!(check.status.success(), "check: {}", text(&check));
+    path
+}
+
 /// A `passerelle run` child process, killed on drop.
 #[derive(Debug)]
 pub struct Passerelle {
@@ -171,6 +216,14 @@ impl Passerelle {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The value of one series (name and labels, exactly) in `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<String> {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next().map(str::to_string))
     }
 
     /// The admin listener's answer to `GET path`: status and body (plain HTTP/1.1).

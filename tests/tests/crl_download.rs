@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use passerelle_certs_test::{ConfigAddresses, Manifest, shared_test_pki};
-use passerelle_e2e::binaries::{Passerelle, run, sandbox_config_elsewhere, text};
+use passerelle_certs_test::{Manifest, shared_test_pki};
+use passerelle_e2e::binaries::{Passerelle, checked_config, run, text};
 use passerelle_e2e::forward_proxy::ForwardProxy;
 
 /// A plain HTTP server answering every GET with the CRL in place (404 when none), that
@@ -149,48 +149,22 @@ fn serial(cert: &Path) -> String {
         .to_string()
 }
 
-/// The sandbox configuration (the mocks' ports unused: nothing is sent upstream), with
-/// `[trust.crl_download]` for `url` and, when given, `[egress]`.
+/// The sandbox configuration with `[trust.crl_download]` for `url` and, when given,
+/// `[egress]`.
 fn config(pki: &Manifest, dir: &Path, url: &str, egress: Option<&str>) -> PathBuf {
-    let name = format!("crl-download-{}.toml", uuid::Uuid::new_v4().simple());
-    let written = pki
-        .write_config(
-            &name,
-            &ConfigAddresses {
-                listener: "127.0.0.1:0".into(),
-                admin: "127.0.0.1:0".into(),
-                dmp_port: 9,
-                insi_port: 9,
-                echo_port: Some(9),
-                audit: Some(dir.join("audit.jsonl")),
-            },
-        )
-        .expect("config");
-    let mut doc = sandbox_config_elsewhere(&written, &pki.dir);
     let download: toml::Table = format!(
         "directory = {:?}\ndiscover = false\nurls = [{url:?}]\nrefresh = \"1m\"\nretry = \"1s\"\ntimeout = \"5s\"\n",
         dir.join("crls").display().to_string()
     )
     .parse()
     .expect("TOML");
-    doc.get_mut("trust")
-        .and_then(|t| t.as_table_mut())
-        .expect("[trust]")
-        .insert("crl_download".into(), toml::Value::Table(download));
+    let mut tables = vec![("trust.crl_download", download)];
     if let Some(proxy) = egress {
         let mut e = toml::Table::new();
         e.insert("proxy".into(), toml::Value::String(proxy.into()));
-        doc.insert("egress".into(), toml::Value::Table(e));
+        tables.push(("egress", e));
     }
-    let doc = toml::to_string(&doc).expect("TOML");
-    let path = dir.join("passerelle.toml");
-    std::fs::write(&path, doc).expect("write the configuration");
-    let check = run(
-        "passerelle",
-        &["check", "--config", &path.display().to_string()],
-    );
-    assert!(check.status.success(), "check: {}", text(&check));
-    path
+    checked_config(pki, dir, tables)
 }
 
 fn wait(what: &str, within: Duration, mut ok: impl FnMut() -> bool, log: impl Fn() -> String) {
@@ -207,10 +181,7 @@ fn wait(what: &str, within: Duration, mut ok: impl FnMut() -> bool, log: impl Fn
 
 /// The value of one series in `/metrics`.
 fn metric(p: &Passerelle, series: &str) -> Option<f64> {
-    let (_, body) = p.admin_get("/metrics");
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    p.metric(series)?.parse().ok()
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use passerelle_certs_test::{ConfigAddresses, Manifest, shared_test_pki};
-use passerelle_e2e::binaries::{Passerelle, run, sandbox_config_elsewhere, text};
+use passerelle_certs_test::{Manifest, shared_test_pki};
+use passerelle_e2e::binaries::{Passerelle, checked_config};
 use passerelle_e2e::{SOAP_CT, TOKEN, messages};
 
 /// `openssl ocsp` answering from an index file, killed on drop.
@@ -147,51 +147,18 @@ fn serial_and_subject(cert: &Path) -> (String, String) {
     (serial, subject)
 }
 
-/// The sandbox configuration in `dir`, with `[trust.ocsp]` asking `responder`.
+/// The sandbox configuration with `[trust.ocsp]` asking `responder`.
 fn config(pki: &Manifest, dir: &Path, responder: &str) -> PathBuf {
-    let name = format!("ocsp-{}.toml", uuid::Uuid::new_v4().simple());
-    let written = pki
-        .write_config(
-            &name,
-            &ConfigAddresses {
-                listener: "127.0.0.1:0".into(),
-                admin: "127.0.0.1:0".into(),
-                dmp_port: 9,
-                insi_port: 9,
-                echo_port: Some(9),
-                audit: Some(dir.join("audit.jsonl")),
-            },
-        )
-        .expect("config");
-    let mut doc = sandbox_config_elsewhere(&written, &pki.dir);
     let ocsp: toml::Table =
         format!("responder = {responder:?}\nrefresh = \"1m\"\ntimeout = \"5s\"\n")
             .parse()
             .expect("TOML");
-    doc.get_mut("trust")
-        .and_then(|t| t.as_table_mut())
-        .expect("[trust]")
-        .insert("ocsp".into(), toml::Value::Table(ocsp));
-    let path = dir.join(format!("passerelle-{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, toml::to_string(&doc).expect("TOML")).expect("write");
-    let check = run(
-        "passerelle",
-        &["check", "--config", &path.display().to_string()],
-    );
-    assert!(check.status.success(), "check: {}", text(&check));
-    path
-}
-
-fn metric(p: &Passerelle, series: &str) -> Option<String> {
-    let (_, body) = p.admin_get("/metrics");
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+    checked_config(pki, dir, vec![("trust.ocsp", ocsp)])
 }
 
 fn wait_for(p: &Passerelle, series: &str, within: Duration) {
     let end = std::time::Instant::now() + within;
-    while metric(p, series).is_none() {
+    while p.metric(series).is_none() {
         assert!(
             std::time::Instant::now() < end,
             "{series} not within {within:?}; log:\n{}",
@@ -260,7 +227,7 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
     );
     assert!(!body.contains("ch-test-a"), "tenant A is good: {body}");
     let revoked = format!("passerelle_certificate_revoked{{{A},role=\"dmp_auth\"}}");
-    assert_eq!(metric(&p, &revoked).as_deref(), Some("0"));
+    assert_eq!(p.metric(&revoked).as_deref(), Some("0"));
     drop(p);
     drop(responder);
 
@@ -278,12 +245,11 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
         &format!("passerelle_certificate_ocsp_status{{{A},role=\"dmp_auth\",status=\"revoked\"}}"),
         Duration::from_secs(30),
     );
-    assert_eq!(metric(&p, &revoked).as_deref(), Some("1"));
+    assert_eq!(p.metric(&revoked).as_deref(), Some("1"));
     assert_eq!(
-        metric(
-            &p,
-            &format!("passerelle_certificate_usable{{{A},role=\"dmp_auth\"}}")
-        )
+        p.metric(&format!(
+            "passerelle_certificate_usable{{{A},role=\"dmp_auth\"}}"
+        ))
         .as_deref(),
         Some("0")
     );
@@ -330,7 +296,7 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
         p.log()
     );
     assert_eq!(
-        metric(&p, &revoked).as_deref(),
+        p.metric(&revoked).as_deref(),
         Some("0"),
         "its 'revoked' is not believed"
     );
@@ -342,10 +308,9 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
     let p = Passerelle::start(&config(&pki, dir.path(), &down).display().to_string());
     wait_for(&p, &error_series, Duration::from_secs(30));
     assert_eq!(
-        metric(
-            &p,
-            &format!("passerelle_certificate_usable{{{A},role=\"dmp_auth\"}}")
-        )
+        p.metric(&format!(
+            "passerelle_certificate_usable{{{A},role=\"dmp_auth\"}}"
+        ))
         .as_deref(),
         Some("1")
     );
