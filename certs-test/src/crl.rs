@@ -42,6 +42,19 @@ pub enum CrlIssuer {
     Foreign,
     /// The root: another configured CA's CRL.
     Root,
+    /// The SERV SSL intermediate: the CRL of the mock services' certificate.
+    Server,
+}
+
+/// A CA of the test PKI, by its key file and common name, to sign with.
+fn named_ca(key_path: &std::path::Path, common_name: &str) -> Result<(CertificateParams, KeyPair)> {
+    let key_pem = fs::read_to_string(key_path).map_err(io_err(key_path))?;
+    let key = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = ca_name(common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_identifier_method = KeyIdMethod::Sha256;
+    Ok((params, key))
 }
 
 impl CrlOptions {
@@ -80,14 +93,17 @@ pub fn write_crl(options: &CrlOptions) -> Result<Vec<u8>> {
         CrlIssuer::Foreign => ca(&options.pki, IssuerChoiceArg::Foreign).map(|(p, k, _)| (p, k))?,
         CrlIssuer::Root => {
             let manifest = Manifest::load(&options.pki)?;
-            let key_path = manifest.path(&manifest.ca.root_key);
-            let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-            let key = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)?;
-            let mut params = CertificateParams::default();
-            params.distinguished_name = ca_name("TEST AC RACINE IGC-SANTE ELEMENTAIRE");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_identifier_method = KeyIdMethod::Sha256;
-            (params, key)
+            named_ca(
+                &manifest.path(&manifest.ca.root_key),
+                "TEST AC RACINE IGC-SANTE ELEMENTAIRE",
+            )?
+        }
+        CrlIssuer::Server => {
+            let manifest = Manifest::load(&options.pki)?;
+            named_ca(
+                &manifest.path(&manifest.ca.server_intermediate_key),
+                "TEST AC IGC-SANTE ELEMENTAIRE SERVEURS",
+            )?
         }
     };
     let crl = CertificateRevocationListParams {

@@ -235,14 +235,23 @@ pub struct TrustSection {
     pub crl_download: Option<CrlDownloadSection>,
     /// `[trust.ocsp]`: the status of our own certificates asked to their OCSP responder.
     pub ocsp: Option<OcspSection>,
+    /// Which sources establish revocation status; default: `crl`, or `both` with
+    /// `[trust.ocsp]`.
+    pub revocation: Option<crate::model::RevocationSources>,
+    /// When a source cannot establish it: `soft` (served, said) or `hard` (refused).
+    #[serde(default)]
+    pub revocation_failure: crate::model::RevocationFailure,
 }
 
 /// `[trust.ocsp]`: how often the tenants' certificates are checked with OCSP, and where.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OcspSection {
-    /// The responder asked for every certificate; default: each certificate's own (its
-    /// Authority Information Access OCSP URL).
+    /// The responder asked about every tenant certificate; default: each certificate's
+    /// own (its Authority Information Access OCSP URL).
     pub responder: Option<String>,
+    /// The responder asked about the national services' certificates (with
+    /// `[trust] revocation` "ocsp" or "both"); default: each certificate's own (AIA).
+    pub server_responder: Option<String>,
     /// Time between two checks of one certificate (sooner at the answer's nextUpdate).
     #[serde(default = "default_ocsp_refresh")]
     pub refresh: String,
@@ -254,6 +263,20 @@ pub struct OcspSection {
     pub timeout: String,
     /// `proxy` (default when `[egress]` is set) or `direct`.
     pub egress: Option<String>,
+}
+
+impl Default for OcspSection {
+    /// What `revocation = "ocsp"` or `"both"` uses without a `[trust.ocsp]` section.
+    fn default() -> Self {
+        Self {
+            responder: None,
+            server_responder: None,
+            refresh: default_ocsp_refresh(),
+            retry: None,
+            timeout: default_ocsp_timeout(),
+            egress: None,
+        }
+    }
 }
 
 fn default_ocsp_refresh() -> String {

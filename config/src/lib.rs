@@ -40,8 +40,9 @@ pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
 pub use model::{
     Audit, AuditSink, Capture, CertMaterial, Config, CrlDownload, CrlInUse, CrlSource, DmpPolicy,
     DmpService, DmpSigning, EgressProxy, InsiService, InternalClient, Limits, ListenerTls,
-    MtlsService, OcspCheck, OcspTarget, OnAuditFailure, PolicyMode, PostgresAudit, ServiceMethod,
-    ServiceRetry, ServiceScope, SignatureDigest, Software, Tenant, Timeouts, UpstreamTrust,
+    MtlsService, OcspCheck, OcspTarget, OnAuditFailure, PolicyMode, PostgresAudit,
+    RevocationFailure, RevocationSources, ServiceMethod, ServiceRetry, ServiceScope,
+    SignatureDigest, Software, Tenant, Timeouts, UpstreamOcsp, UpstreamRevocation, UpstreamTrust,
     asn1_time, crl_file_name,
 };
 pub use report::{

@@ -89,8 +89,99 @@ pub struct Timeouts {
 pub struct UpstreamTrust {
     /// DER anchors.
     pub anchors: Vec<Vec<u8>>,
-    /// DER CRLs.
+    /// DER CRLs (none when `[trust] revocation = "ocsp"`).
     pub crls: Vec<Vec<u8>>,
+    /// How the server's certificate's revocation status is established.
+    pub revocation: UpstreamRevocation,
+}
+
+/// `[trust] revocation`: which sources establish a certificate's revocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationSources {
+    /// CRL files and downloads only (the default without `[trust.ocsp]`).
+    #[default]
+    Crl,
+    /// OCSP only: no CRL may be configured.
+    Ocsp,
+    /// Both: revoked by either is revoked (the default with `[trust.ocsp]`).
+    Both,
+}
+
+impl RevocationSources {
+    pub fn crl(self) -> bool {
+        matches!(self, Self::Crl | Self::Both)
+    }
+
+    pub fn ocsp(self) -> bool {
+        matches!(self, Self::Ocsp | Self::Both)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crl => "crl",
+            Self::Ocsp => "ocsp",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// `[trust] revocation_failure`: what happens when a source cannot establish the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationFailure {
+    /// Served, with a warning, a metric and an alert (the default).
+    #[default]
+    Soft,
+    /// Refused: every source of `revocation` must vouch for the certificate.
+    Hard,
+}
+
+/// The revocation policy of one upstream's server certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamRevocation {
+    /// CRLs apply (`crl` or `both`).
+    pub crl: bool,
+    /// OCSP applies (`ocsp` or `both`), and how to ask.
+    pub ocsp: Option<UpstreamOcsp>,
+    pub failure: RevocationFailure,
+}
+
+impl UpstreamRevocation {
+    pub fn hard(&self) -> bool {
+        self.failure == RevocationFailure::Hard
+    }
+
+    /// Every setting, for a pool's digest (the egress proxy's password hashed).
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut out = format!("{}/{:?}/", self.crl, self.failure).into_bytes();
+        if let Some(o) = &self.ocsp {
+            let responder = o.responder.as_ref().map(url::Url::as_str).unwrap_or("");
+            out.extend(
+                format!("{responder}/{:?}/{:?}/{:?}/", o.refresh, o.retry, o.timeout).bytes(),
+            );
+            out.extend(
+                o.egress
+                    .as_ref()
+                    .map(EgressProxy::fingerprint)
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+}
+
+/// OCSP for an upstream's server certificate: the stapled answer when the server sends
+/// one, else the responder, its answer cached until its `nextUpdate` (at most `refresh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOcsp {
+    /// `[trust.ocsp] responder`; `None`: the certificate's own (AIA).
+    pub responder: Option<url::Url>,
+    pub refresh: Duration,
+    /// How long a failure is remembered before the responder is asked again.
+    pub retry: Duration,
+    pub timeout: Duration,
+    pub egress: Option<EgressProxy>,
 }
 
 /// What one internal request may cost, and how many run at once.
@@ -600,6 +691,11 @@ pub struct OcspCheck {
     pub refresh: Duration,
     pub retry: Duration,
     pub timeout: Duration,
+    /// The upstream servers' certificates: asked the same way (`None`: not asked, as
+    /// with `revocation = "crl"`).
+    pub upstream: Option<UpstreamOcsp>,
+    /// `revocation_failure = "hard"`: a certificate OCSP does not vouch for is not used.
+    pub hard_fail: bool,
 }
 
 /// One tenant certificate to check.

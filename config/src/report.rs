@@ -119,6 +119,10 @@ pub struct Revocation {
     /// When it was revoked (OpenSSL's date form), for `revoked`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_on: Option<String>,
+    /// The OCSP responder asked about it at run time (`[trust] revocation` "ocsp" or
+    /// "both"); `check` itself does not ask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocsp: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -143,10 +147,23 @@ impl fmt::Display for Revocation {
                 .and_then(|p| p.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
         });
-        match (self.status, source) {
-            (RevocationStatus::NotChecked, _) | (_, None) => f.write_str("not checked"),
-            (RevocationStatus::Good, Some(crl)) => write!(f, "good (CRL {crl})"),
-            (RevocationStatus::Revoked, Some(crl)) => match &self.revoked_on {
+        let ocsp = self.ocsp.as_deref().map(|u| {
+            let host = url::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| u.to_string());
+            format!("OCSP {host} at run time")
+        });
+        match (self.status, source, ocsp) {
+            (RevocationStatus::NotChecked, _, Some(ocsp)) | (_, None, Some(ocsp)) => {
+                f.write_str(&ocsp)
+            }
+            (RevocationStatus::Good, Some(crl), Some(ocsp)) => {
+                write!(f, "good (CRL {crl}) + {ocsp}")
+            }
+            (RevocationStatus::NotChecked, _, None) | (_, None, None) => f.write_str("not checked"),
+            (RevocationStatus::Good, Some(crl), None) => write!(f, "good (CRL {crl})"),
+            (RevocationStatus::Revoked, Some(crl), _) => match &self.revoked_on {
                 Some(on) => write!(f, "REVOKED on {on} (CRL {crl})"),
                 None => write!(f, "REVOKED (CRL {crl})"),
             },

@@ -83,10 +83,24 @@ pub async fn start_insi(
     admin: SocketAddr,
     faults: faults::Faults,
 ) -> Result<server::Running, MockError> {
-    let tls = tls::server_config(
+    start_insi_stapling(pki, xsd_dir, listen, admin, faults, Vec::new()).await
+}
+
+/// The mock INSi, stapling `ocsp` (a DER OCSP response about its certificate; empty:
+/// none) in its handshakes.
+pub async fn start_insi_stapling(
+    pki: &Manifest,
+    xsd_dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    faults: faults::Faults,
+    ocsp: Vec<u8>,
+) -> Result<server::Running, MockError> {
+    let tls = tls::stapling_server_config(
         &pki.path(&pki.server.chain),
         &pki.path(&pki.server.key),
         &pki.path(&pki.ca.org_intermediate),
+        ocsp,
     )?;
     let service = Arc::new(insi::MockInsi::new(xsd_dir.to_path_buf())?);
     server::start(service, tls, listen, admin, faults).await

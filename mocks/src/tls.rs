@@ -37,6 +37,17 @@ pub fn server_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<Arc<ServerConfig>, MockError> {
+    stapling_server_config(chain, key, client_ca, Vec::new())
+}
+
+/// The same, stapling `ocsp` (a DER OCSP response; empty: none) in every handshake, as
+/// a server that staples does.
+pub fn stapling_server_config(
+    chain: &Path,
+    key: &Path,
+    client_ca: &Path,
+    ocsp: Vec<u8>,
+) -> Result<Arc<ServerConfig>, MockError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = read_certs(chain)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
@@ -51,7 +62,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .map_err(|e| MockError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
+        .with_single_cert_with_ocsp(chain, key, ocsp)
         .map_err(|e| MockError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

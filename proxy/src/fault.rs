@@ -190,6 +190,14 @@ pub enum ProxyError {
         reason: String,
     },
     #[error(
+        "tenant {tenant:?}'s {role} certificate has no OCSP status ({reason}), and trust.revocation_failure = \"hard\": it is used again once its responder vouches for it"
+    )]
+    CertificateRevocationUnknown {
+        tenant: String,
+        role: String,
+        reason: String,
+    },
+    #[error(
         "tenant {tenant:?}'s {role} certificate is not valid before {not_before}: check the clock, or keep the previous certificate until then"
     )]
     CertificateNotYetValid {
@@ -209,6 +217,12 @@ pub enum ProxyError {
     EgressProxyRefused { upstream: String, reason: String },
     #[error("TLS with {upstream} failed: {reason}")]
     UpstreamTls { upstream: String, reason: String },
+    #[error("{upstream}'s certificate is revoked ({reason}): nothing was sent")]
+    UpstreamCertificateRevoked { upstream: String, reason: String },
+    #[error(
+        "the revocation status of {upstream}'s certificate cannot be established ({reason}), and trust.revocation_failure = \"hard\": nothing was sent"
+    )]
+    UpstreamRevocationUnknown { upstream: String, reason: String },
     #[error("{upstream} did not answer within {seconds} s ({phase})")]
     UpstreamTimeout {
         upstream: String,
@@ -260,6 +274,12 @@ impl From<ExchangeError> for ProxyError {
                 Self::EgressProxyRefused { upstream, reason }
             }
             ExchangeError::Tls { upstream, reason } => Self::UpstreamTls { upstream, reason },
+            ExchangeError::ServerRevoked { upstream, reason } => {
+                Self::UpstreamCertificateRevoked { upstream, reason }
+            }
+            ExchangeError::RevocationUnknown { upstream, reason } => {
+                Self::UpstreamRevocationUnknown { upstream, reason }
+            }
             ExchangeError::Timeout {
                 upstream,
                 phase,
@@ -331,12 +351,15 @@ impl ProxyError {
             Self::CertificateMissing { .. } => "CertificateMissing",
             Self::CertificateExpired { .. } => "CertificateExpired",
             Self::CertificateRevoked { .. } => "CertificateRevoked",
+            Self::CertificateRevocationUnknown { .. } => "CertificateRevocationUnknown",
             Self::CertificateNotYetValid { .. } => "CertificateNotYetValid",
             Self::SigningFailed(_) => "SigningFailed",
             Self::UpstreamUnreachable { .. } => "UpstreamUnreachable",
             Self::EgressProxyUnreachable { .. } => "EgressProxyUnreachable",
             Self::EgressProxyRefused { .. } => "EgressProxyRefused",
             Self::UpstreamTls { .. } => "UpstreamTls",
+            Self::UpstreamCertificateRevoked { .. } => "UpstreamCertificateRevoked",
+            Self::UpstreamRevocationUnknown { .. } => "UpstreamRevocationUnknown",
             Self::UpstreamTimeout { .. } => "UpstreamTimeout",
             Self::UpstreamConnectionLost { .. } => "UpstreamConnectionLost",
             Self::InsiFault(_) => "InsiFault",
@@ -388,12 +411,15 @@ impl ProxyError {
             Self::CertificateMissing { .. }
             | Self::CertificateExpired { .. }
             | Self::CertificateRevoked { .. }
+            | Self::CertificateRevocationUnknown { .. }
             | Self::CertificateNotYetValid { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::SigningFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UpstreamUnreachable { .. }
             | Self::EgressProxyUnreachable { .. }
             | Self::EgressProxyRefused { .. }
             | Self::UpstreamTls { .. }
+            | Self::UpstreamCertificateRevoked { .. }
+            | Self::UpstreamRevocationUnknown { .. }
             | Self::UpstreamConnectionLost { .. }
             | Self::UpstreamAnswer { .. } => StatusCode::BAD_GATEWAY,
             // The service is down for a while: 503; it refused the request: 502.
@@ -488,6 +514,8 @@ impl ProxyError {
                 | Self::EgressProxyUnreachable { .. }
                 | Self::EgressProxyRefused { .. }
                 | Self::UpstreamTls { .. }
+                | Self::UpstreamCertificateRevoked { .. }
+                | Self::UpstreamRevocationUnknown { .. }
                 | Self::UpstreamTimeout { .. }
                 | Self::UpstreamConnectionLost { .. }
         )

@@ -451,6 +451,7 @@ impl Metrics {
         self.render_certificates(&mut out, state, now);
         self.render_crls(&mut out, state, now);
         render_ocsp(&mut out, state);
+        render_server_ocsp(&mut out, state);
         head(
             &mut out,
             "passerelle_reloads_total",
@@ -769,6 +770,29 @@ fn render_ocsp(out: &mut String, state: &ProxyState) {
             );
         }
     }
+}
+
+/// OCSP for the upstream servers' certificates: the answers obtained, and the
+/// connections let through without a status (soft-fail).
+fn render_server_ocsp(out: &mut String, state: &ProxyState) {
+    let name = "passerelle_upstream_ocsp_answers_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} OCSP answers about the upstream servers' certificates, by source (stapled in the handshake, or the responder's) and status (error: no usable answer).\n# TYPE {name} counter"
+    );
+    for ((source, status), n) in state.ocsp.servers.answers() {
+        let _ = writeln!(out, "{name}{{source=\"{source}\",status=\"{status}\"}} {n}");
+    }
+    let name = "passerelle_upstream_revocation_soft_failures_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Connections to a national service used although OCSP established no status for its certificate (trust.revocation_failure = \"soft\").\n# TYPE {name} counter\n{name} {}",
+        state
+            .ocsp
+            .servers
+            .soft_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 #[cfg(test)]

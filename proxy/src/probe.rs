@@ -130,7 +130,8 @@ pub async fn probe_all(config: &Config, now: OffsetDateTime) -> Vec<Probe> {
                     .check(now)
                     .err()
                     .map(|e| e.to_string()),
-                tls: upstream::client_config(&name, trust, material).map_err(|e| e.to_string()),
+                tls: upstream::client_config(&name, trust, material, None)
+                    .map_err(|e| e.to_string()),
                 target: UpstreamTarget::parse(url).map_err(|e| e.to_string()),
                 timeouts,
                 egress: egress.cloned(),

@@ -515,7 +515,8 @@ fn crl_lines(proxy: &Proxy, state: &ProxyState, now: time::OffsetDateTime) -> Ve
 }
 
 /// The certificates OCSP could not vouch for (soft-fail: served, but an operator must
-/// know): the responder does not know them, or gave no usable answer.
+/// know): the responder does not know them, or gave no usable answer; ours, and the
+/// national services' (`degraded ocsp server <CN>`).
 fn ocsp_lines(state: &ProxyState) -> Vec<String> {
     use crate::state::OcspVerdict;
     if state.config.ocsp.is_none() {
@@ -538,6 +539,14 @@ fn ocsp_lines(state: &ProxyState) -> Vec<String> {
             OcspVerdict::Failed(why) => Some(format!("degraded ocsp {tenant} {role}: {why}\n")),
             _ => None,
         })
+        .chain(
+            state
+                .ocsp
+                .servers
+                .unknown()
+                .into_iter()
+                .map(|(server, why)| format!("degraded ocsp server {server}: {why}\n")),
+        )
         .collect()
 }
 

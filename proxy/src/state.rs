@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use passerelle_config::{CertMaterial, CertRole, Config, StructureId, Tenant, TenantId};
+use passerelle_config::{CertMaterial, CertRole, Config, OcspCheck, StructureId, Tenant, TenantId};
 use passerelle_signing::{Signer, SoftwareSigner};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
 use crate::fault::ProxyError;
+pub use crate::ocsp_answer::OcspVerdict;
+use crate::server_ocsp::ServerOcsp;
 use crate::upstream::{self, PoolKey, PoolSpec, UpstreamPool};
 
 /// Why the runtime state could not be built from a configuration.
@@ -70,6 +72,8 @@ pub struct Credential {
     /// credential of this serial and kept across reloads; cleared only by a later
     /// verified "good" (a `certificateHold` released, a CA's mistake undone).
     pub ocsp_revoked: RevokedSlot,
+    /// Why OCSP has not vouched for it, under `revocation_failure = "hard"` only.
+    pub ocsp_unverified: RevokedSlot,
 }
 
 impl Credential {
@@ -82,6 +86,11 @@ impl Credential {
             not_after: material.info.not_after,
             revoked: material.revoked.clone(),
             ocsp_revoked: board.slot(tenant.id.as_str(), material.role, &material.info.serial_hex),
+            ocsp_unverified: board.unverified_slot(
+                tenant.id.as_str(),
+                material.role,
+                &material.info.serial_hex,
+            ),
         }
     }
 
@@ -96,6 +105,13 @@ impl Credential {
         let (tenant, role) = (self.tenant.to_string(), self.role.to_string());
         if let Some(reason) = self.revocation() {
             return Err(ProxyError::CertificateRevoked {
+                tenant,
+                role,
+                reason,
+            });
+        }
+        if let Some(reason) = self.ocsp_unverified.get() {
+            return Err(ProxyError::CertificateRevocationUnknown {
                 tenant,
                 role,
                 reason,
@@ -202,7 +218,11 @@ impl RevokedSlot {
 #[derive(Debug, Default)]
 pub struct OcspBoard {
     revoked: DashMap<(String, CertRole, String), RevokedSlot>,
+    /// Hard-fail: the certificates OCSP has not vouched for, and why.
+    unverified: DashMap<(String, CertRole, String), RevokedSlot>,
     last: DashMap<(String, CertRole), OcspChecked>,
+    /// The upstream servers' certificates.
+    pub servers: Arc<ServerOcsp>,
 }
 
 /// The last OCSP check of one (tenant, role).
@@ -219,30 +239,6 @@ pub struct OcspChecked {
     pub last_error: Option<String>,
 }
 
-/// A responder's answer, or why there was none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OcspVerdict {
-    Good,
-    /// When, and by which responder.
-    Revoked(String),
-    /// The responder does not know the certificate.
-    Unknown,
-    /// No usable answer (responder down, bad signature, ...): soft-fail, requests go on.
-    Failed(String),
-}
-
-impl OcspVerdict {
-    /// `good`, `revoked`, `unknown` or `error`: a metric label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Good => "good",
-            Self::Revoked(_) => "revoked",
-            Self::Unknown => "unknown",
-            Self::Failed(_) => "error",
-        }
-    }
-}
-
 impl OcspBoard {
     /// The revocation slot of one certificate.
     pub fn slot(&self, tenant: &str, role: CertRole, serial: &str) -> RevokedSlot {
@@ -252,10 +248,51 @@ impl OcspBoard {
             .clone()
     }
 
+    /// The hard-fail slot of one certificate: why OCSP has not vouched for it.
+    pub fn unverified_slot(&self, tenant: &str, role: CertRole, serial: &str) -> RevokedSlot {
+        self.unverified
+            .entry((tenant.to_string(), role, serial.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Applies `revocation_failure` to the certificates to check: under hard-fail, one
+    /// with no answer yet is not used until its first "good"; under soft-fail, nothing
+    /// is held for want of an answer.
+    pub fn apply_policy(&self, check: Option<&OcspCheck>) {
+        let hard = check.is_some_and(|c| c.hard_fail);
+        if !hard {
+            self.unverified.iter().for_each(|s| s.value().set(None));
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        for t in check.map(|c| c.targets.as_slice()).unwrap_or_default() {
+            // Only a "good" still in force vouches (a soft-fail "unknown" or failure
+            // kept from before a switch to hard does not).
+            let why = match self.last.get(&(t.tenant.to_string(), t.role)) {
+                Some(l) if l.serial == t.serial => match &l.verdict {
+                    OcspVerdict::Good if l.valid_until.is_some_and(|u| u > now) => None,
+                    OcspVerdict::Good => Some("its last OCSP answer has expired".to_string()),
+                    OcspVerdict::Revoked(_) => None,
+                    OcspVerdict::Unknown => {
+                        Some("the OCSP responder does not know this certificate".to_string())
+                    }
+                    OcspVerdict::Failed(why) => Some(why.clone()),
+                },
+                _ => Some("no OCSP answer yet".to_string()),
+            };
+            if why.is_some() {
+                self.unverified_slot(t.tenant.as_str(), t.role, &t.serial)
+                    .set(why);
+            }
+        }
+    }
+
     /// Records an answer valid until `valid_until`, or a failure. A revocation
     /// disables every credential of that certificate, a verified "good" lifts it; a
     /// failure leaves a still-valid answer in force (one timeout does not undo a
-    /// "good" the responder gave for the day).
+    /// "good" the responder gave for the day). With `hard`, "unknown" and a failure
+    /// with no valid answer held disable it too, until a "good".
     pub fn record(
         &self,
         tenant: &str,
@@ -263,6 +300,7 @@ impl OcspBoard {
         serial: &str,
         verdict: OcspVerdict,
         valid_until: Option<OffsetDateTime>,
+        hard: bool,
     ) {
         let now = OffsetDateTime::now_utc();
         let key = (tenant.to_string(), role);
@@ -275,10 +313,19 @@ impl OcspBoard {
             held.last_error = Some(why.clone());
             return;
         }
+        let unverified = self.unverified_slot(tenant, role, serial);
         match &verdict {
-            OcspVerdict::Revoked(why) => self.slot(tenant, role, serial).set(Some(why.clone())),
-            OcspVerdict::Good => self.slot(tenant, role, serial).set(None),
-            _ => {}
+            OcspVerdict::Revoked(why) => {
+                self.slot(tenant, role, serial).set(Some(why.clone()));
+                unverified.set(None);
+            }
+            OcspVerdict::Good => {
+                self.slot(tenant, role, serial).set(None);
+                unverified.set(None);
+            }
+            OcspVerdict::Unknown => unverified
+                .set(hard.then(|| "the OCSP responder does not know this certificate".to_string())),
+            OcspVerdict::Failed(why) => unverified.set(hard.then(|| why.clone())),
         }
         self.last.insert(
             key,
@@ -304,6 +351,23 @@ impl OcspBoard {
     }
 }
 
+/// What the servers' OCSP answers were obtained under: the settings and every
+/// upstream's anchors.
+fn server_ocsp_basis(config: &Config) -> (Option<passerelle_config::UpstreamOcsp>, Vec<&[u8]>) {
+    let anchors = config
+        .dmp
+        .iter()
+        .map(|d| &d.trust)
+        .chain(config.insi.iter().map(|i| &i.trust))
+        .chain(config.services.iter().map(|s| &s.trust))
+        .flat_map(|t| t.anchors.iter().map(Vec::as_slice))
+        .collect();
+    (
+        config.ocsp.as_ref().and_then(|o| o.upstream.clone()),
+        anchors,
+    )
+}
+
 impl ProxyState {
     pub fn new(config: Config) -> Result<Self, StateError> {
         Self::build(config, None)
@@ -319,6 +383,12 @@ impl ProxyState {
             .map(|p| (p.digest(), Arc::clone(p)))
             .collect();
         let ocsp = previous.map_or_else(Arc::default, |p| Arc::clone(&p.ocsp));
+        ocsp.apply_policy(config.ocsp.as_ref());
+        if previous.is_some_and(|p| server_ocsp_basis(&p.config) != server_ocsp_basis(&config)) {
+            // Answers obtained from another responder, or under other anchors, no
+            // longer count.
+            ocsp.servers.clear();
+        }
         let mut tenants = HashMap::new();
         for tenant in &config.tenants {
             tenants.insert(
@@ -420,6 +490,7 @@ fn tenant_runtime(
                     timeouts: dmp.timeouts,
                     concurrency: config.limits.upstream_concurrency,
                     egress: dmp.egress.as_ref(),
+                    server_ocsp: &board.servers,
                 };
                 pools.insert(name.clone(), pool(&spec, running)?);
             }
@@ -456,6 +527,7 @@ fn tenant_runtime(
                 timeouts: service.timeouts,
                 concurrency: config.limits.upstream_concurrency,
                 egress: service.egress.as_ref(),
+                server_ocsp: &board.servers,
             };
             insi.insert(
                 mode,
@@ -490,6 +562,7 @@ fn tenant_runtime(
             timeouts: service.timeouts,
             concurrency: config.limits.upstream_concurrency,
             egress: service.egress.as_ref(),
+            server_ocsp: &board.servers,
         };
         services.insert(
             service.name.clone(),
@@ -533,6 +606,7 @@ mod tests {
             "0A",
             OcspVerdict::Revoked("revoked".into()),
             Some(later),
+            false,
         );
         assert_eq!(slot.get().as_deref(), Some("revoked"));
         board.record(
@@ -541,6 +615,7 @@ mod tests {
             "0A",
             OcspVerdict::Failed("down".into()),
             None,
+            false,
         );
         let (_, held) = &board.snapshot()[0];
         assert_eq!(
@@ -555,6 +630,7 @@ mod tests {
             "0A",
             OcspVerdict::Good,
             None,
+            false,
         );
         assert_eq!(
             slot.get(),
@@ -567,6 +643,7 @@ mod tests {
             "0A",
             OcspVerdict::Failed("down".into()),
             None,
+            false,
         );
         let (_, held) = &board.snapshot()[0];
         assert_eq!(
@@ -574,6 +651,130 @@ mod tests {
             "error",
             "no valid answer held: the failure shows"
         );
+    }
+
+    /// Hard-fail: no answer yet, "unknown" and a failure with nothing valid held keep
+    /// the certificate out of use (`CertificateRevocationUnknown`) until a "good";
+    /// a failure with a valid "good" held does not. Soft-fail holds nothing.
+    #[test]
+    fn hard_fail_keeps_a_certificate_out_until_ocsp_vouches_for_it() {
+        let board = OcspBoard::default();
+        let target = passerelle_config::OcspTarget {
+            tenant: "ch-test-a".parse().expect("tenant"),
+            role: CertRole::DmpAuth,
+            serial: "0B".into(),
+            leaf: Vec::new(),
+            issuer: Vec::new(),
+            trust: Vec::new(),
+            url: "http://ocsp.test/".parse().expect("url"),
+            egress: None,
+        };
+        let mut check = OcspCheck {
+            targets: vec![target],
+            refresh: std::time::Duration::from_secs(3600),
+            retry: std::time::Duration::from_secs(300),
+            timeout: std::time::Duration::from_secs(10),
+            upstream: None,
+            hard_fail: true,
+        };
+        let unverified = board.unverified_slot("ch-test-a", CertRole::DmpAuth, "0B");
+        board.apply_policy(Some(&check));
+        assert_eq!(unverified.get().as_deref(), Some("no OCSP answer yet"));
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let record = |verdict: OcspVerdict, until: Option<OffsetDateTime>, hard: bool| {
+            board.record("ch-test-a", CertRole::DmpAuth, "0B", verdict, until, hard)
+        };
+        record(OcspVerdict::Unknown, Some(later), true);
+        assert!(
+            unverified
+                .get()
+                .is_some_and(|w| w.contains("does not know"))
+        );
+        record(OcspVerdict::Good, Some(later), true);
+        assert_eq!(unverified.get(), None, "a good lets it be used");
+        record(OcspVerdict::Failed("down".into()), None, true);
+        assert_eq!(unverified.get(), None, "the good held still vouches");
+        let other = OcspBoard::default();
+        other.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0B",
+            OcspVerdict::Failed("down".into()),
+            None,
+            true,
+        );
+        let slot = other.unverified_slot("ch-test-a", CertRole::DmpAuth, "0B");
+        assert_eq!(slot.get().as_deref(), Some("down"));
+        let c = Credential {
+            tenant: "ch-test-a".parse().expect("tenant"),
+            role: CertRole::DmpAuth,
+            serial: "0B".into(),
+            not_before: OffsetDateTime::now_utc() - time::Duration::days(1),
+            not_after: later,
+            revoked: None,
+            ocsp_revoked: RevokedSlot::default(),
+            ocsp_unverified: slot.clone(),
+        };
+        let e = c.check(OffsetDateTime::now_utc()).expect_err("hard-fail");
+        assert_eq!(e.code(), "CertificateRevocationUnknown");
+        assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        check.hard_fail = false;
+        other.apply_policy(Some(&check));
+        assert_eq!(
+            slot.get(),
+            None,
+            "soft-fail: nothing held for want of an answer"
+        );
+        c.check(OffsetDateTime::now_utc()).expect("usable again");
+    }
+
+    /// A reload from soft to hard applies at once: a soft-fail "unknown" kept from
+    /// before does not vouch; a "good" in force does.
+    #[test]
+    fn switching_to_hard_fail_holds_what_no_good_vouches_for() {
+        let target = |serial: &str| passerelle_config::OcspTarget {
+            tenant: "ch-test-a".parse().expect("tenant"),
+            role: CertRole::DmpAuth,
+            serial: serial.into(),
+            leaf: Vec::new(),
+            issuer: Vec::new(),
+            trust: Vec::new(),
+            url: "http://ocsp.test/".parse().expect("url"),
+            egress: None,
+        };
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let unknown = OcspBoard::default();
+        unknown.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0C",
+            OcspVerdict::Unknown,
+            Some(later),
+            false,
+        );
+        let good = OcspBoard::default();
+        good.record(
+            "ch-test-a",
+            CertRole::DmpAuth,
+            "0C",
+            OcspVerdict::Good,
+            Some(later),
+            false,
+        );
+        let check = OcspCheck {
+            targets: vec![target("0C")],
+            refresh: std::time::Duration::from_secs(3600),
+            retry: std::time::Duration::from_secs(300),
+            timeout: std::time::Duration::from_secs(10),
+            upstream: None,
+            hard_fail: true,
+        };
+        for (board, held) in [(&unknown, true), (&good, false)] {
+            let slot = board.unverified_slot("ch-test-a", CertRole::DmpAuth, "0C");
+            assert_eq!(slot.get(), None, "soft-fail holds nothing");
+            board.apply_policy(Some(&check));
+            assert_eq!(slot.get().is_some(), held, "{:?}", slot.get());
+        }
     }
 
     #[test]
@@ -587,6 +788,7 @@ mod tests {
             not_after,
             revoked: None,
             ocsp_revoked: RevokedSlot::default(),
+            ocsp_unverified: RevokedSlot::default(),
         };
         c.check(not_after - time::Duration::seconds(1))
             .expect("still valid");

@@ -23,17 +23,21 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use passerelle_config::UpstreamOcsp;
 use passerelle_config::{CertMaterial, EgressProxy, Timeouts, UpstreamTrust};
-use rustls::ClientConfig;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct};
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+    UnixTime,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::{Chunks, ProxyBody};
 use crate::capture::{Recorder, Tee};
+use crate::server_ocsp::{ServerOcsp, ServerStatus};
 
 /// Whether the request, or part of it, reached the national service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,8 +142,48 @@ pub enum ExchangeError {
         reason: String,
         sent: Sent,
     },
+    #[error("{upstream}'s certificate is revoked: {reason}")]
+    ServerRevoked { upstream: String, reason: String },
+    #[error(
+        "the revocation status of {upstream}'s certificate is unknown, and trust.revocation_failure = \"hard\": {reason}"
+    )]
+    RevocationUnknown { upstream: String, reason: String },
     #[error("upstream: {0}")]
     Internal(String),
+}
+
+/// A failed handshake: a revoked server certificate, or one whose status the CRLs
+/// cannot establish under hard-fail, gets its own error; anything else is TLS.
+fn tls_error(upstream: &str, e: std::io::Error) -> ExchangeError {
+    use rustls::CertificateError as C;
+    let upstream = upstream.to_string();
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|r| match r {
+            rustls::Error::InvalidCertificate(c) => Some(c.clone()),
+            _ => None,
+        });
+    match certificate {
+        Some(C::Revoked) => ExchangeError::ServerRevoked {
+            upstream,
+            reason: "a CRL in use lists it, or a CA certificate of its chain".into(),
+        },
+        Some(C::UnknownRevocationStatus) => ExchangeError::RevocationUnknown {
+            upstream,
+            reason: "no CRL is at hand for a CA of its chain, the root's included (the service's crls, or [trust.crl_download])".into(),
+        },
+        Some(C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. }) => {
+            ExchangeError::RevocationUnknown {
+                upstream,
+                reason: "a CRL of its chain is past its nextUpdate (the service's crls, or [trust.crl_download])".into(),
+            }
+        }
+        _ => ExchangeError::Tls {
+            upstream,
+            reason: e.to_string(),
+        },
+    }
 }
 
 impl ExchangeError {
@@ -238,11 +282,14 @@ impl UpstreamTarget {
 }
 
 /// The TLS client configuration of one pool: the upstream's anchors and CRLs, and the
-/// one client certificate this pool presents.
+/// one client certificate this pool presents. With OCSP in the policy and `ocsp` given,
+/// a stapled answer is verified and kept there during the handshake; the connection is
+/// judged after it ([`UpstreamPool::connect`]).
 pub fn client_config(
     pool: &str,
     trust: &UpstreamTrust,
     cert: &CertMaterial,
+    ocsp: Option<&Arc<ServerOcsp>>,
 ) -> Result<Arc<ClientConfig>, UpstreamError> {
     let err = |reason: String| UpstreamError::Tls {
         pool: pool.to_string(),
@@ -260,13 +307,29 @@ pub fn client_config(
         .iter()
         .map(|c| CertificateRevocationListDer::from(c.clone()))
         .collect();
+    let hard_crl = trust.revocation.crl && trust.revocation.hard();
     let mut verifier =
         WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if !crls.is_empty() {
-        // A CRL covers the certificates of its issuer only; the others stay accepted.
-        verifier = verifier.with_crls(crls).allow_unknown_revocation_status();
+        verifier = verifier.with_crls(crls);
+        verifier = if hard_crl {
+            // Every certificate of the chain needs its issuer's CRL, current.
+            verifier.enforce_revocation_expiration()
+        } else {
+            // A CRL covers the certificates of its issuer only; the others stay accepted.
+            verifier.allow_unknown_revocation_status()
+        };
     }
-    let verifier = verifier.build().map_err(|e| err(e.to_string()))?;
+    let inner = verifier.build().map_err(|e| err(e.to_string()))?;
+    let verifier = Arc::new(RevocationVerifier {
+        inner,
+        no_crl_hard: hard_crl && trust.crls.is_empty(),
+        staples: match (&trust.revocation.ocsp, ocsp) {
+            (Some(settings), Some(board)) => Some((settings.clone(), Arc::clone(board))),
+            _ => None,
+        },
+        anchors: trust.anchors.clone(),
+    });
     let chain: Vec<CertificateDer<'static>> = std::iter::once(cert.leaf_der.clone())
         .chain(cert.intermediates_der.iter().cloned())
         .map(CertificateDer::from)
@@ -275,10 +338,93 @@ pub fn client_config(
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err(e.to_string()))?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(chain, key)
         .map_err(|e| err(format!("client certificate: {e}")))?;
+    let mut config = config;
+    if hard_crl {
+        // A resumed handshake verifies no certificate: a CRL that went past its
+        // nextUpdate since would not be noticed. Full handshakes only (connections are
+        // kept, so they stay rare).
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
+}
+
+/// rustls's WebPKI verifier (anchors, CRLs), plus what the revocation policy adds
+/// during the handshake: hard-fail with CRLs and none at hand refuses; a stapled OCSP
+/// answer is verified and kept for [`UpstreamPool::connect`] to judge.
+#[derive(Debug)]
+struct RevocationVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    /// `revocation_failure = "hard"` with CRLs, and not one CRL for this upstream.
+    no_crl_hard: bool,
+    staples: Option<(UpstreamOcsp, Arc<ServerOcsp>)>,
+    anchors: Vec<Vec<u8>>,
+}
+
+impl ServerCertVerifier for RevocationVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if self.no_crl_hard {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownRevocationStatus,
+            ));
+        }
+        if let Some((settings, board)) = &self.staples
+            && !ocsp_response.is_empty()
+        {
+            let chain: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
+            board.staple(
+                settings,
+                &self.anchors,
+                end_entity.as_ref(),
+                &chain,
+                ocsp_response,
+            );
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
 }
 
 /// Everything a pool is built from. Two equal specs build pools that behave the same,
@@ -294,6 +440,9 @@ pub struct PoolSpec<'a> {
     pub concurrency: usize,
     /// The forward proxy to tunnel through (`None`: direct).
     pub egress: Option<&'a EgressProxy>,
+    /// What OCSP said of the servers' certificates: shared by every pool, kept across
+    /// reloads (not part of the digest).
+    pub server_ocsp: &'a Arc<ServerOcsp>,
 }
 
 impl PoolSpec<'_> {
@@ -320,6 +469,7 @@ impl PoolSpec<'_> {
             part(&d.as_nanos().to_be_bytes());
         }
         part(&(self.concurrency as u64).to_be_bytes());
+        part(&self.trust.revocation.fingerprint());
         part(
             &self
                 .egress
@@ -423,8 +573,16 @@ impl std::fmt::Display for PoolKey {
 }
 
 struct IdleConnection {
-    sender: SendRequest<Chunks>,
+    conn: Conn,
     since: Instant,
+}
+
+/// One HTTP connection, and the SHA-256 of the server certificate it was opened with
+/// (when OCSP applies): the status that certificate has now decides whether an idle
+/// connection may still be used.
+struct Conn {
+    sender: SendRequest<Chunks>,
+    leaf: Option<[u8; 32]>,
 }
 
 /// Keep-alive connections to one upstream URL with one client certificate.
@@ -438,6 +596,9 @@ pub struct UpstreamPool {
     digest: [u8; 32],
     /// The forward proxy its connections are tunnelled through.
     egress: Option<EgressProxy>,
+    /// OCSP for the server's certificate: settings, the shared answers, the anchors an
+    /// answer may chain to, and whether no status refuses (hard-fail).
+    ocsp: Option<PoolOcsp>,
     timeouts: Timeouts,
     idle: Mutex<VecDeque<IdleConnection>>,
     /// Requests in flight at once on this pool.
@@ -454,6 +615,13 @@ impl std::fmt::Debug for UpstreamPool {
     }
 }
 
+struct PoolOcsp {
+    settings: UpstreamOcsp,
+    board: Arc<ServerOcsp>,
+    anchors: Vec<Vec<u8>>,
+    hard: bool,
+}
+
 fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
@@ -463,7 +631,18 @@ impl UpstreamPool {
     pub fn build(spec: &PoolSpec<'_>) -> Result<Self, UpstreamError> {
         let name = spec.key.to_string();
         Ok(Self {
-            tls: TlsConnector::from(client_config(&name, spec.trust, spec.cert)?),
+            tls: TlsConnector::from(client_config(
+                &name,
+                spec.trust,
+                spec.cert,
+                Some(spec.server_ocsp),
+            )?),
+            ocsp: spec.trust.revocation.ocsp.clone().map(|settings| PoolOcsp {
+                settings,
+                board: Arc::clone(spec.server_ocsp),
+                anchors: spec.trust.anchors.clone(),
+                hard: spec.trust.revocation.hard(),
+            }),
             target: UpstreamTarget::parse(spec.url)?,
             name,
             key: spec.key.clone(),
@@ -505,19 +684,36 @@ impl UpstreamPool {
         self.idle.lock().map(|q| q.len()).unwrap_or(0)
     }
 
-    fn checkout(&self) -> Option<SendRequest<Chunks>> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         // Most recently used first: the likeliest to be still open upstream.
         while let Some(c) = idle.pop_back() {
-            if !c.sender.is_closed() && c.since.elapsed() < self.timeouts.idle {
-                return Some(c.sender);
+            if !c.conn.sender.is_closed()
+                && c.since.elapsed() < self.timeouts.idle
+                && self.still_vouched_for(&c.conn)
+            {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    fn checkin(&self, sender: SendRequest<Chunks>) {
-        if sender.is_closed() {
+    /// A kept connection is used again only while the status its server certificate
+    /// was opened with still holds: not once revoked, nor once that answer has expired
+    /// (a new connection asks again), nor, under hard-fail, while it is unknown.
+    fn still_vouched_for(&self, conn: &Conn) -> bool {
+        let (Some(ocsp), Some(leaf)) = (&self.ocsp, &conn.leaf) else {
+            return true;
+        };
+        match ocsp.board.held(leaf) {
+            Some(ServerStatus::Good) => true,
+            Some(ServerStatus::Unknown(_)) => !ocsp.hard,
+            Some(ServerStatus::Revoked(_)) | None => false,
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
@@ -525,7 +721,7 @@ impl UpstreamPool {
                 idle.pop_front();
             }
             idle.push_back(IdleConnection {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -580,7 +776,9 @@ impl UpstreamPool {
             })
     }
 
-    async fn connect(&self) -> Result<SendRequest<Chunks>, ExchangeError> {
+    /// A new connection: TCP (or tunnel), TLS, and, when OCSP applies, the status of
+    /// the server's certificate, asked within what is left of the request's time.
+    async fn connect(&self, deadline: Instant) -> Result<Conn, ExchangeError> {
         let upstream = &self.target.url;
         let tcp = self.open_tcp().await?;
         let _ = tcp.set_nodelay(true);
@@ -596,10 +794,37 @@ impl UpstreamPool {
             seconds: secs(self.timeouts.tls),
             sent: Sent::No,
         })?
-        .map_err(|e| ExchangeError::Tls {
-            upstream: upstream.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| tls_error(upstream, e))?;
+        let mut leaf = None;
+        if let Some(ocsp) = &self.ocsp {
+            let peer = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+            leaf = peer.first().map(|c| openssl::sha::sha256(c.as_ref()));
+            let asked = ocsp.board.status(&ocsp.settings, &ocsp.anchors, peer);
+            let status = tokio::time::timeout_at(deadline.into(), asked)
+                .await
+                .map_err(|_| ExchangeError::Timeout {
+                    upstream: upstream.clone(),
+                    phase: "the OCSP status of the server's certificate (trust.ocsp.timeout)",
+                    seconds: secs(self.timeouts.request),
+                    sent: Sent::No,
+                })?;
+            match status {
+                ServerStatus::Good => {}
+                ServerStatus::Revoked(reason) => {
+                    return Err(ExchangeError::ServerRevoked {
+                        upstream: upstream.clone(),
+                        reason,
+                    });
+                }
+                ServerStatus::Unknown(reason) if ocsp.hard => {
+                    return Err(ExchangeError::RevocationUnknown {
+                        upstream: upstream.clone(),
+                        reason,
+                    });
+                }
+                ServerStatus::Unknown(_) => crate::server_ocsp::soft_failure(&ocsp.board),
+            }
+        }
         match tls.get_ref().1.handshake_kind() {
             Some(rustls::HandshakeKind::Resumed) => &self.stats.resumed_handshakes,
             _ => &self.stats.full_handshakes,
@@ -617,7 +842,7 @@ impl UpstreamPool {
             // Ends when the connection closes (either side, or the idle pool drops it).
             let _ = connection.await;
         });
-        Ok(sender)
+        Ok(Conn { sender, leaf })
     }
 
     /// Sends one request and reads its response: whole when short, otherwise
@@ -678,11 +903,11 @@ impl UpstreamPool {
             })?
             .map_err(|_| ExchangeError::Internal("upstream slots closed".into()))?;
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(s) => (s, true),
-                None => (self.connect().await?, false),
+            let (mut conn, reused) = match self.checkout() {
+                Some(c) => (c, true),
+                None => (self.connect(deadline).await?, false),
             };
-            if let Err(e) = sender.ready().await {
+            if let Err(e) = conn.sender.ready().await {
                 if reused {
                     // Closed while idle: nothing was written on it; take another.
                     continue;
@@ -704,53 +929,64 @@ impl UpstreamPool {
             attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let response =
-                match tokio::time::timeout(remaining, sender.try_send_request(request)).await {
-                    Err(_) => {
-                        return Err(ExchangeError::Timeout {
-                            upstream: upstream.clone(),
-                            phase: "waiting for the response",
-                            seconds: secs(self.timeouts.request),
-                            sent: Sent::Yes,
-                        });
-                    }
-                    Ok(Ok(response)) => response,
-                    Ok(Err(mut e)) => {
-                        let reason = e.error().to_string();
-                        match e.take_message() {
-                            Some(unsent) if retry == Retry::IfNotSent && attempts < 2 => {
-                                request = unsent;
-                                continue;
-                            }
-                            Some(_) => {
-                                return Err(ExchangeError::ConnectionLost {
-                                    upstream: upstream.clone(),
-                                    when: "before the request was written",
-                                    reason,
-                                    sent: Sent::No,
-                                });
-                            }
-                            None => {
-                                return Err(ExchangeError::ConnectionLost {
-                                    upstream: upstream.clone(),
-                                    when: "before the response",
-                                    reason,
-                                    sent: Sent::Yes,
-                                });
-                            }
+            if remaining.is_zero() {
+                // Spent before a byte was written (a slow handshake or OCSP responder).
+                return Err(ExchangeError::Timeout {
+                    upstream: upstream.clone(),
+                    phase: "before sending (connecting took the request's time)",
+                    seconds: secs(self.timeouts.request),
+                    sent: Sent::No,
+                });
+            }
+            let response = match tokio::time::timeout(
+                remaining,
+                conn.sender.try_send_request(request),
+            )
+            .await
+            {
+                Err(_) => {
+                    return Err(ExchangeError::Timeout {
+                        upstream: upstream.clone(),
+                        phase: "waiting for the response",
+                        seconds: secs(self.timeouts.request),
+                        sent: Sent::Yes,
+                    });
+                }
+                Ok(Ok(response)) => response,
+                Ok(Err(mut e)) => {
+                    let reason = e.error().to_string();
+                    match e.take_message() {
+                        Some(unsent) if retry == Retry::IfNotSent && attempts < 2 => {
+                            request = unsent;
+                            continue;
+                        }
+                        Some(_) => {
+                            return Err(ExchangeError::ConnectionLost {
+                                upstream: upstream.clone(),
+                                when: "before the request was written",
+                                reason,
+                                sent: Sent::No,
+                            });
+                        }
+                        None => {
+                            return Err(ExchangeError::ConnectionLost {
+                                upstream: upstream.clone(),
+                                when: "before the response",
+                                reason,
+                                sent: Sent::Yes,
+                            });
                         }
                     }
-                };
-            return self
-                .read_response(response, sender, deadline, capture)
-                .await;
+                }
+            };
+            return self.read_response(response, conn, deadline, capture).await;
         }
     }
 
     async fn read_response(
         self: &Arc<Self>,
         response: Response<Incoming>,
-        sender: SendRequest<Chunks>,
+        conn: Conn,
         deadline: Instant,
         capture: Option<&Recorder>,
     ) -> Result<Response<ProxyBody>, ExchangeError> {
@@ -771,7 +1007,7 @@ impl UpstreamPool {
                     });
                 }
                 Ok(None) => {
-                    self.checkin(sender);
+                    self.checkin(conn);
                     let body = match head.len() {
                         0 => Bytes::new(),
                         1 => head.swap_remove(0),
@@ -798,7 +1034,7 @@ impl UpstreamPool {
                 if read > BUFFERED_RESPONSE_BYTES {
                     let rest = PooledBody {
                         inner: incoming,
-                        sender: Some(sender),
+                        conn: Some(conn),
                         pool: Arc::clone(self),
                         tee: capture.and_then(|r| r.streamed_response(&parts, &head)),
                     };
@@ -819,7 +1055,7 @@ impl UpstreamPool {
 /// body ends, and is closed if the internal system goes away first.
 pub struct PooledBody {
     inner: Incoming,
-    sender: Option<SendRequest<Chunks>>,
+    conn: Option<Conn>,
     pool: Arc<UpstreamPool>,
     /// The capture file the rest is written to as it passes, when captured.
     tee: Option<Tee>,
@@ -852,8 +1088,8 @@ impl Body for PooledBody {
             Poll::Ready(None) => {
                 // The capture file is complete: its writer ends.
                 this.tee = None;
-                if let Some(sender) = this.sender.take() {
-                    this.pool.checkin(sender);
+                if let Some(conn) = this.conn.take() {
+                    this.pool.checkin(conn);
                 }
             }
             _ => {}

@@ -45,13 +45,16 @@ pub struct Options {
     pub listener: Vec<(&'static str, toml::Value)>,
     /// Replaces the `[[clients]]` array.
     pub clients: Option<toml::Value>,
-    /// Any other key: (dotted table path such as `software` or `dmp.signing`, key, value).
+    /// Any other key: (dotted table path such as `software`, `dmp.signing` or
+    /// `services[0]`, key, value).
     pub keys: Vec<(&'static str, &'static str, toml::Value)>,
     /// Tenant A's ORG AUTH_CLI from `dmp-auth.{cert,chain,key}.pem` in this directory
     /// (for renewal tests, which change the files).
     pub tenant_a_dmp_auth_dir: Option<PathBuf>,
     /// Tenants (by index) configured without their `org_auth` certificate.
     pub without_org_auth: Vec<usize>,
+    /// The DER OCSP response the mock INSi staples (empty: none).
+    pub insi_staple: Vec<u8>,
 }
 
 /// Mocks and proxy, stopped on drop.
@@ -138,12 +141,13 @@ impl Harness {
             passerelle_mocks::start_dmp(&pki, &spec().join("dmp"), any, any, Faults::default())
                 .await
                 .expect("mock DMP");
-        let insi = passerelle_mocks::start_insi(
+        let insi = passerelle_mocks::start_insi_stapling(
             &pki,
             &spec().join("insi/xsd"),
             any,
             any,
             Faults::default(),
+            options.insi_staple.clone(),
         )
         .await
         .expect("mock INSi");
@@ -233,9 +237,23 @@ impl Harness {
         for (path, key, value) in &options.keys {
             let mut table = &mut doc;
             for part in path.split('.') {
-                let next = table
-                    .entry(part.to_string())
+                // `services[0]`: an element of an array of tables.
+                let (name, index) = match part.split_once('[') {
+                    Some((name, i)) => (
+                        name,
+                        Some(i.trim_end_matches(']').parse::<usize>().expect("index")),
+                    ),
+                    None => (part, None),
+                };
+                let mut next = table
+                    .entry(name.to_string())
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(i) = index {
+                    next = match next {
+                        toml::Value::Array(a) => a.get_mut(i).unwrap_or_else(|| panic!("{path}")),
+                        _ => panic!("{path}: {name} is not an array"),
+                    };
+                }
                 table = match next {
                     toml::Value::Table(t) => t,
                     _ => panic!("{path} is not a table"),
@@ -514,6 +532,7 @@ pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
 
 /// Sample messages the internal systems send.
 pub mod forward_proxy;
+pub mod ocsp_responder;
 
 pub mod messages {
     use super::PATIENT;

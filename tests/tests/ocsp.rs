@@ -5,147 +5,12 @@
 //! nothing sent) and `/readyz` answers 503 naming it; unknown and down are soft-fail.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use passerelle_certs_test::{Manifest, shared_test_pki};
 use passerelle_e2e::binaries::{Passerelle, checked_config};
+use passerelle_e2e::ocsp_responder::{Responder, free_port};
 use passerelle_e2e::{SOAP_CT, TOKEN, messages};
-
-/// `openssl ocsp` answering from an index file, killed on drop.
-struct Responder {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Responder {
-    /// `entries`: (certificate file, revoked) written to the index; any other
-    /// certificate is unknown to the responder. Signed by the ORG intermediate.
-    fn start(pki: &Manifest, dir: &Path, entries: &[(&Path, bool)]) -> Self {
-        let org = pki.path(&pki.ca.org_intermediate);
-        let key = pki.path(&pki.ca.org_intermediate_key);
-        Self::signed_by(pki, dir, entries, &org, &key)
-    }
-
-    /// The same, its answers signed by `signer` / `key`.
-    fn signed_by(
-        pki: &Manifest,
-        dir: &Path,
-        entries: &[(&Path, bool)],
-        signer: &Path,
-        key: &Path,
-    ) -> Self {
-        let index = dir.join(format!("index-{}.txt", uuid::Uuid::new_v4().simple()));
-        let mut lines = String::new();
-        for (cert, revoked) in entries {
-            let (serial, subject) = serial_and_subject(cert);
-            // status, expiry, revocation date, serial, file name, subject (ca(1)'s index).
-            if *revoked {
-                lines.push_str(&format!(
-                    "R\t491231235959Z\t251201000000Z,keyCompromise\t{serial}\tunknown\t{subject}\n"
-                ));
-            } else {
-                lines.push_str(&format!(
-                    "V\t491231235959Z\t\t{serial}\tunknown\t{subject}\n"
-                ));
-            }
-        }
-        std::fs::write(&index, lines).expect("index");
-        std::fs::write(
-            dir.join(format!("{}.attr", index.display())),
-            "unique_subject = no\n",
-        )
-        .expect("attr");
-        let port = free_port();
-        let org = pki.path(&pki.ca.org_intermediate);
-        let mut child = Command::new("openssl")
-            .args(["ocsp", "-port", &port.to_string(), "-index"])
-            .arg(&index)
-            .arg("-CA")
-            .arg(&org)
-            .arg("-rsigner")
-            .arg(signer)
-            .arg("-rkey")
-            .arg(key)
-            .arg("-ignore_err")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("openssl ocsp");
-        // Ready once it says so: a connection made only to probe the port would hold
-        // its single-threaded loop (it waits on that connection for a request).
-        let (tx, rx) = std::sync::mpsc::channel();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if line.contains("waiting for OCSP client connections") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-        }
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("openssl ocsp did not start");
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-}
-
-/// The serial (hexadecimal) and subject (`/C=FR/...`) as the index wants them.
-fn serial_and_subject(cert: &Path) -> (String, String) {
-    let o = Command::new("openssl")
-        .args([
-            "x509", "-noout", "-serial", "-subject", "-nameopt", "compat", "-in",
-        ])
-        .arg(cert)
-        .output()
-        .expect("openssl x509");
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    let serial = out
-        .lines()
-        .find_map(|l| l.strip_prefix("serial="))
-        .expect("serial")
-        .trim()
-        .to_string();
-    let subject = out
-        .lines()
-        .find_map(|l| l.strip_prefix("subject="))
-        .expect("subject")
-        .trim()
-        .to_string();
-    (serial, subject)
-}
 
 /// The sandbox configuration with `[trust.ocsp]` asking `responder`.
 fn config(pki: &Manifest, dir: &Path, responder: &str) -> PathBuf {
@@ -279,9 +144,9 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
     // A responder the issuer did not delegate (answers signed with a tenant's own key):
     // no usable answer, soft-fail.
     let rogue = Responder::signed_by(
-        &pki,
         dir.path(),
         &entries,
+        &pki.path(&pki.ca.org_intermediate),
         &pki.path(&a.org_auth.cert),
         &pki.path(&a.org_auth.key),
     );

@@ -360,6 +360,7 @@ impl Validator {
                     source: Some(crl_path.clone()),
                     url: None,
                     revoked_on: Some(on),
+                    ocsp: None,
                 };
             }
             // The newest CRL that speaks for it is the one to name.
@@ -376,6 +377,7 @@ impl Validator {
             source: good.map(|(p, _)| p.clone()),
             url: None,
             revoked_on: None,
+            ocsp: None,
         }
     }
 }

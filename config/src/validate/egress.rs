@@ -22,7 +22,7 @@ enum Bypass {
 /// `[egress]`, validated.
 #[derive(Debug, Clone)]
 pub(super) struct Egress {
-    proxy: EgressProxy,
+    pub(super) proxy: EgressProxy,
     bypass: Vec<Bypass>,
 }
 

@@ -176,12 +176,13 @@ impl Validator {
         let software = self.software(&raw.software);
         let trust = self.tenant_trust(&raw.trust);
         let egress = raw.egress.as_ref().and_then(|e| self.egress(e));
-        let dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d, egress.as_ref()));
-        let insi = raw
+        let (policy, ocsp_section) = self.revocation_policy(&raw.trust);
+        let mut dmp = raw.dmp.as_ref().and_then(|d| self.dmp(d, egress.as_ref()));
+        let mut insi = raw
             .insi
             .as_ref()
             .and_then(|i| self.insi(i, egress.as_ref()));
-        let services = self.services(&raw.services, egress.as_ref());
+        let mut services = self.services(&raw.services, egress.as_ref());
         let tenants = self.tenants(&raw, &trust);
         let crl_download = raw.trust.crl_download.as_ref().and_then(|d| {
             let known = super::crl_download::Known {
@@ -197,11 +198,61 @@ impl Validator {
             };
             self.crl_download(d, &known, egress.as_ref())
         });
-        let ocsp = raw
-            .trust
-            .ocsp
+        let ocsp = ocsp_section
             .as_ref()
-            .and_then(|o| self.ocsp(o, &tenants, &trust.anchors, egress.as_ref()));
+            .and_then(|o| self.ocsp(o, policy, &tenants, &trust.anchors, egress.as_ref()));
+        for target in ocsp.iter().flat_map(|o| &o.targets) {
+            let row = self
+                .certificates
+                .iter_mut()
+                .find(|r| r.tenant == target.tenant.as_str() && r.role == target.role);
+            if let Some(revocation) = row.and_then(|r| r.revocation.as_mut()) {
+                revocation.ocsp = Some(target.url.to_string());
+            }
+        }
+        let mut crl_fields = vec![
+            ("trust.crls".to_string(), !raw.trust.crls.is_empty()),
+            (
+                "trust.crl_download".to_string(),
+                raw.trust.crl_download.is_some(),
+            ),
+        ];
+        crl_fields.extend(
+            raw.dmp
+                .iter()
+                .map(|d| ("dmp.crls".into(), !d.crls.is_empty())),
+        );
+        crl_fields.extend(
+            raw.insi
+                .iter()
+                .map(|i| ("insi.crls".into(), !i.crls.is_empty())),
+        );
+        crl_fields.extend(
+            raw.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("services[{i}].crls"), !s.crls.is_empty())),
+        );
+        self.no_crl_under_ocsp(policy, &crl_fields);
+        let upstreams = dmp
+            .iter_mut()
+            .map(|d| ("[dmp]".to_string(), &mut d.trust))
+            .chain(
+                insi.iter_mut()
+                    .map(|i| ("[insi]".to_string(), &mut i.trust)),
+            )
+            .chain(
+                services
+                    .iter_mut()
+                    .map(|s| (format!("service {:?}", s.name), &mut s.trust)),
+            )
+            .collect();
+        self.upstream_revocation(
+            policy,
+            ocsp.as_ref(),
+            raw.trust.crl_download.is_some(),
+            upstreams,
+        );
         let clients = self.clients(&raw, &tenants);
         // None: invalid; Some(None): no [capture].
         let capture = match &raw.capture {

@@ -1014,3 +1014,119 @@ fn a_candidate_is_checked_in_place_of_the_configured_files() {
     // Without a candidate, the same configuration is fine.
     assert!(!inspect(&path).has_errors());
 }
+
+/// `[trust] revocation` and `revocation_failure`: the defaults, contradictions named
+/// on the setting at fault, and the policy given to every upstream.
+#[test]
+fn the_revocation_policy_is_checked_and_reaches_every_upstream() {
+    let m = pki();
+    let crls = "crls = [\"";
+    let with = |trust_keys: &str, ocsp: &str| {
+        let text = replace_once(
+            &sandbox_text(&m),
+            "[trust]\n",
+            &format!("[trust]\n{trust_keys}"),
+        );
+        replace_once(&text, "\n[dmp]\n", &format!("\n{ocsp}\n[dmp]\n"))
+    };
+    let upstreams = |c: &crate::Config| {
+        let mut all = vec![
+            c.dmp.as_ref().expect("dmp").trust.revocation.clone(),
+            c.insi.as_ref().expect("insi").trust.revocation.clone(),
+        ];
+        all.extend(c.services.iter().map(|s| s.trust.revocation.clone()));
+        all
+    };
+
+    // No policy, no [trust.ocsp]: CRLs, soft-fail, no OCSP anywhere.
+    let case = Case::new(&sandbox_text(&m));
+    let config = case.inspection.config.as_ref().expect("valid");
+    assert!(config.ocsp.is_none());
+    for r in upstreams(config) {
+        assert!(r.crl && r.ocsp.is_none() && !r.hard(), "{r:?}");
+    }
+
+    // [trust.ocsp] alone means "both": the servers are asked too, at their own
+    // responder when `server_responder` says so.
+    let case = Case::new(&with(
+        "",
+        "[trust.ocsp]\nresponder = \"http://ocsp.own.test/\"\nserver_responder = \"http://ocsp.servers.test/\"\n",
+    ));
+    let config = case.inspection.config.as_ref().expect("valid");
+    // `check` names the responder next to the CRL that answered.
+    let shown: Vec<String> = case
+        .inspection
+        .certificates
+        .iter()
+        .filter_map(|r| r.revocation.as_ref().map(ToString::to_string))
+        .collect();
+    assert!(
+        !shown.is_empty()
+            && shown
+                .iter()
+                .all(|s| s.starts_with("good (CRL ")
+                    && s.ends_with("+ OCSP ocsp.own.test at run time")),
+        "{shown:?}"
+    );
+    for r in upstreams(config) {
+        let ocsp = r.ocsp.as_ref().expect("OCSP for the servers");
+        assert!(r.crl, "both");
+        assert_eq!(
+            ocsp.responder.as_ref().map(url::Url::as_str),
+            Some("http://ocsp.servers.test/")
+        );
+    }
+
+    // "ocsp" without a section: its defaults; the servers' CRLs are not consulted, so
+    // a CRL setting left in the file is an error naming it.
+    let case = Case::new(&with("revocation = \"ocsp\"\n", ""));
+    case.error("trust.crls", &["consults no CRL", "\"both\""]);
+    let text = with("revocation = \"ocsp\"\n", "").replacen(crls, "#crls = [\"", 1);
+    let case = Case::new(&text);
+    let config = case.inspection.config.as_ref().expect("valid");
+    let check = config.ocsp.as_ref().expect("[trust.ocsp] defaults");
+    assert_eq!(check.refresh, std::time::Duration::from_secs(3600));
+    for r in upstreams(config) {
+        assert!(!r.crl && r.ocsp.is_some(), "{r:?}");
+    }
+
+    // "crl" with a [trust.ocsp] section: contradictory.
+    let case = Case::new(&with("revocation = \"crl\"\n", "[trust.ocsp]\n"));
+    case.error("trust.revocation", &["\"crl\"", "[trust.ocsp]"]);
+    // Not a policy: refused by name.
+    let case = Case::new(&with("revocation = \"sometimes\"\n", ""));
+    assert!(case.inspection.has_errors());
+    assert!(
+        case.listing().contains("sometimes") && case.listing().contains("both"),
+        "{}",
+        case.listing()
+    );
+
+    // Hard-fail with CRLs and no CRL for the servers: every connection would be
+    // refused; an error naming each upstream, a warning when downloads will fetch them.
+    let case = Case::new(&with("revocation_failure = \"hard\"\n", ""));
+    case.error("trust.revocation_failure", &["[dmp]", "no CRL"]);
+    case.error("trust.revocation_failure", &["[insi]", "no CRL"]);
+    let case = Case::new(&with(
+        "revocation_failure = \"hard\"\n",
+        "[trust.crl_download]\ndiscover = false\nurls = [\"http://crl.test/servers.crl\"]\n",
+    ));
+    let config = case.inspection.config.as_ref().expect("a warning only");
+    assert!(upstreams(config).iter().all(|r| r.hard()));
+    assert!(
+        case.on("trust.revocation_failure")
+            .iter()
+            .all(|p| p.severity == Severity::Warning),
+        "{}",
+        case.listing()
+    );
+    // Hard-fail with OCSP: our own certificates' checks are hard too.
+    let text = with(
+        "revocation = \"ocsp\"\nrevocation_failure = \"hard\"\n",
+        "[trust.ocsp]\n",
+    )
+    .replacen(crls, "#crls = [\"", 1);
+    let case = Case::new(&text);
+    let config = case.inspection.config.as_ref().expect("valid");
+    assert!(config.ocsp.as_ref().is_some_and(|o| o.hard_fail));
+}

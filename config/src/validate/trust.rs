@@ -209,6 +209,8 @@ impl Validator {
         UpstreamTrust {
             anchors,
             crls: newest_per_issuer(all),
+            // Set once `[trust]`'s policy is read (`Validator::revocation`).
+            revocation: Default::default(),
         }
     }
 }
