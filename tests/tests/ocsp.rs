@@ -134,7 +134,8 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
     );
     assert!(reply.text().contains("OCSP"), "{}", reply.text());
     assert!(
-        p.log().contains("certificate revoked (OCSP)"),
+        p.wait_log(&["certificate revoked (OCSP)"], Duration::from_secs(10))
+            .is_some(),
         "an error line: {}",
         p.log()
     );
@@ -155,8 +156,11 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
         format!("passerelle_certificate_ocsp_status{{{A},role=\"dmp_auth\",status=\"error\"}}");
     wait_for(&p, &error_series, Duration::from_secs(30));
     assert!(
-        p.log()
-            .contains("does not verify with the certificate's issuer"),
+        p.wait_log(
+            &["does not verify with the certificate's issuer"],
+            Duration::from_secs(10)
+        )
+        .is_some(),
         "{}",
         p.log()
     );
@@ -185,5 +189,12 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
         body.contains("degraded ocsp ch-test-a dmp_auth:") && body.contains("cannot connect"),
         "{body}"
     );
-    assert!(p.log().contains("OCSP check failed"), "{}", p.log());
+    // The log comes through a pipe read by another thread: the metric can show the
+    // state before its line is read.
+    assert!(
+        p.wait_log(&["OCSP check failed"], Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        p.log()
+    );
 }
