@@ -18,15 +18,15 @@
 //! file sink in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use passerelle_benches::chart::{self, Bar};
 use passerelle_benches::load::{self, Endpoint, LoadConfig, LoadReport, Mode};
-use passerelle_benches::resources;
+use passerelle_benches::stack::{Proc, free_port, start_passerelle, wait_for_port};
 use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Via};
-use passerelle_certs_test::{ConfigAddresses, LeafFiles, Manifest, shared_test_pki};
+use passerelle_certs_test::{LeafFiles, Manifest, shared_test_pki};
 use passerelle_config::CertRole;
 use passerelle_mocks::faults::Faults;
 use passerelle_signing::{DigestAlgorithm, Signer, SoftwareSigner};
@@ -39,24 +39,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn mtls(pki: &Manifest, leaf: &LeafFiles) -> Arc<rustls::ClientConfig> {
@@ -90,98 +72,6 @@ fn rsa_rate(signer: &dyn Signer) -> f64 {
         n += 1;
     }
     n as f64 / start.elapsed().as_secs_f64()
-}
-
-/// A process under test: its pid(s) for CPU and memory.
-struct Proc {
-    child: Child,
-    /// Sum over the process and these children (nginx workers).
-    with_children: bool,
-}
-
-impl Proc {
-    fn pids(&self) -> Vec<u32> {
-        let mut pids = vec![self.child.id()];
-        if self.with_children {
-            pids.extend(resources::children(self.child.id()));
-        }
-        pids
-    }
-    fn cpu(&self) -> f64 {
-        self.pids().into_iter().map(resources::cpu_seconds).sum()
-    }
-    fn peak_rss_mib(&self) -> f64 {
-        self.pids().into_iter().map(resources::peak_rss_mib).sum()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// Passerelle on the PKI's configuration pointing at the mocks; `audit_sink`, when not
-/// empty, is added to its `[audit]` table (the PostgreSQL sink's settings).
-fn start_passerelle(
-    pki: &Manifest,
-    dmp_port: u16,
-    insi_port: u16,
-    out: &Path,
-    audit_sink: &str,
-) -> (Proc, u16) {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "passerelle-proxy",
-            "--bin",
-            "passerelle",
-        ])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building passerelle failed");
-    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/passerelle");
-    let (listen, admin) = (free_port(), free_port());
-    let config = pki
-        .write_config(
-            &format!("bench-{listen}.toml"),
-            &ConfigAddresses {
-                listener: format!("127.0.0.1:{listen}"),
-                admin: format!("127.0.0.1:{admin}"),
-                dmp_port,
-                insi_port,
-                echo_port: None,
-                audit: Some(out.join("audit/passerelle-audit.jsonl")),
-            },
-        )
-        .expect("bench configuration");
-    if !audit_sink.is_empty() {
-        let text = std::fs::read_to_string(&config).expect("bench configuration");
-        let text = text.replacen("[audit]\n", &format!("[audit]\n{audit_sink}"), 1);
-        std::fs::write(&config, text).expect("bench configuration");
-    }
-    let child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("PASSERELLE_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start passerelle");
-    wait_for_port(admin, "passerelle");
-    wait_for_port(listen, "passerelle");
-    (
-        Proc {
-            child,
-            with_children: false,
-        },
-        listen,
-    )
 }
 
 fn start_nginx(pki: &Manifest, insi_port: u16, out: &Path) -> Option<(Proc, u16)> {
@@ -356,8 +246,15 @@ fn main() {
         ))
         .expect("mock INSi");
 
-    let (passerelle, proxy_port) =
-        start_passerelle(&pki, dmp.address.port(), insi.address.port(), &out, "");
+    let started = start_passerelle(
+        &pki,
+        dmp.address.port(),
+        insi.address.port(),
+        &out,
+        "",
+        None,
+    );
+    let (passerelle, proxy_port) = (started.proc, started.port);
     // The same Passerelle with its audit records in a real PostgreSQL (default settings:
     // every commit flushed), for the file-vs-database comparison.
     let only_env: Option<String> = std::env::var("BENCH_ONLY").ok();
@@ -375,14 +272,15 @@ fn main() {
                     password.display(),
                     out.join("audit/postgres.spool.jsonl").display()
                 );
-                let (proc, port) = start_passerelle(
+                let started = start_passerelle(
                     &pki,
                     dmp.address.port(),
                     insi.address.port(),
                     &out,
                     &settings,
+                    None,
                 );
-                Some((pg, proc, port))
+                Some((pg, started.proc, started.port))
             }
             Err(e) => {
                 eprintln!("PostgreSQL not available ({e}): the dmp-query-postgres row is left out");

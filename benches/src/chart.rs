@@ -20,21 +20,30 @@ type Panel<'a, DB> = (
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
+/// Makes DejaVu Sans the charts' "sans-serif" (once per process).
+pub fn register_font() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let font = std::fs::read(FONT)
+            .map_err(|e| format!("{FONT}: {e} (scripts/install-deps.sh --bench installs it)"))?;
+        // plotters keeps registered fonts for the life of the process.
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            Box::leak(font.into_boxed_slice()),
+        )
+        .map_err(|_| format!("{FONT}: not a usable font"))
+    })
+    .clone()
+}
+
 /// Draws `bars` into `path` (1200 x 100 + 40 per bar pixels).
 pub fn draw(
     path: &std::path::Path,
     title: &str,
     bars: &[Bar],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let font = std::fs::read(FONT)
-        .map_err(|e| format!("{FONT}: {e} (scripts/install-deps.sh --bench installs it)"))?;
-    // plotters keeps registered fonts for the life of the process.
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(font.into_boxed_slice()),
-    )
-    .map_err(|_| format!("{FONT}: not a usable font"))?;
+    register_font()?;
     let n = bars.len().max(1);
     let height = 100 + 40 * n as u32;
     let root = BitMapBackend::new(path, (1200, height)).into_drawing_area();

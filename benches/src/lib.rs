@@ -8,8 +8,12 @@
 //!   advance) or through a proxy.
 //! - [`resources`]: CPU seconds and peak memory of a process, from `/proc`.
 //! - [`chart`]: throughput and p99 per scenario and target, as a PNG.
+//! - [`stack`]: Passerelle and the mocks as processes of their own.
+//! - [`soak`]: the long run's samples, verdicts, CSV and chart (`scripts/soak.sh`).
 
 pub mod chart;
 pub mod load;
 pub mod resources;
+pub mod soak;
+pub mod stack;
 pub mod workloads;

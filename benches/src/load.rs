@@ -64,6 +64,24 @@ pub trait Workload: Send + Sync {
     fn request(&self, i: u64) -> http::Request<Full<Bytes>>;
     /// `Err(kind)` when the answer is not the expected one.
     fn check(&self, status: u16, body: &[u8]) -> Result<(), &'static str>;
+    /// [`Self::check`] for the answer to request number `i` (a mix of workloads judges
+    /// each answer by the workload that sent it).
+    fn check_answer(&self, _i: u64, status: u16, body: &[u8]) -> Result<(), &'static str> {
+        self.check(status, body)
+    }
+}
+
+/// What one window of a run measured ([`run_windowed`]): the requests answered (or
+/// failed) during it, latencies from their intended send times.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// End of the window, from the start of the measurement.
+    pub at: Duration,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// What a run measured.
@@ -81,10 +99,20 @@ pub struct LoadReport {
     pub max_ms: f64,
 }
 
+/// A window's latencies and errors by kind.
+type WindowFigures = (Histogram<u64>, BTreeMap<String, u64>);
+
 struct Shared {
     histogram: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The current window's latencies and errors, when the run is windowed.
+    window: Option<Mutex<WindowFigures>>,
     next: AtomicU64,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 impl Shared {
@@ -92,6 +120,34 @@ impl Shared {
         if let Ok(mut e) = self.errors.lock() {
             *e.entry(kind.to_string()).or_default() += 1;
         }
+        if let Some(Ok(mut w)) = self.window.as_ref().map(Mutex::lock) {
+            *w.1.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+
+    fn latency(&self, latency: Duration) {
+        let micros = latency.as_micros().max(1) as u64;
+        if let Ok(mut h) = self.histogram.lock() {
+            let _ = h.record(micros);
+        }
+        if let Some(Ok(mut w)) = self.window.as_ref().map(Mutex::lock) {
+            let _ = w.0.record(micros);
+        }
+    }
+
+    /// The current window's figures, and a new window begun.
+    fn take_window(&self, at: Duration) -> Option<Window> {
+        let mut w = self.window.as_ref()?.lock().ok()?;
+        let (h, errors) = std::mem::replace(&mut *w, (new_histogram(), BTreeMap::new()));
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Some(Window {
+            at,
+            requests: h.len(),
+            errors,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            max_ms: h.max() as f64 / 1000.0,
+        })
     }
 }
 
@@ -141,7 +197,7 @@ async fn exchange(
         .map_err(|_| "io")?
         .to_bytes();
     match status {
-        200..=299 => workload.check(status, &body),
+        200..=299 => workload.check_answer(i, status, &body),
         400..=499 => Err("status_4xx"),
         _ => Err("status_5xx"),
     }
@@ -203,10 +259,8 @@ async fn worker(
             }
             continue;
         }
-        if intended >= measure_from
-            && let Ok(mut h) = shared.histogram.lock()
-        {
-            let _ = h.record(latency.as_micros().max(1) as u64);
+        if intended >= measure_from {
+            shared.latency(latency);
         }
     }
 }
@@ -217,17 +271,56 @@ pub async fn run(
     workload: Arc<dyn Workload>,
     config: LoadConfig,
 ) -> LoadReport {
+    run_inner(endpoint, workload, config, None).await
+}
+
+/// [`run`], also sending on `windows` the figures of every `every` of the measurement
+/// (a long run's time series: the soak).
+pub async fn run_windowed(
+    endpoint: &Endpoint,
+    workload: Arc<dyn Workload>,
+    config: LoadConfig,
+    every: Duration,
+    windows: tokio::sync::mpsc::UnboundedSender<Window>,
+) -> LoadReport {
+    run_inner(endpoint, workload, config, Some((every, windows))).await
+}
+
+async fn run_inner(
+    endpoint: &Endpoint,
+    workload: Arc<dyn Workload>,
+    config: LoadConfig,
+    windows: Option<(Duration, tokio::sync::mpsc::UnboundedSender<Window>)>,
+) -> LoadReport {
     let shared = Arc::new(Shared {
-        // 1 µs to 60 s, 3 significant digits.
-        histogram: Mutex::new(
-            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
-        ),
+        histogram: Mutex::new(new_histogram()),
         errors: Mutex::new(BTreeMap::new()),
+        window: windows
+            .as_ref()
+            .map(|_| Mutex::new((new_histogram(), BTreeMap::new()))),
         next: AtomicU64::new(0),
     });
     let start = Instant::now();
     let measure_from = start + config.warmup;
     let end = measure_from + config.duration;
+    let sampler = windows.map(|(every, tx)| {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut next = measure_from + every;
+            // What the warm-up recorded is not a window.
+            tokio::time::sleep_until(measure_from.into()).await;
+            let _ = shared.take_window(Duration::ZERO);
+            while next <= end {
+                tokio::time::sleep_until(next.into()).await;
+                if let Some(w) = shared.take_window(next - measure_from)
+                    && tx.send(w).is_err()
+                {
+                    return;
+                }
+                next += every;
+            }
+        })
+    });
     let (connections, pace) = match config.mode {
         Mode::Concurrency(n) => (n, None),
         Mode::Rate {
@@ -254,6 +347,9 @@ pub async fn run(
     }
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(s) = sampler {
+        let _ = s.await;
     }
     // Until the last answer: a budget may end the run early, and at a fixed rate the
     // backlog of an overloaded target is drained (and counted) after the deadline.
@@ -394,6 +490,47 @@ mod tests {
             report.seconds < 5.0,
             "the budget ended the run early: {} s",
             report.seconds
+        );
+    }
+
+    #[tokio::test]
+    async fn a_windowed_run_reports_each_window() {
+        let endpoint = Endpoint {
+            address: server(Duration::from_millis(5)).await,
+            tls: None,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = run_windowed(
+            &endpoint,
+            Arc::new(Hello),
+            LoadConfig {
+                mode: Mode::Rate {
+                    per_second: 100.0,
+                    connections: 2,
+                },
+                warmup: Duration::from_millis(200),
+                duration: Duration::from_millis(1500),
+                max_requests: None,
+            },
+            Duration::from_millis(500),
+            tx,
+        )
+        .await;
+        let mut windows = Vec::new();
+        while let Ok(w) = rx.try_recv() {
+            windows.push(w);
+        }
+        let ats: Vec<_> = windows.iter().map(|w| w.at.as_millis()).collect();
+        assert_eq!(ats, [500, 1000, 1500]);
+        for w in &windows {
+            assert!((35..=65).contains(&w.requests), "{w:?}");
+            assert!(w.errors.is_empty() && w.p99_ms >= 5.0, "{w:?}");
+        }
+        let in_windows: u64 = windows.iter().map(|w| w.requests).sum();
+        // The last answers may come after the last window closed.
+        assert!(
+            report.requests - in_windows <= 2,
+            "{report:?} vs {in_windows}"
         );
     }
 }

@@ -47,3 +47,54 @@ pub fn children(pid: u32) -> Vec<u32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+/// Resident memory of `pid` now, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:") / 1024.0
+}
+
+fn status_kib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Open file descriptors of `pid`, and how many of them are sockets.
+pub fn open_fds(pid: u32) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    let mut fds = 0;
+    let mut sockets = 0;
+    for entry in entries.filter_map(Result::ok) {
+        fds += 1;
+        if std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        {
+            sockets += 1;
+        }
+    }
+    (fds, sockets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_read() {
+        let me = std::process::id();
+        assert!(rss_mib(me) > 1.0);
+        assert!(peak_rss_mib(me) >= rss_mib(me));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (fds, sockets) = open_fds(me);
+        // Other tests of this process open sockets too: only a floor is certain.
+        assert!(fds >= 4 && sockets >= 1, "{fds} fds, {sockets} sockets");
+        drop(listener);
+    }
+}

@@ -251,7 +251,98 @@ impl Workload for DmpSubmit {
     }
 }
 
+/// A mix of workloads: request `i` goes to part `i mod total weight` (by weight, in
+/// order), and its answer is judged by that part. Deterministic, so each window of a
+/// long run holds the same mix.
+pub struct Mixed {
+    parts: Vec<(u64, &'static str, Arc<dyn Workload>)>,
+    total: u64,
+}
+
+impl std::fmt::Debug for Mixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.parts.iter().map(|(w, name, _)| (w, name)))
+            .finish()
+    }
+}
+
+impl Mixed {
+    /// `parts`: (weight, name, workload); weights of 0 are left out.
+    pub fn new(parts: Vec<(u64, &'static str, Arc<dyn Workload>)>) -> Self {
+        let parts: Vec<_> = parts.into_iter().filter(|p| p.0 > 0).collect();
+        let total = parts.iter().map(|p| p.0).sum::<u64>().max(1);
+        Self { parts, total }
+    }
+
+    /// The part request `i` belongs to.
+    pub fn part(&self, i: u64) -> Option<(&'static str, &dyn Workload)> {
+        let mut slot = i % self.total;
+        for (weight, name, w) in &self.parts {
+            if slot < *weight {
+                return Some((*name, w.as_ref()));
+            }
+            slot -= weight;
+        }
+        None
+    }
+}
+
+impl Workload for Mixed {
+    fn request(&self, i: u64) -> http::Request<Full<Bytes>> {
+        match self.part(i) {
+            Some((_, w)) => w.request(i),
+            None => http::Request::new(Full::new(Bytes::new())),
+        }
+    }
+
+    fn check(&self, _: u16, _: &[u8]) -> Result<(), &'static str> {
+        Err("unexpected_answer")
+    }
+
+    fn check_answer(&self, i: u64, status: u16, body: &[u8]) -> Result<(), &'static str> {
+        match self.part(i) {
+            Some((_, w)) => w.check_answer(i, status, body),
+            None => Err("unexpected_answer"),
+        }
+    }
+}
+
 /// The workloads are shared by the generator's connections.
 pub fn shared<W: Workload + 'static>(w: W) -> Arc<dyn Workload> {
     Arc::new(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(&'static str);
+
+    impl Workload for Named {
+        fn request(&self, _: u64) -> http::Request<Full<Bytes>> {
+            http::Request::new(Full::new(Bytes::from_static(self.0.as_bytes())))
+        }
+        fn check(&self, _: u16, body: &[u8]) -> Result<(), &'static str> {
+            if body == self.0.as_bytes() {
+                Ok(())
+            } else {
+                Err("unexpected_answer")
+            }
+        }
+    }
+
+    #[test]
+    fn a_mix_sends_by_weight_and_judges_by_the_sender() {
+        let mix = Mixed::new(vec![
+            (3, "a", shared(Named("a"))),
+            (0, "never", shared(Named("never"))),
+            (1, "b", shared(Named("b"))),
+        ]);
+        let names: Vec<_> = (0..8).filter_map(|i| mix.part(i).map(|p| p.0)).collect();
+        assert_eq!(names, ["a", "a", "a", "b", "a", "a", "a", "b"]);
+        assert_eq!(mix.check_answer(3, 200, b"b"), Ok(()));
+        assert_eq!(mix.check_answer(3, 200, b"a"), Err("unexpected_answer"));
+        assert_eq!(mix.check_answer(4, 200, b"a"), Ok(()));
+    }
 }

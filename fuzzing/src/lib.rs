@@ -12,7 +12,17 @@
 //!   Passerelle adds); the envelope it sends must be well-formed XML that libxml2 reads;
 //! - [`c14n`]: the canonicaliser, differential against libxml2's (`xmlC14NExecute`, as
 //!   `xmllint --c14n`) on every document both parsers accept;
-//! - [`config`]: the configuration loader (`passerelle check`) on any TOML text.
+//! - [`config`]: the configuration loader (`passerelle check`) on any TOML text;
+//! - [`dmp`]: a DMP request through phases 5 and 6 for tenant A (identity, structure,
+//!   lot, then the VIHF and lot signed and the envelope rewritten with WS-Addressing);
+//!   what would go out must read back, and carry one of the tenant's structures;
+//! - [`vihf`]: an internal system's VIHF re-signed with tenant A's ORG SIGN key; what is
+//!   signed verifies (libxmlsec1) and names one of the tenant's structures;
+//! - [`vihf_headers`]: the `X-Vihf-*` headers made into a VIHF context, validated and
+//!   signed; the assertion verifies and carries the headers' values.
+//!
+//! Inputs of `dmp` and `vihf_headers` begin with HTTP-like header lines
+//! (`Name: value`, see [`head_and_body`]).
 //!
 //! Under the fuzzer (`cfg(fuzzing)`), each input must also be handled within a time
 //! linear in its size ([`within_linear_time`]): a quadratic path shows as a crash rather
@@ -23,16 +33,20 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use libxml::parser::{Parser, ParserOptions};
 use libxml::tree::c14n::{CanonicalizationMode, CanonicalizationOptions};
 use passerelle_proxy::exchange::Exchange;
 use passerelle_proxy::message::SoapMessage;
-use passerelle_proxy::state::ProxyState;
+use passerelle_proxy::state::{ProxyState, TenantRuntime};
+use passerelle_signing::{TrustAnchors, resign_vihf, sign_vihf, verify_vihf};
 use passerelle_xml::{C14n, canonicalize_document, parse_document};
 
 /// Runs `f` on `data`; under the fuzzer, panics when it takes longer than 100 ms plus
-/// 4 µs per byte (a 256 KiB input: about 1.1 s), far above what a linear parser needs.
-fn within_linear_time(data: &[u8], f: impl FnOnce(&[u8])) {
+/// 4 µs per byte (a 256 KiB input: about 1.1 s), far above what a linear parser needs,
+/// twice in a row: a slow path is slow every time, while a stall of the machine (disk,
+/// another process) is not, and is not a finding.
+fn within_linear_time(data: &[u8], f: impl Fn(&[u8])) {
     #[cfg(fuzzing)]
     let start = std::time::Instant::now();
     f(data);
@@ -40,12 +54,17 @@ fn within_linear_time(data: &[u8], f: impl FnOnce(&[u8])) {
     {
         let bound = std::time::Duration::from_millis(100)
             + std::time::Duration::from_micros(4 * data.len() as u64);
-        let took = start.elapsed();
-        assert!(
-            took <= bound,
-            "{} bytes took {took:?} (bound {bound:?}): not linear",
-            data.len()
-        );
+        let first = start.elapsed();
+        if first > bound {
+            let again = std::time::Instant::now();
+            f(data);
+            let took = again.elapsed();
+            assert!(
+                took <= bound,
+                "{} bytes took {first:?}, then {took:?} (bound {bound:?}): not linear",
+                data.len()
+            );
+        }
     }
 }
 
@@ -96,22 +115,79 @@ fn envelope_body(data: &[u8]) {
     }
 }
 
-/// The sandbox's state (test PKI generated once per process).
-fn state() -> &'static ProxyState {
-    static STATE: OnceLock<ProxyState> = OnceLock::new();
-    STATE.get_or_init(|| {
+/// The sandbox's state and the anchors its signatures chain to (test PKI generated
+/// once per machine, read once per process).
+struct Sandbox {
+    state: ProxyState,
+    trust: TrustAnchors,
+}
+
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
         let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
-        let config =
+        let mut config =
             passerelle_config::load(&pki.path(&pki.config)).expect("sandbox configuration");
-        ProxyState::new(config).expect("sandbox state")
+        // A checked-in seed's AuthnInstant must not age out of what is signed: the age
+        // limit is the one setting the targets change (its check is a unit test's).
+        if let Some(dmp) = config.dmp.as_mut() {
+            dmp.signing.max_authn_age = std::time::Duration::from_secs(100 * 365 * 86_400);
+        }
+        let trust = TrustAnchors::from_files(
+            &[&pki.path(&pki.ca.root)],
+            &[&pki.path(&pki.ca.org_intermediate)],
+        )
+        .expect("trust anchors");
+        Sandbox {
+            state: ProxyState::new(config).expect("sandbox state"),
+            trust,
+        }
     })
+}
+
+fn state() -> &'static ProxyState {
+    &sandbox().state
+}
+
+/// Tenant A (the first by id): the one every target acts for.
+fn tenant_a() -> Option<&'static TenantRuntime> {
+    state().tenants.values().min_by_key(|t| t.id.to_string())
+}
+
+/// Splits an input into HTTP-like header lines and a body: when it begins with a line
+/// `Name: value` and holds an empty line within its first 8 KiB, the lines before it
+/// are headers (a line that is not a valid header is skipped, as hyper would refuse
+/// the request) and the rest is the body; otherwise there are no headers.
+fn head_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
+    let mut headers = HeaderMap::new();
+    let window = &data[..data.len().min(8192)];
+    let Some(end) = window.windows(2).position(|w| w == b"\n\n") else {
+        return (headers, data);
+    };
+    let first = window.split(|&b| b == b'\n').next().unwrap_or_default();
+    if !first.contains(&b':') {
+        return (headers, data);
+    }
+    for line in data[..end].split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    (headers, &data[end + 2..])
 }
 
 /// An INSi request completed for tenant A's INSI-AUTO certificate: whatever comes in,
 /// what would go out is well-formed XML, read the same way by our parser and libxml2.
 fn insi_body(data: &[u8]) {
     let state = state();
-    let Some(tenant) = state.tenants.values().min_by_key(|t| t.id.to_string()) else {
+    let Some(tenant) = tenant_a() else {
         return;
     };
     let (content_type, body) = content_type_and_body(data, "application/soap+xml; charset=utf-8");
@@ -126,17 +202,170 @@ fn insi_body(data: &[u8]) {
     ) else {
         return;
     };
-    let sent: Vec<u8> = outgoing
-        .chunks
-        .iter()
-        .flat_map(|c| c.iter().copied())
-        .collect();
+    let sent = sent_bytes(&outgoing);
     let text = std::str::from_utf8(&sent).expect("the completed envelope is UTF-8");
     parse_document(text).expect("the completed envelope reads back");
     assert!(
         libxml_reads(text).is_ok(),
         "libxml2 refuses the completed envelope"
     );
+}
+
+/// The bytes a request would send, in one piece.
+fn sent_bytes(outgoing: &passerelle_proxy::upstream::Outgoing) -> Bytes {
+    outgoing
+        .chunks
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// A DMP request for tenant A, headers first ([`head_and_body`]): `X-Route` names the
+/// `[dmp.services]` route (default `registry`), `Content-Type` the body's type (default
+/// SOAP 1.2), the `X-Vihf-*` headers the identity when the envelope has no VIHF. What
+/// would be sent reads back as the message it is (MTOM included), libxml2 reads its
+/// envelope, and the VIHF signed names one of the tenant's structures.
+pub fn dmp_body(data: &[u8]) -> Result<(), String> {
+    let state = state();
+    let tenant = tenant_a().ok_or("no tenant")?;
+    let (mut headers, body) = head_and_body(data);
+    let route = headers
+        .remove("x-route")
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| "registry".into());
+    let content_type = headers
+        .remove(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| "application/soap+xml; charset=utf-8".into());
+    let mut exchange = Exchange::new("fuzz".into());
+    let request = passerelle_proxy::dmp::identify(
+        state,
+        tenant,
+        &route,
+        &headers,
+        &content_type,
+        Bytes::copy_from_slice(body),
+        &mut exchange,
+    )
+    .map_err(|e| e.to_string())?;
+    let outgoing =
+        passerelle_proxy::dmp::sign(request, tenant, &mut exchange).map_err(|e| e.to_string())?;
+    let identity = exchange
+        .identity
+        .as_ref()
+        .expect("a signed request's identity");
+    let structure = identity
+        .structure
+        .parse::<passerelle_config::StructureId>()
+        .expect("the signed structure is a structure id");
+    assert!(
+        tenant.owns_structure(&structure),
+        "signed structure {} is not the tenant's",
+        identity.structure
+    );
+    let sent_type = outgoing
+        .content_type
+        .clone()
+        .expect("a DMP request has a body type");
+    let message = SoapMessage::read(&sent_type, sent_bytes(&outgoing))
+        .expect("what is sent reads back as a SOAP message");
+    let envelope = std::str::from_utf8(&message.root).expect("the sent envelope is UTF-8");
+    assert!(
+        libxml_reads(envelope).is_ok(),
+        "libxml2 refuses the envelope sent"
+    );
+    Ok(())
+}
+
+/// An internal system's VIHF, re-signed for tenant A: when accepted, the assertion
+/// verifies (libxmlsec1, chain to the test root), names one of the tenant's structures,
+/// and its identity is the one recorded.
+pub fn vihf_body(data: &[u8]) -> Result<(), String> {
+    let tenant = tenant_a().ok_or("no tenant")?;
+    let dmp = tenant.dmp.as_ref().ok_or("no DMP certificates")?;
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let options = state()
+        .config
+        .dmp
+        .as_ref()
+        .map(|d| passerelle_proxy::dmp::vihf_options(&d.signing))
+        .unwrap_or_default();
+    let owns = |s: &passerelle_config::StructureId| tenant.owns_structure(s);
+    let signed = resign_vihf(
+        text,
+        owns,
+        dmp.signer.as_ref(),
+        &options,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| e.to_string())?;
+    check_signed_vihf(tenant, &signed);
+    Ok(())
+}
+
+/// A signed VIHF verifies, is read the same by libxml2, and carries the identity recorded.
+fn check_signed_vihf(tenant: &TenantRuntime, signed: &passerelle_signing::SignedVihf) {
+    assert!(
+        libxml_reads(&signed.xml).is_ok(),
+        "libxml2 refuses the signed VIHF"
+    );
+    let verified = verify_vihf(&signed.xml, &sandbox().trust)
+        .unwrap_or_else(|e| panic!("the signed VIHF does not verify: {e}"));
+    let structure = verified
+        .attributes
+        .get("Identifiant_Structure")
+        .and_then(|v| v.first())
+        .expect("Identifiant_Structure signed");
+    assert_eq!(structure, &signed.identity.structure, "structure recorded");
+    let id = structure
+        .parse::<passerelle_config::StructureId>()
+        .expect("a structure id");
+    assert!(
+        tenant.owns_structure(&id),
+        "signed structure {structure} is not the tenant's"
+    );
+    assert_eq!(
+        verified.subject_id, signed.identity.actor_id,
+        "actor recorded"
+    );
+}
+
+/// `X-Vihf-*` header lines ([`head_and_body`]; the body is ignored) made into a VIHF
+/// for tenant A: when the context validates and names one of the tenant's structures,
+/// the assertion signed verifies and carries the values the headers gave.
+pub fn vihf_headers_body(data: &[u8]) -> Result<(), String> {
+    let tenant = tenant_a().ok_or("no tenant")?;
+    let dmp = tenant.dmp.as_ref().ok_or("no DMP certificates")?;
+    let state = state();
+    let settings = state.config.dmp.as_ref().ok_or("no [dmp]")?;
+    let (headers, _) = head_and_body(data);
+    let software = passerelle_proxy::dmp::software_identity(&state.config.software);
+    let ctx = passerelle_proxy::dmp::identity::from_headers(
+        &headers,
+        &tenant.structure_id.to_string(),
+        software.clone(),
+        passerelle_proxy::dmp::vihf_options(&settings.signing),
+    )
+    .map_err(|e| e.to_string())?;
+    let structure = ctx.validate().map_err(|e| e.to_string())?;
+    if !tenant.owns_structure(&structure) {
+        return Err(format!("{structure} is not the tenant's"));
+    }
+    let signed = sign_vihf(
+        &ctx,
+        &software,
+        dmp.signer.as_ref(),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap_or_else(|e| panic!("a validated context does not sign: {e}"));
+    check_signed_vihf(tenant, &signed);
+    assert_eq!(
+        signed.identity.structure, ctx.structure_id,
+        "structure signed"
+    );
+    assert_eq!(signed.identity.actor_id, ctx.actor.id, "actor signed");
+    Ok(())
 }
 
 /// Our canonical XML against libxml2's, inclusive and exclusive, on a document both
@@ -230,6 +459,32 @@ pub fn insi(data: &[u8]) {
 /// The `c14n` target: [`c14n_body`]'s checks, within a linear time under the fuzzer.
 pub fn c14n(data: &[u8]) {
     within_linear_time(data, c14n_body);
+}
+
+/// The `dmp` target: [`dmp_body`]'s checks, within a linear time under the fuzzer (the
+/// signatures included: two RSA signatures are far under the bound's 100 ms).
+pub fn dmp(data: &[u8]) {
+    let _ = state();
+    within_linear_time(data, |d| {
+        let _ = dmp_body(d);
+    });
+}
+
+/// The `vihf` target: [`vihf_body`]'s checks, within a linear time under the fuzzer.
+pub fn vihf(data: &[u8]) {
+    let _ = state();
+    within_linear_time(data, |d| {
+        let _ = vihf_body(d);
+    });
+}
+
+/// The `vihf_headers` target: [`vihf_headers_body`]'s checks, within a linear time
+/// under the fuzzer.
+pub fn vihf_headers(data: &[u8]) {
+    let _ = state();
+    within_linear_time(data, |d| {
+        let _ = vihf_headers_body(d);
+    });
 }
 
 /// The `config` target: [`config_body`]'s checks, within a linear time under the fuzzer.

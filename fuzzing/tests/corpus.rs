@@ -51,3 +51,48 @@ fn c14n_corpus() {
 fn config_corpus() {
     replay("config", passerelle_fuzzing::config);
 }
+
+#[test]
+fn dmp_corpus() {
+    replay("dmp", passerelle_fuzzing::dmp);
+}
+
+#[test]
+fn vihf_corpus() {
+    replay("vihf", passerelle_fuzzing::vihf);
+}
+
+#[test]
+fn vihf_headers_corpus() {
+    replay("vihf_headers", passerelle_fuzzing::vihf_headers);
+}
+
+/// The checked-in seeds (`seed-*`) of the signing targets go the whole way, to the
+/// signatures and their checks: a seed refused early would leave the fuzzer mutating
+/// inputs that never reach what the target is for.
+#[test]
+fn signing_seeds_reach_the_signatures() {
+    for (target, body) in [
+        (
+            "dmp",
+            passerelle_fuzzing::dmp_body as fn(&[u8]) -> Result<(), String>,
+        ),
+        ("vihf", passerelle_fuzzing::vihf_body),
+        ("vihf_headers", passerelle_fuzzing::vihf_headers_body),
+    ] {
+        let seeds: Vec<_> = inputs(target)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+            })
+            .collect();
+        assert!(seeds.len() >= 4, "{target}: {} seeds", seeds.len());
+        for seed in seeds {
+            let data = std::fs::read(&seed).expect("read");
+            if let Err(refusal) = body(&data) {
+                panic!("{} is refused: {refusal}", seed.display());
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@
 mod binding;
 pub mod vihf;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -68,9 +68,10 @@ pub struct StoredDocument {
 
 #[derive(Debug, Default)]
 struct Registry {
-    /// Submission set uniqueIds already accepted.
-    submissions: Vec<String>,
-    documents: Vec<StoredDocument>,
+    /// Submission set uniqueIds already accepted, oldest first (the last
+    /// [`DmpConfig::retain`]).
+    submissions: VecDeque<String>,
+    documents: VecDeque<StoredDocument>,
 }
 
 /// Mock DMP configuration.
@@ -84,7 +85,15 @@ pub struct DmpConfig {
     pub max_clock_skew: Duration,
     /// The DMP WSDL/XSD annex (`../shared/spec/dmp`).
     pub spec_dir: std::path::PathBuf,
+    /// How many submission sets (with their documents) and recorded exchanges are kept,
+    /// the oldest dropped first: a long run (the soak) must not grow the mock's memory
+    /// and its queries' answers without end. A submission set dropped can be submitted
+    /// again (the duplicate check sees the ones kept).
+    pub retain: usize,
 }
+
+/// [`DmpConfig::retain`] by default: far more than any test sends.
+pub const DEFAULT_RETAIN: usize = 10_000;
 
 /// An accepted request, as recorded.
 #[derive(Debug, Clone)]
@@ -108,7 +117,7 @@ pub struct MockDmp {
     /// Input element local name -> the answer's body.
     answers: HashMap<String, Element>,
     registry: Mutex<Registry>,
-    exchanges: Mutex<Vec<Exchange>>,
+    exchanges: Mutex<VecDeque<Exchange>>,
     /// Whether `wsa:Action` and `wsa:ReplyTo` must carry `mustUnderstand` true.
     require_must_understand: AtomicBool,
     /// Where the schemas embedded in the WSDLs were written; removed on drop.
@@ -250,7 +259,7 @@ impl MockDmp {
             catalog,
             answers,
             registry: Mutex::new(Registry::default()),
-            exchanges: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(VecDeque::new()),
             // domain.md §4: Action and ReplyTo are mustUnderstand.
             require_must_understand: AtomicBool::new(true),
             _scratch: scratch,
@@ -270,14 +279,17 @@ impl MockDmp {
 
     /// Every request accepted so far, in order.
     pub fn exchanges(&self) -> Vec<Exchange> {
-        self.exchanges.lock().map(|e| e.clone()).unwrap_or_default()
+        self.exchanges
+            .lock()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Documents recorded so far (for tests and `/stats`-like checks).
     pub fn documents(&self) -> Vec<StoredDocument> {
         self.registry
             .lock()
-            .map(|r| r.documents.clone())
+            .map(|r| r.documents.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -285,7 +297,7 @@ impl MockDmp {
     pub fn submissions(&self) -> Vec<String> {
         self.registry
             .lock()
-            .map(|r| r.submissions.clone())
+            .map(|r| r.submissions.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -465,9 +477,15 @@ impl MockDmp {
                 )),
             ));
         }
-        registry.submissions.push(set_uid.clone());
+        let retain = self.config.retain.max(1);
+        while registry.submissions.len() >= retain {
+            if let Some(oldest) = registry.submissions.pop_front() {
+                registry.documents.retain(|d| d.submission_set != oldest);
+            }
+        }
+        registry.submissions.push_back(set_uid.clone());
         for d in entries.into_iter().chain(std::iter::once(signature)) {
-            registry.documents.push(StoredDocument {
+            registry.documents.push_back(StoredDocument {
                 unique_id: d.unique_id,
                 patient_id: d.patient_id,
                 mime_type: d.mime_type,
@@ -758,7 +776,10 @@ impl MockDmp {
         identity: vihf::Identity,
     ) {
         if let Ok(mut e) = self.exchanges.lock() {
-            e.push(Exchange {
+            if e.len() >= self.config.retain.max(1) {
+                e.pop_front();
+            }
+            e.push_back(Exchange {
                 service: service.to_string(),
                 operation: op.name.clone(),
                 action: action.to_string(),

@@ -50,6 +50,19 @@ pub async fn start_dmp(
     admin: SocketAddr,
     faults: faults::Faults,
 ) -> Result<(server::Running, Arc<dmp::MockDmp>), MockError> {
+    start_dmp_retaining(pki, spec_dir, listen, admin, faults, dmp::DEFAULT_RETAIN).await
+}
+
+/// [`start_dmp`], keeping the last `retain` submission sets and exchanges
+/// ([`dmp::DmpConfig::retain`]).
+pub async fn start_dmp_retaining(
+    pki: &Manifest,
+    spec_dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    faults: faults::Faults,
+    retain: usize,
+) -> Result<(server::Running, Arc<dmp::MockDmp>), MockError> {
     let org = pki.path(&pki.ca.org_intermediate);
     let tls = tls::server_config(
         &pki.path(&pki.server.chain),
@@ -69,6 +82,7 @@ pub async fn start_dmp(
         geographic,
         max_clock_skew: Duration::from_secs(300),
         spec_dir: spec_dir.to_path_buf(),
+        retain,
     })?);
     let running = server::start(service.clone(), tls, listen, admin, faults).await?;
     Ok((running, service))

@@ -177,6 +177,8 @@ pub enum PurposeOfUse {
     #[default]
     Normal,
     BrisDeGlace,
+    // snake_case would make it `centre15`; the code (and what is documented) is `centre_15`.
+    #[serde(rename = "centre_15")]
     Centre15,
 }
 

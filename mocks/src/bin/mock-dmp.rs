@@ -31,6 +31,11 @@ struct Cli {
     /// Faults at start, JSON by operation (`*` for all).
     #[arg(long, value_name = "FILE")]
     faults: Option<PathBuf>,
+    /// Submission sets (with their documents) and recorded requests kept in memory, the
+    /// oldest dropped first: bounds the mock's memory, and its query answers, in long
+    /// runs (the soak keeps a few).
+    #[arg(long, value_name = "N", default_value_t = passerelle_mocks::dmp::DEFAULT_RETAIN)]
+    retain: usize,
 }
 
 fn main() -> ExitCode {
@@ -39,9 +44,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let (pki, faults) = passerelle_mocks::binary_setup(&cli.pki, cli.faults.as_deref())?;
-    let (running, _) = passerelle_mocks::start_dmp(&pki, &cli.spec, cli.listen, cli.admin, faults)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (running, _) = passerelle_mocks::start_dmp_retaining(
+        &pki, &cli.spec, cli.listen, cli.admin, faults, cli.retain,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     println!(
         "mock-dmp: https://{}/si-dmp-server/v2/services/ (admin http://{})",
         running.address, running.admin_address

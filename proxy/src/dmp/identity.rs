@@ -246,6 +246,43 @@ mod tests {
         ctx.validate().expect("valid");
     }
 
+    /// Every value the error message (and the README) offers is accepted, in any case;
+    /// `centre_15` was once refused while being listed.
+    #[test]
+    fn every_documented_keyword_is_accepted() {
+        let base = [
+            (SUBJECT_ID, "1"),
+            (SUBJECT_NAME, "X"),
+            (ROLE, "AUTOMATE"),
+            (SECTOR, "SA07"),
+            (PATIENT, "207058575627097"),
+        ];
+        for (value, expected) in [
+            ("normal", PurposeOfUse::Normal),
+            ("bris_de_glace", PurposeOfUse::BrisDeGlace),
+            ("centre_15", PurposeOfUse::Centre15),
+            ("CENTRE_15", PurposeOfUse::Centre15),
+        ] {
+            let mut h = headers(&base);
+            h.insert(PURPOSE, value.parse().expect("value"));
+            let ctx = from_headers(&h, "1690010004", software(), VihfOptions::default())
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(ctx.purpose, expected, "{value}");
+        }
+        for (value, expected) in [
+            ("password", AuthnClass::Password),
+            ("smartcard_pki", AuthnClass::SmartcardPki),
+            ("tls_client", AuthnClass::TlsClient),
+            ("unspecified", AuthnClass::Unspecified),
+        ] {
+            let mut h = headers(&base);
+            h.insert(AUTHN, value.parse().expect("value"));
+            let ctx = from_headers(&h, "1690010004", software(), VihfOptions::default())
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(ctx.authn_class, expected, "{value}");
+        }
+    }
+
     #[test]
     fn each_bad_header_is_named() {
         let base = [
