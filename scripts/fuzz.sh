@@ -61,7 +61,10 @@ for target in "${TARGETS[@]}"; do
   log="fuzz/artifacts/$target/last-run.log"
   echo "== $target: ${MINUTES} min" >&2
   set +e
-  (cd fuzz && cargo +nightly fuzz run --sanitizer none --debug-assertions "$target" "corpus/$target" -- \
+  # Hand-written seeds (fuzz/seeds/<target>, read only) join the corpus at start.
+  seeds=()
+  [[ -d "fuzz/seeds/$target" ]] && seeds=("seeds/$target")
+  (cd fuzz && cargo +nightly fuzz run --sanitizer none --debug-assertions "$target" "corpus/$target" "${seeds[@]}" -- \
       -max_total_time=$((MINUTES * 60)) -timeout=10 -rss_limit_mb=2048 \
       -max_len=262144 -print_final_stats=1) >"$log" 2>&1
   rc=$?

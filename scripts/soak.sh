@@ -3,7 +3,8 @@
 # own process) under a steady mixed load for DURATION, with a reload every 5 minutes and
 # a burst of upstream faults every 10:
 #
-#   scripts/soak.sh [DURATION]        DURATION: 60m (default), 90s, 2h, or seconds
+#   scripts/soak.sh [DURATION]          DURATION: 60m (default), 90s, 2h, or seconds
+#   scripts/soak.sh --judge [DURATION]  judge and draw the last run again (its files)
 #
 # It first measures the stack's capacity on this machine (mixed INSi / dmp-query /
 # dmp-submit at a fixed concurrency), then runs at 50 % of it, sampling every 10 s
@@ -18,15 +19,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [[ "${1:-}" == "--judge" ]]; then
+  # Judge and draw the last run again from target/soak/soak.{csv,json}, with the
+  # settings of a run of DURATION (give the same as the run's).
+  export SOAK_REJUDGE=1
+  shift
+fi
 duration="${1:-60m}"
-case "$duration" in
-  *h) seconds=$(( ${duration%h} * 3600 )) ;;
-  *m) seconds=$(( ${duration%m} * 60 )) ;;
-  *s) seconds=${duration%s} ;;
-  *) seconds=$duration ;;
+if ! [[ "$duration" =~ ^([0-9]{1,7})([hms]?)$ ]]; then
+  echo "soak.sh: DURATION is a whole number with h, m or s (default s), e.g. 60m, 90s, 2h (got '$duration')" >&2
+  exit 2
+fi
+number=$((10#${BASH_REMATCH[1]}))
+case "${BASH_REMATCH[2]}" in
+  h) seconds=$((number * 3600)) ;;
+  m) seconds=$((number * 60)) ;;
+  *) seconds=$number ;;
 esac
-if ! [[ "$seconds" =~ ^[0-9]+$ ]] || (( seconds < 60 )); then
-  echo "soak.sh: DURATION must be at least 60 s, e.g. 60m, 90s, 2h (got '$duration')" >&2
+if (( seconds < 60 )); then
+  echo "soak.sh: DURATION must be at least 60 s (got '$duration')" >&2
   exit 2
 fi
 # A short soak scales its schedule down (a warm-up of a twelfth, reloads and bursts

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use passerelle_benches::chart::{self, Bar};
 use passerelle_benches::load::{self, Endpoint, LoadConfig, LoadReport, Mode};
-use passerelle_benches::stack::{Proc, free_port, start_passerelle, wait_for_port};
+use passerelle_benches::stack::{Proc, build_release, free_port, start_passerelle, wait_for_port};
 use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Via};
 use passerelle_certs_test::{LeafFiles, Manifest, shared_test_pki};
 use passerelle_config::CertRole;
@@ -246,6 +246,7 @@ fn main() {
         ))
         .expect("mock INSi");
 
+    build_release(&["passerelle-proxy"]);
     let started = start_passerelle(
         &pki,
         dmp.address.port(),

@@ -28,10 +28,6 @@ use passerelle_benches::stack::{self, Mock, Passerelle};
 use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Mixed, Via};
 use passerelle_certs_test::shared_test_pki;
 
-/// After a burst of faults, how long answers may still be the faults' (requests that
-/// were in flight when they stopped).
-const RECOVERY_S: f64 = 2.0;
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -70,50 +66,73 @@ fn metric(metrics: &str, series: &str) -> Option<f64> {
 /// What happened when, seconds from the start of the soak.
 #[derive(Debug, Default)]
 struct Events {
-    /// (start, end) of each fault burst.
-    bursts: Vec<(f64, f64)>,
+    /// Start of each fault burst (when asked) and its end (once both mocks are calm
+    /// again; `None`: it never ended).
+    bursts: Vec<(f64, Option<f64>)>,
     reloads: Vec<f64>,
-    reloads_confirmed: u64,
+    reloads_confirmed: usize,
     failures: Vec<String>,
 }
 
-/// Sends the reloads and fault bursts on their schedule until `end`.
-#[allow(clippy::too_many_arguments)]
-fn control(
-    start: Instant,
-    end: Duration,
+/// The settings of the reloads and fault bursts, seconds.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    end: f64,
     reload_every: f64,
     burst_first: f64,
     burst_every: f64,
     burst_seconds: f64,
     error_rate: f64,
+}
+
+impl Plan {
+    /// The events in time order: `reload`, `burst` and `calm`, each within the run.
+    fn schedule(&self) -> Vec<(f64, &'static str)> {
+        let mut schedule: Vec<(f64, &'static str)> = Vec::new();
+        let mut t = self.reload_every;
+        while t < self.end {
+            schedule.push((t, "reload"));
+            t += self.reload_every;
+        }
+        let mut t = self.burst_first;
+        while t + self.burst_seconds < self.end {
+            schedule.push((t, "burst"));
+            schedule.push((t + self.burst_seconds, "calm"));
+            t += self.burst_every;
+        }
+        schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
+        schedule
+    }
+
+    fn count(&self, what: &str) -> usize {
+        self.schedule().iter().filter(|(_, w)| *w == what).count()
+    }
+}
+
+fn lock(events: &Mutex<Events>) -> std::sync::MutexGuard<'_, Events> {
+    events
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends the reloads and fault bursts on `plan`'s schedule; `passerelle`: its pid and
+/// admin port; `mocks`: their admin ports.
+fn control(
+    start: Instant,
+    plan: Plan,
     passerelle: (u32, u16),
     mocks: [u16; 2],
-    events: Arc<Mutex<Events>>,
+    events: &Mutex<Events>,
 ) {
-    let mut schedule: Vec<(f64, &str)> = Vec::new();
-    let mut t = reload_every;
-    while t < end.as_secs_f64() {
-        schedule.push((t, "reload"));
-        t += reload_every;
-    }
-    let mut t = burst_first;
-    while t + burst_seconds < end.as_secs_f64() {
-        schedule.push((t, "burst"));
-        schedule.push((t + burst_seconds, "calm"));
-        t += burst_every;
-    }
-    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
     let reloads = |port| {
         admin(port, "GET", "/metrics", "")
             .and_then(|m| metric(&m, "passerelle_reloads_total{result=\"success\"}"))
             .unwrap_or(0.0)
     };
-    for (at, what) in schedule {
+    for (at, what) in plan.schedule() {
         let due = start + Duration::from_secs_f64(at);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let now = start.elapsed().as_secs_f64();
-        let Ok(mut e) = events.lock() else { return };
         match what {
             "reload" => {
                 let before = reloads(passerelle.1);
@@ -121,8 +140,7 @@ fn control(
                     .args(["-HUP", &passerelle.0.to_string()])
                     .status()
                     .is_ok_and(|s| s.success());
-                e.reloads.push(now);
-                drop(e);
+                lock(events).reloads.push(now);
                 // The reload runs in the background: wait for its count (at most 10 s).
                 let asked = Instant::now();
                 while sent
@@ -131,7 +149,7 @@ fn control(
                 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                let Ok(mut e) = events.lock() else { return };
+                let mut e = lock(events);
                 if reloads(passerelle.1) > before {
                     e.reloads_confirmed += 1;
                 } else {
@@ -141,21 +159,25 @@ fn control(
             }
             "burst" | "calm" => {
                 let faults = if what == "burst" {
-                    format!("{{\"*\": {{\"error_rate\": {error_rate}}}}}")
+                    // Recorded before the first mock fails.
+                    lock(events).bursts.push((now, None));
+                    format!("{{\"*\": {{\"error_rate\": {}}}}}", plan.error_rate)
                 } else {
                     "{}".to_string()
                 };
                 for port in mocks {
                     if admin(port, "PUT", "/faults", &faults).is_none() {
-                        e.failures.push(format!(
-                            "PUT /faults on the mock's admin port {port} failed"
-                        ));
+                        lock(events)
+                            .failures
+                            .push(format!("PUT /faults on the mock's admin port {port} failed"));
                     }
                 }
-                if what == "burst" {
-                    e.bursts.push((now, now));
-                } else if let Some(last) = e.bursts.last_mut() {
-                    last.1 = now;
+                if what == "calm" {
+                    // Recorded once both mocks are calm.
+                    let end = start.elapsed().as_secs_f64();
+                    if let Some(last) = lock(events).bursts.last_mut() {
+                        last.1 = Some(end);
+                    }
                 }
             }
             _ => {}
@@ -175,13 +197,65 @@ fn main() {
     let connections: usize = env_or("SOAK_CONNECTIONS", 16);
     let share: f64 = env_or("SOAK_LOAD", 0.5);
     let capacity_seconds: f64 = env_or("SOAK_CAPACITY_SECONDS", 20.0);
+    for (name, value) in [
+        ("SOAK_SECONDS", seconds),
+        ("SOAK_WINDOW", window),
+        ("SOAK_RELOAD_EVERY", reload_every),
+        ("SOAK_BURST_EVERY", burst_every),
+        ("SOAK_BURST_SECONDS", burst_seconds),
+        ("SOAK_LOAD", share),
+        ("SOAK_CAPACITY_SECONDS", capacity_seconds),
+    ] {
+        assert!(
+            value.is_finite() && value > 0.0,
+            "{name} must be a number above 0 (got {value})"
+        );
+    }
+    assert!(
+        (0.0..=1.0).contains(&error_rate) && share <= 1.0 && connections > 0,
+        "SOAK_BURST_ERROR_RATE and SOAK_LOAD must be between 0 and 1, SOAK_CONNECTIONS above 0"
+    );
+    assert!(
+        (0.0..seconds).contains(&warmup) && burst_first >= 0.0,
+        "SOAK_WARMUP must be from 0 to below SOAK_SECONDS, SOAK_BURST_FIRST not negative"
+    );
+    let plan = Plan {
+        end: seconds,
+        reload_every,
+        burst_first,
+        burst_every,
+        burst_seconds,
+        error_rate,
+    };
+    let settings = Settings {
+        seconds,
+        warmup,
+        window,
+        share,
+        plan,
+    };
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/soak");
     std::fs::create_dir_all(out.join("audit")).expect("target/soak");
+    if std::env::var_os("SOAK_REJUDGE").is_some() {
+        // Judge (and draw) the last run again from its files, with the same settings.
+        let csv = std::fs::read_to_string(out.join("soak.csv")).expect("target/soak/soak.csv");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("soak.json")).expect("target/soak/soak.json"),
+        )
+        .expect("soak.json");
+        let samples = soak::parse_csv(&csv).expect("soak.csv");
+        let recorded = Recorded::read(&json, &samples, window);
+        if !judge_and_report(&out, samples, &recorded, &settings) {
+            std::process::exit(1);
+        }
+        return;
+    }
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec");
 
     stack::build_release(&["passerelle-proxy", "passerelle-mocks"]);
     let pki = shared_test_pki().expect("test PKI");
     let spec_dir = |sub: &str| spec.join(sub).to_string_lossy().into_owned();
+    // The mock DMP keeps 5 submission sets: its query answers stay the same size.
     let dmp: Mock = stack::start_mock(
         "mock-dmp",
         &pki,
@@ -204,23 +278,26 @@ fn main() {
     );
     let pid = passerelle.proc.child.id();
     let structure = pki.tenants[0].geographic_structure_ids[0].clone();
-    let mix: Arc<dyn load::Workload> = Arc::new(Mixed::new(vec![
-        (
-            5,
-            "insi",
-            workloads::shared(InsiSearch::new(Via::Passerelle)),
-        ),
-        (
-            4,
-            "dmp-query",
-            workloads::shared(DmpQuery::passerelle(&structure)),
-        ),
-        (
-            1,
-            "dmp-submit",
-            workloads::shared(DmpSubmit::passerelle(&structure)),
-        ),
-    ]));
+    // A new mix for each run: each DmpSubmit numbers its submission sets afresh.
+    let mix = || -> Arc<dyn load::Workload> {
+        Arc::new(Mixed::new(vec![
+            (
+                5,
+                "insi",
+                workloads::shared(InsiSearch::new(Via::Passerelle)),
+            ),
+            (
+                4,
+                "dmp-query",
+                workloads::shared(DmpQuery::passerelle(&structure)),
+            ),
+            (
+                1,
+                "dmp-submit",
+                workloads::shared(DmpSubmit::passerelle(&structure)),
+            ),
+        ]))
+    };
     let endpoint = Endpoint {
         address: format!("127.0.0.1:{}", passerelle.port)
             .parse()
@@ -238,7 +315,7 @@ fn main() {
     );
     let capacity = generator.block_on(load::run(
         &endpoint,
-        Arc::clone(&mix),
+        mix(),
         LoadConfig {
             mode: Mode::Concurrency(connections),
             warmup: Duration::from_secs(5),
@@ -269,47 +346,27 @@ fn main() {
         let events = Arc::clone(&events);
         let mocks = [dmp.admin_port, insi.admin_port];
         let admin_port = passerelle.admin_port;
-        std::thread::spawn(move || {
-            control(
-                start,
-                Duration::from_secs_f64(seconds),
-                reload_every,
-                burst_first,
-                burst_every,
-                burst_seconds,
-                error_rate,
-                (pid, admin_port),
-                mocks,
-                events,
-            )
-        })
+        std::thread::spawn(move || control(start, plan, (pid, admin_port), mocks, &events))
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Window>();
     let sampler = {
-        let events = Arc::clone(&events);
         let admin_port = passerelle.admin_port;
         std::thread::spawn(move || {
             let mut samples = Vec::new();
             let mut cpu_before = resources::cpu_seconds(pid);
+            let mut read_before = Instant::now();
             while let Some(w) = rx.blocking_recv() {
                 let t_s = w.at.as_secs_f64();
                 let cpu = resources::cpu_seconds(pid);
+                let read_at = Instant::now();
                 let (fds, sockets) = resources::open_fds(pid);
                 let client_connections = admin(admin_port, "GET", "/metrics", "")
-                    .and_then(|m| metric(&m, "passerelle_open_connections{listener=\"internal\"}"))
+                    .and_then(|m| {
+                        metric(&m, "passerelle_open_connections{listener=\"internal\"}")
+                    })
                     .unwrap_or(-1.0) as i64;
-                let (injected, reload) = events.lock().map_or((false, false), |e| {
-                    let from = t_s - window;
-                    (
-                        // A window touching a burst or the 2 s after it (the requests
-                        // in flight when the faults stopped).
-                        e.bursts
-                            .iter()
-                            .any(|(b, c)| *b < t_s && c.max(*b) + RECOVERY_S > from),
-                        e.reloads.iter().any(|r| *r > from && *r <= t_s),
-                    )
-                });
                 let errors: u64 = w.errors.values().sum();
+                let rss_mib = resources::rss_mib(pid);
                 samples.push(Sample {
                     t_s,
                     requests: w.requests,
@@ -321,27 +378,28 @@ fn main() {
                         .map(|(k, n)| format!("{k}:{n}"))
                         .collect::<Vec<_>>()
                         .join(";"),
-                    injected,
-                    reload,
+                    // Set from the events once the run is over (soak::flag).
+                    injected: false,
+                    reload: false,
                     p50_ms: w.p50_ms,
                     p99_ms: w.p99_ms,
                     max_ms: w.max_ms,
-                    rss_mib: resources::rss_mib(pid),
+                    rss_mib,
                     fds,
                     sockets,
                     client_connections,
-                    cpu_percent: (cpu - cpu_before) / window * 100.0,
+                    // Over the time between two readings, not the nominal window.
+                    cpu_percent: (cpu - cpu_before)
+                        / read_at.duration_since(read_before).as_secs_f64().max(1e-3)
+                        * 100.0,
                 });
                 cpu_before = cpu;
+                read_before = read_at;
                 if samples.len() % 30 == 0 {
                     eprintln!(
-                        "  {:>5.0} s: {:.0} req/s, p99 {:.2} ms, RSS {:.1} MiB, {} fds, errors {}",
-                        t_s,
+                        "  {t_s:>5.0} s: {:.0} req/s, p99 {:.2} ms, RSS {rss_mib:.1} MiB, {fds} fds, errors {errors}",
                         w.requests as f64 / window,
                         w.p99_ms,
-                        resources::rss_mib(pid),
-                        fds,
-                        errors
                     );
                 }
             }
@@ -350,7 +408,7 @@ fn main() {
     };
     let report = generator.block_on(load::run_windowed(
         &endpoint,
-        mix,
+        mix(),
         LoadConfig {
             mode: Mode::Rate {
                 per_second: rate,
@@ -363,59 +421,177 @@ fn main() {
         Duration::from_secs_f64(window),
         tx,
     ));
-    let samples = sampler.join().expect("sampler");
-    let _ = controller.join();
-    let events = events
-        .lock()
-        .map(|mut e| std::mem::take(&mut *e))
-        .unwrap_or_default();
+    let mut samples = sampler.join().expect("sampler");
+    let controlled = controller.join();
+    let mut events = std::mem::take(&mut *lock(&events));
+    if controlled.is_err() {
+        events
+            .failures
+            .push("the thread sending reloads and faults died".into());
+    }
+    // Errors answered after the last window closed count too, in the last window.
+    let in_windows: u64 = samples.iter().map(|s| s.errors).sum();
+    let late = report
+        .errors
+        .values()
+        .sum::<u64>()
+        .saturating_sub(in_windows);
+    if let Some(last) = samples.last_mut().filter(|_| late > 0) {
+        last.errors += late;
+        last.error_kinds = format!("{};after_last_window:{late}", last.error_kinds);
+    }
+    let recorded = Recorded {
+        capacity: serde_json::to_value(&capacity).unwrap_or_default(),
+        capacity_throughput: capacity.throughput,
+        rate,
+        report: serde_json::to_value(&report).unwrap_or_default(),
+        bursts: events.bursts,
+        reloads: events.reloads,
+        reloads_confirmed: events.reloads_confirmed,
+        failures: events.failures,
+    };
+    let passed = judge_and_report(&out, samples, &recorded, &settings);
+    drop(passerelle);
+    drop(dmp);
+    drop(insi);
+    if !passed {
+        std::process::exit(1);
+    }
+}
 
+/// The settings a soak's verdict depends on.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    seconds: f64,
+    warmup: f64,
+    window: f64,
+    share: f64,
+    plan: Plan,
+}
+
+/// What a soak recorded besides its samples (`soak.json`).
+#[derive(Debug)]
+struct Recorded {
+    capacity: serde_json::Value,
+    capacity_throughput: f64,
+    rate: f64,
+    report: serde_json::Value,
+    bursts: Vec<(f64, Option<f64>)>,
+    reloads: Vec<f64>,
+    reloads_confirmed: usize,
+    failures: Vec<String>,
+}
+
+impl Recorded {
+    /// Reads `soak.json` as [`judge_and_report`] writes it; reload times missing (an
+    /// older file) are taken from the windows flagged with a reload.
+    fn read(json: &serde_json::Value, samples: &[Sample], window: f64) -> Self {
+        let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+        let bursts = json["bursts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|b| (number(&b[0]), b[1].as_f64()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reloads = json["reloads"].as_array().map_or_else(
+            || {
+                samples
+                    .iter()
+                    .filter(|s| s.reload)
+                    .map(|s| s.t_s - window / 2.0)
+                    .collect()
+            },
+            |a| a.iter().map(number).collect(),
+        );
+        Self {
+            capacity: json["capacity"].clone(),
+            capacity_throughput: number(&json["capacity"]["throughput"]),
+            rate: number(&json["rate"]),
+            report: json["report"].clone(),
+            bursts,
+            reloads,
+            reloads_confirmed: json["reloads_confirmed"].as_u64().unwrap_or(0) as usize,
+            failures: json["control_failures"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Flags the windows from the events, judges, writes `soak.csv`, `soak.png` and
+/// `soak.json` into `out`, prints the verdicts; true when every one passed.
+fn judge_and_report(
+    out: &std::path::Path,
+    mut samples: Vec<Sample>,
+    recorded: &Recorded,
+    settings: &Settings,
+) -> bool {
+    let Settings {
+        seconds,
+        warmup,
+        window,
+        share,
+        plan,
+    } = *settings;
+    soak::flag(&mut samples, &recorded.bursts, &recorded.reloads, window);
     let bounds = Bounds {
         warmup_s: warmup,
+        rate: recorded.rate,
+        reloads_scheduled: plan.count("reload"),
+        bursts_scheduled: plan.count("burst"),
         max_rss_drift: 0.10,
-        fd_slack: 8,
+        fd_slack: 4,
         segment_s: 600.0_f64.min(seconds / 4.0),
         max_p99_ratio: 1.5,
     };
-    let verdict = soak::judge(&samples, &bounds);
+    let done = soak::Done {
+        reloads_confirmed: recorded.reloads_confirmed,
+        bursts: recorded.bursts.len(),
+    };
+    let verdict = soak::judge(&samples, &bounds, &done);
     std::fs::write(out.join("soak.csv"), soak::csv(&samples)).expect("soak.csv");
     let title = format!(
-        "Passerelle soak: {:.0} min at {rate:.0} req/s ({:.0} % of the {:.0} req/s measured), reload every {:.0} min, faults every {:.0} min",
+        "Passerelle soak: {:.0} min at {:.0} req/s ({:.0} % of the {:.0} req/s measured), reload every {:.0} min, faults every {:.0} min",
         seconds / 60.0,
+        recorded.rate,
         share * 100.0,
-        capacity.throughput,
-        reload_every / 60.0,
-        burst_every / 60.0
+        recorded.capacity_throughput,
+        plan.reload_every / 60.0,
+        plan.burst_every / 60.0
     );
     if let Err(e) = soak::draw(&out.join("soak.png"), &title, &samples, window) {
         eprintln!("chart not drawn: {e}");
     }
     let summary = serde_json::json!({
-        "capacity": capacity,
-        "rate": rate,
-        "report": report,
+        "capacity": recorded.capacity,
+        "rate": recorded.rate,
+        "report": recorded.report,
         "bounds": bounds,
         "verdict": verdict,
-        "reloads_sent": events.reloads.len(),
-        "reloads_confirmed": events.reloads_confirmed,
-        "bursts": events.bursts,
-        "control_failures": events.failures,
+        "reloads": recorded.reloads,
+        "reloads_sent": recorded.reloads.len(),
+        "reloads_confirmed": recorded.reloads_confirmed,
+        "bursts": recorded.bursts,
+        "control_failures": recorded.failures,
     });
     std::fs::write(
         out.join("soak.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),
     )
     .expect("soak.json");
-
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     eprintln!(
         "\nsoak: {} requests in {:.0} s ({:.1} req/s), p99 {:.2} ms overall; {} reloads sent, {} confirmed; {} fault bursts",
-        report.requests,
-        report.seconds,
-        report.throughput,
-        report.p99_ms,
-        events.reloads.len(),
-        events.reloads_confirmed,
-        events.bursts.len()
+        recorded.report["requests"],
+        number(&recorded.report["seconds"]),
+        number(&recorded.report["throughput"]),
+        number(&recorded.report["p99_ms"]),
+        recorded.reloads.len(),
+        recorded.reloads_confirmed,
+        recorded.bursts.len()
     );
     for check in &verdict.checks {
         eprintln!(
@@ -425,14 +601,9 @@ fn main() {
             check.measured
         );
     }
-    for failure in &events.failures {
+    for failure in &recorded.failures {
         eprintln!("  FAIL {failure}");
     }
     eprintln!("report: {}/soak.csv, soak.png, soak.json", out.display());
-    drop(passerelle);
-    drop(dmp);
-    drop(insi);
-    if !verdict.passed() || !events.failures.is_empty() {
-        std::process::exit(1);
-    }
+    verdict.passed() && recorded.failures.is_empty()
 }

@@ -178,6 +178,10 @@ async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, &'stat
     }
 }
 
+/// The longest a request may take, answer included: far above any timeout of the
+/// proxy under test.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// One request on `sender`; `Err(kind)` on failure.
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
@@ -248,10 +252,14 @@ async fn worker(
             }
         }
         let Some(s) = sender.as_mut() else { continue };
-        let result = exchange(s, workload.as_ref(), i).await;
+        // A request that never ends would silently stop its connection's share of
+        // the load: it is an error of its own, and the connection is dropped.
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, workload.as_ref(), i))
+            .await
+            .unwrap_or(Err("timeout"));
         let latency = intended.elapsed();
         if let Err(kind) = result {
-            if kind == "io" {
+            if matches!(kind, "io" | "timeout") {
                 sender = None;
             }
             if intended >= measure_from {

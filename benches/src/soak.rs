@@ -2,10 +2,13 @@
 //! the verdicts the long run must meet ([`judge`]), and the report: CSV and chart.
 //!
 //! The verdicts, after the warm-up: resident memory drifts by at most 10 % from its
-//! level at the end of the warm-up; the open file descriptors stay flat (the second
-//! half's highest no more than a few above the first half's); no error outside the
-//! windows of injected faults; p99 stable (the median of the windows' p99 over each
-//! segment varies by at most 1.5× between segments, windows of faults left out).
+//! level at the end of the warm-up (the median of its last minute); the open file
+//! descriptors stay flat (the second half's median no more than a few above the first
+//! half's: a descriptor leaked per reload shows); no error outside the windows of
+//! injected faults; p99 stable (the median of the windows' p99 over each segment varies
+//! by at most 1.5× between segments, windows of faults left out); the load held (the
+//! median window, faults left out, answered at least 90 % of the rate asked); every
+//! reload and fault burst of the schedule done. A check without enough samples fails.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,7 +26,8 @@ pub struct Sample {
     pub errors: u64,
     /// `kind:count` pairs, `;`-separated.
     pub error_kinds: String,
-    /// Faults were injected during the window (or just before it: recovery).
+    /// Faults were injected during the window (or up to [`RECOVERY_S`] before it);
+    /// set by [`flag`] once the run is over.
     pub injected: bool,
     /// A reload was asked during the window.
     pub reload: bool,
@@ -40,13 +44,42 @@ pub struct Sample {
     pub cpu_percent: f64,
 }
 
+/// After a burst of faults, how long answers may still be the faults' (requests in
+/// flight when they stopped).
+pub const RECOVERY_S: f64 = 2.0;
+
+/// Slack on both sides of an event: the windows and the events are timed by two
+/// threads from (nearly) the same origin.
+pub const MARGIN_S: f64 = 1.0;
+
+/// Marks the windows (each `window_s` long, ending at `t_s`) that overlap a fault
+/// burst (`(start, end)`; no end: it lasted to the end of the run), widened by
+/// [`MARGIN_S`] and followed by [`RECOVERY_S`], and those in which a reload was asked.
+/// Done once the run is over, from the events recorded: no race with the control
+/// thread.
+pub fn flag(samples: &mut [Sample], bursts: &[(f64, Option<f64>)], reloads: &[f64], window_s: f64) {
+    for s in samples {
+        let from = s.t_s - window_s;
+        s.injected = bursts.iter().any(|(start, end)| {
+            let end = end.unwrap_or(f64::INFINITY);
+            start - MARGIN_S < s.t_s && end + RECOVERY_S + MARGIN_S > from
+        });
+        s.reload = reloads.iter().any(|r| *r > from && *r <= s.t_s);
+    }
+}
+
 /// What the soak must meet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Bounds {
     pub warmup_s: f64,
+    /// The rate asked, requests a second.
+    pub rate: f64,
+    /// Reloads and fault bursts the schedule holds.
+    pub reloads_scheduled: usize,
+    pub bursts_scheduled: usize,
     /// Highest resident memory after the warm-up / the level at its end, minus one.
     pub max_rss_drift: f64,
-    /// File descriptors the second half's highest may exceed the first half's by.
+    /// File descriptors the second half's median may exceed the first half's by.
     pub fd_slack: u64,
     /// Segment length for the p99 comparison.
     pub segment_s: f64,
@@ -77,7 +110,16 @@ pub struct Verdict {
     pub p99_segments: Vec<(f64, f64)>,
     pub p99_ratio: f64,
     pub requests: u64,
+    /// Median requests a second of the windows without faults.
+    pub throughput_median: f64,
     pub checks: Vec<Check>,
+}
+
+/// What the run did besides the load, for [`judge`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Done {
+    pub reloads_confirmed: usize,
+    pub bursts: usize,
 }
 
 impl Verdict {
@@ -94,30 +136,41 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Judges `samples` (in time order) against `bounds`.
-pub fn judge(samples: &[Sample], bounds: &Bounds) -> Verdict {
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.t_s > bounds.warmup_s).collect();
-    // The level at the end of the warm-up: the last sample within it (the first after
-    // it when the warm-up holds none).
-    let baseline = samples
+/// Judges `samples` (in time order, flagged by [`flag`]) and what was `done` against
+/// `bounds`.
+pub fn judge(samples: &[Sample], bounds: &Bounds, done: &Done) -> Verdict {
+    let after: Vec<&Sample> = samples
         .iter()
-        .rev()
-        .find(|s| s.t_s <= bounds.warmup_s)
-        .or(after.first().copied())
-        .map_or(0.0, |s| s.rss_mib);
+        .filter(|s| s.t_s > bounds.warmup_s)
+        .collect();
+    let enough = after.len() >= 2;
+    // The level at the end of the warm-up: the median of its last minute (a reload or a
+    // burst there moves one sample, not the median); the first sample after it when
+    // the warm-up holds none.
+    let last_minute: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.t_s <= bounds.warmup_s && s.t_s > bounds.warmup_s - 60.0)
+        .map(|s| s.rss_mib)
+        .collect();
+    let baseline = if last_minute.is_empty() {
+        after.first().map_or(0.0, |s| s.rss_mib)
+    } else {
+        median(last_minute)
+    };
     let rss_max = after.iter().map(|s| s.rss_mib).fold(baseline, f64::max);
     let rss_last = after.last().map_or(baseline, |s| s.rss_mib);
+    let rss_read = baseline > 0.0 && after.iter().all(|s| s.rss_mib > 0.0);
     let rss_drift = if baseline > 0.0 {
         rss_max / baseline - 1.0
     } else {
-        0.0
+        f64::INFINITY
     };
     let half = after.len() / 2;
-    let fds_max_of = |part: &[&Sample]| part.iter().map(|s| s.fds).max().unwrap_or(0);
     let (first, second) = after.split_at(half);
-    let (fds_first, fds_second) = (fds_max_of(first), fds_max_of(second));
+    let fds_median = |part: &[&Sample]| median(part.iter().map(|s| s.fds as f64).collect());
+    let (fds_first, fds_second) = (fds_median(first), fds_median(second));
     let fds_min = after.iter().map(|s| s.fds).min().unwrap_or(0);
-    let fds_max = fds_first.max(fds_second);
+    let fds_max = after.iter().map(|s| s.fds).max().unwrap_or(0);
     let errors_outside: u64 = samples
         .iter()
         .filter(|s| !s.injected)
@@ -131,7 +184,7 @@ pub fn judge(samples: &[Sample], bounds: &Bounds) -> Verdict {
     let mut p99_segments = Vec::new();
     let end = after.last().map_or(0.0, |s| s.t_s);
     let mut start = bounds.warmup_s;
-    while start < end {
+    while start < end && bounds.segment_s > 0.0 {
         let stop = start + bounds.segment_s;
         let p99s: Vec<f64> = after
             .iter()
@@ -148,45 +201,75 @@ pub fn judge(samples: &[Sample], bounds: &Bounds) -> Verdict {
         .iter()
         .map(|s| s.1)
         .fold(f64::INFINITY, f64::min);
-    let p99_ratio = if p99_lo.is_finite() && p99_lo > 0.0 {
+    let p99_ratio = if p99_segments.len() >= 2 && p99_lo > 0.0 {
         p99_hi / p99_lo
     } else {
-        1.0
+        f64::INFINITY
     };
+    let throughput_median = median(
+        samples
+            .iter()
+            .filter(|s| !s.injected)
+            .map(|s| s.throughput)
+            .collect(),
+    );
     let checks = vec![
         Check {
             name: "rss drift after warm-up",
-            passed: rss_drift <= bounds.max_rss_drift,
+            passed: enough && rss_read && rss_drift <= bounds.max_rss_drift,
             measured: format!(
-                "{:+.1} % (baseline {baseline:.1} MiB, highest {rss_max:.1}, last {rss_last:.1}; bound {:.0} %)",
+                "{:+.1} % (baseline {baseline:.1} MiB, highest {rss_max:.1}, last {rss_last:.1}; bound {:.0} %; {} samples after warm-up)",
                 rss_drift * 100.0,
-                bounds.max_rss_drift * 100.0
+                bounds.max_rss_drift * 100.0,
+                after.len()
             ),
         },
         Check {
             name: "open file descriptors flat",
-            passed: fds_second <= fds_first + bounds.fd_slack,
+            passed: enough && fds_second <= fds_first + bounds.fd_slack as f64,
             measured: format!(
-                "first half highest {fds_first}, second half highest {fds_second} (range {fds_min}..{fds_max}; slack {})",
+                "median {fds_first:.0} in the first half, {fds_second:.0} in the second (range {fds_min}..{fds_max}; slack {})",
                 bounds.fd_slack
             ),
         },
         Check {
             name: "no error outside injected faults",
-            passed: errors_outside == 0,
-            measured: format!("{errors_outside} outside, {errors_during} during the fault windows"),
+            passed: !samples.is_empty() && errors_outside == 0,
+            measured: format!(
+                "{errors_outside} outside, {errors_during} during the fault windows"
+            ),
         },
         Check {
             name: "p99 stable",
             passed: p99_ratio <= bounds.max_p99_ratio,
             measured: format!(
-                "segment medians {} ms: {p99_ratio:.2}x (bound {:.2}x)",
+                "segment medians {} ms: {p99_ratio:.2}x (bound {:.2}x; at least 2 segments)",
                 p99_segments
                     .iter()
                     .map(|(_, p)| format!("{p:.2}"))
                     .collect::<Vec<_>>()
                     .join(" / "),
                 bounds.max_p99_ratio
+            ),
+        },
+        Check {
+            name: "load held",
+            passed: throughput_median >= 0.9 * bounds.rate && bounds.rate > 0.0,
+            measured: format!(
+                "median {throughput_median:.1} req/s answered for {:.1} asked (bound 90 %)",
+                bounds.rate
+            ),
+        },
+        Check {
+            name: "schedule kept",
+            passed: done.reloads_confirmed == bounds.reloads_scheduled
+                && done.bursts == bounds.bursts_scheduled,
+            measured: format!(
+                "{} of {} reloads confirmed, {} of {} fault bursts",
+                done.reloads_confirmed,
+                bounds.reloads_scheduled,
+                done.bursts,
+                bounds.bursts_scheduled
             ),
         },
     ];
@@ -202,6 +285,7 @@ pub fn judge(samples: &[Sample], bounds: &Bounds) -> Verdict {
         p99_segments,
         p99_ratio,
         requests: samples.iter().map(|s| s.requests).sum(),
+        throughput_median,
         checks,
     }
 }
@@ -233,6 +317,38 @@ pub fn csv(samples: &[Sample]) -> String {
         );
     }
     out
+}
+
+/// Reads back what [`csv`] wrote (a past run, to judge or draw again).
+pub fn parse_csv(text: &str) -> Result<Vec<Sample>, String> {
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 15 {
+            return Err(format!("line {}: {} fields, 15 expected", n + 1, f.len()));
+        }
+        let bad = |i: usize| format!("line {}: field {} is {:?}", n + 1, i + 1, f[i]);
+        let float = |i: usize| f[i].parse::<f64>().map_err(|_| bad(i));
+        let int = |i: usize| f[i].parse::<u64>().map_err(|_| bad(i));
+        samples.push(Sample {
+            t_s: float(0)?,
+            requests: int(1)?,
+            throughput: float(2)?,
+            errors: int(3)?,
+            error_kinds: f[4].to_string(),
+            injected: f[5] == "1",
+            reload: f[6] == "1",
+            p50_ms: float(7)?,
+            p99_ms: float(8)?,
+            max_ms: float(9)?,
+            rss_mib: float(10)?,
+            fds: int(11)?,
+            sockets: int(12)?,
+            client_connections: f[13].parse().map_err(|_| bad(13))?,
+            cpu_percent: float(14)?,
+        });
+    }
+    Ok(samples)
 }
 
 /// One panel of the chart: caption, then (legend, colour, value) per line.
@@ -367,10 +483,20 @@ mod tests {
     fn bounds() -> Bounds {
         Bounds {
             warmup_s: 20.0,
+            rate: 10.0,
+            reloads_scheduled: 2,
+            bursts_scheduled: 1,
             max_rss_drift: 0.10,
             fd_slack: 4,
             segment_s: 30.0,
             max_p99_ratio: 1.5,
+        }
+    }
+
+    fn done() -> Done {
+        Done {
+            reloads_confirmed: 2,
+            bursts: 1,
         }
     }
 
@@ -395,7 +521,7 @@ mod tests {
                 )
             })
             .collect();
-        let v = judge(&samples, &bounds());
+        let v = judge(&samples, &bounds(), &done());
         assert!(v.passed(), "{:#?}", v.checks);
         assert_eq!(v.rss_baseline_mib, 30.0);
         assert_eq!(v.errors_during_faults, 7);
@@ -415,7 +541,7 @@ mod tests {
                     s
                 })
                 .collect();
-            judge(&samples, &bounds())
+            judge(&samples, &bounds(), &done())
         };
         let failed = |v: &Verdict| -> Vec<&str> {
             v.checks
@@ -430,12 +556,55 @@ mod tests {
         // One descriptor more every window: a leak.
         let v = run(&|i, s| s.fds = 40 + i);
         assert_eq!(failed(&v), ["open file descriptors flat"]);
+        // Connections coming and going: not a leak.
+        let v = run(&|i, s| s.fds = 40 + (i % 2) * 12);
+        assert!(v.passed(), "{:#?}", v.checks);
         // One error outside a fault window.
         let v = run(&|i, s| s.errors = u64::from(i == 9));
         assert_eq!(failed(&v), ["no error outside injected faults"]);
         // Latency doubling in the last segment.
         let v = run(&|i, s| s.p99_ms = if i > 9 { 4.5 } else { 2.0 });
         assert_eq!(failed(&v), ["p99 stable"]);
+        // The load not held (a stalled generator answers little).
+        let v = run(&|i, s| s.throughput = if i > 3 { 5.0 } else { 10.0 });
+        assert_eq!(failed(&v), ["load held"]);
+        // Memory unreadable: not a pass.
+        let v = run(&|_, s| s.rss_mib = 0.0);
+        assert_eq!(failed(&v), ["rss drift after warm-up"]);
+        // A reload not confirmed, a burst not sent.
+        let samples: Vec<_> = (1..=12).map(steady).collect();
+        let v = judge(
+            &samples,
+            &bounds(),
+            &Done {
+                reloads_confirmed: 1,
+                bursts: 1,
+            },
+        );
+        assert_eq!(failed(&v), ["schedule kept"]);
+        // Too few samples to judge.
+        let v = judge(&samples[..2], &bounds(), &done());
+        assert!(!v.passed());
+    }
+
+    #[test]
+    fn windows_are_flagged_from_the_events_recorded() {
+        let mut samples: Vec<_> = (1..=8)
+            .map(|i| sample(i as f64 * 10.0, 30.0, 40, 2.0, 0, false))
+            .collect();
+        // A burst from 20 to 40 s, one still running from 70 s; a reload at 55 s.
+        flag(&mut samples, &[(20.0, Some(40.0)), (70.0, None)], &[55.0], 10.0);
+        let injected: Vec<_> = samples.iter().map(|s| s.injected).collect();
+        // (10,20] touches the start (margin), (40,50] the recovery.
+        assert_eq!(
+            injected,
+            [false, true, true, true, true, false, true, true]
+        );
+        let reloads: Vec<_> = samples.iter().map(|s| s.reload).collect();
+        assert_eq!(
+            reloads,
+            [false, false, false, false, false, true, false, false]
+        );
     }
 
     #[test]
@@ -449,5 +618,9 @@ mod tests {
             "{text}"
         );
         assert!(lines[1].starts_with("10,100,10.0,0,,0,0,"), "{}", lines[1]);
+        let back = parse_csv(&text).expect("parse");
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].requests, back[0].fds, back[0].p99_ms), (100, 40, 2.0));
+        assert!(parse_csv("header\n1,2\n").is_err());
     }
 }

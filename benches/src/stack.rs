@@ -93,9 +93,11 @@ pub struct Passerelle {
     pub config: PathBuf,
 }
 
-/// Passerelle (release build) on the PKI's configuration pointing at the mocks;
-/// `audit_sink`, when not empty, is added to its `[audit]` table (the PostgreSQL sink's
-/// settings); its log (`PASSERELLE_LOG=warn`) goes to `log`, or nowhere.
+/// Passerelle (the release build: [`build_release`] it first, with the packages the
+/// benchmark runs, in one command so that their features are built once) on the PKI's
+/// configuration pointing at the mocks; `audit_sink`, when not empty, is added to its
+/// `[audit]` table (the PostgreSQL sink's settings); its log (`PASSERELLE_LOG=warn`)
+/// goes to `log`, or nowhere.
 pub fn start_passerelle(
     pki: &Manifest,
     dmp_port: u16,
@@ -104,7 +106,6 @@ pub fn start_passerelle(
     audit_sink: &str,
     log: Option<&Path>,
 ) -> Passerelle {
-    build_release(&["passerelle-proxy"]);
     let binary = release_dir().join("passerelle");
     let (listen, admin) = (free_port(), free_port());
     let config = pki

@@ -154,10 +154,11 @@ fn tenant_a() -> Option<&'static TenantRuntime> {
     state().tenants.values().min_by_key(|t| t.id.to_string())
 }
 
-/// Splits an input into HTTP-like header lines and a body: when it begins with a line
-/// `Name: value` and holds an empty line within its first 8 KiB, the lines before it
-/// are headers (a line that is not a valid header is skipped, as hyper would refuse
-/// the request) and the rest is the body; otherwise there are no headers.
+/// Splits an input into HTTP-like header lines and a body: when its first line is
+/// `Name: value` (a valid header name) and it holds an empty line within its first
+/// 8 KiB, the lines before it are headers and the rest is the body; otherwise there
+/// are no headers. A later line that is not a valid header is skipped (hyper would
+/// refuse the whole request: skipping it lets the fuzzer keep the other headers).
 fn head_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
     let mut headers = HeaderMap::new();
     let window = &data[..data.len().min(8192)];
@@ -165,7 +166,11 @@ fn head_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
         return (headers, data);
     };
     let first = window.split(|&b| b == b'\n').next().unwrap_or_default();
-    if !first.contains(&b':') {
+    let starts_with_header = first
+        .iter()
+        .position(|&b| b == b':')
+        .is_some_and(|colon| HeaderName::from_bytes(&first[..colon]).is_ok());
+    if !starts_with_header {
         return (headers, data);
     }
     for line in data[..end].split(|&b| b == b'\n') {
@@ -275,7 +280,51 @@ pub fn dmp_body(data: &[u8]) -> Result<(), String> {
         libxml_reads(envelope).is_ok(),
         "libxml2 refuses the envelope sent"
     );
+    // The audit trail records what the VIHF sent says, nothing else.
+    let assertion = find(&message.envelope.root, "Assertion").expect("a VIHF is sent");
+    let sent = |name: &str| {
+        find_all(assertion, "Attribute")
+            .into_iter()
+            .find(|a| a.attribute("Name") == Some(name))
+            .and_then(|a| find(a, "AttributeValue"))
+            .map(|v| v.text_content())
+    };
+    assert_eq!(
+        sent("Identifiant_Structure").as_deref(),
+        Some(identity.structure.as_str()),
+        "structure recorded"
+    );
+    assert_eq!(
+        find(assertion, "NameID").map(|n| n.text_content()).as_deref(),
+        Some(identity.actor_id.as_str()),
+        "actor recorded"
+    );
+    assert_eq!(
+        sent("urn:oasis:names:tc:xacml:2.0:resource:resource-id").as_deref(),
+        Some(identity.patient.as_str()),
+        "patient recorded"
+    );
     Ok(())
+}
+
+/// The first element named `local` at or below `e` (any namespace).
+fn find<'a>(e: &'a passerelle_xml::Element, local: &str) -> Option<&'a passerelle_xml::Element> {
+    if e.local == local {
+        return Some(e);
+    }
+    e.elements().find_map(|c| find(c, local))
+}
+
+/// Every element named `local` at or below `e`.
+fn find_all<'a>(e: &'a passerelle_xml::Element, local: &str) -> Vec<&'a passerelle_xml::Element> {
+    let mut out = Vec::new();
+    if e.local == local {
+        out.push(e);
+    }
+    for c in e.elements() {
+        out.extend(find_all(c, local));
+    }
+    out
 }
 
 /// An internal system's VIHF, re-signed for tenant A: when accepted, the assertion
@@ -325,9 +374,24 @@ fn check_signed_vihf(tenant: &TenantRuntime, signed: &passerelle_signing::Signed
         tenant.owns_structure(&id),
         "signed structure {structure} is not the tenant's"
     );
+    assert_eq!(verified.subject_id, signed.identity.actor_id, "actor recorded");
+    let attribute = |name: &str| {
+        verified
+            .attributes
+            .get(name)
+            .and_then(|v| v.first())
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(
-        verified.subject_id, signed.identity.actor_id,
-        "actor recorded"
+        attribute("urn:oasis:names:tc:xacml:2.0:resource:resource-id"),
+        signed.identity.patient,
+        "patient recorded"
+    );
+    assert_eq!(
+        attribute("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"),
+        signed.identity.purpose,
+        "purpose recorded"
     );
 }
 
@@ -360,11 +424,37 @@ pub fn vihf_headers_body(data: &[u8]) -> Result<(), String> {
     )
     .unwrap_or_else(|e| panic!("a validated context does not sign: {e}"));
     check_signed_vihf(tenant, &signed);
+    // What is signed is what the headers said, read here without Passerelle's code:
+    // percent-decoded, XML white space trimmed.
+    let header = |name: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .trim_matches([' ', '\t', '\n', '\r'])
+                .to_string()
+        })
+    };
     assert_eq!(
-        signed.identity.structure, ctx.structure_id,
+        signed.identity.structure,
+        header("x-vihf-structure").unwrap_or_else(|| tenant.structure_id.to_string()),
         "structure signed"
     );
-    assert_eq!(signed.identity.actor_id, ctx.actor.id, "actor signed");
+    assert_eq!(
+        Some(signed.identity.actor_id.as_str()),
+        header("x-vihf-subject-id").as_deref(),
+        "actor signed"
+    );
+    let patient = header("x-vihf-patient").unwrap_or_default();
+    assert_eq!(
+        signed.identity.patient.get(..15),
+        patient.get(..15),
+        "patient signed"
+    );
+    assert_eq!(
+        signed.identity.purpose,
+        header("x-vihf-purpose").map_or_else(|| "normal".to_string(), |p| p.to_ascii_lowercase()),
+        "purpose signed"
+    );
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! Replays every input of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`
-//! through its target's body: what a fuzzer kept, and every crash it found (fixed), is
+//! Replays every input of `fuzz/corpus/<target>/`, `fuzz/seeds/<target>/` and
+//! `fuzz/regressions/<target>/` through its target's body: what a fuzzer kept, and every crash it found (fixed), is
 //! checked on stable Rust by the ordinary suite, without fuzzing. Fails naming the file.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut files = Vec::new();
-    for folder in ["corpus", "regressions"] {
+    for folder in ["corpus", "seeds", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(folder).join(target)) else {
             continue;
         };
@@ -67,11 +67,13 @@ fn vihf_headers_corpus() {
     replay("vihf_headers", passerelle_fuzzing::vihf_headers);
 }
 
-/// The checked-in seeds (`seed-*`) of the signing targets go the whole way, to the
-/// signatures and their checks: a seed refused early would leave the fuzzer mutating
-/// inputs that never reach what the target is for.
+/// The hand-written seeds of the signing targets (`fuzz/seeds/<target>/`, kept apart
+/// from the corpora a minimisation rewrites) go the whole way, to the signatures and
+/// their checks: a seed refused early would leave the fuzzer mutating inputs that never
+/// reach what the target is for.
 #[test]
 fn signing_seeds_reach_the_signatures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
     for (target, body) in [
         (
             "dmp",
@@ -80,14 +82,10 @@ fn signing_seeds_reach_the_signatures() {
         ("vihf", passerelle_fuzzing::vihf_body),
         ("vihf_headers", passerelle_fuzzing::vihf_headers_body),
     ] {
-        let seeds: Vec<_> = inputs(target)
-            .into_iter()
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
-            })
-            .collect();
-        assert!(seeds.len() >= 4, "{target}: {} seeds", seeds.len());
+        let seeds: Vec<PathBuf> = std::fs::read_dir(root.join(target))
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(seeds.len() >= 4, "fuzz/seeds/{target}: {} seeds", seeds.len());
         for seed in seeds {
             let data = std::fs::read(&seed).expect("read");
             if let Err(refusal) = body(&data) {

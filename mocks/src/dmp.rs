@@ -27,7 +27,7 @@
 mod binding;
 pub mod vihf;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -71,6 +71,9 @@ struct Registry {
     /// Submission set uniqueIds already accepted, oldest first (the last
     /// [`DmpConfig::retain`]).
     submissions: VecDeque<String>,
+    /// The same, for the duplicate check.
+    known: HashSet<String>,
+    /// In submission order: a set's documents follow each other.
     documents: VecDeque<StoredDocument>,
 }
 
@@ -468,7 +471,7 @@ impl MockDmp {
             outcome: "internal",
             reason: "registry lock poisoned".into(),
         })?;
-        if registry.submissions.contains(&set_uid) {
+        if registry.known.contains(&set_uid) {
             return Ok(registry_response(
                 FAILURE,
                 Some((
@@ -479,11 +482,20 @@ impl MockDmp {
         }
         let retain = self.config.retain.max(1);
         while registry.submissions.len() >= retain {
-            if let Some(oldest) = registry.submissions.pop_front() {
-                registry.documents.retain(|d| d.submission_set != oldest);
+            let Some(oldest) = registry.submissions.pop_front() else {
+                break;
+            };
+            registry.known.remove(&oldest);
+            while registry
+                .documents
+                .front()
+                .is_some_and(|d| d.submission_set == oldest)
+            {
+                registry.documents.pop_front();
             }
         }
         registry.submissions.push_back(set_uid.clone());
+        registry.known.insert(set_uid.clone());
         for d in entries.into_iter().chain(std::iter::once(signature)) {
             registry.documents.push_back(StoredDocument {
                 unique_id: d.unique_id,

@@ -32,15 +32,21 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_retaining(passerelle_mocks::dmp::DEFAULT_RETAIN).await
+}
+
+/// A mock keeping the last `retain` submission sets and exchanges.
+async fn fixture_retaining(retain: usize) -> Fixture {
     let pki = shared_test_pki().expect("PKI");
     let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
     let any = "127.0.0.1:0".parse().expect("addr");
-    let (mock, service) = passerelle_mocks::start_dmp(
+    let (mock, service) = passerelle_mocks::start_dmp_retaining(
         &pki,
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/dmp"),
         any,
         any,
         Faults::default(),
+        retain,
     )
     .await
     .expect("start");
@@ -523,6 +529,39 @@ async fn duplicate_submission_gets_xds_duplicate_error() {
             .count("ProvideAndRegisterDocumentSet-b", "duplicate"),
         1
     );
+}
+
+/// A long run keeps the mock's memory bounded: the oldest submission set goes, with its
+/// documents, and can then be submitted again; the recorded exchanges are bounded too.
+#[tokio::test]
+async fn only_the_last_submission_sets_are_kept() {
+    let f = fixture_retaining(2).await;
+    let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
+    let submit = |set: &'static str| {
+        // Documents numbered after their set: "1.2.250.1.999.44.1" has 44.1.1, 44.1.2...
+        let tag = set.trim_start_matches("1.2.250.1.999.");
+        let (ct, body) = submission(&f, &vihf, &f.eg(0), set, &documents(tag), true, false);
+        async move {
+            let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+            assert_eq!(status, 200);
+            assert_valid_body(&resp, "ebRS/rs.xsd")
+        }
+    };
+    for set in ["1.2.250.1.999.44.1", "1.2.250.1.999.44.2", "1.2.250.1.999.44.3"] {
+        let rr = submit(set).await;
+        assert!(rr.contains("ResponseStatusType:Success"), "{set}: {rr}");
+    }
+    assert_eq!(
+        f.service.submissions(),
+        ["1.2.250.1.999.44.2", "1.2.250.1.999.44.3"]
+    );
+    let documents = f.service.documents();
+    assert_eq!(documents.len(), 8, "two sets of 3 documents + the signature");
+    assert!(documents.iter().all(|d| d.submission_set != "1.2.250.1.999.44.1"));
+    // Still known: a duplicate. Forgotten: accepted again.
+    assert!(submit("1.2.250.1.999.44.3").await.contains("XDSDuplicateUniqueIdInRegistry"));
+    assert!(submit("1.2.250.1.999.44.1").await.contains("ResponseStatusType:Success"));
+    assert_eq!(f.service.exchanges().len(), 2);
 }
 
 #[tokio::test]

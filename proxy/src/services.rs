@@ -53,6 +53,7 @@ impl ServicePath {
                     b'%' => {
                         let decoded = segment
                             .get(i + 1..i + 3)
+                            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                             .and_then(|h| u8::from_str_radix(h, 16).ok())
                             .ok_or_else(|| bad("a '%' not followed by two hexadecimal digits"))?;
                         if matches!(decoded, b'/' | b'\\' | b'.')
@@ -264,6 +265,7 @@ mod tests {
             "/a%0Ab",
             "/a%zz",
             "/a%2",
+            "/a%+f",
         ] {
             assert_eq!(
                 ServicePath::parse(bad).err().map(|e| e.code()),

@@ -208,8 +208,12 @@ fn attribute_values(root: &Element) -> Result<HashMap<String, Vec<String>>, Vihf
                     )));
                 }
                 let children: Vec<&Element> = v.elements().collect();
-                let text = xml_trim(&v.text_content()).to_string();
+                let raw = v.text_content();
+                let text = xml_trim(&raw).to_string();
                 let value = match (coded, children.as_slice()) {
+                    (false, []) if text != raw => {
+                        return Err(padded(&format!("attribute {name:?}"), &text));
+                    }
                     (false, []) => text,
                     (true, [code]) if text.is_empty() && code.elements().next().is_none() => {
                         let inner = [root, statement, attr, v];
@@ -282,7 +286,12 @@ fn subject_name_id(root: &Element, scope: &Scope) -> Result<String, VihfError> {
             "Subject/NameID holds elements: its value is text only".into(),
         )),
         [id] if !xml_trim(&id.text_content()).is_empty() => {
-            Ok(xml_trim(&id.text_content()).to_string())
+            let raw = id.text_content();
+            let text = xml_trim(&raw);
+            if text != raw {
+                return Err(padded("Subject/NameID", text));
+            }
+            Ok(text.to_string())
         }
         [_] => Err(VihfError::MissingAttribute("Subject/NameID".into())),
         other => Err(VihfError::AmbiguousAttribute {
@@ -335,6 +344,7 @@ pub fn resign_vihf(
     if nested_signature {
         return Err(VihfError::Invalid("a Signature is nested inside the assertion".into()).into());
     }
+    check_namespace_names(&root)?;
     check_shape(&root)?;
     let values = attribute_values(&root)?;
     let value = |name: &str| values.get(name).and_then(|v| v.first()).map(String::as_str);
@@ -464,6 +474,77 @@ fn check_authn_instant(
         )));
     }
     Ok(())
+}
+
+/// A value with white space around it: refused rather than trimmed, because the audit
+/// trail records the values signed, and the assertion signed is the one received.
+fn padded(what: &str, value: &str) -> VihfError {
+    VihfError::Invalid(format!(
+        "{what}: white space around the value {value:?}; send the value alone (what is signed is what the audit trail records)"
+    ))
+}
+
+/// Every namespace declared in the assertion names an absolute URI (or undeclares the
+/// default). Canonical XML fails on a relative or malformed namespace name: libxml2,
+/// hence libxmlsec1 and the DMP, refuse to canonicalise it, so a signature over it
+/// could never be verified. (The fuzzer's `vihf` target found one: `xmlns:saml=
+/// "1.2.250.1.71.1.2.7"`, an OID where a URI belongs.)
+fn check_namespace_names(root: &Element) -> Result<(), VihfError> {
+    let mut bad: Option<String> = None;
+    let mut visit = |e: &Element| {
+        if bad.is_some() {
+            return;
+        }
+        if let Some((prefix, uri)) = e
+            .namespaces
+            .iter()
+            .find(|(_, uri)| !uri.is_empty() && !is_absolute_uri(uri))
+        {
+            bad = Some(format!(
+                "namespace {} = {uri:?} on element {:?} is not an absolute URI: Canonical XML (hence the VIHF signature) cannot cover it",
+                prefix
+                    .as_deref()
+                    .map_or_else(|| "xmlns".to_string(), |p| format!("xmlns:{p}")),
+                e.local.as_ref()
+            ));
+        }
+    };
+    visit(root);
+    walk(root, &mut Vec::new(), &mut |e, _| {
+        visit(e);
+        Ok(())
+    })?;
+    bad.map_or(Ok(()), |reason| Err(VihfError::Invalid(reason)))
+}
+
+/// An absolute URI as RFC 3986 writes it (and libxml2's `xmlParseURI` reads it, which
+/// Canonical XML uses): a scheme, `:`, then only URI characters, `%` followed by two
+/// hexadecimal digits.
+fn is_absolute_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let mut scheme_chars = scheme.chars();
+    let scheme_ok = scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                if !bytes
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    scheme_ok
 }
 
 fn is_ncname(s: &str) -> bool {

@@ -102,7 +102,13 @@ impl Ins {
         let n: u64 = numeric
             .parse()
             .map_err(|_| bad("the NIR part must be digits (2A/2B allowed for Corsica)"))?;
-        let key: u64 = key.parse().map_err(|_| bad("the key must be 2 digits"))?;
+        // Digits only: `parse` alone would take "+5" as a key.
+        let key: u64 = key
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| key.parse().ok())
+            .flatten()
+            .ok_or_else(|| bad("the key must be 2 digits"))?;
         if !matches!(nir.as_bytes()[0], b'1' | b'2' | b'3' | b'4' | b'7' | b'8') {
             return Err(bad(
                 "the NIR must start with 1, 2 (or 3, 4, 7, 8 for temporary numbers)",
@@ -689,6 +695,13 @@ mod tests {
         assert!(Ins::new("207058575627096", "1.2.250.1.213.1.4.10").is_err());
         assert!(Ins::new("207058575627097", "1.2.3").is_err());
         assert!(Ins::new("20705857562709", "1.2.250.1.213.1.4.8").is_err());
+        // A one-digit key is written with its 0; a sign is not a digit.
+        let nir = (2_070_585_756_270u64..)
+            .find(|n| 97 - n % 97 < 10)
+            .expect("a NIR with a one-digit key");
+        let key = 97 - nir % 97;
+        assert!(Ins::new(&format!("{nir}0{key}"), "1.2.250.1.213.1.4.10").is_ok());
+        assert!(Ins::new(&format!("{nir}+{key}"), "1.2.250.1.213.1.4.10").is_err());
         let ins = Ins::new("207058575627097", "1.2.250.1.213.1.4.10").expect("valid");
         assert_eq!(
             ins.to_cx(),

@@ -129,6 +129,67 @@ fn hostile_inputs_get_typed_errors() {
         SigningError::Vihf(VihfError::Xml(_))
     ));
 
+    // A namespace name that is not an absolute URI: Canonical XML cannot cover it
+    // (libxml2 refuses), so the signature could never verify (found by the fuzzer).
+    for declaration in [
+        "xmlns:saml=\"1.2.250.1.71.1.2.7\"",
+        "xmlns:r=\"relative/path\"",
+        "xmlns:s=\"urn:with space\"",
+        "xmlns:b=\"urn:bad%zz\"",
+        "xmlns:u=\"urn:caf\u{e9}\"",
+    ] {
+        let relative = good.replace(
+            "<Role xmlns=\"urn:hl7-org:v3\"",
+            &format!("<Role xmlns=\"urn:hl7-org:v3\" {declaration}"),
+        );
+        assert_ne!(relative, good);
+        match refused(&f, &relative) {
+            SigningError::Vihf(VihfError::Invalid(reason)) => {
+                assert!(reason.contains("not an absolute URI"), "{declaration}: {reason}")
+            }
+            other => panic!("{declaration}: {other:?}"),
+        }
+    }
+    // White space around an identity value: what is signed would not be what is
+    // audited (found by the fuzzer's `vihf` target).
+    for (from, to) in [
+        ("<NameID>899900063480</NameID>", "<NameID> 899900063480</NameID>"),
+        ("<NameID>899900063480</NameID>", "<NameID>899900063480\n  </NameID>"),
+        (
+            &*format!("xs:string\">{ej}<"),
+            &*format!("xs:string\">{ej} <"),
+        ),
+    ] {
+        let padded = good.replace(from, to);
+        assert_ne!(padded, good, "{to}");
+        match refused(&f, &padded) {
+            SigningError::Vihf(VihfError::Invalid(reason)) => {
+                assert!(reason.contains("white space around the value"), "{to}: {reason}")
+            }
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+
+    // Absolute URIs of every shape stay accepted.
+    for declaration in [
+        "xmlns:h=\"http://example.org/a?b=c#d\"",
+        "xmlns:o=\"urn:oid:1.2.250.1.71.1.2.7\"",
+        "xmlns:p=\"urn:x:%C3%A9\"",
+    ] {
+        let fine = good.replace(
+            "<Role xmlns=\"urn:hl7-org:v3\"",
+            &format!("<Role xmlns=\"urn:hl7-org:v3\" {declaration}"),
+        );
+        resign_vihf(
+            &fine,
+            owns(&f, 0),
+            &f.signer(0, CertRole::DmpSign),
+            &VihfOptions::default(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap_or_else(|e| panic!("{declaration}: {e}"));
+    }
+
     // Two assertions (one nested).
     let nested = good.replace(
         "<Subject>",

@@ -492,6 +492,7 @@ pub fn cid(href: &str) -> String {
         if bytes[i] == b'%'
             && let Some(v) = raw
                 .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
@@ -1065,6 +1066,8 @@ mod tests {
         assert_eq!(cid("cid:doc%401.example"), "doc@1.example");
         assert_eq!(cid("CID:doc"), "doc");
         assert_eq!(cid("cid:cid:doc"), "cid:doc");
+        // Two hexadecimal digits, no sign (`u8::from_str_radix` would take "+a").
+        assert_eq!(cid("cid:a%+ab"), "a%+ab");
         assert_eq!(
             header_param(
                 "multipart/related; boundary=\"a b\"; start=\"<r>\"",

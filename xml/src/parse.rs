@@ -816,10 +816,17 @@ fn unescape(s: Cow<'_, str>) -> Result<String, String> {
             "quot" => out.push('"'),
             "apos" => out.push('\''),
             _ => {
+                // Digits only: Rust's integer parsing also takes a leading '+'
+                // (`&#x+a;`), which XML does not.
+                let number = |digits: &str, radix: u32| {
+                    (!digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)))
+                        .then(|| u32::from_str_radix(digits, radix).ok())
+                        .flatten()
+                };
                 let code = if let Some(hex) = name.strip_prefix("#x") {
-                    u32::from_str_radix(hex, 16).ok()
+                    number(hex, 16)
                 } else if let Some(dec) = name.strip_prefix('#') {
-                    dec.parse().ok()
+                    number(dec, 10)
                 } else {
                     return Err(format!(
                         "entity reference &{name}; is not allowed (no DTD is read)"
@@ -1174,5 +1181,25 @@ mod tests {
         assert_eq!(e.attribute("a"), Some("x y z\t&"));
         assert_eq!(e.text_content(), "l1\nl2\n<");
         let _: &Element = &e;
+    }
+
+    /// A character reference is `&#` digits `;` or `&#x` hex digits `;`, nothing else:
+    /// the fuzzer found `&#x+a;` accepted (Rust's integer parsing takes a sign).
+    #[test]
+    fn character_references_are_digits_only() {
+        assert_eq!(
+            parse("<r a=\"&#x41;&#65;\">&#x42;&#66;</r>")
+                .expect("parse")
+                .text_content(),
+            "BB"
+        );
+        for bad in ["&#x+a;", "&#+65;", "&#x-1;", "&#-65;", "&#x;", "&#;", "&#x 41;", "&#65 ;"] {
+            for doc in [format!("<r>{bad}</r>"), format!("<r a=\"{bad}\"/>")] {
+                assert!(
+                    matches!(parse(&doc), Err(XmlError::Malformed { .. })),
+                    "{doc} accepted"
+                );
+            }
+        }
     }
 }
