@@ -230,7 +230,8 @@ fn sent_bytes(outgoing: &passerelle_proxy::upstream::Outgoing) -> Bytes {
 /// `[dmp.services]` route (default `registry`), `Content-Type` the body's type (default
 /// SOAP 1.2), the `X-Vihf-*` headers the identity when the envelope has no VIHF. What
 /// would be sent reads back as the message it is (MTOM included), libxml2 reads its
-/// envelope, and the VIHF signed names one of the tenant's structures.
+/// envelope, the VIHF signed names one of the tenant's structures, and the identity
+/// recorded (structure, actor, patient) is what the VIHF sent says.
 pub fn dmp_body(data: &[u8]) -> Result<(), String> {
     let state = state();
     let tenant = tenant_a().ok_or("no tenant")?;

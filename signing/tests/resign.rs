@@ -137,6 +137,9 @@ fn hostile_inputs_get_typed_errors() {
         "xmlns:s=\"urn:with space\"",
         "xmlns:b=\"urn:bad%zz\"",
         "xmlns:u=\"urn:caf\u{e9}\"",
+        "xmlns:k=\"http://www.w3.org/2001/XML[chema-instance\"",
+        "xmlns:q=\"http://host:port/\"",
+        "xmlns:f=\"urn:a#b#c\"",
     ] {
         let relative = good.replace(
             "<Role xmlns=\"urn:hl7-org:v3\"",

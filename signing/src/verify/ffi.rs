@@ -22,7 +22,17 @@ thread_local! {
     static ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The first field of libxml2's `xmlURI` (uri.h), the only one read; the struct is
+/// allocated and freed by libxml2, never here.
+#[repr(C)]
+struct XmlUriHead {
+    scheme: *mut c_char,
+}
+
 unsafe extern "C" {
+    // libxml2 (uri.h), left out of the crate's generated bindings.
+    fn xmlParseURI(text: *const c_char) -> *mut XmlUriHead;
+    fn xmlFreeURI(uri: *mut XmlUriHead);
     // Present in libxmlsec1 (io.h, parser.h) but left out of the crate's generated bindings.
     fn xmlSecIOCleanupCallbacks();
     fn xmlSecIORegisterCallbacks(
@@ -606,4 +616,27 @@ fn verify_with(
             verified: status == x::xmlSecDSigStatus_xmlSecDSigStatusSucceeded,
         })
         .collect())
+}
+
+/// Whether libxml2 reads `name` as an absolute URI: `xmlParseURI` accepts it and finds a
+/// scheme. Its Canonical XML asks exactly this of every namespace name it meets, and
+/// fails the whole canonicalisation (so the signature) otherwise.
+pub(crate) fn is_absolute_uri(name: &str) -> bool {
+    let Ok(text) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `text` is a NUL-terminated string that outlives the call; xmlParseURI
+    // returns null or a URI it allocated, whose first field is `scheme` (null or a
+    // NUL-terminated string it owns), read before the URI is freed, once, with
+    // xmlFreeURI.
+    unsafe {
+        let uri = xmlParseURI(text.as_ptr());
+        if uri.is_null() {
+            return false;
+        }
+        let scheme = (*uri).scheme;
+        let absolute = !scheme.is_null() && *scheme != 0;
+        xmlFreeURI(uri);
+        absolute
+    }
 }

@@ -9,6 +9,8 @@
 
 mod ffi;
 
+pub(crate) use ffi::is_absolute_uri;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
