@@ -167,9 +167,9 @@ fn control(
                 };
                 for port in mocks {
                     if admin(port, "PUT", "/faults", &faults).is_none() {
-                        lock(events)
-                            .failures
-                            .push(format!("PUT /faults on the mock's admin port {port} failed"));
+                        lock(events).failures.push(format!(
+                            "PUT /faults on the mock's admin port {port} failed"
+                        ));
                     }
                 }
                 if what == "calm" {
@@ -361,9 +361,7 @@ fn main() {
                 let read_at = Instant::now();
                 let (fds, sockets) = resources::open_fds(pid);
                 let client_connections = admin(admin_port, "GET", "/metrics", "")
-                    .and_then(|m| {
-                        metric(&m, "passerelle_open_connections{listener=\"internal\"}")
-                    })
+                    .and_then(|m| metric(&m, "passerelle_open_connections{listener=\"internal\"}"))
                     .unwrap_or(-1.0) as i64;
                 let errors: u64 = w.errors.values().sum();
                 let rss_mib = resources::rss_mib(pid);
@@ -489,11 +487,7 @@ impl Recorded {
         let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
         let bursts = json["bursts"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|b| (number(&b[0]), b[1].as_f64()))
-                    .collect()
-            })
+            .map(|a| a.iter().map(|b| (number(&b[0]), b[1].as_f64())).collect())
             .unwrap_or_default();
         let reloads = json["reloads"].as_array().map_or_else(
             || {
@@ -515,7 +509,11 @@ impl Recorded {
             reloads_confirmed: json["reloads_confirmed"].as_u64().unwrap_or(0) as usize,
             failures: json["control_failures"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -543,6 +541,7 @@ fn judge_and_report(
         reloads_scheduled: plan.count("reload"),
         bursts_scheduled: plan.count("burst"),
         max_rss_drift: 0.10,
+        max_rss_peak: 1.5,
         fd_slack: 4,
         segment_s: 600.0_f64.min(seconds / 4.0),
         max_p99_ratio: 1.5,

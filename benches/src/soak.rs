@@ -1,8 +1,9 @@
 //! The soak's time series (`scripts/soak.sh`): one [`Sample`] per window of the load,
 //! the verdicts the long run must meet ([`judge`]), and the report: CSV and chart.
 //!
-//! The verdicts, after the warm-up: resident memory drifts by at most 10 % from its
-//! level at the end of the warm-up (the median of its last minute); the open file
+//! The verdicts, after the warm-up: resident memory drifts by at most 10 % (its level
+//! over the last segment, a median, against its level over the first segment after the
+//! warm-up), and never peaks above 1.5× the level at the end of the warm-up; the open file
 //! descriptors stay flat (the second half's median no more than a few above the first
 //! half's: a descriptor leaked per reload shows); no error outside the windows of
 //! injected faults; p99 stable (the median of the windows' p99 over each segment varies
@@ -77,8 +78,10 @@ pub struct Bounds {
     /// Reloads and fault bursts the schedule holds.
     pub reloads_scheduled: usize,
     pub bursts_scheduled: usize,
-    /// Highest resident memory after the warm-up / the level at its end, minus one.
+    /// Level of the last segment / level of the first after the warm-up, minus one.
     pub max_rss_drift: f64,
+    /// Highest resident memory after the warm-up / the level at the end of the warm-up.
+    pub max_rss_peak: f64,
     /// File descriptors the second half's median may exceed the first half's by.
     pub fd_slack: u64,
     /// Segment length for the p99 comparison.
@@ -99,6 +102,9 @@ pub struct Check {
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub rss_baseline_mib: f64,
+    /// Median over the first segment after the warm-up, and over the last.
+    pub rss_first_level_mib: f64,
+    pub rss_last_level_mib: f64,
     pub rss_max_mib: f64,
     pub rss_last_mib: f64,
     pub rss_drift: f64,
@@ -139,10 +145,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Judges `samples` (in time order, flagged by [`flag`]) and what was `done` against
 /// `bounds`.
 pub fn judge(samples: &[Sample], bounds: &Bounds, done: &Done) -> Verdict {
-    let after: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.t_s > bounds.warmup_s)
-        .collect();
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.t_s > bounds.warmup_s).collect();
     let enough = after.len() >= 2;
     // The level at the end of the warm-up: the median of its last minute (a reload or a
     // burst there moves one sample, not the median); the first sample after it when
@@ -160,8 +163,27 @@ pub fn judge(samples: &[Sample], bounds: &Bounds, done: &Done) -> Verdict {
     let rss_max = after.iter().map(|s| s.rss_mib).fold(baseline, f64::max);
     let rss_last = after.last().map_or(baseline, |s| s.rss_mib);
     let rss_read = baseline > 0.0 && after.iter().all(|s| s.rss_mib > 0.0);
-    let rss_drift = if baseline > 0.0 {
-        rss_max / baseline - 1.0
+    // Drift is a trend: the level (median) over the last segment against the level over
+    // the first segment after the warm-up; a transient peak is bounded apart.
+    let level = |from: f64, to: f64| {
+        median(
+            after
+                .iter()
+                .filter(|s| s.t_s > from && s.t_s <= to)
+                .map(|s| s.rss_mib)
+                .collect(),
+        )
+    };
+    let end_s = after.last().map_or(0.0, |s| s.t_s);
+    let first_level = level(bounds.warmup_s, bounds.warmup_s + bounds.segment_s);
+    let last_level = level(end_s - bounds.segment_s, end_s);
+    let rss_drift = if first_level > 0.0 {
+        last_level / first_level - 1.0
+    } else {
+        f64::INFINITY
+    };
+    let rss_peak = if baseline > 0.0 {
+        rss_max / baseline
     } else {
         f64::INFINITY
     };
@@ -218,10 +240,18 @@ pub fn judge(samples: &[Sample], bounds: &Bounds, done: &Done) -> Verdict {
             name: "rss drift after warm-up",
             passed: enough && rss_read && rss_drift <= bounds.max_rss_drift,
             measured: format!(
-                "{:+.1} % (baseline {baseline:.1} MiB, highest {rss_max:.1}, last {rss_last:.1}; bound {:.0} %; {} samples after warm-up)",
+                "{:+.1} % (level {first_level:.1} MiB over the first segment after warm-up, {last_level:.1} over the last; bound {:.0} %; {} samples after warm-up)",
                 rss_drift * 100.0,
                 bounds.max_rss_drift * 100.0,
                 after.len()
+            ),
+        },
+        Check {
+            name: "rss peak",
+            passed: enough && rss_read && rss_peak <= bounds.max_rss_peak,
+            measured: format!(
+                "highest {rss_max:.1} MiB = {rss_peak:.2}x the {baseline:.1} MiB at the end of the warm-up (last {rss_last:.1}; bound {:.2}x)",
+                bounds.max_rss_peak
             ),
         },
         Check {
@@ -235,9 +265,7 @@ pub fn judge(samples: &[Sample], bounds: &Bounds, done: &Done) -> Verdict {
         Check {
             name: "no error outside injected faults",
             passed: !samples.is_empty() && errors_outside == 0,
-            measured: format!(
-                "{errors_outside} outside, {errors_during} during the fault windows"
-            ),
+            measured: format!("{errors_outside} outside, {errors_during} during the fault windows"),
         },
         Check {
             name: "p99 stable",
@@ -275,6 +303,8 @@ pub fn judge(samples: &[Sample], bounds: &Bounds, done: &Done) -> Verdict {
     ];
     Verdict {
         rss_baseline_mib: baseline,
+        rss_first_level_mib: first_level,
+        rss_last_level_mib: last_level,
         rss_max_mib: rss_max,
         rss_last_mib: rss_last,
         rss_drift,
@@ -487,6 +517,7 @@ mod tests {
             reloads_scheduled: 2,
             bursts_scheduled: 1,
             max_rss_drift: 0.10,
+            max_rss_peak: 1.5,
             fd_slack: 4,
             segment_s: 30.0,
             max_p99_ratio: 1.5,
@@ -552,7 +583,14 @@ mod tests {
         };
         // Memory growing 2 MiB a window after the warm-up: a leak.
         let v = run(&|i, s| s.rss_mib = 30.0 + 2.0 * i.saturating_sub(2) as f64);
+        assert_eq!(failed(&v), ["rss drift after warm-up", "rss peak"]);
+        // Slower, +1 MiB a window (a third in all): the peak stays under 1.5x, the trend
+        // shows.
+        let v = run(&|i, s| s.rss_mib = 30.0 + i.saturating_sub(2) as f64);
         assert_eq!(failed(&v), ["rss drift after warm-up"]);
+        // One transient spike: a peak, not a drift.
+        let v = run(&|i, s| s.rss_mib = if i == 7 { 50.0 } else { 30.0 });
+        assert_eq!(failed(&v), ["rss peak"]);
         // One descriptor more every window: a leak.
         let v = run(&|i, s| s.fds = 40 + i);
         assert_eq!(failed(&v), ["open file descriptors flat"]);
@@ -570,7 +608,7 @@ mod tests {
         assert_eq!(failed(&v), ["load held"]);
         // Memory unreadable: not a pass.
         let v = run(&|_, s| s.rss_mib = 0.0);
-        assert_eq!(failed(&v), ["rss drift after warm-up"]);
+        assert_eq!(failed(&v), ["rss drift after warm-up", "rss peak"]);
         // A reload not confirmed, a burst not sent.
         let samples: Vec<_> = (1..=12).map(steady).collect();
         let v = judge(
@@ -593,13 +631,15 @@ mod tests {
             .map(|i| sample(i as f64 * 10.0, 30.0, 40, 2.0, 0, false))
             .collect();
         // A burst from 20 to 40 s, one still running from 70 s; a reload at 55 s.
-        flag(&mut samples, &[(20.0, Some(40.0)), (70.0, None)], &[55.0], 10.0);
+        flag(
+            &mut samples,
+            &[(20.0, Some(40.0)), (70.0, None)],
+            &[55.0],
+            10.0,
+        );
         let injected: Vec<_> = samples.iter().map(|s| s.injected).collect();
         // (10,20] touches the start (margin), (40,50] the recovery.
-        assert_eq!(
-            injected,
-            [false, true, true, true, true, false, true, true]
-        );
+        assert_eq!(injected, [false, true, true, true, true, false, true, true]);
         let reloads: Vec<_> = samples.iter().map(|s| s.reload).collect();
         assert_eq!(
             reloads,
@@ -620,7 +660,10 @@ mod tests {
         assert!(lines[1].starts_with("10,100,10.0,0,,0,0,"), "{}", lines[1]);
         let back = parse_csv(&text).expect("parse");
         assert_eq!(back.len(), 1);
-        assert_eq!((back[0].requests, back[0].fds, back[0].p99_ms), (100, 40, 2.0));
+        assert_eq!(
+            (back[0].requests, back[0].fds, back[0].p99_ms),
+            (100, 40, 2.0)
+        );
         assert!(parse_csv("header\n1,2\n").is_err());
     }
 }

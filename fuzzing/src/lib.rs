@@ -296,7 +296,9 @@ pub fn dmp_body(data: &[u8]) -> Result<(), String> {
         "structure recorded"
     );
     assert_eq!(
-        find(assertion, "NameID").map(|n| n.text_content()).as_deref(),
+        find(assertion, "NameID")
+            .map(|n| n.text_content())
+            .as_deref(),
         Some(identity.actor_id.as_str()),
         "actor recorded"
     );
@@ -375,7 +377,10 @@ fn check_signed_vihf(tenant: &TenantRuntime, signed: &passerelle_signing::Signed
         tenant.owns_structure(&id),
         "signed structure {structure} is not the tenant's"
     );
-    assert_eq!(verified.subject_id, signed.identity.actor_id, "actor recorded");
+    assert_eq!(
+        verified.subject_id, signed.identity.actor_id,
+        "actor recorded"
+    );
     let attribute = |name: &str| {
         verified
             .attributes

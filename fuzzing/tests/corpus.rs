@@ -85,7 +85,11 @@ fn signing_seeds_reach_the_signatures() {
         let seeds: Vec<PathBuf> = std::fs::read_dir(root.join(target))
             .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
             .unwrap_or_default();
-        assert!(seeds.len() >= 4, "fuzz/seeds/{target}: {} seeds", seeds.len());
+        assert!(
+            seeds.len() >= 4,
+            "fuzz/seeds/{target}: {} seeds",
+            seeds.len()
+        );
         for seed in seeds {
             let data = std::fs::read(&seed).expect("read");
             if let Err(refusal) = body(&data) {

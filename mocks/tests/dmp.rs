@@ -531,24 +531,28 @@ async fn duplicate_submission_gets_xds_duplicate_error() {
     );
 }
 
+/// Submits set `set` (its documents numbered after it: "1.2.250.1.999.44.1" holds
+/// 44.1.1, 44.1.2...) and returns the RegistryResponse.
+async fn submit_set(f: &Fixture, vihf: &str, set: &str) -> String {
+    let tag = set.trim_start_matches("1.2.250.1.999.");
+    let (ct, body) = submission(f, vihf, &f.eg(0), set, &documents(tag), true, false);
+    let (status, _, resp) = f.send(0, "repository", &ct, body).await;
+    assert_eq!(status, 200);
+    assert_valid_body(&resp, "ebRS/rs.xsd")
+}
+
 /// A long run keeps the mock's memory bounded: the oldest submission set goes, with its
 /// documents, and can then be submitted again; the recorded exchanges are bounded too.
 #[tokio::test]
 async fn only_the_last_submission_sets_are_kept() {
     let f = fixture_retaining(2).await;
     let vihf = f.vihf(0, &f.eg(0), time::Duration::ZERO);
-    let submit = |set: &'static str| {
-        // Documents numbered after their set: "1.2.250.1.999.44.1" has 44.1.1, 44.1.2...
-        let tag = set.trim_start_matches("1.2.250.1.999.");
-        let (ct, body) = submission(&f, &vihf, &f.eg(0), set, &documents(tag), true, false);
-        async move {
-            let (status, _, resp) = f.send(0, "repository", &ct, body).await;
-            assert_eq!(status, 200);
-            assert_valid_body(&resp, "ebRS/rs.xsd")
-        }
-    };
-    for set in ["1.2.250.1.999.44.1", "1.2.250.1.999.44.2", "1.2.250.1.999.44.3"] {
-        let rr = submit(set).await;
+    for set in [
+        "1.2.250.1.999.44.1",
+        "1.2.250.1.999.44.2",
+        "1.2.250.1.999.44.3",
+    ] {
+        let rr = submit_set(&f, &vihf, set).await;
         assert!(rr.contains("ResponseStatusType:Success"), "{set}: {rr}");
     }
     assert_eq!(
@@ -556,11 +560,27 @@ async fn only_the_last_submission_sets_are_kept() {
         ["1.2.250.1.999.44.2", "1.2.250.1.999.44.3"]
     );
     let documents = f.service.documents();
-    assert_eq!(documents.len(), 8, "two sets of 3 documents + the signature");
-    assert!(documents.iter().all(|d| d.submission_set != "1.2.250.1.999.44.1"));
+    assert_eq!(
+        documents.len(),
+        8,
+        "two sets of 3 documents + the signature"
+    );
+    assert!(
+        documents
+            .iter()
+            .all(|d| d.submission_set != "1.2.250.1.999.44.1")
+    );
     // Still known: a duplicate. Forgotten: accepted again.
-    assert!(submit("1.2.250.1.999.44.3").await.contains("XDSDuplicateUniqueIdInRegistry"));
-    assert!(submit("1.2.250.1.999.44.1").await.contains("ResponseStatusType:Success"));
+    assert!(
+        submit_set(&f, &vihf, "1.2.250.1.999.44.3")
+            .await
+            .contains("XDSDuplicateUniqueIdInRegistry")
+    );
+    assert!(
+        submit_set(&f, &vihf, "1.2.250.1.999.44.1")
+            .await
+            .contains("ResponseStatusType:Success")
+    );
     assert_eq!(f.service.exchanges().len(), 2);
 }
 

@@ -148,7 +148,10 @@ fn hostile_inputs_get_typed_errors() {
         assert_ne!(relative, good);
         match refused(&f, &relative) {
             SigningError::Vihf(VihfError::Invalid(reason)) => {
-                assert!(reason.contains("not an absolute URI"), "{declaration}: {reason}")
+                assert!(
+                    reason.contains("not an absolute URI"),
+                    "{declaration}: {reason}"
+                )
             }
             other => panic!("{declaration}: {other:?}"),
         }
@@ -156,8 +159,14 @@ fn hostile_inputs_get_typed_errors() {
     // White space around an identity value: what is signed would not be what is
     // audited (found by the fuzzer's `vihf` target).
     for (from, to) in [
-        ("<NameID>899900063480</NameID>", "<NameID> 899900063480</NameID>"),
-        ("<NameID>899900063480</NameID>", "<NameID>899900063480\n  </NameID>"),
+        (
+            "<NameID>899900063480</NameID>",
+            "<NameID> 899900063480</NameID>",
+        ),
+        (
+            "<NameID>899900063480</NameID>",
+            "<NameID>899900063480\n  </NameID>",
+        ),
         (
             &*format!("xs:string\">{ej}<"),
             &*format!("xs:string\">{ej} <"),
@@ -167,7 +176,10 @@ fn hostile_inputs_get_typed_errors() {
         assert_ne!(padded, good, "{to}");
         match refused(&f, &padded) {
             SigningError::Vihf(VihfError::Invalid(reason)) => {
-                assert!(reason.contains("white space around the value"), "{to}: {reason}")
+                assert!(
+                    reason.contains("white space around the value"),
+                    "{to}: {reason}"
+                )
             }
             other => panic!("{to}: {other:?}"),
         }

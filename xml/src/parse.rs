@@ -1193,7 +1193,9 @@ mod tests {
                 .text_content(),
             "BB"
         );
-        for bad in ["&#x+a;", "&#+65;", "&#x-1;", "&#-65;", "&#x;", "&#;", "&#x 41;", "&#65 ;"] {
+        for bad in [
+            "&#x+a;", "&#+65;", "&#x-1;", "&#-65;", "&#x;", "&#;", "&#x 41;", "&#65 ;",
+        ] {
             for doc in [format!("<r>{bad}</r>"), format!("<r a=\"{bad}\"/>")] {
                 assert!(
                     matches!(parse(&doc), Err(XmlError::Malformed { .. })),
