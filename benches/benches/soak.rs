@@ -244,7 +244,7 @@ fn main() {
         )
         .expect("soak.json");
         let samples = soak::parse_csv(&csv).expect("soak.csv");
-        let recorded = Recorded::read(&json, &samples, window);
+        let recorded = Recorded::read(&json);
         if !judge_and_report(&out, samples, &recorded, &settings) {
             std::process::exit(1);
         }
@@ -481,24 +481,17 @@ struct Recorded {
 }
 
 impl Recorded {
-    /// Reads `soak.json` as [`judge_and_report`] writes it; reload times missing (an
-    /// older file) are taken from the windows flagged with a reload.
-    fn read(json: &serde_json::Value, samples: &[Sample], window: f64) -> Self {
+    /// Reads `soak.json` as [`judge_and_report`] writes it.
+    fn read(json: &serde_json::Value) -> Self {
         let number = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
         let bursts = json["bursts"]
             .as_array()
             .map(|a| a.iter().map(|b| (number(&b[0]), b[1].as_f64())).collect())
             .unwrap_or_default();
-        let reloads = json["reloads"].as_array().map_or_else(
-            || {
-                samples
-                    .iter()
-                    .filter(|s| s.reload)
-                    .map(|s| s.t_s - window / 2.0)
-                    .collect()
-            },
-            |a| a.iter().map(number).collect(),
-        );
+        let reloads = json["reloads"]
+            .as_array()
+            .map(|a| a.iter().map(number).collect())
+            .unwrap_or_default();
         Self {
             capacity: json["capacity"].clone(),
             capacity_throughput: number(&json["capacity"]["throughput"]),

@@ -40,6 +40,8 @@ use passerelle_proxy::exchange::Exchange;
 use passerelle_proxy::message::SoapMessage;
 use passerelle_proxy::state::{ProxyState, TenantRuntime};
 use passerelle_signing::{TrustAnchors, resign_vihf, sign_vihf, verify_vihf};
+use passerelle_soap::envelope::find_text;
+use passerelle_soap::xds::descendants;
 use passerelle_xml::{C14n, canonicalize_document, parse_document};
 
 /// Runs `f` on `data`; under the fuzzer, panics when it takes longer than 100 ms plus
@@ -282,13 +284,14 @@ pub fn dmp_body(data: &[u8]) -> Result<(), String> {
         "libxml2 refuses the envelope sent"
     );
     // The audit trail records what the VIHF sent says, nothing else.
-    let assertion = find(&message.envelope.root, "Assertion").expect("a VIHF is sent");
+    let assertion = *descendants(&message.envelope.root, "Assertion")
+        .first()
+        .expect("a VIHF is sent");
     let sent = |name: &str| {
-        find_all(assertion, "Attribute")
+        descendants(assertion, "Attribute")
             .into_iter()
             .find(|a| a.attribute("Name") == Some(name))
-            .and_then(|a| find(a, "AttributeValue"))
-            .map(|v| v.text_content())
+            .and_then(|a| find_text(a, "AttributeValue"))
     };
     assert_eq!(
         sent("Identifiant_Structure").as_deref(),
@@ -296,9 +299,7 @@ pub fn dmp_body(data: &[u8]) -> Result<(), String> {
         "structure recorded"
     );
     assert_eq!(
-        find(assertion, "NameID")
-            .map(|n| n.text_content())
-            .as_deref(),
+        find_text(assertion, "NameID").as_deref(),
         Some(identity.actor_id.as_str()),
         "actor recorded"
     );
@@ -308,26 +309,6 @@ pub fn dmp_body(data: &[u8]) -> Result<(), String> {
         "patient recorded"
     );
     Ok(())
-}
-
-/// The first element named `local` at or below `e` (any namespace).
-fn find<'a>(e: &'a passerelle_xml::Element, local: &str) -> Option<&'a passerelle_xml::Element> {
-    if e.local == local {
-        return Some(e);
-    }
-    e.elements().find_map(|c| find(c, local))
-}
-
-/// Every element named `local` at or below `e`.
-fn find_all<'a>(e: &'a passerelle_xml::Element, local: &str) -> Vec<&'a passerelle_xml::Element> {
-    let mut out = Vec::new();
-    if e.local == local {
-        out.push(e);
-    }
-    for c in e.elements() {
-        out.extend(find_all(c, local));
-    }
-    out
 }
 
 /// An internal system's VIHF, re-signed for tenant A: when accepted, the assertion
