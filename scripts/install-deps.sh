@@ -12,6 +12,7 @@ packages=(
   prometheus                      # promtool: checks deploy/prometheus's alert rules in the tests
   tinyproxy                       # the real forward proxy of the egress tests
   postgresql                      # the real database of the PostgreSQL audit sink's tests
+  softhsm2 opensc                 # a real PKCS#11 token (SoftHSM2) and OpenSC's pkcs11-tool for the HSM tests
 )
 # `--bench`: what the load comparison needs besides (nginx as the reference proxy, a font
 # for the chart).

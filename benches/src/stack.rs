@@ -10,13 +10,7 @@ use passerelle_certs_test::{ConfigAddresses, Manifest};
 
 use crate::resources;
 
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use passerelle_e2e::free_port;
 
 /// Waits until something accepts connections on `port` (at most 30 s).
 pub fn wait_for_port(port: u16, what: &str) {

@@ -24,6 +24,7 @@
 mod crl;
 mod der;
 mod sign;
+pub mod softhsm;
 
 pub use crl::{CrlIssuer, CrlOptions, write_crl};
 pub use sign::{CsrProfile, IssuerChoiceArg, OutputFormat, SignCsrOptions, SignedCsr, sign_csr};
@@ -195,6 +196,19 @@ pub struct BadFixture {
     pub foreign_root: Option<PathBuf>,
 }
 
+impl TenantFixture {
+    /// Its five certificates: dmp_auth, dmp_sign, insi_auto, insi_manu, org_auth.
+    pub fn leaves(&self) -> [&LeafFiles; 5] {
+        [
+            &self.dmp_auth,
+            &self.dmp_sign,
+            &self.insi_auto,
+            &self.insi_manu,
+            &self.org_auth,
+        ]
+    }
+}
+
 /// What [`generate`] made. Paths are relative to [`Manifest::dir`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
@@ -247,13 +261,7 @@ impl Manifest {
             &self.config,
         ];
         for t in &self.tenants {
-            for l in [
-                &t.dmp_auth,
-                &t.dmp_sign,
-                &t.insi_auto,
-                &t.insi_manu,
-                &t.org_auth,
-            ] {
+            for l in t.leaves() {
                 files.extend(leaf(l));
             }
         }

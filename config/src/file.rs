@@ -559,7 +559,8 @@ pub struct CertificatesSection {
     pub org_auth: Option<CertSource>,
 }
 
-/// Either PEM files (`cert` + `key`, optional `chain`) or a PKCS#12 with its password file.
+/// Either PEM files (`cert` + `key`, optional `chain`), a PKCS#12 with its password file,
+/// or `cert` (+ `chain`) with the key in a PKCS#11 token (`[...pkcs11]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CertSource {
     pub cert: Option<PathBuf>,
@@ -567,6 +568,31 @@ pub struct CertSource {
     pub key: Option<PathBuf>,
     pub pkcs12: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
+    pub pkcs11: Option<Pkcs11Section>,
+}
+
+/// `[tenants.certificates.<role>.pkcs11]`: the private key in a PKCS#11 token (HSM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// The token vendor's PKCS#11 library (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// The token's label (or `slot`).
+    pub token_label: Option<String>,
+    pub slot: Option<u64>,
+    /// The private key's `CKA_LABEL` (or `key_id`).
+    pub key_label: Option<String>,
+    /// The private key's `CKA_ID`, hexadecimal.
+    pub key_id: Option<String>,
+    /// A file (mode 0600) holding the user PIN; a trailing newline is ignored.
+    pub pin_file: PathBuf,
+    /// Sessions kept open with the token at most (concurrent signatures beyond wait).
+    #[serde(default = "default_pkcs11_sessions")]
+    pub sessions: usize,
+}
+
+fn default_pkcs11_sessions() -> usize {
+    8
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -36,7 +36,7 @@ mod report;
 mod validate;
 
 pub use ids::{CertRole, IdError, StructureId, StructureKind, TenantId, UNATTRIBUTED, finess_key};
-pub use material::{CertificateInfo, PrivateKey, rfc2253, role_problems};
+pub use material::{CertificateInfo, KeyMaterial, PrivateKey, rfc2253, role_problems};
 pub use model::{
     Audit, AuditSink, Capture, CertMaterial, Config, CrlDownload, CrlInUse, CrlSource, DmpPolicy,
     DmpService, DmpSigning, EgressProxy, InsiService, InternalClient, Limits, ListenerTls,

@@ -3,10 +3,12 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{Id, PKey, Private};
 use openssl::x509::X509;
+use passerelle_pkcs11::TokenKey;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 use zeroize::Zeroizing;
@@ -28,6 +30,15 @@ impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PrivateKey(<redacted>)")
     }
+}
+
+/// Where a certificate's private key is.
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// Read from a PEM or PKCS#12 file, held in memory.
+    File(PrivateKey),
+    /// In a PKCS#11 token: signatures are made there, the key never leaves it.
+    Token(Arc<TokenKey>),
 }
 
 /// What the proxy and `passerelle check` need to know about a leaf certificate.
@@ -178,13 +189,20 @@ fn escape_rfc2253(value: &str) -> String {
     out
 }
 
-/// A leaf, the certificates supplied with it, and its private key, as read from disk.
+/// A leaf, the certificates supplied with it, and its private key, as read from disk
+/// or opened in a token.
 #[derive(Debug)]
 pub(crate) struct RawMaterial {
     pub leaf: X509,
     /// Certificates supplied beside the leaf (chain file or PKCS#12 bag), leaf excluded.
     pub supplied_chain: Vec<X509>,
-    pub key: PKey<Private>,
+    pub key: RawKey,
+}
+
+#[derive(Debug)]
+pub(crate) enum RawKey {
+    File(PKey<Private>),
+    Token(Arc<TokenKey>),
 }
 
 /// Reads every certificate of a PEM or DER file.
@@ -241,7 +259,7 @@ pub(crate) fn read_pkcs12(path: &Path, password_file: &Path) -> Result<RawMateri
     Ok(RawMaterial {
         leaf,
         supplied_chain,
-        key,
+        key: RawKey::File(key),
     })
 }
 
@@ -253,33 +271,48 @@ pub(crate) enum Pkcs12Error {
     Password(String),
 }
 
-/// Checks that the key is RSA (2048 bits or more) and belongs to the leaf; returns
-/// its PKCS#8 encoding.
-pub(crate) fn check_key(raw: &RawMaterial) -> Result<PrivateKey, String> {
-    if raw.key.id() != Id::RSA {
-        return Err(format!(
-            "the private key is {:?}, IGC-Santé ORG certificates use RSA",
-            raw.key.id()
-        ));
-    }
-    if raw.key.bits() < 2048 {
-        return Err(format!(
-            "the RSA key has {} bits, at least 2048 are required",
-            raw.key.bits()
-        ));
-    }
+/// Checks that the key is RSA (2048 bits or more) and belongs to the leaf; returns it
+/// ready for use (a file key in its PKCS#8 encoding).
+pub(crate) fn check_key(raw: &RawMaterial) -> Result<KeyMaterial, String> {
     let public = raw
         .leaf
         .public_key()
         .map_err(|e| format!("cannot read the certificate's public key: {e}"))?;
-    if !public.public_eq(&raw.key) {
-        return Err("the private key does not match the certificate".into());
+    match &raw.key {
+        RawKey::File(key) => {
+            if key.id() != Id::RSA {
+                return Err(format!(
+                    "the private key is {:?}, IGC-Santé ORG certificates use RSA",
+                    key.id()
+                ));
+            }
+            if key.bits() < 2048 {
+                return Err(format!(
+                    "the RSA key has {} bits, at least 2048 are required",
+                    key.bits()
+                ));
+            }
+            if !public.public_eq(key) {
+                return Err("the private key does not match the certificate".into());
+            }
+            let der = key
+                .private_key_to_pkcs8()
+                .map_err(|e| format!("cannot encode the key as PKCS#8: {e}"))?;
+            Ok(KeyMaterial::File(PrivateKey(Zeroizing::new(der))))
+        }
+        RawKey::Token(key) => {
+            // The token's key was checked to be this certificate's pair when it was
+            // found (and is at every look-up); its size is the certificate's.
+            let bits = public.bits();
+            if bits < 2048 {
+                return Err(format!(
+                    "{}: the RSA key has {bits} bits, at least 2048 are required",
+                    key.describe()
+                ));
+            }
+            Ok(KeyMaterial::Token(Arc::clone(key)))
+        }
     }
-    let der = raw
-        .key
-        .private_key_to_pkcs8()
-        .map_err(|e| format!("cannot encode the key as PKCS#8: {e}"))?;
-    Ok(PrivateKey(Zeroizing::new(der)))
 }
 
 /// The problems of a leaf for its role: key usages, extended key usages, INSi CN rule.

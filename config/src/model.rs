@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use crate::file;
 use crate::ids::{CertRole, StructureId, TenantId};
-use crate::material::{CertificateInfo, PrivateKey};
+use crate::material::{CertificateInfo, KeyMaterial, PrivateKey};
 use crate::report::Problem;
 
 /// A validated configuration, ready for the proxy.
@@ -553,7 +553,7 @@ pub struct CertMaterial {
     /// The configured trust anchor (root) the chain ended at, DER; `None` when the leaf
     /// is itself the anchor. XAdES `SigningCertificate` lists the chain up to the root.
     pub anchor_der: Option<Vec<u8>>,
-    pub key: PrivateKey,
+    pub key: KeyMaterial,
     /// The file it was read from (certificate or PKCS#12).
     pub source: PathBuf,
     /// Revoked according to a configured CRL: when, and by which CRL. The certificate's

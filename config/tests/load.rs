@@ -43,7 +43,10 @@ fn sandbox_loads_into_typed_config() {
         intermediate.to_der().expect("der")
     );
     // The key is PKCS#8 DER and matches the certificate; Debug never shows it.
-    let key = openssl::pkey::PKey::private_key_from_pkcs8(auth.key.pkcs8_der()).expect("pkcs8");
+    let passerelle_config::KeyMaterial::File(key) = &auth.key else {
+        panic!("a key file is read into memory")
+    };
+    let key = openssl::pkey::PKey::private_key_from_pkcs8(key.pkcs8_der()).expect("pkcs8");
     let cert = openssl::x509::X509::from_der(&auth.leaf_der).expect("leaf");
     assert!(cert.public_key().expect("pub").public_eq(&key));
     let debug = format!("{config:?}");

@@ -207,6 +207,9 @@ pub enum ProxyError {
     },
     #[error("signing failed: {0}")]
     SigningFailed(String),
+    /// The key's token (HSM) cannot be used now: nothing was signed or sent.
+    #[error("{0}: the request was not sent; /readyz says when the key is usable again")]
+    KeyUnavailable(String),
 
     // Upstream.
     #[error("{upstream} unreachable: {reason}")]
@@ -274,6 +277,7 @@ impl From<ExchangeError> for ProxyError {
                 Self::EgressProxyRefused { upstream, reason }
             }
             ExchangeError::Tls { upstream, reason } => Self::UpstreamTls { upstream, reason },
+            ExchangeError::KeyUnavailable(reason) => Self::KeyUnavailable(reason),
             ExchangeError::ServerRevoked { upstream, reason } => {
                 Self::UpstreamCertificateRevoked { upstream, reason }
             }
@@ -354,6 +358,7 @@ impl ProxyError {
             Self::CertificateRevocationUnknown { .. } => "CertificateRevocationUnknown",
             Self::CertificateNotYetValid { .. } => "CertificateNotYetValid",
             Self::SigningFailed(_) => "SigningFailed",
+            Self::KeyUnavailable(_) => "KeyUnavailable",
             Self::UpstreamUnreachable { .. } => "UpstreamUnreachable",
             Self::EgressProxyUnreachable { .. } => "EgressProxyUnreachable",
             Self::EgressProxyRefused { .. } => "EgressProxyRefused",
@@ -412,7 +417,8 @@ impl ProxyError {
             | Self::CertificateExpired { .. }
             | Self::CertificateRevoked { .. }
             | Self::CertificateRevocationUnknown { .. }
-            | Self::CertificateNotYetValid { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::CertificateNotYetValid { .. }
+            | Self::KeyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::SigningFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UpstreamUnreachable { .. }
             | Self::EgressProxyUnreachable { .. }
@@ -474,7 +480,8 @@ impl ProxyError {
             Self::Overloaded
             | Self::BodyMemoryFull { .. }
             | Self::RateLimited { .. }
-            | Self::AuditUnavailable => true,
+            | Self::AuditUnavailable
+            | Self::KeyUnavailable(_) => true,
             Self::UpstreamUnreachable { .. } => true,
             Self::UpstreamTimeout { sent, .. } | Self::UpstreamConnectionLost { sent, .. } => {
                 *sent == Sent::No

@@ -59,6 +59,7 @@ pub mod server;
 pub mod server_ocsp;
 pub mod services;
 pub mod state;
+pub mod tokens;
 pub mod upstream;
 
 pub use runtime::Proxy;

@@ -552,7 +552,7 @@ impl Metrics {
         let mut credentials: Vec<_> = state.credentials().collect();
         credentials.sort_by(|a, b| (&a.tenant, a.role).cmp(&(&b.tenant, b.role)));
         type Value = fn(&Credential, OffsetDateTime) -> i64;
-        let series: [(&str, &str, Value); 4] = [
+        let series: [(&str, &str, Value); 5] = [
             (
                 "passerelle_certificate_expiry_seconds",
                 "Seconds until each tenant certificate expires (negative: expired).",
@@ -570,8 +570,13 @@ impl Metrics {
             ),
             (
                 "passerelle_certificate_usable",
-                "1 when the (tenant, role) pair serves requests; 0 when its certificate is expired, not yet valid or revoked, and only that pair is refused.",
+                "1 when the (tenant, role) pair serves requests; 0 when its certificate is expired, not yet valid or revoked, or its key's token unavailable, and only that pair is refused.",
                 |c, now| i64::from(c.check(now).is_ok()),
+            ),
+            (
+                "passerelle_certificate_key_unavailable",
+                "1 when the certificate's key is in a PKCS#11 token that cannot be used now (its requests get KeyUnavailable, /readyz answers 503); 0 otherwise.",
+                |c, _| i64::from(c.token_unavailable().is_some()),
             ),
         ];
         for (name, help, value) in series {

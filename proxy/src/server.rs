@@ -422,6 +422,25 @@ fn readiness(proxy: &Proxy, state: &ProxyState, strict: bool) -> Response<ProxyB
             ),
         );
     }
+    // A key's token unusable (an HSM unreachable, a token pulled out, its PIN refused):
+    // usually every tenant of the instance is hit, and another replica may reach it.
+    let tokens: Vec<String> = state
+        .credentials()
+        .filter_map(|c| {
+            c.token_unavailable()
+                .map(|why| format!("{} {}: {why}", c.tenant, c.role))
+        })
+        .collect();
+    if !tokens.is_empty() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!(
+                "not ready: key token unavailable, its requests are refused (KeyUnavailable) until it is back: {}\n",
+                tokens.join("; ")
+            ),
+        );
+    }
     let now = time::OffsetDateTime::now_utc();
     let degraded = state.degraded(now);
     // No service of any tenant left (a DMP needs both its certificates): nothing can be

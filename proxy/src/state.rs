@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use passerelle_config::{CertMaterial, CertRole, Config, OcspCheck, StructureId, Tenant, TenantId};
-use passerelle_signing::{Signer, SoftwareSigner};
+use passerelle_config::{
+    CertMaterial, CertRole, Config, KeyMaterial, OcspCheck, StructureId, Tenant, TenantId,
+};
+use passerelle_pkcs11::TokenKey;
+use passerelle_signing::{Signer, signer_for};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
@@ -74,6 +77,8 @@ pub struct Credential {
     pub ocsp_revoked: RevokedSlot,
     /// Why OCSP has not vouched for it, under `revocation_failure = "hard"` only.
     pub ocsp_unverified: RevokedSlot,
+    /// The key's token, when the key is in one (probed by [`crate::tokens`]).
+    pub token: Option<Arc<TokenKey>>,
 }
 
 impl Credential {
@@ -91,6 +96,10 @@ impl Credential {
                 material.role,
                 &material.info.serial_hex,
             ),
+            token: match &material.key {
+                KeyMaterial::Token(key) => Some(Arc::clone(key)),
+                KeyMaterial::File(_) => None,
+            },
         }
     }
 
@@ -131,7 +140,15 @@ impl Credential {
                 not_after: self.not_after.date().to_string(),
             });
         }
+        if let Some(reason) = self.token_unavailable() {
+            return Err(ProxyError::KeyUnavailable(reason));
+        }
         Ok(())
+    }
+
+    /// Why the key's token cannot be used now (the last operation or probe failed).
+    pub fn token_unavailable(&self) -> Option<String> {
+        self.token.as_ref().and_then(|key| key.unavailable())
     }
 }
 
@@ -494,7 +511,7 @@ fn tenant_runtime(
                 };
                 pools.insert(name.clone(), pool(&spec, running)?);
             }
-            let signer = SoftwareSigner::from_material(sign).map_err(|e| StateError::Signer {
+            let signer = signer_for(sign).map_err(|e| StateError::Signer {
                 tenant: tenant.id.to_string(),
                 role: CertRole::DmpSign,
                 reason: e.to_string(),
@@ -502,7 +519,7 @@ fn tenant_runtime(
             Some(DmpUpstream {
                 pools,
                 auth: Credential::of(tenant, auth, board),
-                signer: signer.into_arc(),
+                signer,
                 sign: Credential::of(tenant, sign, board),
             })
         }
@@ -714,6 +731,7 @@ mod tests {
             revoked: None,
             ocsp_revoked: RevokedSlot::default(),
             ocsp_unverified: slot.clone(),
+            token: None,
         };
         let e = c.check(OffsetDateTime::now_utc()).expect_err("hard-fail");
         assert_eq!(e.code(), "CertificateRevocationUnknown");
@@ -789,6 +807,7 @@ mod tests {
             revoked: None,
             ocsp_revoked: RevokedSlot::default(),
             ocsp_unverified: RevokedSlot::default(),
+            token: None,
         };
         c.check(not_after - time::Duration::seconds(1))
             .expect("still valid");

@@ -24,9 +24,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use passerelle_config::UpstreamOcsp;
-use passerelle_config::{CertMaterial, EgressProxy, Timeouts, UpstreamTrust};
+use passerelle_config::{CertMaterial, EgressProxy, KeyMaterial, Timeouts, UpstreamTrust};
+use passerelle_pkcs11::tls::TlsKey;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, DigitallySignedStruct};
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
@@ -148,6 +150,9 @@ pub enum ExchangeError {
         "the revocation status of {upstream}'s certificate is unknown, and trust.revocation_failure = \"hard\": {reason}"
     )]
     RevocationUnknown { upstream: String, reason: String },
+    /// The client key's token could not sign the handshake.
+    #[error("{0}")]
+    KeyUnavailable(String),
     #[error("upstream: {0}")]
     Internal(String),
 }
@@ -157,13 +162,19 @@ pub enum ExchangeError {
 fn tls_error(upstream: &str, e: std::io::Error) -> ExchangeError {
     use rustls::CertificateError as C;
     let upstream = upstream.to_string();
-    let certificate = e
+    let rustls_error = e
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|r| match r {
-            rustls::Error::InvalidCertificate(c) => Some(c.clone()),
-            _ => None,
-        });
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    // Our own client key's token could not sign the handshake.
+    if let Some(rustls::Error::Other(other)) = rustls_error
+        && let Some(token) = other.0.downcast_ref::<passerelle_pkcs11::Pkcs11Error>()
+    {
+        return ExchangeError::KeyUnavailable(token.to_string());
+    }
+    let certificate = rustls_error.and_then(|r| match r {
+        rustls::Error::InvalidCertificate(c) => Some(c.clone()),
+        _ => None,
+    });
     match certificate {
         Some(C::Revoked) => ExchangeError::ServerRevoked {
             upstream,
@@ -334,14 +345,23 @@ pub fn client_config(
         .chain(cert.intermediates_der.iter().cloned())
         .map(CertificateDer::from)
         .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.pkcs8_der().to_vec()));
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| err(format!("client certificate: {e}")))?;
+        .with_custom_certificate_verifier(verifier);
+    let config = match &cert.key {
+        KeyMaterial::File(key) => builder
+            .with_client_auth_cert(
+                chain,
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec())),
+            )
+            .map_err(|e| err(format!("client certificate: {e}")))?,
+        // The handshake's signature is made in the token.
+        KeyMaterial::Token(key) => builder.with_client_cert_resolver(Arc::new(
+            SingleCertAndKey::from(TlsKey::new(Arc::clone(key)).certified(chain)),
+        )),
+    };
     let mut config = config;
     if hard_crl {
         // A resumed handshake verifies no certificate: a CRL that went past its
@@ -463,7 +483,15 @@ impl PoolSpec<'_> {
         part(&self.cert.leaf_der);
         part(&(self.cert.intermediates_der.len() as u64).to_be_bytes());
         self.cert.intermediates_der.iter().for_each(|d| part(d));
-        part(self.cert.key.pkcs8_der());
+        match &self.cert.key {
+            KeyMaterial::File(key) => part(key.pkcs8_der()),
+            // Each opening of a token key is its own (a reload opens it again, with the
+            // PIN file of now): a pool keeps the key it was built with.
+            KeyMaterial::Token(key) => {
+                part(key.describe().as_bytes());
+                part(&(Arc::as_ptr(key) as usize as u64).to_be_bytes());
+            }
+        }
         let t = self.timeouts;
         for d in [t.connect, t.tls, t.request, t.idle] {
             part(&d.as_nanos().to_be_bytes());

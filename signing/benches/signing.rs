@@ -4,16 +4,23 @@
 //! RSA-2048 signature of the same ORG SIGN key, on one core, in the same run. Criterion
 //! measures each; the iterations it times are also summed here so that the rates and
 //! the ratios to the raw RSA rate are printed at the end.
+//!
+//! With SoftHSM2 installed, the same key is also imported into a SoftHSM2 token of the
+//! run's own and the raw signature and the VIHF are measured through PKCS#11. SoftHSM
+//! reads its store from the environment of the process that loads it: the benchmark
+//! sets the store up, then runs itself again in a child process that sees it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use passerelle_config::CertRole;
+use passerelle_certs_test::softhsm::{self, SoftHsm};
+use passerelle_config::{CertMaterial, CertRole, KeyMaterial};
+use passerelle_pkcs11::{KeySelector, KeySpec, Pin, TokenKey, TokenSelector};
 use passerelle_signing::{
     DigestAlgorithm, DocumentDigest, LotRequest, Signer, SoftwareIdentity, SoftwareSigner,
-    VihfContext, sign_lot, sign_vihf,
+    VihfContext, sign_lot, sign_vihf, signer_for,
 };
 
 static TOTALS: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());
@@ -32,10 +39,34 @@ fn timed(name: &'static str, iters: u64, mut op: impl FnMut()) -> Duration {
     elapsed
 }
 
+/// Set in the child process that sees the SoftHSM2 store: the token's label.
+const TOKEN_ENV: &str = "PASSERELLE_BENCH_SOFTHSM_TOKEN";
+const TOKEN: &str = "bench";
+const KEY_LABEL: &str = "dmp-sign";
+
 fn main() {
     let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
     let config = passerelle_config::load(&pki.path(&pki.config)).expect("sandbox config");
     let material = &config.tenants[0].certificates[&CertRole::DmpSign];
+    if std::env::var_os(TOKEN_ENV).is_none() && softhsm::available() {
+        let hsm = SoftHsm::new();
+        hsm.init_token(TOKEN);
+        hsm.import_key(
+            TOKEN,
+            &pki.path(&pki.tenants[0].dmp_sign.key),
+            KEY_LABEL,
+            "01",
+        );
+        let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args(std::env::args_os().skip(1))
+            .envs(hsm.env())
+            .env(TOKEN_ENV, TOKEN)
+            .status()
+            .expect("benchmark child");
+        drop(hsm);
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let token = std::env::var_os(TOKEN_ENV).map(|_| token_signer(material));
     let signer = SoftwareSigner::from_material(material).expect("signer");
     let ctx = VihfContext::from_json(
         &std::fs::read_to_string(concat!(
@@ -116,6 +147,32 @@ fn main() {
             })
         })
     });
+    if let Some(token) = &token {
+        group.bench_function("softhsm2_raw_sign", |b| {
+            b.iter_custom(|n| {
+                timed("softhsm2_raw_sign", n, || {
+                    std::hint::black_box(
+                        token.sign(DigestAlgorithm::Sha256, &message).expect("sign"),
+                    );
+                })
+            })
+        });
+        group.bench_function("softhsm2_vihf_build_and_sign", |b| {
+            b.iter_custom(|n| {
+                timed("softhsm2_vihf_build_and_sign", n, || {
+                    std::hint::black_box(
+                        sign_vihf(
+                            &ctx,
+                            &software,
+                            token.as_ref(),
+                            time::OffsetDateTime::now_utc(),
+                        )
+                        .expect("vihf"),
+                    );
+                })
+            })
+        });
+    }
     group.finish();
     c.final_summary();
 
@@ -137,7 +194,12 @@ fn main() {
     for (name, label) in [
         ("vihf_build_and_sign", "VIHF build + sign"),
         ("lot_sign_3x100KB", "lot sign 3 x 100 KB"),
+        ("softhsm2_raw_sign", "SoftHSM2 raw sign"),
+        ("softhsm2_vihf_build_and_sign", "SoftHSM2 VIHF + sign"),
     ] {
+        if !totals.contains_key(name) {
+            continue;
+        }
         let r = rate(name);
         println!(
             "  {label:<22} {r:>9.0} /s   {:>7.3} ms   ratio {:.3} of raw RSA",
@@ -145,4 +207,28 @@ fn main() {
             r / raw
         );
     }
+}
+
+/// The same ORG SIGN key, imported into the run's SoftHSM2 token, as a signer.
+fn token_signer(material: &CertMaterial) -> Arc<dyn Signer> {
+    let pin = Pin::new(passerelle_certs_test::softhsm::USER_PIN.into());
+    let key = TokenKey::open(KeySpec {
+        module: softhsm::MODULE.into(),
+        token: TokenSelector::Label(TOKEN.into()),
+        key: KeySelector::Label(KEY_LABEL.into()),
+        pin,
+        sessions: 1,
+    })
+    .expect("the key in SoftHSM2");
+    let in_token = CertMaterial {
+        role: material.role,
+        info: material.info.clone(),
+        leaf_der: material.leaf_der.clone(),
+        intermediates_der: material.intermediates_der.clone(),
+        anchor_der: material.anchor_der.clone(),
+        key: KeyMaterial::Token(Arc::new(key)),
+        source: material.source.clone(),
+        revoked: None,
+    };
+    signer_for(&in_token).expect("token signer")
 }

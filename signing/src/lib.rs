@@ -21,7 +21,7 @@ pub use lot::{
     DocumentDigest, LotMetadata, LotMetadataInput, LotRequest, SignedLot, lot_metadata, sign_lot,
 };
 pub use resign::resign_vihf;
-pub use signer::{DigestAlgorithm, Signer, SoftwareSigner};
+pub use signer::{DigestAlgorithm, Signer, SoftwareSigner, TokenSigner, signer_for};
 pub use verify::{
     SuppliedDocument, TrustAnchors, VerifiedLot, VerifiedVihf, VerifyError, verify_lot, verify_vihf,
 };
@@ -63,6 +63,10 @@ pub enum SigningError {
     Key(String),
     #[error("the RSA signature operation failed")]
     Sign,
+    /// The key's token cannot be used now (removed, restarted, busy, its PIN refused):
+    /// nothing was signed.
+    #[error("signing key unavailable: {0}")]
+    KeyUnavailable(String),
     #[error("submission lot: {0}")]
     Document(String),
 }

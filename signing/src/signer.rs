@@ -2,16 +2,19 @@
 //! legacy DMP profiles) with the certificate chain that goes with the key.
 //!
 //! [`SoftwareSigner`] holds the key in memory (OpenSSL's libcrypto: optimised in every
-//! build profile, and able to make the legacy RSA-SHA1 signatures ring refuses). An HSM (PKCS#11) signer implements
-//! the same trait; callers never see the key. Signing costs about a millisecond of CPU:
-//! async callers run it on a blocking pool, never inside a reactor poll.
+//! build profile, and able to make the legacy RSA-SHA1 signatures ring refuses);
+//! [`TokenSigner`] has a PKCS#11 token (an HSM) sign, the key never leaving it;
+//! [`signer_for`] picks the one a certificate's key needs. Callers never see the key.
+//! Signing costs about a millisecond of CPU (or of a token's time): async callers run it
+//! on a blocking pool, never inside a reactor poll.
 
 use std::fmt;
 use std::sync::Arc;
 
 use openssl::hash::{Hasher, MessageDigest};
 use openssl::pkey::{PKey, Private};
-use passerelle_config::{CertMaterial, CertificateInfo};
+use passerelle_config::{CertMaterial, CertificateInfo, KeyMaterial};
+use passerelle_pkcs11::{Pkcs11Error, SignMechanism, TokenKey};
 
 use crate::SigningError;
 
@@ -82,61 +85,109 @@ pub trait Signer: Send + Sync + fmt::Debug {
     fn certificate(&self) -> &CertificateInfo;
 }
 
-/// A software key held in memory.
-pub struct SoftwareSigner {
-    key: PKey<Private>,
-    /// Leaf, intermediates, then the root when known (one vector, so both chain views
-    /// are slices of it).
+/// The certificates that go with a key: leaf, intermediates, then the root when known
+/// (one vector, so both chain views are slices of it).
+#[derive(Debug, Clone)]
+struct Certificates {
     chain: Vec<Vec<u8>>,
     /// How many of `chain` are leaf and intermediates (the rest is the root).
     without_root: usize,
     info: CertificateInfo,
 }
 
-impl fmt::Debug for SoftwareSigner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SoftwareSigner")
-            .field("subject", &self.info.subject)
-            .field("serial", &self.info.serial_hex)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SoftwareSigner {
-    /// From a tenant's validated certificate material (with the anchor its chain ended at).
-    pub fn from_material(material: &CertMaterial) -> Result<Self, SigningError> {
-        let mut chain = vec![material.leaf_der.clone()];
-        chain.extend(material.intermediates_der.iter().cloned());
-        let signer = Self::from_pkcs8(material.key.pkcs8_der(), chain)?;
-        Ok(match &material.anchor_der {
-            Some(root) => signer.with_root(root.clone()),
-            None => signer,
-        })
-    }
-
-    /// Adds the root the chain ends at (listed by [`Signer::certificate_chain_to_root`]).
-    pub fn with_root(mut self, root_der: Vec<u8>) -> Self {
-        self.chain.truncate(self.without_root);
-        self.chain.push(root_der);
-        self
-    }
-
-    /// From a PKCS#8 RSA key and its chain (leaf first).
-    pub fn from_pkcs8(pkcs8: &[u8], chain: Vec<Vec<u8>>) -> Result<Self, SigningError> {
-        let key = PKey::private_key_from_pkcs8(pkcs8)
-            .ok()
-            .filter(|k| k.rsa().is_ok())
-            .ok_or_else(|| SigningError::Key("not a usable RSA PKCS#8 key".into()))?;
+impl Certificates {
+    /// From a chain, leaf first.
+    fn new(chain: Vec<Vec<u8>>) -> Result<Self, SigningError> {
         let leaf = chain
             .first()
             .ok_or_else(|| SigningError::Key("no certificate given with the key".into()))?;
         let info = CertificateInfo::from_der(leaf).map_err(SigningError::Key)?;
         Ok(Self {
-            key,
             without_root: chain.len(),
             chain,
             info,
         })
+    }
+
+    /// From a tenant's validated material, with the anchor its chain ended at.
+    fn of(material: &CertMaterial) -> Result<Self, SigningError> {
+        let mut chain = vec![material.leaf_der.clone()];
+        chain.extend(material.intermediates_der.iter().cloned());
+        let certificates = Self::new(chain)?;
+        Ok(match &material.anchor_der {
+            Some(root) => certificates.with_root(root.clone()),
+            None => certificates,
+        })
+    }
+
+    fn with_root(mut self, root_der: Vec<u8>) -> Self {
+        self.chain.truncate(self.without_root);
+        self.chain.push(root_der);
+        self
+    }
+}
+
+/// The signer of a tenant's certificate, wherever its key is (a file, a token).
+pub fn signer_for(material: &CertMaterial) -> Result<Arc<dyn Signer>, SigningError> {
+    Ok(match &material.key {
+        KeyMaterial::File(key) => Arc::new(SoftwareSigner::from_pkcs8_with(
+            key.pkcs8_der(),
+            Certificates::of(material)?,
+        )?),
+        KeyMaterial::Token(key) => Arc::new(TokenSigner {
+            key: Arc::clone(key),
+            certificates: Certificates::of(material)?,
+        }),
+    })
+}
+
+/// A software key held in memory.
+pub struct SoftwareSigner {
+    key: PKey<Private>,
+    certificates: Certificates,
+}
+
+impl fmt::Debug for SoftwareSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftwareSigner")
+            .field("subject", &self.certificates.info.subject)
+            .field("serial", &self.certificates.info.serial_hex)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftwareSigner {
+    /// From a tenant's validated certificate material with its key in a file (with the
+    /// anchor its chain ended at).
+    pub fn from_material(material: &CertMaterial) -> Result<Self, SigningError> {
+        match &material.key {
+            KeyMaterial::File(key) => {
+                Self::from_pkcs8_with(key.pkcs8_der(), Certificates::of(material)?)
+            }
+            KeyMaterial::Token(key) => Err(SigningError::Key(format!(
+                "{} is in a token, not in memory",
+                key.describe()
+            ))),
+        }
+    }
+
+    /// Adds the root the chain ends at (listed by [`Signer::certificate_chain_to_root`]).
+    pub fn with_root(mut self, root_der: Vec<u8>) -> Self {
+        self.certificates = self.certificates.with_root(root_der);
+        self
+    }
+
+    /// From a PKCS#8 RSA key and its chain (leaf first).
+    pub fn from_pkcs8(pkcs8: &[u8], chain: Vec<Vec<u8>>) -> Result<Self, SigningError> {
+        Self::from_pkcs8_with(pkcs8, Certificates::new(chain)?)
+    }
+
+    fn from_pkcs8_with(pkcs8: &[u8], certificates: Certificates) -> Result<Self, SigningError> {
+        let key = PKey::private_key_from_pkcs8(pkcs8)
+            .ok()
+            .filter(|k| k.rsa().is_ok())
+            .ok_or_else(|| SigningError::Key("not a usable RSA PKCS#8 key".into()))?;
+        Ok(Self { key, certificates })
     }
 
     pub fn into_arc(self) -> Arc<dyn Signer> {
@@ -154,14 +205,49 @@ impl Signer for SoftwareSigner {
     }
 
     fn certificate_chain(&self) -> &[Vec<u8>] {
-        &self.chain[..self.without_root]
+        &self.certificates.chain[..self.certificates.without_root]
     }
 
     fn certificate_chain_to_root(&self) -> &[Vec<u8>] {
-        &self.chain
+        &self.certificates.chain
     }
 
     fn certificate(&self) -> &CertificateInfo {
-        &self.info
+        &self.certificates.info
+    }
+}
+
+/// A key in a PKCS#11 token: the token hashes and signs (`CKM_SHA256_RSA_PKCS`, or
+/// `CKM_SHA1_RSA_PKCS` for legacy profiles).
+#[derive(Debug)]
+pub struct TokenSigner {
+    key: Arc<TokenKey>,
+    certificates: Certificates,
+}
+
+impl Signer for TokenSigner {
+    fn sign(&self, digest: DigestAlgorithm, message: &[u8]) -> Result<Vec<u8>, SigningError> {
+        let mechanism = match digest {
+            DigestAlgorithm::Sha256 => SignMechanism::RsaPkcs1Sha256,
+            DigestAlgorithm::Sha1 => SignMechanism::RsaPkcs1Sha1,
+        };
+        self.key.sign(mechanism, message).map_err(|e| match e {
+            // This one call failed (a mechanism the token refuses): the key is not at fault.
+            Pkcs11Error::Operation { .. } => SigningError::Key(e.to_string()),
+            // The key cannot be used now: gone, busy, its PIN refused, not the certificate's.
+            _ => SigningError::KeyUnavailable(e.to_string()),
+        })
+    }
+
+    fn certificate_chain(&self) -> &[Vec<u8>] {
+        &self.certificates.chain[..self.certificates.without_root]
+    }
+
+    fn certificate_chain_to_root(&self) -> &[Vec<u8>] {
+        &self.certificates.chain
+    }
+
+    fn certificate(&self) -> &CertificateInfo {
+        &self.certificates.info
     }
 }

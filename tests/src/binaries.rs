@@ -90,6 +90,58 @@ pub fn checked_config(
     dir: &std::path::Path,
     tables: Vec<(&str, toml::Table)>,
 ) -> PathBuf {
+    let mut doc = sandbox_config(pki, dir);
+    for (path, table) in tables {
+        let (parent, key) = match path.split_once('.') {
+            Some((parent, key)) => (
+                doc.get_mut(parent)
+                    .and_then(|t| t.as_table_mut())
+                    .unwrap_or_else(|| panic!("[{parent}]")),
+                key,
+            ),
+            None => (&mut doc, path),
+        };
+        parent.insert(key.into(), toml::Value::Table(table));
+    }
+    let path = write_config(&doc, dir);
+    let check = run(
+        "passerelle",
+        &["check", "--config", &path.display().to_string()],
+    );
+    assert!(check.status.success(), "check: {}", text(&check));
+    path
+}
+
+/// The sandbox configuration written in `dir` (upstream ports unused), tenant A's
+/// certificate tables replaced by `tenant_a` (by role), not checked.
+pub fn unchecked_config(
+    pki: &passerelle_certs_test::Manifest,
+    dir: &std::path::Path,
+    tenant_a: &[(&str, toml::Table)],
+) -> PathBuf {
+    let mut doc = sandbox_config(pki, dir);
+    let certificates = doc
+        .get_mut("tenants")
+        .and_then(|t| t.as_array_mut())
+        .and_then(|t| t.first_mut())
+        .and_then(|a| a.get_mut("certificates"))
+        .and_then(|c| c.as_table_mut())
+        .expect("tenant A's certificates");
+    for (role, table) in tenant_a {
+        certificates.insert(role.to_string(), toml::Value::Table(table.clone()));
+    }
+    write_config(&doc, dir)
+}
+
+fn write_config(doc: &toml::Table, dir: &std::path::Path) -> PathBuf {
+    let path = dir.join(format!("passerelle-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, toml::to_string(doc).expect("TOML")).expect("write");
+    path
+}
+
+/// The sandbox configuration for `dir` (audit there, upstream ports unused), with
+/// absolute paths.
+fn sandbox_config(pki: &passerelle_certs_test::Manifest, dir: &std::path::Path) -> toml::Table {
     let name = format!("e2e-{}.toml", uuid::Uuid::new_v4().simple());
     let written = pki
         .write_config(
@@ -104,27 +156,7 @@ pub fn checked_config(
             },
         )
         .expect("config");
-    let mut doc = sandbox_config_elsewhere(&written, &pki.dir);
-    for (path, table) in tables {
-        let (parent, key) = match path.split_once('.') {
-            Some((parent, key)) => (
-                doc.get_mut(parent)
-                    .and_then(|t| t.as_table_mut())
-                    .unwrap_or_else(|| panic!("[{parent}]")),
-                key,
-            ),
-            None => (&mut doc, path),
-        };
-        parent.insert(key.into(), toml::Value::Table(table));
-    }
-    let path = dir.join(format!("passerelle-{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, toml::to_string(&doc).expect("TOML")).expect("write");
-    let check = run(
-        "passerelle",
-        &["check", "--config", &path.display().to_string()],
-    );
-    assert!(check.status.success(), "check: {}", text(&check));
-    path
+    sandbox_config_elsewhere(&written, &pki.dir)
 }
 
 /// A `passerelle run` child process, killed on drop.
@@ -149,8 +181,14 @@ impl Passerelle {
     /// Starts `passerelle run --config CONFIG --log-format json` and waits (30 s at
     /// most) for its "passerelle ready" line.
     pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Self::start`] with `env` added to the child's environment.
+    pub fn start_with_env(config: &str, env: &[(String, String)]) -> Self {
         let mut child = Command::new(bin("passerelle"))
             .args(["run", "--config", config, "--log-format", "json"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -55,12 +55,21 @@ pub struct Options {
     pub without_org_auth: Vec<usize>,
     /// The DER OCSP response the mock INSi staples (empty: none).
     pub insi_staple: Vec<u8>,
+    /// Tenant A's certificate tables replaced, by role (`dmp_sign`, ...): e.g. a key in
+    /// a token.
+    pub tenant_a_certificates: Vec<(&'static str, toml::Table)>,
+    /// Runs Passerelle as a `passerelle run` child process with this environment added,
+    /// instead of inside the test process (a PKCS#11 module reads its settings from the
+    /// environment of the process that loads it).
+    pub process_env: Option<Vec<(String, String)>>,
 }
 
 /// Mocks and proxy, stopped on drop.
 pub struct Harness {
     pub pki: Manifest,
     pub proxy: Option<RunningProxy>,
+    /// Passerelle as a child process ([`Options::process_env`]).
+    pub process: Option<binaries::Passerelle>,
     pub dmp: Running,
     pub dmp_service: Arc<MockDmp>,
     pub insi: Running,
@@ -222,6 +231,14 @@ impl Harness {
             }
             certs.insert("dmp_auth".into(), toml::Value::Table(auth));
         }
+        if let Some(toml::Value::Array(tenants)) = doc.get_mut("tenants")
+            && let Some(toml::Value::Table(a)) = tenants.first_mut()
+            && let Some(toml::Value::Table(certs)) = a.get_mut("certificates")
+        {
+            for (role, table) in &options.tenant_a_certificates {
+                certs.insert(role.to_string(), toml::Value::Table(table.clone()));
+            }
+        }
         if let Some(toml::Value::Array(tenants)) = doc.get_mut("tenants") {
             for i in &options.without_org_auth {
                 if let Some(toml::Value::Table(t)) = tenants.get_mut(*i)
@@ -262,19 +279,32 @@ impl Harness {
             table.insert(key.to_string(), value.clone());
         }
         std::fs::write(&config_path, toml::to_string(&doc).expect("TOML")).expect("write config");
-        let config = passerelle_config::load(&config_path).expect("configuration loads");
-        let proxy = Arc::new(
-            Proxy::new(ProxyState::new(config).expect("proxy state")).expect("audit trail"),
-        );
-        let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
-        let admin = tokio::net::TcpListener::bind(any)
-            .await
-            .expect("bind admin");
-        let proxy = passerelle_proxy::start(proxy, listener, admin, Duration::from_secs(5))
-            .expect("proxy starts");
+        let (proxy, process) = match &options.process_env {
+            Some(env) => (
+                None,
+                Some(binaries::Passerelle::start_with_env(
+                    &config_path.display().to_string(),
+                    env,
+                )),
+            ),
+            None => {
+                let config = passerelle_config::load(&config_path).expect("configuration loads");
+                let proxy = Arc::new(
+                    Proxy::new(ProxyState::new(config).expect("proxy state")).expect("audit trail"),
+                );
+                let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
+                let admin = tokio::net::TcpListener::bind(any)
+                    .await
+                    .expect("bind admin");
+                let proxy = passerelle_proxy::start(proxy, listener, admin, Duration::from_secs(5))
+                    .expect("proxy starts");
+                (Some(proxy), None)
+            }
+        };
         Self {
             pki,
-            proxy: Some(proxy),
+            proxy,
+            process,
             dmp,
             dmp_service,
             insi,
@@ -286,6 +316,22 @@ impl Harness {
 
     pub fn proxy(&self) -> &RunningProxy {
         self.proxy.as_ref().expect("proxy running")
+    }
+
+    /// The internal listener, in this process or a child's.
+    pub fn address(&self) -> std::net::SocketAddr {
+        match &self.process {
+            Some(process) => process.address,
+            None => self.proxy().address,
+        }
+    }
+
+    /// The admin listener, in this process or a child's.
+    pub fn admin_address(&self) -> std::net::SocketAddr {
+        match &self.process {
+            Some(process) => process.admin,
+            None => self.proxy().admin_address,
+        }
     }
 
     /// The audit trail's exchanges so far: the lines of requests that may have reached
@@ -316,7 +362,7 @@ impl Harness {
 
     /// The admin listener's `path`, as text.
     pub async fn admin(&self, path: &str) -> (u16, String) {
-        let address = self.proxy().admin_address;
+        let address = self.admin_address();
         let mut sender = http1(address).await;
         let request = http::Request::get(path)
             .header(http::header::HOST, address.to_string())
@@ -345,7 +391,7 @@ impl Harness {
         {
             all.push(("authorization".into(), format!("Bearer {TOKEN}")));
         }
-        post(self.proxy().address, path, &all, content_type, body.into()).await
+        post(self.address(), path, &all, content_type, body.into()).await
     }
 
     /// A JSON POST to the JSON API as an internal system, for `tenant`, with the sandbox
@@ -370,7 +416,7 @@ impl Harness {
         content_type: Option<&str>,
         body: impl Into<Bytes>,
     ) -> Reply {
-        let address = self.proxy().address;
+        let address = self.address();
         let mut sender = http1(address).await;
         let mut request = http::Request::builder()
             .method(method)
@@ -515,6 +561,48 @@ impl Drop for TempFile {
 }
 
 /// `xmllint --schema` on `xml`; returns (valid, output).
+/// A TCP port free on the loopback now (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// [`xmlsec1_verify`] of the VIHF (`saml:Assertion`, `ID` attribute) in an envelope.
+pub fn xmlsec1_verify_vihf(pki: &Manifest, envelope: &[u8]) -> String {
+    xmlsec1_verify(
+        pki,
+        envelope,
+        &[
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ],
+    )
+}
+
+/// `xmlsec1 --verify` (Debian's, libxmlsec1) with the test root and the ORG
+/// intermediate only; its stdout. Panics when the signature does not verify.
+pub fn xmlsec1_verify(pki: &Manifest, document: &[u8], extra: &[&str]) -> String {
+    let file = TempFile::new(document);
+    let out = std::process::Command::new("xmlsec1")
+        .arg("--verify")
+        .arg("--trusted-pem")
+        .arg(pki.path(&pki.ca.root))
+        .arg("--untrusted-pem")
+        .arg(pki.path(&pki.ca.org_intermediate))
+        .args(extra)
+        .arg(&file.0)
+        .output()
+        .expect("xmlsec1 installed");
+    assert!(
+        out.status.success(),
+        "xmlsec1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn xmllint(xml: &str, xsd: &std::path::Path) -> (bool, String) {
     let file = TempFile::new(xml.as_bytes());
     let out = std::process::Command::new("xmllint")

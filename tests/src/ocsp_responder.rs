@@ -21,13 +21,6 @@ impl Drop for Responder {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Responder {
     /// `entries`: (certificate file, revoked) written to the index; any other
     /// certificate is unknown to the responder. For the ORG intermediate's
@@ -54,7 +47,7 @@ impl Responder {
         key: &Path,
     ) -> Self {
         let index = write_index(dir, entries);
-        let port = free_port();
+        let port = crate::free_port();
         let mut child = Command::new("openssl")
             .args(["ocsp", "-port", &port.to_string(), "-index"])
             .arg(&index)

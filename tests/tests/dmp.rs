@@ -6,7 +6,9 @@
 use passerelle_e2e::messages::{
     self, find_documents, retrieve, submission, three_documents, vihf_headers,
 };
-use passerelle_e2e::{Harness, SOAP_CT, TempFile, spec, xmllint};
+use passerelle_e2e::{
+    Harness, SOAP_CT, TempFile, spec, xmllint, xmlsec1_verify, xmlsec1_verify_vihf,
+};
 use passerelle_mocks::dmp::REPOSITORY_UNIQUE_ID;
 use passerelle_soap::Envelope;
 use passerelle_soap::envelope::standalone;
@@ -126,17 +128,10 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
     let token = standalone(assertion, &inner);
     let (ok, out) = xmllint(&token, &vihf_schema());
     assert!(ok, "VIHF against SAML 2.0 + HL7v3 datatypes: {out}");
-    xmlsec1_verify(
-        &h,
-        &parts.root,
-        &[
-            "--id-attr:ID",
-            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
-        ],
-    );
+    xmlsec1_verify_vihf(&h.pki, &parts.root);
     let signature = parts.attachments.last().expect("signature part");
     assert_eq!(signature.mime_type, "text/xml");
-    xmlsec1_verify(&h, &signature.content, &["--ignore-manifests"]);
+    xmlsec1_verify(&h.pki, &signature.content, &["--ignore-manifests"]);
     // With the Manifest processed as any standard processor does: each `urn:oid:`
     // reference mapped to the part Passerelle sent, its declared transforms applied.
     // Every document reference verifies; only the submission set's placeholder does not.
@@ -165,7 +160,7 @@ async fn td21_three_documents_then_td31_and_td32_return_the_bytes() {
         args.push(file.0.display().to_string());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let debug = xmlsec1_verify(&h, &signature.content, &args);
+    let debug = xmlsec1_verify(&h.pki, &signature.content, &args);
     // `--print-debug` writes each reference's status on the line before its URI.
     let status_of = |uid: &str| {
         let lines: Vec<&str> = debug.lines().collect();
@@ -247,27 +242,6 @@ fn vihf_schema() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("passerelle-e2e-vihf-{}.xsd", std::process::id()));
     std::fs::write(&path, wrapper).expect("write wrapper schema");
     path
-}
-
-/// `xmlsec1 --verify` with the test root and the ORG intermediate only; its stdout.
-fn xmlsec1_verify(h: &Harness, document: &[u8], extra: &[&str]) -> String {
-    let file = TempFile::new(document);
-    let out = std::process::Command::new("xmlsec1")
-        .arg("--verify")
-        .arg("--trusted-pem")
-        .arg(h.pki.path(&h.pki.ca.root))
-        .arg("--untrusted-pem")
-        .arg(h.pki.path(&h.pki.ca.org_intermediate))
-        .args(extra)
-        .arg(&file.0)
-        .output()
-        .expect("xmlsec1 installed");
-    assert!(
-        out.status.success(),
-        "xmlsec1: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]

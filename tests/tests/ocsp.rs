@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use passerelle_certs_test::{Manifest, shared_test_pki};
 use passerelle_e2e::binaries::{Passerelle, checked_config};
-use passerelle_e2e::ocsp_responder::{Responder, free_port};
-use passerelle_e2e::{SOAP_CT, TOKEN, messages};
+use passerelle_e2e::ocsp_responder::Responder;
+use passerelle_e2e::{SOAP_CT, TOKEN, free_port, messages};
 
 /// The sandbox configuration with `[trust.ocsp]` asking `responder`.
 fn config(pki: &Manifest, dir: &Path, responder: &str) -> PathBuf {
@@ -58,16 +58,7 @@ async fn own_certificates_are_checked_with_a_real_ocsp_responder() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = &pki.tenants[0];
     let eg = a.geographic_structure_ids[0].clone();
-    let tenant_a: Vec<PathBuf> = [
-        &a.dmp_auth,
-        &a.dmp_sign,
-        &a.insi_auto,
-        &a.insi_manu,
-        &a.org_auth,
-    ]
-    .iter()
-    .map(|l| pki.path(&l.cert))
-    .collect();
+    let tenant_a: Vec<PathBuf> = a.leaves().iter().map(|l| pki.path(&l.cert)).collect();
 
     // Good: every certificate of tenant A in the index; tenant B's unknown to it.
     let good: Vec<(&Path, bool)> = tenant_a.iter().map(|c| (c.as_path(), false)).collect();

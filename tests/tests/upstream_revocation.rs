@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use passerelle_certs_test::{CrlIssuer, CrlOptions, Manifest, shared_test_pki, write_crl};
-use passerelle_e2e::ocsp_responder::{Responder, free_port, staple};
-use passerelle_e2e::{Harness, Options, Reply};
+use passerelle_e2e::ocsp_responder::{Responder, staple};
+use passerelle_e2e::{Harness, Options, Reply, free_port};
 
 /// The requests the mock INSi received, whatever their outcome.
 fn insi_requests(h: &Harness) -> u64 {
@@ -35,17 +35,11 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 /// Tenant A's certificates, all good, for the responder of our own certificates.
 fn tenant_a_certificates(pki: &Manifest) -> Vec<PathBuf> {
-    let a = &pki.tenants[0];
-    [
-        &a.dmp_auth,
-        &a.dmp_sign,
-        &a.insi_auto,
-        &a.insi_manu,
-        &a.org_auth,
-    ]
-    .iter()
-    .map(|l| pki.path(&l.cert))
-    .collect()
+    pki.tenants[0]
+        .leaves()
+        .iter()
+        .map(|l| pki.path(&l.cert))
+        .collect()
 }
 
 /// `[trust]` keys: the policy, and `[trust.ocsp]` asking `own` about the tenants'

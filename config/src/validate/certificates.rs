@@ -2,18 +2,23 @@
 //! OU and validity dates, its chain to the configured anchors, and revocation.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509Crl, X509StoreContext};
+use passerelle_pkcs11::{
+    KeySelector, KeySpec, Pin, Pkcs11Error, RsaPublicKey, TokenKey, TokenSelector,
+};
 use time::OffsetDateTime;
 
 use super::Validator;
 use super::trust::TenantTrust;
-use crate::file::CertSource;
+
+use crate::file::{CertSource, Pkcs11Section};
 use crate::ids::{CertRole, StructureId};
-use crate::material::{self, CertificateInfo, role_problems};
+use crate::material::{self, CertificateInfo, RawKey, role_problems};
 use crate::model::CertMaterial;
 use crate::report::{Revocation, RevocationStatus, Severity};
 
@@ -52,53 +57,49 @@ impl Validator {
                     key: Some(key),
                     chain,
                     password_file: None,
+                    pkcs11: None,
                     ..
                 },
                 Some(cert),
                 None,
             ) => {
-                let cert_path = self.resolve(cert);
                 let key_path = self.resolve(key);
                 self.check_secret_permissions(&format!("{field}.key"), &key_path);
-                let certs = material::read_certificates(&cert_path)
-                    .map_err(|e| {
-                        self.problem(
-                            Severity::Error,
-                            Some(&cert_path),
-                            &format!("{field}.cert"),
-                            e,
-                        )
-                    })
-                    .ok();
-                let mut chain_certs = Vec::new();
-                if let Some(chain) = chain {
-                    let chain_path = self.resolve(chain);
-                    match material::read_certificates(&chain_path) {
-                        Ok(c) => chain_certs = c,
-                        Err(e) => self.problem(
-                            Severity::Error,
-                            Some(&chain_path),
-                            &format!("{field}.chain"),
-                            e,
-                        ),
-                    }
-                }
+                let certs = self.leaf_and_chain(field, cert, chain.as_deref());
                 let key = material::read_pem_key(&key_path)
                     .map_err(|e| {
                         self.problem(Severity::Error, Some(&key_path), &format!("{field}.key"), e)
                     })
                     .ok();
-                let (mut certs, key) = (certs?, key?);
-                let leaf = certs.remove(0);
-                certs.extend(chain_certs);
-                // A chain file usually starts with the leaf itself.
-                let leaf_der = leaf.to_der().ok();
-                certs.retain(|c| c.to_der().ok() != leaf_der);
+                let ((leaf, supplied_chain, cert_path), key) = (certs?, key?);
                 (
                     material::RawMaterial {
                         leaf,
-                        supplied_chain: certs,
-                        key,
+                        supplied_chain,
+                        key: RawKey::File(key),
+                    },
+                    cert_path,
+                )
+            }
+            (
+                CertSource {
+                    key: None,
+                    chain,
+                    password_file: None,
+                    pkcs11: Some(token),
+                    ..
+                },
+                Some(cert),
+                None,
+            ) => {
+                let (leaf, supplied_chain, cert_path) =
+                    self.leaf_and_chain(field, cert, chain.as_deref())?;
+                let key = self.token_key(&format!("{field}.pkcs11"), token, &leaf, &cert_path)?;
+                (
+                    material::RawMaterial {
+                        leaf,
+                        supplied_chain,
+                        key: RawKey::Token(Arc::new(key)),
                     },
                     cert_path,
                 )
@@ -109,6 +110,7 @@ impl Validator {
                     cert: None,
                     key: None,
                     chain: None,
+                    pkcs11: None,
                     ..
                 },
                 None,
@@ -143,7 +145,7 @@ impl Validator {
             _ => {
                 self.error(
                     field,
-                    "give either `cert` + `key` (+ optional `chain`) PEM files, or `pkcs12` + `password_file`",
+                    "give either `cert` + `key` (+ optional `chain`) PEM files, `pkcs12` + `password_file`, or `cert` (+ optional `chain`) with the key in a token (`[...pkcs11]` table)",
                 );
                 return None;
             }
@@ -165,6 +167,8 @@ impl Validator {
             Err(e) => {
                 let key_field = if source.key.is_some() {
                     format!("{field}.key")
+                } else if source.pkcs11.is_some() {
+                    format!("{field}.pkcs11")
                 } else {
                     field.to_string()
                 };
@@ -244,6 +248,193 @@ impl Validator {
             source: main_file,
             revoked,
         })
+    }
+
+    /// The leaf of `cert`, the certificates supplied beside it (`cert`'s others and
+    /// `chain`'s, the leaf removed), and `cert`'s resolved path.
+    fn leaf_and_chain(
+        &mut self,
+        field: &str,
+        cert: &Path,
+        chain: Option<&Path>,
+    ) -> Option<(X509, Vec<X509>, PathBuf)> {
+        let cert_path = self.resolve(cert);
+        let certs = material::read_certificates(&cert_path)
+            .map_err(|e| {
+                self.problem(
+                    Severity::Error,
+                    Some(&cert_path),
+                    &format!("{field}.cert"),
+                    e,
+                )
+            })
+            .ok();
+        let mut chain_certs = Vec::new();
+        if let Some(chain) = chain {
+            let chain_path = self.resolve(chain);
+            match material::read_certificates(&chain_path) {
+                Ok(c) => chain_certs = c,
+                Err(e) => self.problem(
+                    Severity::Error,
+                    Some(&chain_path),
+                    &format!("{field}.chain"),
+                    e,
+                ),
+            }
+        }
+        let mut certs = certs?;
+        let leaf = certs.remove(0);
+        certs.extend(chain_certs);
+        // A chain file usually starts with the leaf itself.
+        let leaf_der = leaf.to_der().ok();
+        certs.retain(|c| c.to_der().ok() != leaf_der);
+        Some((leaf, certs, cert_path))
+    }
+
+    /// Opens the key of a `[...pkcs11]` table: module, token, PIN, key, the pair of
+    /// `leaf`; warns when the token would let the key out. A token that does not answer
+    /// now disables the pair only (the key is looked for again, and the pair served, when
+    /// it does); anything else is an error to fix.
+    fn token_key(
+        &mut self,
+        field: &str,
+        token: &Pkcs11Section,
+        leaf: &X509,
+        cert_path: &Path,
+    ) -> Option<TokenKey> {
+        let expected = match leaf.public_key().and_then(|k| k.rsa()) {
+            Ok(rsa) => RsaPublicKey {
+                modulus: rsa.n().to_vec(),
+                exponent: rsa.e().to_vec(),
+            },
+            Err(_) => {
+                self.problem(
+                    Severity::Error,
+                    Some(cert_path),
+                    field,
+                    "the certificate's key is not RSA, IGC-Santé ORG certificates use RSA".into(),
+                );
+                return None;
+            }
+        };
+        let module = self.resolve(&token.module);
+        let selector = match (&token.token_label, token.slot) {
+            (Some(label), None) if !label.is_empty() => TokenSelector::Label(label.clone()),
+            (None, Some(slot)) => TokenSelector::Slot(slot),
+            _ => {
+                self.error(
+                    field,
+                    "give the token by `token_label` or by `slot` (one of them)",
+                );
+                return None;
+            }
+        };
+        let key = match (&token.key_label, &token.key_id) {
+            (Some(label), None) if !label.is_empty() => KeySelector::Label(label.clone()),
+            (None, Some(id)) => {
+                match hex::decode(id.replace(':', "")) {
+                    Ok(id) if !id.is_empty() => KeySelector::Id(id),
+                    _ => {
+                        self.error(
+                        &format!("{field}.key_id"),
+                        format!("{id:?} is not hexadecimal (the key's CKA_ID, e.g. \"01\" or \"a1:b2\")"),
+                    );
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.error(
+                    field,
+                    "give the key by `key_label` or by `key_id` (one of them)",
+                );
+                return None;
+            }
+        };
+        if token.sessions == 0 {
+            self.error(&format!("{field}.sessions"), "must be at least 1");
+            return None;
+        }
+        let pin_path = self.resolve(&token.pin_file);
+        self.check_secret_permissions(&format!("{field}.pin_file"), &pin_path);
+        let pin = match std::fs::read_to_string(&pin_path).map(zeroize::Zeroizing::new) {
+            Ok(pin) => Pin::new(pin.trim_end_matches(['\r', '\n']).to_string()),
+            Err(e) => {
+                self.problem(
+                    Severity::Error,
+                    Some(&pin_path),
+                    &format!("{field}.pin_file"),
+                    format!("cannot read: {e}"),
+                );
+                return None;
+            }
+        };
+        let spec = KeySpec {
+            module: module.clone(),
+            token: selector,
+            key,
+            pin,
+            sessions: token.sessions,
+        };
+        let key = match TokenKey::new(spec, Some(expected)) {
+            Ok(key) => key,
+            Err(e) => {
+                self.problem(
+                    Severity::Error,
+                    Some(&module),
+                    &format!("{field}.module"),
+                    e.to_string(),
+                );
+                return None;
+            }
+        };
+        match key.connect().and_then(|()| key.protection()) {
+            Ok(protection) => {
+                let advice = "generate keys inside the token (`passerelle csr --pkcs11`): sensitive and never extractable";
+                if protection.extractable || !protection.sensitive {
+                    self.warning(
+                        field,
+                        format!(
+                            "{}: the token lets this key out (CKA_EXTRACTABLE {}, CKA_SENSITIVE {}): {advice}",
+                            key.describe(),
+                            protection.extractable,
+                            protection.sensitive
+                        ),
+                    );
+                } else if !protection.is_protected() {
+                    self.warning(
+                        field,
+                        format!(
+                            "{}: this key was imported into the token (CKA_NEVER_EXTRACTABLE or CKA_ALWAYS_SENSITIVE false): copies of it may exist outside; {advice}",
+                            key.describe()
+                        ),
+                    );
+                }
+                Some(key)
+            }
+            Err(e) if e.is_transient() => {
+                self.disabling(
+                    &module,
+                    field,
+                    format!(
+                        "{e}: this (tenant, role) pair is disabled until the token answers (looked for every 5 s)"
+                    ),
+                );
+                Some(key)
+            }
+            Err(e) => {
+                let (file, at) = match &e {
+                    Pkcs11Error::PinIncorrect { .. } | Pkcs11Error::PinLocked { .. } => {
+                        (pin_path, format!("{field}.pin_file"))
+                    }
+                    Pkcs11Error::Module { .. } => (module, format!("{field}.module")),
+                    Pkcs11Error::KeyMismatch { .. } => (cert_path.to_path_buf(), field.to_string()),
+                    _ => (module, field.to_string()),
+                };
+                self.problem(Severity::Error, Some(&file), &at, e.to_string());
+                None
+            }
+        }
     }
 
     /// An error that disables only this certificate's (tenant, role) pair at run time.

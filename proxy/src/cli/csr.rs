@@ -7,7 +7,7 @@
 //! them); CN to the role's current CN, and INSi roles force `INSI-AUTO` / `INSI-MANU`.
 //! The key itself is never printed or logged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use openssl::hash::MessageDigest;
@@ -18,6 +18,8 @@ use passerelle_config::file::CertSource;
 use passerelle_config::{CertRole, CertificateInfo};
 
 use super::lifecycle::{Entry, LifecycleError, RoleArg, private_dir, temp_beside, write_new};
+
+mod token;
 
 #[derive(Debug, clap::Args)]
 pub struct CsrArgs {
@@ -44,6 +46,34 @@ pub struct CsrArgs {
     /// Replace a pending key that has not been installed yet (its CSR becomes useless).
     #[arg(long)]
     force: bool,
+    /// Generate the key pair inside a PKCS#11 token (sensitive, never extractable)
+    /// instead of a file. Module, token and PIN default to the role's current
+    /// `[tenants.certificates.<role>.pkcs11]` table.
+    #[arg(long)]
+    pkcs11: bool,
+    /// The PKCS#11 module (the token vendor's library).
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    module: Option<PathBuf>,
+    /// The token, by label.
+    #[arg(
+        long,
+        value_name = "LABEL",
+        requires = "pkcs11",
+        conflicts_with = "slot"
+    )]
+    token_label: Option<String>,
+    /// The token, by slot id.
+    #[arg(long, value_name = "ID", requires = "pkcs11")]
+    slot: Option<u64>,
+    /// A file (0600) holding the token's user PIN.
+    #[arg(long, value_name = "FILE", requires = "pkcs11")]
+    pin_file: Option<PathBuf>,
+    /// The new key's CKA_LABEL; default `<tenant>-<role>-<UTC time>`.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11")]
+    key_label: Option<String>,
+    /// The new key's CKA_ID in hexadecimal; default: 8 random bytes.
+    #[arg(long, value_name = "HEX", requires = "pkcs11")]
+    key_id: Option<String>,
 }
 
 /// The IGC-Santé ORG subject of the CSR.
@@ -78,6 +108,9 @@ fn csr(args: &CsrArgs) -> Result<(), LifecycleError> {
         ));
     }
     private_dir(&dir)?;
+    if args.pkcs11 {
+        return token::csr(args, &entry, &subject, &dir);
+    }
     let rsa = Rsa::generate(2048).map_err(LifecycleError::openssl("generating the RSA key"))?;
     let key = PKey::from_rsa(rsa).map_err(LifecycleError::openssl("wrapping the key"))?;
     let req = request(&key, &subject)?;
@@ -93,12 +126,7 @@ fn csr(args: &CsrArgs) -> Result<(), LifecycleError> {
     let _ = std::fs::remove_file(&tmp);
     write_new(&tmp, &key_pem, 0o600)?;
     std::fs::rename(&tmp, &key_path).map_err(LifecycleError::io(&key_path))?;
-    let csr_path = dir.join("csr.pem");
-    let tmp = temp_beside(&csr_path, "new");
-    let _ = std::fs::remove_file(&tmp);
-    write_new(&tmp, &csr_pem, 0o644)?;
-    std::fs::rename(&tmp, &csr_path).map_err(LifecycleError::io(&csr_path))?;
-    super::lifecycle::sync_dir(&dir)?;
+    let csr_path = write_csr(&dir, &csr_pem)?;
 
     // The CSR alone on stdout (`> request.csr`), the instructions on stderr.
     print!("{}", String::from_utf8_lossy(&csr_pem));
@@ -122,6 +150,17 @@ fn csr(args: &CsrArgs) -> Result<(), LifecycleError> {
         args.config.display(),
     );
     Ok(())
+}
+
+/// Writes `csr.pem` in the pending folder (temp file, rename, folder synced).
+fn write_csr(dir: &Path, csr_pem: &[u8]) -> Result<PathBuf, LifecycleError> {
+    let csr_path = dir.join("csr.pem");
+    let tmp = temp_beside(&csr_path, "new");
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, csr_pem, 0o644)?;
+    std::fs::rename(&tmp, &csr_path).map_err(LifecycleError::io(&csr_path))?;
+    super::lifecycle::sync_dir(dir)?;
+    Ok(csr_path)
 }
 
 /// What to pick on the portal for `role`.

@@ -123,6 +123,15 @@ impl Layout {
             kept_as,
             mode,
         };
+        if s.pkcs11.is_some() {
+            return Err(LifecycleError::file(
+                &entry.config,
+                format!(
+                    "tenant {} {}: the key is in a PKCS#11 token; install handles file keys only: put the new certificate in `cert` / `chain` and the table `passerelle csr --pkcs11` wrote (pending/.../pkcs11.toml) in place of the role's, then passerelle check and reload",
+                    entry.tenant, entry.role
+                ),
+            ));
+        }
         match (&s.cert, &s.key, &s.pkcs12, &s.password_file) {
             (Some(cert), Some(key), None, None) => Ok(Self::Pem {
                 cert: slot("cert", cert, "cert.pem", 0o644),

@@ -111,11 +111,13 @@ async fn serve(
     let warner = tokio::spawn(warn_expiring(Arc::clone(&proxy)));
     let crls = tokio::spawn(passerelle_proxy::crl::keep_fresh(Arc::clone(&proxy)));
     let ocsp = tokio::spawn(passerelle_proxy::ocsp::keep_checked(Arc::clone(&proxy)));
+    let tokens = tokio::spawn(passerelle_proxy::tokens::keep_probed(Arc::clone(&proxy)));
     wait_for_stop(&proxy).await;
     watcher.abort();
     warner.abort();
     crls.abort();
     ocsp.abort();
+    tokens.abort();
     stop(running, grace, drain_delay).await;
     ExitCode::SUCCESS
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use passerelle_config::{CertRole, StructureId, TenantId};
-use passerelle_signing::{SoftwareIdentity, SoftwareSigner, VihfContext, sign_vihf};
+use passerelle_signing::{SoftwareIdentity, VihfContext, sign_vihf, signer_for};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum VihfCommand {
@@ -69,11 +69,11 @@ fn sign(args: &SignArgs) -> Result<String, String> {
         homologation_id: config.software.dmp_homologation_id.clone(),
         lps_id: None,
     };
-    let signer = SoftwareSigner::from_material(material).map_err(|e| e.to_string())?;
+    let signer = signer_for(material).map_err(|e| e.to_string())?;
     let signed = sign_vihf(
         &context,
         &software,
-        &signer,
+        signer.as_ref(),
         time::OffsetDateTime::now_utc(),
     )
     .map_err(|e| e.to_string())?;

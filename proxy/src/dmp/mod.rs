@@ -81,6 +81,7 @@ fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
         }
         SigningError::Vihf(v) => ProxyError::BadIdentity(v.to_string()),
         SigningError::Document(d) => ProxyError::BadSubmission(d),
+        SigningError::KeyUnavailable(reason) => ProxyError::KeyUnavailable(reason),
         SigningError::Key(_) | SigningError::Sign => ProxyError::SigningFailed(e.to_string()),
     }
 }
