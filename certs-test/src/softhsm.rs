@@ -150,6 +150,31 @@ impl SoftHsm {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The public key object with CKA_ID `id` (hex), DER SubjectPublicKeyInfo, as OpenSC
+    /// reads it.
+    pub fn public_key_der(&self, token: &str, id: &str) -> Vec<u8> {
+        let out = self.dir.join(format!("pub-{}.der", unique()));
+        self.tool(
+            "pkcs11-tool",
+            &[
+                "--module",
+                MODULE,
+                "--token-label",
+                token,
+                "--read-object",
+                "--type",
+                "pubkey",
+                "--id",
+                id,
+                "--output-file",
+                &out.display().to_string(),
+            ],
+        );
+        let der = std::fs::read(&out).expect("public key read by pkcs11-tool");
+        let _ = std::fs::remove_file(&out);
+        der
+    }
+
     /// A PIN file (mode 0600) holding `pin`.
     pub fn pin_file(&self, pin: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;

@@ -12,15 +12,15 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 
-use crate::module::{Context, LoginError, Module, module};
+use crate::module::{Context, LoginError, Module, RESET_AGE, module};
 use crate::{KeySelector, KeySpec, Pkcs11Error, TokenSelector};
 
 /// How long an operation waits for a session when all of them are in use.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
 
-/// A key unavailable this long has its module initialised again (see
+/// A key unavailable this long asks for its module to be initialised again (see
 /// [`crate::module::Module::reset`]): some modules see a token come back only then.
-const RESET_AFTER: Duration = Duration::from_secs(10);
+const RESET_AFTER: Duration = RESET_AGE;
 
 /// The RSA signatures made with token keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,14 +122,23 @@ struct Pool {
     /// The key was found once: not finding it later is the token's absence, not a
     /// configuration to fix.
     ever_found: bool,
-    /// The token's mechanisms (empty: not read yet).
-    mechanisms: Vec<MechanismType>,
     /// Bumped when the token went away: sessions lent before are closed on return.
     generation: u64,
+}
+
+/// What requests and readiness read: behind a lock of its own, never held across a
+/// PKCS#11 call (the pool's can be, closing sessions).
+#[derive(Debug, Default)]
+struct Status {
+    /// The token's mechanisms (empty: not read yet).
+    mechanisms: Vec<MechanismType>,
     /// Why the last operation could not use the key, and since when; cleared by a
     /// success.
     unavailable: Option<String>,
     unavailable_since: Option<Instant>,
+    /// The module initialisation the last attempt used (the one to give up when the
+    /// key stays unavailable).
+    epoch: u64,
 }
 
 /// Sessions to close, then the initialisation they belong to (in this order: fields
@@ -167,6 +176,7 @@ pub struct TokenKey {
     what: String,
     pool: Mutex<Pool>,
     freed: Condvar,
+    status: Mutex<Status>,
 }
 
 /// A session lent to one operation; goes back to the pool when dropped.
@@ -197,7 +207,8 @@ impl Drop for Lease<'_> {
         let Some(session) = self.session.take() else {
             return;
         };
-        let closing = {
+        // Sessions are closed after the lock is released.
+        let (closing, stale) = {
             let mut pool = self.key.lock();
             let closing = (self.lost && pool.generation == self.generation).then(|| pool.forget());
             let current = pool.generation == self.generation
@@ -207,13 +218,14 @@ impl Drop for Lease<'_> {
                     .is_some_and(|c| Arc::ptr_eq(c, &self.context));
             if current {
                 pool.idle.push(session);
+                (closing, None)
             } else {
                 pool.open -= 1;
-                drop(session);
+                (closing, Some(session))
             }
-            closing
         };
         self.key.freed.notify_all();
+        drop(stale);
         drop(closing);
     }
 }
@@ -232,6 +244,7 @@ impl TokenKey {
             expected,
             pool: Mutex::default(),
             freed: Condvar::new(),
+            status: Mutex::default(),
         })
     }
 
@@ -266,8 +279,8 @@ impl TokenKey {
 
     /// Whether the token offers `mechanism` (true while its list is unknown).
     pub fn supports(&self, mechanism: SignMechanism) -> bool {
-        let pool = self.lock();
-        pool.mechanisms.is_empty() || pool.mechanisms.contains(&mechanism.mechanism_type())
+        let status = self.status();
+        status.mechanisms.is_empty() || status.mechanisms.contains(&mechanism.mechanism_type())
     }
 
     /// The public half, read from the private key object (RSA private keys carry their
@@ -326,26 +339,36 @@ impl TokenKey {
     /// needs to know is that requests would be signed, not that a session is open). Any
     /// failure but a busy pool is recorded ([`Self::unavailable`]).
     pub fn probe(&self) -> Result<(), Pkcs11Error> {
-        let probed = self
-            .sign(SignMechanism::RsaPkcs1Sha256, b"passerelle readiness probe")
-            .map(drop);
-        if let Err(e @ Pkcs11Error::Operation { .. }) = &probed {
-            self.lock().unavailable = Some(e.to_string());
+        // No wait for a session: every session busy is a key at work.
+        let probed = self.run_within(Duration::ZERO, "C_Sign", |session, key| {
+            session.sign(
+                &SignMechanism::RsaPkcs1Sha256.mechanism(),
+                key,
+                b"passerelle readiness probe",
+            )
+        });
+        match probed {
+            Ok(_) | Err(Pkcs11Error::Busy { .. }) => Ok(()),
+            Err(e) => {
+                if matches!(e, Pkcs11Error::Operation { .. }) {
+                    self.status().unavailable = Some(e.to_string());
+                }
+                Err(e)
+            }
         }
-        probed
     }
 
     /// Why the last operation could not use the key, until one succeeds again.
     pub fn unavailable(&self) -> Option<String> {
-        self.lock().unavailable.clone()
+        self.status().unavailable.clone()
     }
 
     /// Records that the key cannot be used, for a reason found outside an operation (a
     /// probe that did not return); the next successful operation clears it.
     pub fn mark_unavailable(&self, reason: String) {
-        let mut pool = self.lock();
-        pool.unavailable = Some(format!("{}: {reason}", self.what));
-        pool.unavailable_since.get_or_insert_with(Instant::now);
+        let mut status = self.status();
+        status.unavailable = Some(format!("{}: {reason}", self.what));
+        status.unavailable_since.get_or_insert_with(Instant::now);
     }
 
     /// Sessions open with the token now (idle and lent).
@@ -359,16 +382,33 @@ impl TokenKey {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One operation on a pooled session. A token that went away is looked for again
-    /// once (new session, PIN, key) before the operation fails.
+    fn status(&self) -> MutexGuard<'_, Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One operation on a pooled session (waiting [`SESSION_WAIT`] at most for one). A
+    /// token that went away is looked for again once (new session, PIN, key) before the
+    /// operation fails.
     fn run<T>(
         &self,
         operation: &'static str,
         f: impl Fn(&Session, ObjectHandle) -> cryptoki::error::Result<T>,
     ) -> Result<T, Pkcs11Error> {
+        self.run_within(SESSION_WAIT, operation, f)
+    }
+
+    fn run_within<T>(
+        &self,
+        wait: Duration,
+        operation: &'static str,
+        f: impl Fn(&Session, ObjectHandle) -> cryptoki::error::Result<T>,
+    ) -> Result<T, Pkcs11Error> {
         let mut retried = false;
         loop {
-            let result = self.checkout().and_then(|mut lease| {
+            let result = self.checkout(wait).and_then(|mut lease| {
+                self.status().epoch = lease.context.epoch;
                 let outcome = f(lease.session()?, lease.found.key);
                 outcome.map_err(|e| {
                     let error = self.failure(operation, e);
@@ -378,9 +418,9 @@ impl TokenKey {
             });
             match result {
                 Ok(value) => {
-                    let mut pool = self.lock();
-                    pool.unavailable = None;
-                    pool.unavailable_since = None;
+                    let mut status = self.status();
+                    status.unavailable = None;
+                    status.unavailable_since = None;
                     return Ok(value);
                 }
                 Err(e) if e.is_transient() && !retried => retried = true,
@@ -400,28 +440,34 @@ impl TokenKey {
         if matches!(e, Pkcs11Error::Operation { .. } | Pkcs11Error::Busy { .. }) {
             return;
         }
-        let mut pool = self.lock();
-        pool.unavailable = Some(e.to_string());
-        let since = *pool.unavailable_since.get_or_insert_with(Instant::now);
-        let epoch = pool.context.as_ref().map(|c| c.epoch);
-        drop(pool);
+        let mut status = self.status();
+        status.unavailable = Some(e.to_string());
+        let since = *status.unavailable_since.get_or_insert_with(Instant::now);
+        let epoch = status.epoch;
+        drop(status);
         if e.is_transient() && since.elapsed() >= RESET_AFTER {
-            self.module
-                .reset(epoch.unwrap_or_else(|| self.module.epoch()));
+            // The initialisation this key last tried (the module ignores a reset of an
+            // initialisation already given up, or too young).
+            self.module.reset(epoch);
         }
     }
 
-    fn checkout(&self) -> Result<Lease<'_>, Pkcs11Error> {
-        let deadline = Instant::now() + SESSION_WAIT;
+    fn checkout(&self, wait: Duration) -> Result<Lease<'_>, Pkcs11Error> {
+        let deadline = Instant::now() + wait;
         let mut pool = self.lock();
         loop {
-            // The module was initialised again: these sessions are gone with it.
+            // The module was initialised again: these sessions are gone with it (closed
+            // once the lock is released).
             if pool
                 .context
                 .as_ref()
                 .is_some_and(|c| c.epoch != self.module.epoch())
             {
-                drop(pool.forget());
+                let closing = pool.forget();
+                drop(pool);
+                drop(closing);
+                pool = self.lock();
+                continue;
             }
             if let (Some(found), Some(context)) = (pool.found, pool.context.clone())
                 && let Some(session) = pool.idle.pop()
@@ -464,7 +510,7 @@ impl TokenKey {
                             pool.context = Some(Arc::clone(&opened.context));
                             pool.ever_found = true;
                             if let Some(mechanisms) = opened.mechanisms {
-                                pool.mechanisms = mechanisms;
+                                self.status().mechanisms = mechanisms;
                             }
                         }
                         Ok(Lease {
@@ -493,7 +539,7 @@ impl TokenKey {
                 return Err(Pkcs11Error::Busy {
                     what: self.what.clone(),
                     sessions: self.spec.sessions,
-                    seconds: SESSION_WAIT.as_secs(),
+                    seconds: wait.as_secs(),
                 });
             }
             pool = self
@@ -511,12 +557,13 @@ impl TokenKey {
             Some((found, context)) => (Arc::clone(context), found.slot),
             None => {
                 let context = self.module.context()?;
-                let slot = self.find_slot(&context.pkcs11)?;
+                self.status().epoch = context.epoch;
+                let slot = self.find_slot(context.pkcs11())?;
                 (context, slot)
             }
         };
         let session = context
-            .pkcs11
+            .pkcs11()
             .open_ro_session(slot)
             .map_err(|e| self.failure("C_OpenSession", e))?;
         self.login(&session)?;
@@ -531,7 +578,7 @@ impl TokenKey {
                     },
                 })?;
                 self.verify(&session, key)?;
-                let mechanisms = context.pkcs11.get_mechanism_list(slot).ok();
+                let mechanisms = context.pkcs11().get_mechanism_list(slot).ok();
                 (Found { slot, key }, mechanisms)
             }
         };
@@ -757,10 +804,10 @@ pub fn generate_rsa_key(
 ) -> Result<TokenKey, Pkcs11Error> {
     let key = TokenKey::new(spec, None)?;
     let context = key.module.context()?;
-    let slot = key.find_slot(&context.pkcs11)?;
+    let slot = key.find_slot(context.pkcs11())?;
     {
         let session = context
-            .pkcs11
+            .pkcs11()
             .open_rw_session(slot)
             .map_err(|e| key.failure("C_OpenSession", e))?;
         key.login(&session)?;

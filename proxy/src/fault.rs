@@ -278,6 +278,10 @@ impl From<ExchangeError> for ProxyError {
             }
             ExchangeError::Tls { upstream, reason } => Self::UpstreamTls { upstream, reason },
             ExchangeError::KeyUnavailable(reason) => Self::KeyUnavailable(reason),
+            ExchangeError::KeyBusy(reason) => {
+                tracing::warn!(%reason, "token key busy: request refused (Overloaded)");
+                Self::Overloaded
+            }
             ExchangeError::ServerRevoked { upstream, reason } => {
                 Self::UpstreamCertificateRevoked { upstream, reason }
             }

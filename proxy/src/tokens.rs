@@ -52,8 +52,10 @@ pub async fn keep_probed(proxy: Arc<Proxy>) {
             let handle = tokio::task::spawn_blocking(move || probing.probe());
             started.push((name.clone(), Arc::clone(key), handle));
         }
+        // One deadline for the round: the probes run at once.
+        let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
         for (name, key, mut handle) in started {
-            let waited = tokio::time::timeout(PROBE_TIMEOUT, &mut handle).await;
+            let waited = tokio::time::timeout_at(deadline, &mut handle).await;
             let outcome = match waited {
                 Ok(Ok(probed)) => probed.map_err(|e| e.to_string()),
                 Ok(Err(e)) => Err(format!("the probe failed: {e}")),

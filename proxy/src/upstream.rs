@@ -153,6 +153,9 @@ pub enum ExchangeError {
     /// The client key's token could not sign the handshake.
     #[error("{0}")]
     KeyUnavailable(String),
+    /// Every session with the client key's token stayed in use.
+    #[error("{0}")]
+    KeyBusy(String),
     #[error("upstream: {0}")]
     Internal(String),
 }
@@ -169,7 +172,12 @@ fn tls_error(upstream: &str, e: std::io::Error) -> ExchangeError {
     if let Some(rustls::Error::Other(other)) = rustls_error
         && let Some(token) = other.0.downcast_ref::<passerelle_pkcs11::Pkcs11Error>()
     {
-        return ExchangeError::KeyUnavailable(token.to_string());
+        return match token {
+            passerelle_pkcs11::Pkcs11Error::Busy { .. } => {
+                ExchangeError::KeyBusy(token.to_string())
+            }
+            _ => ExchangeError::KeyUnavailable(token.to_string()),
+        };
     }
     let certificate = rustls_error.and_then(|r| match r {
         rustls::Error::InvalidCertificate(c) => Some(c.clone()),

@@ -67,6 +67,9 @@ pub enum SigningError {
     /// nothing was signed.
     #[error("signing key unavailable: {0}")]
     KeyUnavailable(String),
+    /// Every session with the key's token stayed in use: nothing was signed.
+    #[error("signing key busy: {0}")]
+    KeyBusy(String),
     #[error("submission lot: {0}")]
     Document(String),
 }

@@ -234,6 +234,8 @@ impl Signer for TokenSigner {
         self.key.sign(mechanism, message).map_err(|e| match e {
             // This one call failed (a mechanism the token refuses): the key is not at fault.
             Pkcs11Error::Operation { .. } => SigningError::Key(e.to_string()),
+            // Every session at work: the key is fine, this process is overloaded.
+            Pkcs11Error::Busy { .. } => SigningError::KeyBusy(e.to_string()),
             // The key cannot be used now: gone, busy, its PIN refused, not the certificate's.
             _ => SigningError::KeyUnavailable(e.to_string()),
         })

@@ -334,13 +334,25 @@ fn csr_generates_the_key_inside_the_token() {
         assert!(key.contains(flag), "{flag}: {key}");
     }
 
-    // The public key of the request is the token's.
+    // The public key of the request is the token's (OpenSC reads it, OpenSSL converts).
     let pubkey = std::process::Command::new("openssl")
         .args(["req", "-noout", "-pubkey", "-in"])
         .arg(&file.0)
         .output()
         .expect("openssl");
     assert!(pubkey.status.success());
+    let in_token = passerelle_e2e::TempFile::new(&hsm.public_key_der(TOKEN, "a1b2"));
+    let token_pem = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-outform", "PEM", "-in"])
+        .arg(&in_token.0)
+        .output()
+        .expect("openssl");
+    assert!(token_pem.status.success(), "{}", text(&token_pem));
+    assert_eq!(
+        String::from_utf8_lossy(&pubkey.stdout),
+        String::from_utf8_lossy(&token_pem.stdout),
+        "the CSR's public key is the token's"
+    );
     let table = std::fs::read_to_string(
         config
             .parent()

@@ -82,6 +82,10 @@ fn signing_error(e: SigningError, tenant: &TenantRuntime) -> ProxyError {
         SigningError::Vihf(v) => ProxyError::BadIdentity(v.to_string()),
         SigningError::Document(d) => ProxyError::BadSubmission(d),
         SigningError::KeyUnavailable(reason) => ProxyError::KeyUnavailable(reason),
+        SigningError::KeyBusy(reason) => {
+            tracing::warn!(%reason, "token key busy: request refused (Overloaded)");
+            ProxyError::Overloaded
+        }
         SigningError::Key(_) | SigningError::Sign => ProxyError::SigningFailed(e.to_string()),
     }
 }
