@@ -132,6 +132,46 @@ impl SoftHsm {
         );
     }
 
+    /// Stores a PEM certificate in the token (OpenSC's `pkcs11-tool`, converted to DER by
+    /// OpenSSL) under `label` / `id` (hex), beside the key of that label and id.
+    pub fn import_certificate(&self, token: &str, cert_pem: &Path, label: &str, id: &str) {
+        let der = self.dir.join(format!("cert-{}.der", unique()));
+        let der_arg = der.display().to_string();
+        self.tool(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &cert_pem.display().to_string(),
+                "-outform",
+                "DER",
+                "-out",
+                &der_arg,
+            ],
+        );
+        self.tool(
+            "pkcs11-tool",
+            &[
+                "--module",
+                MODULE,
+                "--token-label",
+                token,
+                "--login",
+                "--pin",
+                USER_PIN,
+                "--write-object",
+                &der_arg,
+                "--type",
+                "cert",
+                "--label",
+                label,
+                "--id",
+                id,
+            ],
+        );
+        let _ = std::fs::remove_file(&der);
+    }
+
     /// OpenSC's listing of a token's objects (logged in), for independent checks.
     pub fn list_objects(&self, token: &str) -> String {
         let output = self.tool(

@@ -303,6 +303,38 @@ impl TokenKey {
         Ok(public)
     }
 
+    /// The certificate stored in the token beside the key: the `CKO_CERTIFICATE` object
+    /// with the key's label or id, DER (`CKA_VALUE`).
+    pub fn certificate(&self) -> Result<Vec<u8>, Pkcs11Error> {
+        let selector = selector_attribute(&self.spec.key);
+        let found = self.run("C_FindObjects", |session, _| {
+            let objects = session
+                .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE), selector.clone()])?;
+            let [certificate] = objects.as_slice() else {
+                return Ok(None);
+            };
+            let value = session
+                .get_attributes(*certificate, &[AttributeType::Value])?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(der) => Some(der),
+                    _ => None,
+                });
+            Ok(value)
+        })?;
+        found.ok_or_else(|| Pkcs11Error::Operation {
+            what: self.what.clone(),
+            operation: "C_FindObjects",
+            reason: format!(
+                "no single certificate object (CKO_CERTIFICATE) with this {}: give `cert` (and `chain`) files, or store the certificate in the token under the key's label or id",
+                match self.spec.key {
+                    KeySelector::Label(_) => "label",
+                    KeySelector::Id(_) => "id",
+                }
+            ),
+        })
+    }
+
     /// `CKA_SENSITIVE`, `CKA_EXTRACTABLE`, `CKA_ALWAYS_SENSITIVE`, `CKA_NEVER_EXTRACTABLE`
     /// (an attribute the token does not report counts as unprotected).
     pub fn protection(&self) -> Result<KeyProtection, Pkcs11Error> {

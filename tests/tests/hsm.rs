@@ -213,6 +213,40 @@ async fn a_token_taken_away_gives_key_unavailable_then_service_resumes() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
+#[tokio::test]
+async fn the_certificate_can_live_in_the_token_too() {
+    let pki = shared_test_pki().expect("test PKI");
+    let (hsm, mut options) = token_with_tenant_a(USER_PIN);
+    // dmp_sign's certificate stored beside its key; the table names no `cert` file.
+    hsm.import_certificate(
+        TOKEN,
+        &pki.path(&pki.tenants[0].dmp_sign.cert),
+        "dmp_sign",
+        "02",
+    );
+    for (role, table) in &mut options.tenant_a_certificates {
+        if *role == "dmp_sign" {
+            table.remove("cert");
+        }
+    }
+    let config = config_with_token(&options, &hsm.dir);
+    let (ok, out) = check(&hsm, &config);
+    assert!(ok, "{out}");
+
+    let h = Harness::start_with(options).await;
+    let reply = h.dmp_query_a().await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The VIHF carries the token's certificate and verifies with xmlsec1.
+    let sent = h.dmp.stats.recent_bodies().pop().expect("body recorded");
+    xmlsec1_verify_vihf(&h.pki, &sent.body);
+    let leaf = std::fs::read_to_string(pki.path(&pki.tenants[0].dmp_sign.cert)).expect("PEM");
+    let base64: String = leaf.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        String::from_utf8_lossy(&sent.body).contains(&base64),
+        "the VIHF's X509Certificate is dmp_sign's"
+    );
+}
+
 /// `passerelle check` with SoftHSM's store: its output and success.
 fn check(hsm: &SoftHsm, config: &Path) -> (bool, String) {
     let output = std::process::Command::new(bin("passerelle"))

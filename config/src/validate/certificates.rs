@@ -94,7 +94,9 @@ impl Validator {
             ) => {
                 let (leaf, supplied_chain, cert_path) =
                     self.leaf_and_chain(field, cert, chain.as_deref())?;
-                let key = self.token_key(&format!("{field}.pkcs11"), token, &leaf, &cert_path)?;
+                let field = format!("{field}.pkcs11");
+                let spec = self.token_spec(&field, token)?;
+                let key = self.token_key(&field, token, spec, &leaf, &cert_path)?;
                 (
                     material::RawMaterial {
                         leaf,
@@ -102,6 +104,71 @@ impl Validator {
                         key: RawKey::Token(Arc::new(key)),
                     },
                     cert_path,
+                )
+            }
+            (
+                CertSource {
+                    key: None,
+                    chain,
+                    password_file: None,
+                    pkcs11: Some(token),
+                    ..
+                },
+                None,
+                None,
+            ) => {
+                // The certificate stored in the token beside the key.
+                let field = format!("{field}.pkcs11");
+                let spec = self.token_spec(&field, token)?;
+                let module = spec.module.clone();
+                let der = match TokenKey::open(spec.clone()).and_then(|key| key.certificate()) {
+                    Ok(der) => der,
+                    Err(e) => {
+                        self.problem(
+                            Severity::Error,
+                            Some(&module),
+                            &field,
+                            format!(
+                                "{e} (with no `cert` file, the certificate is read from the token, which must answer at start)"
+                            ),
+                        );
+                        return None;
+                    }
+                };
+                let leaf = match X509::from_der(&der) {
+                    Ok(leaf) => leaf,
+                    Err(e) => {
+                        self.problem(
+                            Severity::Error,
+                            Some(&module),
+                            &field,
+                            format!("the token's certificate object is not a DER certificate: {e}"),
+                        );
+                        return None;
+                    }
+                };
+                let mut supplied_chain = Vec::new();
+                if let Some(chain) = chain {
+                    let chain_path = self.resolve(chain);
+                    match material::read_certificates(&chain_path) {
+                        Ok(c) => supplied_chain = c,
+                        Err(e) => self.problem(
+                            Severity::Error,
+                            Some(&chain_path),
+                            &format!("{field}.chain"),
+                            e,
+                        ),
+                    }
+                }
+                supplied_chain.retain(|c| c.to_der().ok().as_deref() != Some(der.as_slice()));
+                let key = self.token_key(&field, token, spec, &leaf, &module)?;
+                (
+                    material::RawMaterial {
+                        leaf,
+                        supplied_chain,
+                        key: RawKey::Token(Arc::new(key)),
+                    },
+                    module,
                 )
             }
             (
@@ -145,7 +212,7 @@ impl Validator {
             _ => {
                 self.error(
                     field,
-                    "give either `cert` + `key` (+ optional `chain`) PEM files, `pkcs12` + `password_file`, or `cert` (+ optional `chain`) with the key in a token (`[...pkcs11]` table)",
+                    "give either `cert` + `key` (+ optional `chain`) PEM files, `pkcs12` + `password_file`, or the key in a token (`[...pkcs11]` table) with `cert` (+ optional `chain`) files or the certificate stored in the token",
                 );
                 return None;
             }
@@ -291,32 +358,8 @@ impl Validator {
         Some((leaf, certs, cert_path))
     }
 
-    /// Opens the key of a `[...pkcs11]` table: module, token, PIN, key, the pair of
-    /// `leaf`; warns when the token would let the key out. A token that does not answer
-    /// now disables the pair only (the key is looked for again, and the pair served, when
-    /// it does); anything else is an error to fix.
-    fn token_key(
-        &mut self,
-        field: &str,
-        token: &Pkcs11Section,
-        leaf: &X509,
-        cert_path: &Path,
-    ) -> Option<TokenKey> {
-        let expected = match leaf.public_key().and_then(|k| k.rsa()) {
-            Ok(rsa) => RsaPublicKey {
-                modulus: rsa.n().to_vec(),
-                exponent: rsa.e().to_vec(),
-            },
-            Err(_) => {
-                self.problem(
-                    Severity::Error,
-                    Some(cert_path),
-                    field,
-                    "the certificate's key is not RSA, IGC-Santé ORG certificates use RSA".into(),
-                );
-                return None;
-            }
-        };
+    /// The [`KeySpec`] of a `[...pkcs11]` table (the PIN read), or problems.
+    fn token_spec(&mut self, field: &str, token: &Pkcs11Section) -> Option<KeySpec> {
         let module = self.resolve(&token.module);
         let selector = match (&token.token_label, token.slot) {
             (Some(label), None) if !label.is_empty() => TokenSelector::Label(label.clone()),
@@ -369,13 +412,44 @@ impl Validator {
                 return None;
             }
         };
-        let spec = KeySpec {
-            module: module.clone(),
+        Some(KeySpec {
+            module,
             token: selector,
             key,
             pin,
             sessions: token.sessions,
+        })
+    }
+
+    /// Opens the key of a `[...pkcs11]` table: module, token, PIN, key, the pair of
+    /// `leaf`; warns when the token would let the key out. A token that does not answer
+    /// now disables the pair only (the key is looked for again, and the pair served, when
+    /// it does); anything else is an error to fix.
+    fn token_key(
+        &mut self,
+        field: &str,
+        token: &Pkcs11Section,
+        spec: KeySpec,
+        leaf: &X509,
+        cert_path: &Path,
+    ) -> Option<TokenKey> {
+        let expected = match leaf.public_key().and_then(|k| k.rsa()) {
+            Ok(rsa) => RsaPublicKey {
+                modulus: rsa.n().to_vec(),
+                exponent: rsa.e().to_vec(),
+            },
+            Err(_) => {
+                self.problem(
+                    Severity::Error,
+                    Some(cert_path),
+                    field,
+                    "the certificate's key is not RSA, IGC-Santé ORG certificates use RSA".into(),
+                );
+                return None;
+            }
         };
+        let module = spec.module.clone();
+        let pin_path = self.resolve(&token.pin_file);
         let key = match TokenKey::new(spec, Some(expected)) {
             Ok(key) => key,
             Err(e) => {
