@@ -96,6 +96,21 @@ impl SoftHsm {
         output
     }
 
+    /// OpenSC's `pkcs11-tool` on `token`, logged in with [`USER_PIN`].
+    fn opensc(&self, token: &str, args: &[&str]) -> Output {
+        let mut all = vec![
+            "--module",
+            MODULE,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            USER_PIN,
+        ];
+        all.extend_from_slice(args);
+        self.tool("pkcs11-tool", &all)
+    }
+
     /// A new token labelled `label`, with [`USER_PIN`].
     pub fn init_token(&self, label: &str) {
         self.tool(
@@ -149,16 +164,9 @@ impl SoftHsm {
                 &der_arg,
             ],
         );
-        self.tool(
-            "pkcs11-tool",
+        self.opensc(
+            token,
             &[
-                "--module",
-                MODULE,
-                "--token-label",
-                token,
-                "--login",
-                "--pin",
-                USER_PIN,
                 "--write-object",
                 &der_arg,
                 "--type",
@@ -174,19 +182,7 @@ impl SoftHsm {
 
     /// OpenSC's listing of a token's objects (logged in), for independent checks.
     pub fn list_objects(&self, token: &str) -> String {
-        let output = self.tool(
-            "pkcs11-tool",
-            &[
-                "--module",
-                MODULE,
-                "--token-label",
-                token,
-                "--login",
-                "--pin",
-                USER_PIN,
-                "--list-objects",
-            ],
-        );
+        let output = self.opensc(token, &["--list-objects"]);
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 

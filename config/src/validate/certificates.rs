@@ -89,86 +89,23 @@ impl Validator {
                     pkcs11: Some(token),
                     ..
                 },
-                Some(cert),
+                cert,
                 None,
             ) => {
-                let (leaf, supplied_chain, cert_path) =
-                    self.leaf_and_chain(field, cert, chain.as_deref())?;
-                let field = format!("{field}.pkcs11");
-                let spec = self.token_spec(&field, token)?;
-                let key = self.token_key(&field, token, spec, &leaf, &cert_path)?;
+                let key_field = format!("{field}.pkcs11");
+                let spec = self.token_spec(&key_field, token)?;
+                let (leaf, supplied_chain, main_file) = match cert {
+                    Some(cert) => self.leaf_and_chain(field, cert, chain.as_deref())?,
+                    None => self.token_leaf_and_chain(field, spec.clone(), chain.as_deref())?,
+                };
+                let key = self.token_key(&key_field, token, spec, &leaf, &main_file)?;
                 (
                     material::RawMaterial {
                         leaf,
                         supplied_chain,
                         key: RawKey::Token(Arc::new(key)),
                     },
-                    cert_path,
-                )
-            }
-            (
-                CertSource {
-                    key: None,
-                    chain,
-                    password_file: None,
-                    pkcs11: Some(token),
-                    ..
-                },
-                None,
-                None,
-            ) => {
-                // The certificate stored in the token beside the key.
-                let field = format!("{field}.pkcs11");
-                let spec = self.token_spec(&field, token)?;
-                let module = spec.module.clone();
-                let der = match TokenKey::open(spec.clone()).and_then(|key| key.certificate()) {
-                    Ok(der) => der,
-                    Err(e) => {
-                        self.problem(
-                            Severity::Error,
-                            Some(&module),
-                            &field,
-                            format!(
-                                "{e} (with no `cert` file, the certificate is read from the token, which must answer at start)"
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                let leaf = match X509::from_der(&der) {
-                    Ok(leaf) => leaf,
-                    Err(e) => {
-                        self.problem(
-                            Severity::Error,
-                            Some(&module),
-                            &field,
-                            format!("the token's certificate object is not a DER certificate: {e}"),
-                        );
-                        return None;
-                    }
-                };
-                let mut supplied_chain = Vec::new();
-                if let Some(chain) = chain {
-                    let chain_path = self.resolve(chain);
-                    match material::read_certificates(&chain_path) {
-                        Ok(c) => supplied_chain = c,
-                        Err(e) => self.problem(
-                            Severity::Error,
-                            Some(&chain_path),
-                            &format!("{field}.chain"),
-                            e,
-                        ),
-                    }
-                }
-                supplied_chain.retain(|c| c.to_der().ok().as_deref() != Some(der.as_slice()));
-                let key = self.token_key(&field, token, spec, &leaf, &module)?;
-                (
-                    material::RawMaterial {
-                        leaf,
-                        supplied_chain,
-                        key: RawKey::Token(Arc::new(key)),
-                    },
-                    module,
+                    main_file,
                 )
             }
             (
@@ -336,19 +273,7 @@ impl Validator {
                 )
             })
             .ok();
-        let mut chain_certs = Vec::new();
-        if let Some(chain) = chain {
-            let chain_path = self.resolve(chain);
-            match material::read_certificates(&chain_path) {
-                Ok(c) => chain_certs = c,
-                Err(e) => self.problem(
-                    Severity::Error,
-                    Some(&chain_path),
-                    &format!("{field}.chain"),
-                    e,
-                ),
-            }
-        }
+        let chain_certs = self.read_chain(field, chain);
         let mut certs = certs?;
         let leaf = certs.remove(0);
         certs.extend(chain_certs);
@@ -356,6 +281,59 @@ impl Validator {
         let leaf_der = leaf.to_der().ok();
         certs.retain(|c| c.to_der().ok() != leaf_der);
         Some((leaf, certs, cert_path))
+    }
+
+    /// The certificates of `chain` (none when not given, or unreadable: a problem).
+    fn read_chain(&mut self, field: &str, chain: Option<&Path>) -> Vec<X509> {
+        let Some(chain) = chain else {
+            return Vec::new();
+        };
+        let chain_path = self.resolve(chain);
+        material::read_certificates(&chain_path)
+            .map_err(|e| {
+                self.problem(
+                    Severity::Error,
+                    Some(&chain_path),
+                    &format!("{field}.chain"),
+                    e,
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// [`Self::leaf_and_chain`] with the certificate stored in the token beside the key
+    /// (the module's path stands for its file in problems).
+    fn token_leaf_and_chain(
+        &mut self,
+        field: &str,
+        spec: KeySpec,
+        chain: Option<&Path>,
+    ) -> Option<(X509, Vec<X509>, PathBuf)> {
+        let module = spec.module.clone();
+        let key_field = format!("{field}.pkcs11");
+        let leaf = TokenKey::open(spec)
+            .and_then(|key| key.certificate())
+            .map_err(|e| {
+                format!(
+                    "{e} (with no `cert` file, the certificate is read from the token, which must answer at start)"
+                )
+            })
+            .and_then(|der| {
+                X509::from_der(&der).map_err(|e| {
+                    format!("the token's certificate object is not a DER certificate: {e}")
+                })
+            });
+        let leaf = match leaf {
+            Ok(leaf) => leaf,
+            Err(message) => {
+                self.problem(Severity::Error, Some(&module), &key_field, message);
+                return None;
+            }
+        };
+        let mut certs = self.read_chain(field, chain);
+        let leaf_der = leaf.to_der().ok();
+        certs.retain(|c| c.to_der().ok() != leaf_der);
+        Some((leaf, certs, module))
     }
 
     /// The [`KeySpec`] of a `[...pkcs11]` table (the PIN read), or problems.
