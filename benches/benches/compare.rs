@@ -147,6 +147,7 @@ struct Row {
     cpu_s_per_1000: Option<f64>,
     /// Cores the proxy kept busy during the measurement.
     cores_used: Option<f64>,
+    /// Peak resident memory during this scenario, its warm-up included.
     peak_rss_mib: Option<f64>,
     /// TLS handshakes the mock served during the run (warm-up included).
     upstream_handshakes: u64,
@@ -163,6 +164,12 @@ async fn measure(
     handshakes: &dyn Fn() -> u64,
 ) -> Row {
     let cpu_before = proc.map(Proc::cpu);
+    // The peak of this scenario, not of the ones the same process served before.
+    if let Some(p) = proc
+        && !p.reset_peak_rss()
+    {
+        eprintln!("  (peak memory not reset: the {target} peak covers earlier scenarios)");
+    }
     let hs_before = handshakes();
     let started = Instant::now();
     let report = load::run(endpoint, workload, config).await;

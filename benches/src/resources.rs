@@ -39,6 +39,13 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// Resets the peak resident memory of `pid` to its current resident memory (Linux
+/// `clear_refs` value 5), so that the next [`peak_rss_mib`] is the peak of what ran
+/// since; false when the kernel refused it (the peak then covers the process's life).
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// The child processes of `pid` (nginx's workers).
 pub fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -91,6 +98,13 @@ mod tests {
         let me = std::process::id();
         assert!(rss_mib(me) > 1.0);
         assert!(peak_rss_mib(me) >= rss_mib(me));
+        // A peak well above the current resident memory, then reset to it.
+        let big = vec![1u8; 64 << 20];
+        assert!(big.iter().map(|&b| u64::from(b)).sum::<u64>() == 64 << 20);
+        drop(big);
+        assert!(peak_rss_mib(me) >= rss_mib(me) + 32.0);
+        assert!(reset_peak_rss(me));
+        assert!(peak_rss_mib(me) < rss_mib(me) + 32.0);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let (fds, sockets) = open_fds(me);
         // Other tests of this process open sockets too: only a floor is certain.

@@ -62,6 +62,12 @@ impl Proc {
     pub fn peak_rss_mib(&self) -> f64 {
         self.pids().into_iter().map(resources::peak_rss_mib).sum()
     }
+    /// Starts a new peak-memory measurement (see [`resources::reset_peak_rss`]).
+    pub fn reset_peak_rss(&self) -> bool {
+        self.pids()
+            .into_iter()
+            .all(resources::reset_peak_rss)
+    }
     /// Sends `signal` (`HUP`, `TERM`...) to the process.
     pub fn signal(&self, signal: &str) -> bool {
         Command::new("kill")

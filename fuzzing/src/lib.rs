@@ -340,10 +340,10 @@ pub fn vihf_body(data: &[u8]) -> Result<(), String> {
 /// A signed VIHF verifies, is read the same by libxml2, and carries the identity recorded.
 fn check_signed_vihf(tenant: &TenantRuntime, signed: &passerelle_signing::SignedVihf) {
     assert!(
-        libxml_reads(&signed.xml).is_ok(),
+        libxml_reads(&signed.xml()).is_ok(),
         "libxml2 refuses the signed VIHF"
     );
-    let verified = verify_vihf(&signed.xml, &sandbox().trust)
+    let verified = verify_vihf(&signed.xml(), &sandbox().trust)
         .unwrap_or_else(|e| panic!("the signed VIHF does not verify: {e}"));
     let structure = verified
         .attributes

@@ -98,7 +98,7 @@ impl Fixture {
             time::OffsetDateTime::now_utc() - age,
         )
         .expect("vihf")
-        .xml
+        .xml()
     }
 
     /// The tenant's legal entity (FINESS EJ, prefixed): refused where the DMP expects

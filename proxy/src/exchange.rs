@@ -148,7 +148,7 @@ impl Operation {
 /// Time spent in each phase that matters to an operator.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
-    /// Parsing, identity and signatures (blocking pool).
+    /// DMP: reading the request, identity and signatures (phases 5 and 6).
     pub signing: Duration,
     /// Upstream: from the first byte written to the answer's head (and body when short).
     pub upstream: Duration,

@@ -342,7 +342,7 @@ impl Metrics {
             &mut out,
             "passerelle_signing_duration_seconds",
             "histogram",
-            "Time to sign one request's VIHF (and lot), on the blocking pool.",
+            "Time to read and sign one DMP request (VIHF, and lot), its queueing excluded.",
         );
         self.signing
             .render(&mut out, "passerelle_signing_duration_seconds", "");

@@ -421,7 +421,7 @@ pub fn resign_vihf(
     sign_assertion(&mut root, &id, signer, options)?;
     Ok(SignedVihf {
         id,
-        xml: root.to_xml(),
+        assertion: root,
         identity: SignedIdentity {
             structure: structure.to_string(),
             actor_id,

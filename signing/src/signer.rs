@@ -9,10 +9,13 @@
 //! on a blocking pool, never inside a reactor poll.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openssl::hash::{Hasher, MessageDigest};
+use openssl::md::{Md, MdRef};
 use openssl::pkey::{PKey, Private};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
 use passerelle_config::{CertMaterial, CertificateInfo, KeyMaterial};
 use passerelle_pkcs11::{Pkcs11Error, SignMechanism, TokenKey};
 
@@ -54,6 +57,13 @@ impl DigestAlgorithm {
         }
     }
 
+    fn md(self) -> &'static MdRef {
+        match self {
+            Self::Sha256 => Md::sha256(),
+            Self::Sha1 => Md::sha1(),
+        }
+    }
+
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
             Self::Sha256 => openssl::sha::sha256(data).to_vec(),
@@ -83,6 +93,13 @@ pub trait Signer: Send + Sync + fmt::Debug {
 
     /// What is known of the signing certificate (subject DN, serial, ...).
     fn certificate(&self) -> &CertificateInfo;
+
+    /// Whether a signature may wait on something outside this process (a token's
+    /// session, a network HSM's round trip): callers never run such a signer on an
+    /// async worker.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 /// The certificates that go with a key: leaf, intermediates, then the root when known
@@ -144,8 +161,18 @@ pub fn signer_for(material: &CertMaterial) -> Result<Arc<dyn Signer>, SigningErr
 /// A software key held in memory.
 pub struct SoftwareSigner {
     key: PKey<Private>,
+    /// Signing contexts already set up for the key (PKCS#1 v1.5, the digest), one pool per
+    /// [`DigestAlgorithm`]: OpenSSL 3 looks the algorithms up in its providers and builds
+    /// the context at each set-up, about a twentieth of the RSA operation itself. A
+    /// context signs any number of digests; one is taken out for each signature, so
+    /// concurrent signatures never share one.
+    prepared: [Mutex<Vec<PkeyCtx<Private>>>; 2],
     certificates: Certificates,
 }
+
+/// Most prepared contexts kept per digest: as many as signatures run at once in
+/// practice (the proxy's signing slots), a few kilobytes each.
+const PREPARED_KEPT: usize = 32;
 
 impl fmt::Debug for SoftwareSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,7 +214,33 @@ impl SoftwareSigner {
             .ok()
             .filter(|k| k.rsa().is_ok())
             .ok_or_else(|| SigningError::Key("not a usable RSA PKCS#8 key".into()))?;
-        Ok(Self { key, certificates })
+        Ok(Self {
+            key,
+            prepared: Default::default(),
+            certificates,
+        })
+    }
+
+    fn pool(&self, digest: DigestAlgorithm) -> &Mutex<Vec<PkeyCtx<Private>>> {
+        &self.prepared[match digest {
+            DigestAlgorithm::Sha256 => 0,
+            DigestAlgorithm::Sha1 => 1,
+        }]
+    }
+
+    /// A context ready to sign a `digest` hash with the key.
+    fn prepare(&self, digest: DigestAlgorithm) -> Result<PkeyCtx<Private>, SigningError> {
+        let taken = self.pool(digest).lock().ok().and_then(|mut p| p.pop());
+        if let Some(ctx) = taken {
+            return Ok(ctx);
+        }
+        let mut ctx = PkeyCtx::new(&self.key).map_err(|_| SigningError::Sign)?;
+        ctx.sign_init().map_err(|_| SigningError::Sign)?;
+        ctx.set_rsa_padding(Padding::PKCS1)
+            .map_err(|_| SigningError::Sign)?;
+        ctx.set_signature_md(digest.md())
+            .map_err(|_| SigningError::Sign)?;
+        Ok(ctx)
     }
 
     pub fn into_arc(self) -> Arc<dyn Signer> {
@@ -197,11 +250,18 @@ impl SoftwareSigner {
 
 impl Signer for SoftwareSigner {
     fn sign(&self, digest: DigestAlgorithm, message: &[u8]) -> Result<Vec<u8>, SigningError> {
-        // PKCS#1 v1.5 is OpenSSL's default padding for RSA keys.
-        let mut s = openssl::sign::Signer::new(digest.message_digest(), &self.key)
+        let hash = digest.digest(message);
+        let mut ctx = self.prepare(digest)?;
+        let mut signature = Vec::new();
+        ctx.sign_to_vec(&hash, &mut signature)
             .map_err(|_| SigningError::Sign)?;
-        s.sign_oneshot_to_vec(message)
-            .map_err(|_| SigningError::Sign)
+        // A context whose signature failed is dropped, not reused.
+        if let Ok(mut pool) = self.pool(digest).lock()
+            && pool.len() < PREPARED_KEPT
+        {
+            pool.push(ctx);
+        }
+        Ok(signature)
     }
 
     fn certificate_chain(&self) -> &[Vec<u8>] {
@@ -239,6 +299,10 @@ impl Signer for TokenSigner {
             // The key cannot be used now: gone, busy, its PIN refused, not the certificate's.
             _ => SigningError::KeyUnavailable(e.to_string()),
         })
+    }
+
+    fn may_block(&self) -> bool {
+        true
     }
 
     fn certificate_chain(&self) -> &[Vec<u8>] {

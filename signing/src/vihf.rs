@@ -360,11 +360,12 @@ impl VihfContext {
     }
 }
 
-/// A signed assertion, serialized, and its `ID`.
+/// A signed assertion and its `ID`. The tree is what is placed in the envelope (no
+/// second parse of the token); [`SignedVihf::xml`] serializes it.
 #[derive(Debug, Clone)]
 pub struct SignedVihf {
     pub id: String,
-    pub xml: String,
+    pub assertion: Element,
     /// Who acts, for which patient, under which structure: exactly the values signed.
     pub identity: SignedIdentity,
 }
@@ -383,9 +384,16 @@ pub struct SignedIdentity {
     pub purpose: String,
 }
 
+impl SignedVihf {
+    /// The signed assertion, serialized.
+    pub fn xml(&self) -> String {
+        self.assertion.to_xml()
+    }
+}
+
 impl fmt::Display for SignedVihf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.xml)
+        f.write_str(&self.xml())
     }
 }
 
@@ -600,7 +608,7 @@ pub fn sign_vihf(
     sign_assertion(&mut root, &id, signer, &ctx.options)?;
     Ok(SignedVihf {
         id,
-        xml: root.to_xml(),
+        assertion: root,
         identity: SignedIdentity {
             structure: ctx.structure_id.clone(),
             actor_id: ctx.actor.id.clone(),

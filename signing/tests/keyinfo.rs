@@ -80,7 +80,7 @@ fn attacker_vihf(f: &common::Fixture, key: &PKey<Private>) -> String {
         time::OffsetDateTime::now_utc(),
     )
     .expect("sign")
-    .xml
+    .xml()
 }
 
 fn legitimate_vihf(f: &common::Fixture) -> String {
@@ -91,7 +91,7 @@ fn legitimate_vihf(f: &common::Fixture) -> String {
         time::OffsetDateTime::now_utc(),
     )
     .expect("sign")
-    .xml
+    .xml()
 }
 
 const DOC_UID: &str = "1.2.250.1.999.1.1.9.1";

@@ -46,7 +46,7 @@ fn signed_vihf_verifies_with_crate_and_xmlsec1() {
     let now = time::OffsetDateTime::now_utc();
     let vihf = sign_vihf(&example_context(), &software(), &signer, now).expect("sign");
 
-    let verified = verify_vihf(&vihf.xml, &f.trust()).expect("crate verifier");
+    let verified = verify_vihf(&vihf.xml(), &f.trust()).expect("crate verifier");
     assert_eq!(verified.id, vihf.id);
     assert!(verified.id.starts_with('_'));
     assert_eq!(verified.issuer, f.pki.tenants[0].dmp_sign.subject);
@@ -70,15 +70,15 @@ fn signed_vihf_verifies_with_crate_and_xmlsec1() {
     );
     assert_eq!(verified.attribute("LPS_Nom"), Some("PASSERELLE"));
 
-    let (ok, out) = xmlsec1_verify(&vihf.xml, &f.root(), &f.intermediate(), &SAML_ID_ATTR);
-    assert!(ok, "xmlsec1 refused: {out}\n{}", vihf.xml);
+    let (ok, out) = xmlsec1_verify(&vihf.xml(), &f.root(), &f.intermediate(), &SAML_ID_ATTR);
+    assert!(ok, "xmlsec1 refused: {out}\n{}", vihf.xml());
 }
 
 #[test]
 fn assertion_has_the_shape_of_the_ans_examples() {
     let f = fixture();
     let vihf = example_vihf(&f);
-    let x = &vihf.xml;
+    let x = &vihf.xml();
     assert!(x.starts_with(&format!(
         "<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ID=\"{}\" IssueInstant=\"",
         vihf.id
@@ -143,16 +143,16 @@ fn assertion_validates_against_the_saml_schema() {
     let vihf =
         sign_vihf(&ctx, &software(), &signer, time::OffsetDateTime::now_utc()).expect("sign");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ok, out) = xmllint_schema(&vihf.xml, &vihf_schema(dir.path()));
-    assert!(ok, "{out}\n{}", vihf.xml);
+    let (ok, out) = xmllint_schema(&vihf.xml(), &vihf_schema(dir.path()));
+    assert!(ok, "{out}\n{}", vihf.xml());
     assert!(out.contains("validates"), "{out}");
     assert!(
-        vihf.xml
+        vihf.xml()
             .contains("code=\"AUTOMATE\" codeSystem=\"1.2.250.1.213.1.1.4.6\"")
     );
     // The schema set does catch mistakes: an element out of SAML order fails.
     let broken = vihf
-        .xml
+        .xml()
         .replacen("<saml2:Subject>", "<saml2:Bogus/><saml2:Subject>", 1);
     assert!(!xmllint_schema(&broken, &vihf_schema(dir.path())).0);
 }
@@ -168,13 +168,13 @@ fn sha1_profile_verifies_too() {
     let vihf =
         sign_vihf(&ctx, &software(), &signer, time::OffsetDateTime::now_utc()).expect("sign");
     assert!(
-        vihf.xml
+        vihf.xml()
             .contains("http://www.w3.org/2000/09/xmldsig#rsa-sha1")
     );
-    assert!(vihf.xml.contains("PrefixList=\"xsi xs\""));
-    assert!(vihf.xml.contains("Name=\"Authentification_Mode\""));
-    verify_vihf(&vihf.xml, &f.trust()).expect("crate verifier");
-    let (ok, out) = xmlsec1_verify(&vihf.xml, &f.root(), &f.intermediate(), &SAML_ID_ATTR);
+    assert!(vihf.xml().contains("PrefixList=\"xsi xs\""));
+    assert!(vihf.xml().contains("Name=\"Authentification_Mode\""));
+    verify_vihf(&vihf.xml(), &f.trust()).expect("crate verifier");
+    let (ok, out) = xmlsec1_verify(&vihf.xml(), &f.root(), &f.intermediate(), &SAML_ID_ATTR);
     assert!(ok, "{out}");
 }
 
@@ -211,8 +211,8 @@ fn one_changed_byte_in_any_signed_part_breaks_both_verifiers() {
         ("SignatureValue", "<SignatureValue>", "</SignatureValue>"),
         ("DigestValue", "<DigestValue>", "</DigestValue>"),
     ] {
-        let bad = tamper(&vihf.xml, start, end);
-        assert_ne!(bad, vihf.xml);
+        let bad = tamper(&vihf.xml(), start, end);
+        assert_ne!(bad, vihf.xml());
         assert!(
             verify_vihf(&bad, &f.trust()).is_err(),
             "crate verifier accepted a changed {what}"
@@ -233,7 +233,7 @@ fn wrong_trust_anchor_is_refused() {
             .expect("foreign root"),
     );
     let trust = passerelle_signing::TrustAnchors::from_files(&[&foreign], &[]).expect("trust");
-    let err = verify_vihf(&vihf.xml, &trust).expect_err("foreign anchor");
+    let err = verify_vihf(&vihf.xml(), &trust).expect_err("foreign anchor");
     assert!(err.to_string().contains("signature check failed"), "{err}");
 }
 
@@ -242,7 +242,7 @@ fn wrapped_and_duplicated_assertions_are_refused() {
     let f = fixture();
     let vihf = example_vihf(&f);
     // Signature wrapping: the signed assertion moved inside an evil one with another ID.
-    let body = &vihf.xml;
+    let body = &vihf.xml();
     let wrapped = format!(
         "<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_evil\" Version=\"2.0\"><saml2:Issuer>x</saml2:Issuer><saml2:Advice>{body}</saml2:Advice></saml2:Assertion>"
     );
@@ -250,7 +250,7 @@ fn wrapped_and_duplicated_assertions_are_refused() {
     assert!(err.to_string().contains("exactly one Assertion"), "{err}");
     // Reference pointing elsewhere than the root ID.
     let moved = vihf
-        .xml
+        .xml()
         .replace(&format!("URI=\"#{}\"", vihf.id), "URI=\"#_other\"");
     let err = verify_vihf(&moved, &f.trust()).expect_err("moved reference");
     assert!(
@@ -259,7 +259,7 @@ fn wrapped_and_duplicated_assertions_are_refused() {
         "{err}"
     );
     // Issuer that is not the signer (re-signed by the right key would be caught by xmlsec).
-    let dtd = format!("<!DOCTYPE x [<!ENTITY e \"y\">]>{}", vihf.xml);
+    let dtd = format!("<!DOCTYPE x [<!ENTITY e \"y\">]>{}", vihf.xml());
     assert!(verify_vihf(&dtd, &f.trust()).is_err());
 }
 
@@ -323,9 +323,9 @@ proptest! {
         let mut sw = software();
         sw.name = format!("LPS {name}");
         let vihf = sign_vihf(&ctx, &sw, &signer, time::OffsetDateTime::now_utc()).expect("sign");
-        let verified = verify_vihf(&vihf.xml, &f.trust()).expect("crate verifier");
+        let verified = verify_vihf(&vihf.xml(), &f.trust()).expect("crate verifier");
         prop_assert_eq!(verified.attribute("urn:oasis:names:tc:xspa:1.0:subject:subject-id"), Some(name.as_str()));
-        let (ok, out) = xmlsec1_verify(&vihf.xml, &f.root(), &f.intermediate(), &SAML_ID_ATTR);
-        prop_assert!(ok, "xmlsec1: {}\n{}", out, vihf.xml);
+        let (ok, out) = xmlsec1_verify(&vihf.xml(), &f.root(), &f.intermediate(), &SAML_ID_ATTR);
+        prop_assert!(ok, "xmlsec1: {}\n{}", out, vihf.xml());
     }
 }

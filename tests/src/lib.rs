@@ -882,7 +882,7 @@ pub mod messages {
         };
         passerelle_signing::sign_vihf(&ctx, &software, signer, time::OffsetDateTime::now_utc())
             .expect("VIHF")
-            .xml
+            .xml()
     }
 
     /// The `X-Vihf-*` headers of a physician of `structure` acting for the test patient.

@@ -77,5 +77,5 @@ fn sign(args: &SignArgs) -> Result<String, String> {
         time::OffsetDateTime::now_utc(),
     )
     .map_err(|e| e.to_string())?;
-    Ok(signed.xml)
+    Ok(signed.xml())
 }

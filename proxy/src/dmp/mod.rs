@@ -4,8 +4,9 @@
 //! system's unsigned VIHF or the `X-Vihf-*` headers — and its structure one of the
 //! tenant's, the lot to sign) and [`sign`] (VIHF and lot with ORG SIGN, documents of the
 //! VIHF's patient only, WS-Addressing completed, the envelope written), giving the
-//! request for the tenant's ORG AUTH_CLI pool. Both run on the blocking pool, bounded by
-//! the signing slots, before any byte goes upstream.
+//! request for the tenant's ORG AUTH_CLI pool. Both run before any byte goes upstream, in
+//! place for a small request signed with a key in memory, otherwise on the blocking pool
+//! bounded by the signing slots (`pipeline::cpu_work`).
 
 pub mod identity;
 pub mod structure;
@@ -18,8 +19,8 @@ use http::HeaderMap;
 use passerelle_config::{CertRole, DmpSigning, SignatureDigest, Software, StructureId};
 use passerelle_signing::xml::{self, Element, Node, Scope};
 use passerelle_signing::{
-    DigestAlgorithm, SignedVihf, Signer, SigningError, SoftwareIdentity, VihfContext, VihfError,
-    VihfOptions, resign_vihf, sign_vihf,
+    DigestAlgorithm, Signer, SigningError, SoftwareIdentity, VihfContext, VihfError, VihfOptions,
+    resign_vihf, sign_vihf,
 };
 use passerelle_soap::WSA;
 use passerelle_soap::dmp::{DmpOperation, DmpService};
@@ -31,7 +32,7 @@ use crate::fault::ProxyError;
 use crate::message::{SoapMessage, wsa_block};
 use crate::state::{ProxyState, TenantRuntime};
 use crate::upstream::{Retry, UpstreamPool};
-use submission::{LotPlan, SignedSubmission};
+use submission::LotPlan;
 
 fn digest(d: SignatureDigest) -> DigestAlgorithm {
     match d {
@@ -291,11 +292,6 @@ fn fill_or_add(
     v
 }
 
-/// The signed token as an element, to place in `wsse:Security`.
-fn token_element(vihf: &SignedVihf) -> Result<Element, ProxyError> {
-    xml::parse(&vihf.xml).map_err(|e| ProxyError::Internal(format!("signed VIHF unreadable: {e}")))
-}
-
 /// A DMP request read and checked, ready to sign (end of phase 5, identity).
 pub struct DmpRequest {
     message: SoapMessage,
@@ -328,7 +324,7 @@ pub type SignedRequest = crate::upstream::Outgoing;
 /// Phase 5, identity: the envelope parsed (DTDs refused), one WS-Addressing header of
 /// each, the Action an operation of `route`'s service, the identity (the internal
 /// system's VIHF or the `X-Vihf-*` headers) and its structure one of the tenant's, the
-/// lot to sign for ITI-41. CPU work: runs on the blocking pool.
+/// lot to sign for ITI-41. CPU work, never awaited (see `pipeline::cpu_work`).
 pub fn identify(
     state: &ProxyState,
     tenant: &TenantRuntime,
@@ -528,7 +524,7 @@ pub fn service_of(settings: &passerelle_config::DmpService, route: &str) -> Opti
 
 /// Phase 6, sign: the VIHF (re-signed or built) and the lot with the tenant's ORG SIGN
 /// key, then the envelope written with WS-Addressing completed. Nothing is sent before
-/// every signature is made. CPU work: runs on the blocking pool.
+/// every signature is made. CPU work, never awaited (see `pipeline::cpu_work`).
 pub fn sign(
     request: DmpRequest,
     tenant: &TenantRuntime,
@@ -571,11 +567,10 @@ pub fn sign(
         .map(|plan| plan.sign(signer.as_ref(), lot_digest, now))
         .transpose()
         .map_err(|e| signing_error(e, tenant))?;
-    let signed = Signed { vihf, lot };
-
-    let message_id = rewrite_headers(&mut message, pool.url(), token_element(&signed.vihf)?)?;
+    // The signed tree itself goes into `wsse:Security`.
+    let message_id = rewrite_headers(&mut message, pool.url(), vihf.assertion)?;
     exchange.message_id = Some(message_id);
-    let attachments = match &signed.lot {
+    let attachments = match &lot {
         Some(lot) => lot.apply(&mut message)?,
         None => message
             .mtom
@@ -626,10 +621,4 @@ fn check_structure(tenant: &TenantRuntime, structure: &StructureId) -> Result<()
             tenant: tenant.id.to_string(),
         })
     }
-}
-
-/// The signatures of one request.
-struct Signed {
-    vihf: SignedVihf,
-    lot: Option<SignedSubmission>,
 }

@@ -672,7 +672,7 @@ mod tests {
             now,
         )
         .expect("sign");
-        run(&genuine.xml).expect("genuine token");
+        run(&genuine.xml()).expect("genuine token");
 
         let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
         let mut chain = vec![material.leaf_der.clone()];
@@ -688,7 +688,7 @@ mod tests {
             B64.encode(rsa.e().to_vec())
         );
         let forged = forged
-            .xml
+            .xml()
             .replace("<KeyInfo>", &format!("<KeyInfo>{key_value}"));
         assert!(forged.contains("<KeyInfo><KeyValue>"), "{forged}");
         let failure = run(&forged).expect_err("attacker KeyValue");
