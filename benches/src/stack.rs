@@ -64,9 +64,7 @@ impl Proc {
     }
     /// Starts a new peak-memory measurement (see [`resources::reset_peak_rss`]).
     pub fn reset_peak_rss(&self) -> bool {
-        self.pids()
-            .into_iter()
-            .all(resources::reset_peak_rss)
+        self.pids().into_iter().all(resources::reset_peak_rss)
     }
     /// Sends `signal` (`HUP`, `TERM`...) to the process.
     pub fn signal(&self, signal: &str) -> bool {
