@@ -53,11 +53,12 @@ const HOP_BY_HOP: [&str; 8] = [
 /// The largest JSON API body: its requests are a few hundred bytes.
 const MAX_API_BODY_BYTES: usize = 64 * 1024;
 
-/// Bodies up to this size are parsed (and DMP requests signed, with a key in memory) on
-/// the async worker: a few hundred microseconds, cheaper than the two thread hand-offs
-/// of the blocking pool, which cost the DMP query a tenth of its CPU. Larger bodies (a
-/// submission's documents to canonicalise and hash) and keys in a token (whose
-/// signature may wait on the device) go to the blocking pool.
+/// INSi bodies up to this size are parsed on the async worker: tens of microseconds,
+/// cheaper than the two thread hand-offs of the blocking pool. Larger ones go to the
+/// blocking pool. DMP requests always do: they are signed, and a signature (0.25 to
+/// 1.2 ms of a core, longer on a token) never runs inside an async worker's poll
+/// (architecture.md), so that the signing slots bound it and health, metrics and INSi
+/// traffic keep their workers when signing saturates the CPU.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
 
 /// Serves one request of the internal listener.
@@ -204,28 +205,25 @@ async fn phases(
     // 5 and 6: identity or build, sign.
     let work = match route {
         Route::OpenApi => return Ok(api::openapi::response()),
-        Route::Dmp { name, .. } => {
-            let inline = body.len() <= INLINE_PARSE_BYTES && signs_in_memory(state, exchange);
-            Work::Forward(
-                cpu_work(inline, state, exchange, move |state, exchange| {
-                    let started = Instant::now();
-                    let tenant = tenant_of(state, exchange)?;
-                    let request = dmp::identify(
-                        state,
-                        tenant,
-                        &name,
-                        &parts.headers,
-                        &content_type,
-                        body,
-                        exchange,
-                    )?;
-                    let signed = dmp::sign(request, tenant, exchange);
-                    exchange.timings.signing += started.elapsed();
-                    signed
-                })
-                .await?,
-            )
-        }
+        Route::Dmp { name, .. } => Work::Forward(
+            cpu_work(false, state, exchange, move |state, exchange| {
+                let started = Instant::now();
+                let tenant = tenant_of(state, exchange)?;
+                let request = dmp::identify(
+                    state,
+                    tenant,
+                    &name,
+                    &parts.headers,
+                    &content_type,
+                    body,
+                    exchange,
+                )?;
+                let signed = dmp::sign(request, tenant, exchange);
+                exchange.timings.signing += started.elapsed();
+                signed
+            })
+            .await?,
+        ),
         Route::Insi(mode) => Work::Forward(
             cpu_work(
                 body.len() <= INLINE_PARSE_BYTES,
@@ -394,17 +392,8 @@ fn tenant_of<'s>(
         .ok_or_else(|| ProxyError::Internal(format!("tenant {id} has no runtime state")))
 }
 
-/// Whether the granted tenant's DMP requests are signed with a key in memory (not one
-/// whose signature may wait on a token).
-fn signs_in_memory(state: &ProxyState, exchange: &Exchange) -> bool {
-    tenant_of(state, exchange)
-        .ok()
-        .and_then(|tenant| tenant.dmp.as_ref())
-        .is_some_and(|dmp| !dmp.signer.may_block())
-}
-
-/// Runs CPU work (parsing, signing, writing): in place when `inline` (short work, see
-/// [`INLINE_PARSE_BYTES`]: as many at once as there are async workers), otherwise on
+/// Runs CPU work (parsing, signing, writing): in place when `inline` (short work without
+/// a signature, see [`INLINE_PARSE_BYTES`]), otherwise on
 /// the blocking pool, off the async workers, a bounded number at a time (the signing
 /// slots).
 async fn cpu_work<T: Send + 'static>(

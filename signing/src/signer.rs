@@ -93,13 +93,6 @@ pub trait Signer: Send + Sync + fmt::Debug {
 
     /// What is known of the signing certificate (subject DN, serial, ...).
     fn certificate(&self) -> &CertificateInfo;
-
-    /// Whether a signature may wait on something outside this process (a token's
-    /// session, a network HSM's round trip): callers never run such a signer on an
-    /// async worker.
-    fn may_block(&self) -> bool {
-        false
-    }
 }
 
 /// The certificates that go with a key: leaf, intermediates, then the root when known
@@ -299,10 +292,6 @@ impl Signer for TokenSigner {
             // The key cannot be used now: gone, busy, its PIN refused, not the certificate's.
             _ => SigningError::KeyUnavailable(e.to_string()),
         })
-    }
-
-    fn may_block(&self) -> bool {
-        true
     }
 
     fn certificate_chain(&self) -> &[Vec<u8>] {
