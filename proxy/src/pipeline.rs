@@ -9,7 +9,7 @@
 //! | 2 | route | `POST /dmp/<route>`, `/insi[/auto\|/manu]`, `/api/insi/{search,vitale}`, `GET /api/openapi.json` (answered here, no credentials), `/svc/<name>/<path>` (method and path allowed) | → `UnknownRoute`, `UnknownDmpService`, `UnknownService`, `MethodNotAllowed`, `BadPath`, `PathNotAllowed` |
 //! | 3 | authenticate | client by token / certificate, source, tenant, service; rate; the audit sink takes records | default deny; `clients.rate_per_second`; `audit.on_failure = "refuse"` → `AuditUnavailable` |
 //! | 4 | read body | the whole body | `limits.max_body_bytes`, body deadline, in-flight budget |
-//! | 5 | identity / build | DMP: envelope, WS-Addressing, operation, VIHF or headers, structure; INSi: envelope, contexts; JSON API: the typed request and its search; services: the request for the `org_auth` pool | in place up to 64 KiB (DMP: with a key in memory), else the blocking pool and its `signing slots` |
+//! | 5 | identity / build | DMP: envelope, WS-Addressing, operation, VIHF or headers, structure; INSi: envelope, contexts; JSON API: the typed request and its search; services: the request for the `org_auth` pool | DMP: the blocking pool, `signing slots`; INSi: in place up to 64 KiB, else the same |
 //! | 6 | sign | DMP: VIHF and lot with ORG SIGN, envelope written | as phase 5 |
 //! | 7 | forward | the tenant's pool for (service, certificate); a JSON INSi search sends one request after another until an answer decides; the request and answer written to files when `[capture]` lists the client | pool concurrency, timeouts; only reads retried |
 //! | 8 | record | metrics, one audit line per request sent upstream (before the answer), one log line | |

@@ -4,9 +4,8 @@
 //! system's unsigned VIHF or the `X-Vihf-*` headers — and its structure one of the
 //! tenant's, the lot to sign) and [`sign`] (VIHF and lot with ORG SIGN, documents of the
 //! VIHF's patient only, WS-Addressing completed, the envelope written), giving the
-//! request for the tenant's ORG AUTH_CLI pool. Both run before any byte goes upstream, in
-//! place for a small request signed with a key in memory, otherwise on the blocking pool
-//! bounded by the signing slots (`pipeline::cpu_work`).
+//! request for the tenant's ORG AUTH_CLI pool. Both run on the blocking pool, bounded by
+//! the signing slots (`pipeline::cpu_work`), before any byte goes upstream.
 
 pub mod identity;
 pub mod structure;
@@ -324,7 +323,7 @@ pub type SignedRequest = crate::upstream::Outgoing;
 /// Phase 5, identity: the envelope parsed (DTDs refused), one WS-Addressing header of
 /// each, the Action an operation of `route`'s service, the identity (the internal
 /// system's VIHF or the `X-Vihf-*` headers) and its structure one of the tenant's, the
-/// lot to sign for ITI-41. CPU work, never awaited (see `pipeline::cpu_work`).
+/// lot to sign for ITI-41. CPU work: runs on the blocking pool.
 pub fn identify(
     state: &ProxyState,
     tenant: &TenantRuntime,
@@ -524,7 +523,7 @@ pub fn service_of(settings: &passerelle_config::DmpService, route: &str) -> Opti
 
 /// Phase 6, sign: the VIHF (re-signed or built) and the lot with the tenant's ORG SIGN
 /// key, then the envelope written with WS-Addressing completed. Nothing is sent before
-/// every signature is made. CPU work, never awaited (see `pipeline::cpu_work`).
+/// every signature is made. CPU work: runs on the blocking pool.
 pub fn sign(
     request: DmpRequest,
     tenant: &TenantRuntime,

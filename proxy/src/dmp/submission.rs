@@ -1,6 +1,6 @@
 //! ITI-41 (TD2.1/TD2.2): the lot signature. The submission is read from the envelope
 //! and its MTOM parts (documents stay slices of the request), the documents are
-//! digested and the lot signed with ORG SIGN (CPU work: `pipeline::cpu_work`), then the signature
+//! digested and the lot signed with ORG SIGN on the blocking pool, then the signature
 //! document is added: its ExtrinsicObject and the `HasMember` and `signs` associations
 //! in the RegistryObjectList, an `xdsb:Document` in the request, and one more MIME part
 //! (inline base64 when the request was not MTOM).
