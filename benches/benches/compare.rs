@@ -1,8 +1,11 @@
 //! `cargo bench -p passerelle-benches --bench compare`: Passerelle against direct access
 //! and against nginx, in one run, on this machine.
 //!
-//! The mocks run in this process; Passerelle (release build) and nginx run as their own
-//! processes so their CPU time and memory can be read. Every scenario runs against each
+//! Passerelle, nginx and the mocks (release builds of `mock-dmp` and `mock-insi`) run as
+//! their own processes, so that each one's CPU time and memory can be read: the mocks'
+//! CPU per request is printed beside the proxy's, to show when they, not the proxy,
+//! limit a throughput. The INSi and DMP query scenarios then run again at a fixed rate,
+//! half of the lower throughput sustained (rows `@50%`): latency at equal, moderate load. Every scenario runs against each
 //! target with the same load; the raw RSA-2048 sign rate of the ORG SIGN key is measured
 //! in the same run. Prints a table, writes `target/bench/compare.json` and
 //! `target/bench/compare.png`.
@@ -11,7 +14,8 @@
 //! `BENCH_INSI_CONCURRENCY` (256), `BENCH_DMP_CONCURRENCY` (32), `BENCH_RATE` (requests
 //! a second: fixed-rate mode instead of fixed concurrency), `BENCH_ONLY` (comma-separated
 //! scenarios: `insi`, `dmp-query`, `dmp-query-postgres`, `dmp-submit`),
-//! `BENCH_SUBMISSIONS` (direct submissions signed in advance, 1500).
+//! `BENCH_SUBMISSIONS` (direct submissions signed in advance, 3000; a direct submission run
+//! ends when they are used up, after a warm-up of at most 0.25 s).
 //!
 //! `dmp-query-postgres` runs the DMP query against a second Passerelle whose audit sink is
 //! a real PostgreSQL (started here, `initdb` in a temporary folder), to compare with the
@@ -24,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use passerelle_benches::chart::{self, Bar};
 use passerelle_benches::load::{self, Endpoint, LoadConfig, LoadReport, Mode};
-use passerelle_benches::stack::{Proc, build_release, free_port, start_passerelle, wait_for_port};
+use passerelle_benches::stack::{
+    Mock, Proc, build_release, free_port, start_mock, start_passerelle, wait_for_port,
+};
 use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Via};
 use passerelle_certs_test::{LeafFiles, Manifest, shared_test_pki};
 use passerelle_config::CertRole;
-use passerelle_mocks::faults::Faults;
 use passerelle_signing::{DigestAlgorithm, Signer, SoftwareSigner};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -151,6 +156,9 @@ struct Row {
     peak_rss_mib: Option<f64>,
     /// TLS handshakes the mock served during the run (warm-up included).
     upstream_handshakes: u64,
+    /// The upstream mock's CPU seconds per 1,000 requests (warm-up included, as the
+    /// proxy's).
+    mock_cpu_s_per_1000: f64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -161,27 +169,30 @@ async fn measure(
     workload: Arc<dyn load::Workload>,
     config: LoadConfig,
     proc: Option<&Proc>,
-    handshakes: &dyn Fn() -> u64,
+    mock: &Mock,
 ) -> Row {
     let cpu_before = proc.map(Proc::cpu);
+    let mock_before = mock.proc.cpu();
     // The peak of this scenario, not of the ones the same process served before.
     if let Some(p) = proc
         && !p.reset_peak_rss()
     {
         eprintln!("  (peak memory not reset: the {target} peak covers earlier scenarios)");
     }
-    let hs_before = handshakes();
+    let hs_before = mock.handshakes();
     let started = Instant::now();
     let report = load::run(endpoint, workload, config).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = proc.map(|p| p.cpu() - cpu_before.unwrap_or(0.0));
+    let mock_cpu = mock.proc.cpu() - mock_before;
     let row = Row {
         scenario,
         target,
         cpu_s_per_1000: cpu.map(|c| c / report.requests.max(1) as f64 * 1000.0),
         cores_used: cpu.map(|c| c / wall),
         peak_rss_mib: proc.map(Proc::peak_rss_mib),
-        upstream_handshakes: handshakes() - hs_before,
+        upstream_handshakes: mock.handshakes() - hs_before,
+        mock_cpu_s_per_1000: mock_cpu / report.requests.max(1) as f64 * 1000.0,
         report,
     };
     eprintln!(
@@ -189,10 +200,6 @@ async fn measure(
         row.report.throughput, row.report.p99_ms, row.report.errors
     );
     row
-}
-
-fn handshakes_of(stats: &passerelle_mocks::stats::Stats) -> u64 {
-    stats.to_json()["handshakes"].as_u64().unwrap_or(0)
 }
 
 fn main() {
@@ -226,42 +233,23 @@ fn main() {
     });
     eprintln!("  {rsa_all:.0} signatures/s on {cores} cores at once");
 
-    // The mocks, on their own runtime.
-    let mocks = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let any = "127.0.0.1:0".parse().expect("address");
-    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/insi/xsd");
-    let (dmp, _dmp_service) = mocks
-        .block_on(passerelle_mocks::start_dmp(
-            &pki,
-            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/dmp"),
-            any,
-            any,
-            Faults::default(),
-        ))
-        .expect("mock DMP");
-    let insi = mocks
-        .block_on(passerelle_mocks::start_insi(
-            &pki,
-            &spec,
-            any,
-            any,
-            Faults::default(),
-        ))
-        .expect("mock INSi");
-
-    build_release(&["passerelle-proxy"]);
-    let started = start_passerelle(
+    // The mocks, as their own processes (the release builds).
+    build_release(&["passerelle-proxy", "passerelle-mocks"]);
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec");
+    let spec_dir = |sub: &str| spec.join(sub).to_string_lossy().into_owned();
+    let dmp = start_mock(
+        "mock-dmp",
         &pki,
-        dmp.address.port(),
-        insi.address.port(),
-        &out,
-        "",
-        None,
+        &["--spec", &spec_dir("dmp")],
+        &out.join("mock-dmp.log"),
     );
+    let insi = start_mock(
+        "mock-insi",
+        &pki,
+        &["--xsd", &spec_dir("insi/xsd")],
+        &out.join("mock-insi.log"),
+    );
+    let started = start_passerelle(&pki, dmp.port, insi.port, &out, "", None);
     let (passerelle, proxy_port) = (started.proc, started.port);
     // The same Passerelle with its audit records in a real PostgreSQL (default settings:
     // every commit flushed), for the file-vs-database comparison.
@@ -280,14 +268,7 @@ fn main() {
                     password.display(),
                     out.join("audit/postgres.spool.jsonl").display()
                 );
-                let started = start_passerelle(
-                    &pki,
-                    dmp.address.port(),
-                    insi.address.port(),
-                    &out,
-                    &settings,
-                    None,
-                );
+                let started = start_passerelle(&pki, dmp.port, insi.port, &out, &settings, None);
                 Some((pg, started.proc, started.port))
             }
             Err(e) => {
@@ -298,7 +279,7 @@ fn main() {
     } else {
         None
     };
-    let nginx = start_nginx(&pki, insi.address.port(), &out);
+    let nginx = start_nginx(&pki, insi.port, &out);
     if nginx.is_none() {
         eprintln!(
             "nginx not found: run scripts/install-deps.sh --bench (the nginx row is left out)"
@@ -319,6 +300,28 @@ fn main() {
         address: format!("127.0.0.1:{port}").parse().expect("address"),
         tls: None,
     };
+    // A fixed rate, for the latency rows at half capacity (none when the whole run is
+    // already at a fixed rate).
+    let at_rate = |per_second: f64, connections: usize| LoadConfig {
+        mode: Mode::Rate {
+            per_second,
+            connections,
+        },
+        warmup: Duration::from_secs_f64(warmup),
+        duration: Duration::from_secs_f64(seconds),
+        max_requests: None,
+    };
+    let half_of_capacity = |rows: &[Row], scenario: &str, targets: &[&str]| {
+        let lowest = targets
+            .iter()
+            .filter_map(|t| {
+                rows.iter()
+                    .find(|r| r.scenario == scenario && r.target == *t)
+            })
+            .map(|r| r.report.throughput)
+            .fold(f64::INFINITY, f64::min);
+        (rate.is_none() && lowest.is_finite() && lowest > 0.0).then_some(lowest / 2.0)
+    };
     let bounds = |concurrency: usize, max: Option<u64>| LoadConfig {
         mode: match rate {
             Some(per_second) => Mode::Rate {
@@ -331,8 +334,6 @@ fn main() {
         duration: Duration::from_secs_f64(seconds),
         max_requests: max,
     };
-    let insi_hs = || handshakes_of(&insi.stats);
-    let dmp_hs = || handshakes_of(&dmp.stats);
     let mut rows = Vec::new();
     eprintln!("load ({seconds} s each after {warmup} s warm-up):");
     let only: Option<String> = std::env::var("BENCH_ONLY").ok();
@@ -342,72 +343,100 @@ fn main() {
     };
     generator.block_on(async {
         if wanted("insi") {
-            let c = bounds(insi_concurrency, None);
             rows.push(
                 measure(
                     "insi",
                     "direct",
-                    &direct(&pki.tenants[0].insi_auto, insi.address.port()),
+                    &direct(&pki.tenants[0].insi_auto, insi.port),
                     workloads::shared(InsiSearch::new(Via::Direct)),
-                    c,
+                    bounds(insi_concurrency, None),
                     None,
-                    &insi_hs,
+                    &insi,
                 )
                 .await,
             );
-            rows.push(
-                measure(
-                    "insi",
-                    "passerelle",
-                    &plain(proxy_port),
-                    workloads::shared(InsiSearch::new(Via::Passerelle)),
-                    c,
-                    Some(&passerelle),
-                    &insi_hs,
-                )
-                .await,
-            );
-            if let Some((nginx, port)) = &nginx {
+            // At full concurrency, then (latency at equal, moderate load) both at half
+            // the lower capacity.
+            for (proxy_label, nginx_label, half) in [
+                ("passerelle", "nginx", false),
+                ("passerelle @50%", "nginx @50%", true),
+            ] {
+                let c = if half {
+                    match half_of_capacity(&rows, "insi", &["passerelle", "nginx"]) {
+                        Some(rate) => at_rate(rate, insi_concurrency),
+                        None => break,
+                    }
+                } else {
+                    bounds(insi_concurrency, None)
+                };
                 rows.push(
                     measure(
                         "insi",
-                        "nginx",
-                        &plain(*port),
-                        workloads::shared(InsiSearch::new(Via::Nginx)),
+                        proxy_label,
+                        &plain(proxy_port),
+                        workloads::shared(InsiSearch::new(Via::Passerelle)),
                         c,
-                        Some(nginx),
-                        &insi_hs,
+                        Some(&passerelle),
+                        &insi,
+                    )
+                    .await,
+                );
+                if let Some((nginx, port)) = &nginx {
+                    rows.push(
+                        measure(
+                            "insi",
+                            nginx_label,
+                            &plain(*port),
+                            workloads::shared(InsiSearch::new(Via::Nginx)),
+                            c,
+                            Some(nginx),
+                            &insi,
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+        if wanted("dmp-query") {
+            // At full concurrency, then (latency at equal, moderate load) both at half of
+            // what Passerelle sustained.
+            for (direct_label, proxy_label, half) in [
+                ("direct", "passerelle", false),
+                ("direct @50%", "passerelle @50%", true),
+            ] {
+                let c = if half {
+                    match half_of_capacity(&rows, "dmp-query", &["passerelle"]) {
+                        Some(rate) => at_rate(rate, dmp_concurrency),
+                        None => break,
+                    }
+                } else {
+                    bounds(dmp_concurrency, None)
+                };
+                rows.push(
+                    measure(
+                        "dmp-query",
+                        direct_label,
+                        &direct(&pki.tenants[0].dmp_auth, dmp.port),
+                        workloads::shared(DmpQuery::direct(&structure, &signer)),
+                        c,
+                        None,
+                        &dmp,
+                    )
+                    .await,
+                );
+                rows.push(
+                    measure(
+                        "dmp-query",
+                        proxy_label,
+                        &plain(proxy_port),
+                        workloads::shared(DmpQuery::passerelle(&structure)),
+                        c,
+                        Some(&passerelle),
+                        &dmp,
                     )
                     .await,
                 );
             }
-        }
-        if wanted("dmp-query") {
-            let c = bounds(dmp_concurrency, None);
-            rows.push(
-                measure(
-                    "dmp-query",
-                    "direct",
-                    &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
-                    workloads::shared(DmpQuery::direct(&structure, &signer)),
-                    c,
-                    None,
-                    &dmp_hs,
-                )
-                .await,
-            );
-            rows.push(
-                measure(
-                    "dmp-query",
-                    "passerelle",
-                    &plain(proxy_port),
-                    workloads::shared(DmpQuery::passerelle(&structure)),
-                    c,
-                    Some(&passerelle),
-                    &dmp_hs,
-                )
-                .await,
-            );
         }
         if wanted("dmp-query-postgres")
             && let Some((_, proc, port)) = &postgres
@@ -420,26 +449,31 @@ fn main() {
                     workloads::shared(DmpQuery::passerelle(&structure)),
                     bounds(dmp_concurrency, None),
                     Some(proc),
-                    &dmp_hs,
+                    &dmp,
                 )
                 .await,
             );
         }
         if wanted("dmp-submit") {
             // Direct submissions are signed in advance, each with its own submission set.
-            let count: u64 = env_or("BENCH_SUBMISSIONS", 1500);
+            let count: u64 = env_or("BENCH_SUBMISSIONS", 3000);
             eprintln!("  (signing {count} submissions in advance for direct access...)");
             let presigned = DmpSubmit::direct(&structure, &signer, count);
-            let c = bounds(dmp_concurrency, Some(presigned.prepared()));
+            // Each is sent once: a short warm-up leaves most of them to the measurement
+            // (the mock takes them faster than they can be signed here).
+            let c = LoadConfig {
+                warmup: Duration::from_secs_f64(warmup.min(0.25)),
+                ..bounds(dmp_concurrency, Some(presigned.prepared()))
+            };
             rows.push(
                 measure(
                     "dmp-submit",
                     "direct",
-                    &direct(&pki.tenants[0].dmp_auth, dmp.address.port()),
+                    &direct(&pki.tenants[0].dmp_auth, dmp.port),
                     workloads::shared(presigned),
                     c,
                     None,
-                    &dmp_hs,
+                    &dmp,
                 )
                 .await,
             );
@@ -451,7 +485,7 @@ fn main() {
                     workloads::shared(DmpSubmit::passerelle(&structure)),
                     bounds(dmp_concurrency, None),
                     Some(&passerelle),
-                    &dmp_hs,
+                    &dmp,
                 )
                 .await,
             );
@@ -470,6 +504,40 @@ fn main() {
             "insi_p99_vs_nginx".into(),
             (p.report.p99_ms / n.report.p99_ms).into(),
         );
+    }
+    if let (Some(p), Some(n)) = (find("insi", "passerelle @50%"), find("insi", "nginx @50%")) {
+        ratios.insert(
+            "insi_p99_at_half_load_vs_nginx".into(),
+            (p.report.p99_ms / n.report.p99_ms).into(),
+        );
+    }
+    if let (Some(p), Some(d)) = (
+        find("dmp-query", "passerelle @50%"),
+        find("dmp-query", "direct @50%"),
+    ) {
+        ratios.insert(
+            "dmp_query_p99_at_half_load_vs_direct".into(),
+            (p.report.p99_ms / d.report.p99_ms).into(),
+        );
+    }
+    // Issue 18's goals: a signed request's proxy CPU counted in raw signatures (this
+    // run's one-core rate), the INSi path's CPU against nginx's.
+    for scenario in ["dmp-query", "dmp-submit"] {
+        if let Some(cpu) = find(scenario, "passerelle").and_then(|p| p.cpu_s_per_1000) {
+            ratios.insert(
+                format!(
+                    "{}_proxy_cpu_per_request_in_signatures",
+                    scenario.replace('-', "_")
+                ),
+                (cpu / 1000.0 * rsa).into(),
+            );
+        }
+    }
+    if let (Some(p), Some(n)) = (
+        find("insi", "passerelle").and_then(|r| r.cpu_s_per_1000),
+        find("insi", "nginx").and_then(|r| r.cpu_s_per_1000),
+    ) {
+        ratios.insert("insi_cpu_per_request_vs_nginx".into(), (p / n).into());
     }
     if let Some(p) = find("dmp-query", "passerelle") {
         let used = p.cores_used.unwrap_or(1.0).max(0.01);
@@ -506,14 +574,14 @@ fn main() {
 
     println!();
     println!(
-        "| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU s / 1k req | proxy cores | peak RSS MiB | upstream handshakes |"
+        "| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU s / 1k req | proxy cores | peak RSS MiB | upstream handshakes | mock CPU s / 1k req |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {:.3} |",
             r.scenario,
             r.target,
             r.report.throughput,
@@ -524,7 +592,8 @@ fn main() {
             opt(r.cpu_s_per_1000, 3),
             opt(r.cores_used, 2),
             opt(r.peak_rss_mib, 1),
-            r.upstream_handshakes
+            r.upstream_handshakes,
+            r.mock_cpu_s_per_1000
         );
     }
     println!();
@@ -564,6 +633,7 @@ fn main() {
             label: format!("{} / {}", r.scenario, r.target),
             throughput: r.report.throughput,
             p99_ms: r.report.p99_ms,
+            cpu_ms: r.cpu_s_per_1000,
         })
         .collect();
     match chart::draw(

@@ -16,7 +16,6 @@
 //! `SOAK_BURST_SECONDS` (20: both mocks fail `SOAK_BURST_ERROR_RATE` = 0.3 of their
 //! requests), `SOAK_CONNECTIONS` (16), `SOAK_LOAD` (0.5), `SOAK_CAPACITY_SECONDS` (20).
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 use passerelle_benches::load::{self, Endpoint, LoadConfig, Mode, Window};
 use passerelle_benches::resources;
 use passerelle_benches::soak::{self, Bounds, Sample};
-use passerelle_benches::stack::{self, Mock, Passerelle};
+use passerelle_benches::stack::{self, Mock, Passerelle, admin};
 use passerelle_benches::workloads::{self, DmpQuery, DmpSubmit, InsiSearch, Mixed, Via};
 use passerelle_certs_test::shared_test_pki;
 
@@ -33,25 +32,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// One plain HTTP/1.0 exchange with an admin port: the body of a 2xx answer.
-fn admin(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        tcp,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.split_whitespace()
-        .nth(1)
-        .filter(|code| code.starts_with('2'))
-        .map(|_| body.to_string())
 }
 
 /// The value of the first line of `metrics` that starts with `series`.

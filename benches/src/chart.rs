@@ -1,4 +1,5 @@
-//! The comparison chart: throughput and p99 latency per scenario and target, as a PNG.
+//! The comparison chart: throughput, p99 latency and the proxy's CPU per request, per
+//! scenario and target, as a PNG.
 
 use plotters::prelude::*;
 
@@ -8,13 +9,15 @@ pub struct Bar {
     pub label: String,
     pub throughput: f64,
     pub p99_ms: f64,
+    /// The proxy's CPU milliseconds per request (none for direct access).
+    pub cpu_ms: Option<f64>,
 }
 
 /// One panel: where, its caption, the value it plots, the bar colour.
 type Panel<'a, DB> = (
     &'a DrawingArea<DB, plotters::coord::Shift>,
     &'static str,
-    &'a dyn Fn(&Bar) -> f64,
+    &'a dyn Fn(&Bar) -> Option<f64>,
     RGBColor,
 );
 
@@ -37,7 +40,7 @@ pub fn register_font() -> Result<(), String> {
     .clone()
 }
 
-/// Draws `bars` into `path` (1200 x 100 + 40 per bar pixels).
+/// Draws `bars` into `path` (1800 x 100 + 40 per bar pixels).
 pub fn draw(
     path: &std::path::Path,
     title: &str,
@@ -46,13 +49,15 @@ pub fn draw(
     register_font()?;
     let n = bars.len().max(1);
     let height = 100 + 40 * n as u32;
-    let root = BitMapBackend::new(path, (1200, height)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1800, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 22))?;
-    let (left, right) = root.split_horizontally(600);
-    let throughput = |b: &Bar| b.throughput;
-    let p99 = |b: &Bar| b.p99_ms;
-    let panels: [Panel<'_, _>; 2] = [
+    let (left, rest) = root.split_horizontally(600);
+    let (middle, right) = rest.split_horizontally(600);
+    let throughput = |b: &Bar| Some(b.throughput);
+    let p99 = |b: &Bar| Some(b.p99_ms);
+    let cpu = |b: &Bar| b.cpu_ms;
+    let panels: [Panel<'_, _>; 3] = [
         (
             &left,
             "throughput (requests/s, higher is better)",
@@ -60,14 +65,25 @@ pub fn draw(
             RGBColor(46, 110, 180),
         ),
         (
-            &right,
+            &middle,
             "p99 latency (ms, lower is better)",
             &p99,
             RGBColor(200, 90, 40),
         ),
+        (
+            &right,
+            "proxy CPU per request (ms, lower is better)",
+            &cpu,
+            RGBColor(90, 150, 70),
+        ),
     ];
     for (area, caption, value, color) in panels {
-        let max = bars.iter().map(value).fold(0.0_f64, f64::max).max(1e-6) * 1.25;
+        let max = bars
+            .iter()
+            .filter_map(value)
+            .fold(0.0_f64, f64::max)
+            .max(1e-6)
+            * 1.25;
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 16))
             .margin(12)
@@ -83,21 +99,24 @@ pub fn draw(
         for (i, bar) in bars.iter().enumerate() {
             let top = (n - i) as f64 - 0.1;
             let bottom = (n - i) as f64 - 0.9;
-            let v = value(bar);
-            chart.draw_series(std::iter::once(Rectangle::new(
-                [(0.0, bottom), (v, top)],
-                color.mix(0.75).filled(),
-            )))?;
-            chart.draw_series(std::iter::once(Text::new(
-                format!(
-                    "{}  {}",
-                    bar.label,
+            let shown = match value(bar) {
+                Some(v) => {
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, bottom), (v, top)],
+                        color.mix(0.75).filled(),
+                    )))?;
                     if v >= 100.0 {
                         format!("{v:.0}")
-                    } else {
+                    } else if v >= 1.0 {
                         format!("{v:.2}")
+                    } else {
+                        format!("{v:.3}")
                     }
-                ),
+                }
+                None => "-".to_string(),
+            };
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{}  {shown}", bar.label),
                 (max * 0.01, top - 0.25),
                 ("sans-serif", 13).into_font().color(&BLACK),
             )))?;

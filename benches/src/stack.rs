@@ -2,6 +2,7 @@
 //! (release build) and the mock services as their own processes, with what is needed to
 //! read their CPU time and memory and to stop them.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,6 +156,37 @@ pub struct Mock {
     pub proc: Proc,
     pub port: u16,
     pub admin_port: u16,
+}
+
+impl Mock {
+    /// The TLS handshakes the mock has served since it started (its admin `GET /stats`;
+    /// 0 when the answer cannot be read).
+    pub fn handshakes(&self) -> u64 {
+        admin(self.admin_port, "GET", "/stats", "")
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|stats| stats["handshakes"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+/// One plain-HTTP request to an admin port on loopback: the body of a 2xx answer, or
+/// `None` (refused, unreachable, or not 2xx).
+pub fn admin(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.split_whitespace()
+        .nth(1)
+        .filter(|code| code.starts_with('2'))
+        .map(|_| body.to_string())
 }
 
 /// Starts the release binary `name` (`mock-dmp`, `mock-insi`) on the PKI, with `args`

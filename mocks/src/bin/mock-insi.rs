@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The same allocator as the proxy's and the mock DMP's (where glibc's `malloc`/`free`
+/// took a quarter of the samples under the benchmark's load): the mocks share the
+/// machine's cores with the proxy they measure.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Mock INSi (`/lps`): requires an INSI-AUTO or INSI-MANU client certificate chained to
 /// the ORG intermediate, checks ContexteLPS / ContexteBAM / WS-Addressing, validates the
 /// body against the CNAM XSDs, and answers from a built-in identity table.

@@ -236,6 +236,15 @@ impl Drop for KeysMngr {
     }
 }
 
+struct Key(x::xmlSecKeyPtr);
+impl Drop for Key {
+    fn drop(&mut self) {
+        // SAFETY: created by xmlSecOpenSSLAppKeyLoadMemory, kept in `SIGNER_KEYS` only,
+        // destroyed once (a context owns duplicates of its value, never this key).
+        unsafe { x::xmlSecKeyDestroy(self.0) }
+    }
+}
+
 struct DsigCtx(x::xmlSecDSigCtxPtr);
 impl Drop for DsigCtx {
     fn drop(&mut self) {
@@ -367,6 +376,17 @@ thread_local! {
     static MANAGERS: RefCell<Vec<([u8; 32], KeysMngr)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Signer keys this thread has already loaded, by their certificate's digest, newest
+/// last, at most this many.
+const SIGNER_KEYS_KEPT: usize = 16;
+
+thread_local! {
+    /// Loading a key from a certificate costs a DER decode and an OpenSSL 3 decoder
+    /// context: 15 % of the mock DMP's samples under load (perf), for the same few
+    /// signer certificates every time.
+    static SIGNER_KEYS: RefCell<Vec<([u8; 32], Key)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Runs `f` with this thread's keys manager for `anchors` and `intermediates`.
 fn with_keys_manager<R>(
     anchors: &[Vec<u8>],
@@ -495,26 +515,7 @@ fn manifest_references(ctx: &DsigCtx) -> Vec<(String, x::xmlSecDSigStatus)> {
 /// line, should the key ever be left unset, `KeyInfo` reading is restricted to
 /// `X509Data` and any other child stops it.
 fn use_signer_key(ctx: &DsigCtx, certificate_der: &[u8]) -> Result<(), Failure> {
-    let size = u32::try_from(certificate_der.len())
-        .map_err(|_| Failure::from("signer certificate too large".to_string()))?;
-    // SAFETY: `certificate_der` is alive for the call and xmlsec copies it; no password
-    // or callback is used for a certificate. The key returned is owned by us until
-    // handed to the context below.
-    let key = unsafe {
-        x::xmlSecOpenSSLAppKeyLoadMemory(
-            certificate_der.as_ptr(),
-            size,
-            x::xmlSecKeyDataFormat_xmlSecKeyDataFormatCertDer,
-            null(),
-            null_mut(),
-            null_mut(),
-        )
-    };
-    if key.is_null() {
-        return Err(Failure::from(
-            "xmlsec could not load the key of the signer certificate".to_string(),
-        ));
-    }
+    let key = signer_key(certificate_der)?;
     // SAFETY: `ctx.0` is a valid context with no key yet; it takes ownership of `key`
     // (`xmlSecDSigCtxDestroy` destroys `signKey`). The enabled key data list belongs to
     // the context and holds static klass descriptors.
@@ -533,6 +534,76 @@ fn use_signer_key(ctx: &DsigCtx, certificate_der: &[u8]) -> Result<(), Failure> 
         }
     }
     Ok(())
+}
+
+/// A new key holding the public key of `certificate_der` (its own reference to the
+/// OpenSSL key of this thread's loaded copy), for one context to own.
+fn signer_key(certificate_der: &[u8]) -> Result<x::xmlSecKeyPtr, Failure> {
+    let digest = openssl::sha::sha256(certificate_der);
+    SIGNER_KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        let at = match keys.iter().position(|(d, _)| *d == digest) {
+            Some(at) => at,
+            None => {
+                let loaded = load_certificate_key(certificate_der)?;
+                if keys.len() >= SIGNER_KEYS_KEPT {
+                    keys.remove(0);
+                }
+                keys.push((digest, loaded));
+                keys.len() - 1
+            }
+        };
+        let cached = keys[at].1.0;
+        // SAFETY: `cached` is a live key of this thread's cache (not destroyed while the
+        // borrow is held). Duplicating its value takes a reference on the OpenSSL key
+        // (EVP_PKEY_up_ref), and the new key owns that value once set; on a failure each
+        // piece made here is destroyed once.
+        unsafe {
+            let value = x::xmlSecKeyDataDuplicate(x::xmlSecKeyGetValue(cached));
+            if value.is_null() {
+                return Err(Failure::from(
+                    "xmlsec could not copy the signer certificate's key".to_string(),
+                ));
+            }
+            let key = x::xmlSecKeyCreate();
+            if key.is_null() {
+                x::xmlSecKeyDataDestroy(value);
+                return Err(Failure::from("xmlsec could not create a key".to_string()));
+            }
+            if x::xmlSecKeySetValue(key, value) < 0 {
+                x::xmlSecKeyDataDestroy(value);
+                x::xmlSecKeyDestroy(key);
+                return Err(Failure::from(
+                    "xmlsec could not set the signer certificate's key".to_string(),
+                ));
+            }
+            Ok(key)
+        }
+    })
+}
+
+/// The key of a DER certificate, loaded by libxmlsec1.
+fn load_certificate_key(certificate_der: &[u8]) -> Result<Key, Failure> {
+    let size = u32::try_from(certificate_der.len())
+        .map_err(|_| Failure::from("signer certificate too large".to_string()))?;
+    // SAFETY: `certificate_der` is alive for the call and xmlsec copies it; no password
+    // or callback is used for a certificate. The key returned is owned by `Key`.
+    let key = unsafe {
+        x::xmlSecOpenSSLAppKeyLoadMemory(
+            certificate_der.as_ptr(),
+            size,
+            x::xmlSecKeyDataFormat_xmlSecKeyDataFormatCertDer,
+            null(),
+            null_mut(),
+            null_mut(),
+        )
+    };
+    if key.is_null() {
+        return Err(Failure::from(
+            "xmlsec could not load the key of the signer certificate".to_string(),
+        ));
+    }
+    Ok(Key(key))
 }
 
 /// Verifies the signature under `root`; `_doc` owns `root` and outlives the call.

@@ -625,22 +625,18 @@ mod tests {
     use crate::{SoftwareIdentity, SoftwareSigner, VihfContext, sign_vihf};
     use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
-    use passerelle_config::CertRole;
+    use passerelle_config::{CertMaterial, CertRole};
 
-    /// libxmlsec1 alone, with the structural checks of this module bypassed: a token
-    /// signed by an attacker key, its `KeyValue` placed before a legitimate certificate,
-    /// is refused because the key comes from the certificate handed to `ffi`, not from
-    /// `KeyInfo`; the genuine token still verifies the same way.
-    #[test]
-    fn libxmlsec1_uses_only_the_signer_certificate_key() {
-        let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
-        let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
-        let trust = TrustAnchors::from_files(
+    fn trust(pki: &passerelle_certs_test::Manifest) -> TrustAnchors {
+        TrustAnchors::from_files(
             &[&pki.path(&pki.ca.root)],
             &[&pki.path(&pki.ca.org_intermediate)],
         )
-        .expect("trust");
-        let material = &config.tenants[0].certificates[&CertRole::DmpSign];
+        .expect("trust")
+    }
+
+    /// The example context's VIHF, signed by `signer`.
+    fn token(signer: &dyn crate::Signer) -> crate::SignedVihf {
         let json = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../examples/vihf-context.json"
@@ -653,25 +649,35 @@ mod tests {
             homologation_id: "TEST".into(),
             lps_id: None,
         };
-        let now = time::OffsetDateTime::now_utc();
-        let run = |xml: &str| {
-            ffi::verify(&ffi::Verification {
-                xml,
-                root_id_attribute: Some("ID"),
-                anchors: &trust.anchors,
-                intermediates: &trust.intermediates,
-                signer_certificate: &material.leaf_der,
-                manifest_documents: None,
-            })
-        };
+        sign_vihf(&context, &software, signer, time::OffsetDateTime::now_utc()).expect("sign")
+    }
 
-        let genuine = sign_vihf(
-            &context,
-            &software,
-            &SoftwareSigner::from_material(material).expect("signer"),
-            now,
-        )
-        .expect("sign");
+    /// libxmlsec1 with `signer` as the certificate whose key verifies.
+    fn run_ffi(trust: &TrustAnchors, signer: &CertMaterial, xml: &str) -> Result<(), ffi::Failure> {
+        ffi::verify(&ffi::Verification {
+            xml,
+            root_id_attribute: Some("ID"),
+            anchors: &trust.anchors,
+            intermediates: &trust.intermediates,
+            signer_certificate: &signer.leaf_der,
+            manifest_documents: None,
+        })
+        .map(|_| ())
+    }
+
+    /// libxmlsec1 alone, with the structural checks of this module bypassed: a token
+    /// signed by an attacker key, its `KeyValue` placed before a legitimate certificate,
+    /// is refused because the key comes from the certificate handed to `ffi`, not from
+    /// `KeyInfo`; the genuine token still verifies the same way.
+    #[test]
+    fn libxmlsec1_uses_only_the_signer_certificate_key() {
+        let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
+        let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
+        let trust = trust(&pki);
+        let material = &config.tenants[0].certificates[&CertRole::DmpSign];
+        let run = |xml: &str| run_ffi(&trust, material, xml);
+
+        let genuine = token(&SoftwareSigner::from_material(material).expect("signer"));
         run(&genuine.xml()).expect("genuine token");
 
         let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("key");
@@ -680,7 +686,7 @@ mod tests {
         let attacker =
             SoftwareSigner::from_pkcs8(&key.private_key_to_pkcs8().expect("pkcs8"), chain)
                 .expect("attacker signer");
-        let forged = sign_vihf(&context, &software, &attacker, now).expect("sign");
+        let forged = token(&attacker);
         let rsa = key.rsa().expect("rsa");
         let key_value = format!(
             "<KeyValue><RSAKeyValue><Modulus>{}</Modulus><Exponent>{}</Exponent></RSAKeyValue></KeyValue>",
@@ -693,5 +699,28 @@ mod tests {
         assert!(forged.contains("<KeyInfo><KeyValue>"), "{forged}");
         let failure = run(&forged).expect_err("attacker KeyValue");
         assert!(failure.message.contains("does not verify"), "{failure:?}");
+    }
+
+    /// The signer keys libxmlsec1 keeps per thread are told apart by certificate: on one
+    /// thread, a token verified with its signer's key is refused against another
+    /// certificate (tenant B's ORG SIGN), then verifies again with its own.
+    #[test]
+    fn a_kept_signer_key_serves_its_own_certificate_only() {
+        let pki = passerelle_certs_test::shared_test_pki().expect("test PKI");
+        let config = passerelle_config::load(&pki.path(&pki.config)).expect("config");
+        let trust = trust(&pki);
+        let a = &config.tenants[0].certificates[&CertRole::DmpSign];
+        let b = &config.tenants[1].certificates[&CertRole::DmpSign];
+        assert_ne!(a.leaf_der, b.leaf_der);
+        let by_a = token(&SoftwareSigner::from_material(a).expect("signer")).xml();
+        let by_b = token(&SoftwareSigner::from_material(b).expect("signer")).xml();
+        for _ in 0..2 {
+            run_ffi(&trust, a, &by_a).expect("A's token, A's key");
+            let failure = run_ffi(&trust, b, &by_a).expect_err("A's token, B's key");
+            assert!(failure.message.contains("does not verify"), "{failure:?}");
+            run_ffi(&trust, b, &by_b).expect("B's token, B's key");
+            let failure = run_ffi(&trust, a, &by_b).expect_err("B's token, A's key");
+            assert!(failure.message.contains("does not verify"), "{failure:?}");
+        }
     }
 }
