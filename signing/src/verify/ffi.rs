@@ -559,7 +559,12 @@ fn signer_key(certificate_der: &[u8]) -> Result<x::xmlSecKeyPtr, Failure> {
         // (EVP_PKEY_up_ref), and the new key owns that value once set; on a failure each
         // piece made here is destroyed once.
         unsafe {
-            let value = x::xmlSecKeyDataDuplicate(x::xmlSecKeyGetValue(cached));
+            let held = x::xmlSecKeyGetValue(cached);
+            let value = if held.is_null() {
+                null_mut()
+            } else {
+                x::xmlSecKeyDataDuplicate(held)
+            };
             if value.is_null() {
                 return Err(Failure::from(
                     "xmlsec could not copy the signer certificate's key".to_string(),
