@@ -13,9 +13,13 @@
 //! Settings (environment): `BENCH_SECONDS` (measure, default 8), `BENCH_WARMUP` (2),
 //! `BENCH_INSI_CONCURRENCY` (256), `BENCH_DMP_CONCURRENCY` (32), `BENCH_RATE` (requests
 //! a second: fixed-rate mode instead of fixed concurrency), `BENCH_ONLY` (comma-separated
-//! scenarios: `insi`, `dmp-query`, `dmp-query-postgres`, `dmp-submit`),
+//! scenarios: `insi`, `dmp-query`, `dmp-query-postgres`, `dmp-submit`, `dmp-submit-64m`),
 //! `BENCH_SUBMISSIONS` (direct submissions signed in advance, 3000; a direct submission run
 //! ends when they are used up, after a warm-up of at most 0.25 s).
+//!
+//! `dmp-submit-64m` sends, one at a time, three submissions of one PDF just under the
+//! default 64 MiB body limit (`BENCH_LARGE_BYTES`, default 63 MiB) through a Passerelle
+//! of its own: its peak resident memory above where it started, per body byte.
 //!
 //! `dmp-query-postgres` runs the DMP query against a second Passerelle whose audit sink is
 //! a real PostgreSQL (started here, `initdb` in a temporary folder), to compare with the
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use passerelle_benches::chart::{self, Bar};
 use passerelle_benches::load::{self, Endpoint, LoadConfig, LoadReport, Mode};
+use passerelle_benches::resources;
 use passerelle_benches::stack::{
     Mock, Proc, build_release, free_port, start_mock, start_passerelle, wait_for_port,
 };
@@ -154,6 +159,8 @@ struct Row {
     cores_used: Option<f64>,
     /// Peak resident memory during this scenario, its warm-up included.
     peak_rss_mib: Option<f64>,
+    /// Resident memory when the measurement began (the peak's starting point).
+    start_rss_mib: Option<f64>,
     /// TLS handshakes the mock served during the run (warm-up included).
     upstream_handshakes: u64,
     /// The upstream mock's CPU seconds per 1,000 requests (warm-up included, as the
@@ -179,6 +186,7 @@ async fn measure(
     {
         eprintln!("  (peak memory not reset: the {target} peak covers earlier scenarios)");
     }
+    let start_rss_mib = proc.map(|p| p.pids().into_iter().map(resources::rss_mib).sum());
     let hs_before = mock.handshakes();
     let started = Instant::now();
     let report = load::run(endpoint, workload, config).await;
@@ -191,6 +199,7 @@ async fn measure(
         cpu_s_per_1000: cpu.map(|c| c / report.requests.max(1) as f64 * 1000.0),
         cores_used: cpu.map(|c| c / wall),
         peak_rss_mib: proc.map(Proc::peak_rss_mib),
+        start_rss_mib,
         upstream_handshakes: mock.handshakes() - hs_before,
         mock_cpu_s_per_1000: mock_cpu / report.requests.max(1) as f64 * 1000.0,
         report,
@@ -279,6 +288,12 @@ fn main() {
     } else {
         None
     };
+    // A Passerelle of its own for the large submission: its memory growth is measured
+    // from a process that served nothing else.
+    let large = only_env
+        .as_deref()
+        .is_none_or(|o| o.split(',').any(|s| s == "dmp-submit-64m"))
+        .then(|| start_passerelle(&pki, dmp.port, insi.port, &out, "", None));
     let nginx = start_nginx(&pki, insi.port, &out);
     if nginx.is_none() {
         eprintln!(
@@ -335,6 +350,7 @@ fn main() {
         max_requests: max,
     };
     let mut rows = Vec::new();
+    let mut large_body_mib = None;
     eprintln!("load ({seconds} s each after {warmup} s warm-up):");
     let only: Option<String> = std::env::var("BENCH_ONLY").ok();
     let wanted = |scenario: &str| {
@@ -490,6 +506,29 @@ fn main() {
                 .await,
             );
         }
+        if let Some(large) = &large {
+            let bytes: usize = env_or("BENCH_LARGE_BYTES", 63 * 1024 * 1024);
+            let c = LoadConfig {
+                mode: Mode::Concurrency(1),
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(600),
+                max_requests: Some(3),
+            };
+            let row = measure(
+                "dmp-submit-64m",
+                "passerelle",
+                &plain(large.port),
+                workloads::shared(DmpSubmit::passerelle_with(&structure, move |i| {
+                    workloads::one_large_document(i, bytes)
+                })),
+                c,
+                Some(&large.proc),
+                &dmp,
+            )
+            .await;
+            large_body_mib = Some(bytes as f64 / (1024.0 * 1024.0));
+            rows.push(row);
+        }
     });
 
     // Ratios measured in this run.
@@ -564,6 +603,18 @@ fn main() {
                 (pc / fc).into(),
             );
         }
+    }
+    if let (Some(r), Some(body)) = (find("dmp-submit-64m", "passerelle"), large_body_mib)
+        && let (Some(peak), Some(start)) = (r.peak_rss_mib, r.start_rss_mib)
+        && r.report.errors.is_empty()
+    {
+        ratios.insert(
+            "dmp_submit_64m_peak_rss_growth_per_body_byte".into(),
+            ((peak - start) / body).into(),
+        );
+        eprintln!(
+            "dmp-submit-64m: resident {start:.1} MiB before, peak {peak:.1} MiB, body {body:.1} MiB"
+        );
     }
     if let (Some(p), Some(d)) = (find("dmp-query", "passerelle"), find("dmp-query", "direct")) {
         ratios.insert(
@@ -646,6 +697,7 @@ fn main() {
     }
     println!("total {:.0} s", began.elapsed().as_secs_f64());
     drop(passerelle);
+    drop(large);
     drop(nginx);
     drop(postgres);
     let _ = std::fs::remove_dir_all(out.join("audit"));

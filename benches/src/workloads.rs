@@ -165,6 +165,17 @@ pub fn two_documents(i: u64) -> Vec<Doc> {
     ]
 }
 
+/// One large PDF of `bytes` bytes (`dmp-submit-64m`: the largest ITI-41 submission
+/// the default body limit takes, for the proxy's memory per body byte).
+pub fn one_large_document(i: u64, bytes: usize) -> Vec<Doc> {
+    vec![Doc {
+        entry_id: "Document01".into(),
+        unique_id: format!("1.2.250.1.999.7.{i}.1"),
+        mime: "application/pdf",
+        content: (0..bytes).map(|b| (b % 251) as u8).collect(),
+    }]
+}
+
 /// `dmp-submit`: TD2.1 with two 50 KB documents, each request its own submission set,
 /// authored at `structure` (the tenant's FINESS EG, as the VIHF). Directly: `count` submissions signed in advance (VIHF + lot). Through Passerelle:
 /// unsigned, the proxy signs both.
@@ -175,6 +186,8 @@ pub struct DmpSubmit {
     /// The structure (FINESS EG) of the VIHF and of the XDS authorInstitution.
     structure: String,
     run: String,
+    /// The documents of request `i` (through Passerelle).
+    documents: Arc<dyn Fn(u64) -> Vec<Doc> + Send + Sync>,
 }
 
 impl std::fmt::Debug for DmpSubmit {
@@ -204,16 +217,26 @@ impl DmpSubmit {
             headers: Vec::new(),
             structure: structure.to_string(),
             run: run.to_string(),
+            documents: Arc::new(two_documents),
         }
     }
 
     pub fn passerelle(structure: &str) -> Self {
+        Self::passerelle_with(structure, two_documents)
+    }
+
+    /// Through Passerelle, with other documents than [`two_documents`].
+    pub fn passerelle_with(
+        structure: &str,
+        documents: impl Fn(u64) -> Vec<Doc> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             via: Via::Passerelle,
             prepared: Vec::new(),
             headers: messages::vihf_headers(structure),
             structure: structure.to_string(),
             run: (uuid::Uuid::new_v4().as_u128() % 1_000_000_007).to_string(),
+            documents: Arc::new(documents),
         }
     }
 
@@ -228,7 +251,7 @@ impl Workload for DmpSubmit {
             Via::Passerelle => {
                 let (ct, body) = messages::submission(
                     &format!("1.2.250.1.999.9.{}.{i}", self.run),
-                    &two_documents(i),
+                    &(self.documents)(i),
                     &self.structure,
                 );
                 post("/dmp/repository", &ct, &self.via, &self.headers, body)
