@@ -180,13 +180,16 @@ async fn measure(
 ) -> Row {
     let cpu_before = proc.map(Proc::cpu);
     let mock_before = mock.proc.cpu();
-    // The peak of this scenario, not of the ones the same process served before.
-    if let Some(p) = proc
-        && !p.reset_peak_rss()
-    {
-        eprintln!("  (peak memory not reset: the {target} peak covers earlier scenarios)");
-    }
-    let start_rss_mib = proc.map(|p| p.pids().into_iter().map(resources::rss_mib).sum());
+    // The peak of this scenario, not of the ones the same process served before, and
+    // where it starts (none when the peak could not be reset).
+    let start_rss_mib = match proc {
+        Some(p) if p.reset_peak_rss() => Some(p.pids().into_iter().map(resources::rss_mib).sum()),
+        Some(_) => {
+            eprintln!("  (peak memory not reset: the {target} peak covers earlier scenarios)");
+            None
+        }
+        None => None,
+    };
     let hs_before = mock.handshakes();
     let started = Instant::now();
     let report = load::run(endpoint, workload, config).await;
@@ -293,7 +296,7 @@ fn main() {
     let large = only_env
         .as_deref()
         .is_none_or(|o| o.split(',').any(|s| s == "dmp-submit-64m"))
-        .then(|| start_passerelle(&pki, dmp.port, insi.port, &out, "", None));
+        .then(|| start_passerelle(&pki, dmp.port, insi.port, &out.join("large"), "", None));
     let nginx = start_nginx(&pki, insi.port, &out);
     if nginx.is_none() {
         eprintln!(
@@ -507,6 +510,19 @@ fn main() {
             );
         }
         if let Some(large) = &large {
+            // Its one-time costs first (thread heaps, the upstream connection, the
+            // blocking pool), with ordinary submissions.
+            let _ = load::run(
+                &plain(large.port),
+                workloads::shared(DmpSubmit::passerelle(&structure)),
+                LoadConfig {
+                    mode: Mode::Concurrency(2),
+                    warmup: Duration::ZERO,
+                    duration: Duration::from_secs(30),
+                    max_requests: Some(8),
+                },
+            )
+            .await;
             let bytes: usize = env_or("BENCH_LARGE_BYTES", 63 * 1024 * 1024);
             let c = LoadConfig {
                 mode: Mode::Concurrency(1),
@@ -701,4 +717,5 @@ fn main() {
     drop(nginx);
     drop(postgres);
     let _ = std::fs::remove_dir_all(out.join("audit"));
+    let _ = std::fs::remove_dir_all(out.join("large"));
 }

@@ -163,6 +163,20 @@ fn main() {
             })
         })
     });
+    let read_to_the_end = {
+        let mut reader = quick_xml::Reader::from_str(xml_text);
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Eof) => break true,
+                Ok(_) => {}
+                Err(_) => break false,
+            }
+        }
+    };
+    assert!(
+        read_to_the_end,
+        "quick-xml reads the XML document to its end"
+    );
     group.bench_function("lot_part_quick_xml_events_100KB", |b| {
         b.iter_custom(|n| {
             timed("lot_part_quick_xml_events_100KB", n, || {
