@@ -245,6 +245,12 @@ fn main() {
     });
     eprintln!("  {rsa_all:.0} signatures/s on {cores} cores at once");
 
+    // The scenarios to run: `BENCH_ONLY`, or all.
+    let only: Option<String> = std::env::var("BENCH_ONLY").ok();
+    let wanted = |scenario: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == scenario))
+    };
     // The mocks, as their own processes (the release builds).
     build_release(&["passerelle-proxy", "passerelle-mocks"]);
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec");
@@ -265,11 +271,7 @@ fn main() {
     let (passerelle, proxy_port) = (started.proc, started.port);
     // The same Passerelle with its audit records in a real PostgreSQL (default settings:
     // every commit flushed), for the file-vs-database comparison.
-    let only_env: Option<String> = std::env::var("BENCH_ONLY").ok();
-    let postgres = if only_env
-        .as_deref()
-        .is_none_or(|o| o.split(',').any(|s| s == "dmp-query-postgres"))
-    {
+    let postgres = if wanted("dmp-query-postgres") {
         match passerelle_mocks::postgres::TestPostgres::start() {
             Ok(pg) => {
                 let password = out.join("audit-db.password");
@@ -293,9 +295,7 @@ fn main() {
     };
     // A Passerelle of its own for the large submission: its memory growth is measured
     // from a process that served nothing else.
-    let large = only_env
-        .as_deref()
-        .is_none_or(|o| o.split(',').any(|s| s == "dmp-submit-64m"))
+    let large = wanted("dmp-submit-64m")
         .then(|| start_passerelle(&pki, dmp.port, insi.port, &out.join("large"), "", None));
     let nginx = start_nginx(&pki, insi.port, &out);
     if nginx.is_none() {
@@ -355,11 +355,6 @@ fn main() {
     let mut rows = Vec::new();
     let mut large_body_mib = None;
     eprintln!("load ({seconds} s each after {warmup} s warm-up):");
-    let only: Option<String> = std::env::var("BENCH_ONLY").ok();
-    let wanted = |scenario: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|s| s == scenario))
-    };
     generator.block_on(async {
         if wanted("insi") {
             rows.push(
