@@ -9,12 +9,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use passerelle_config::CertificateInfo;
 use time::OffsetDateTime;
 
 use crate::SigningError;
 use crate::dsig::{self, DSIG_NS, ReferenceSpec};
-use crate::signer::{DigestAlgorithm, Signer};
+use crate::signer::{DigestAlgorithm, IssuerSerial, Signer};
 use crate::xml::{self, C14n, Element, Scope, canonicalize};
 
 pub const XADES_NS: &str = "http://uri.etsi.org/01903/v1.1.1#";
@@ -68,11 +67,10 @@ fn ascii_compatible(encoding: &str) -> bool {
         || e.starts_with("cp125")
 }
 
-/// The Canonical XML (with comments) of a whole XML document, as a standard processor
-/// computes it from the document's bytes: a UTF-8 BOM and the XML declaration are not
-/// part of it (libxml2 skips both), comments and processing instructions around the
-/// root element are.
-pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String, SigningError> {
+/// A whole XML document (a submitted clinical document) parsed as the lot signature reads
+/// it: a UTF-8 BOM skipped, UTF-8 required, DTDs refused. Parsed once, it serves both the
+/// structure checks of the proxy and the document's digest ([`DocumentDigest::xml`]).
+pub fn parse_xml_document(unique_id: &str, content: &[u8]) -> Result<xml::Document, SigningError> {
     let bad = |reason: String| SigningError::Document(format!("document {unique_id}: {reason}"));
     let content = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
     let text = std::str::from_utf8(content).map_err(|_| {
@@ -85,20 +83,37 @@ pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String,
         max_elements: usize::MAX,
         ..xml::Limits::DEFAULT
     };
-    let doc = xml::parse_document_with(text, &limits).map_err(|e| bad(e.to_string()))?;
+    xml::parse_document_with(text, &limits).map_err(|e| bad(e.to_string()))
+}
+
+/// The Canonical XML (with comments) of a whole XML document, as a standard processor
+/// computes it from the document's bytes: a UTF-8 BOM and the XML declaration are not
+/// part of it (libxml2 skips both), comments and processing instructions around the
+/// root element are.
+pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String, SigningError> {
+    let doc = parse_xml_document(unique_id, content)?;
+    canonical_xml_of(unique_id, content, &doc)
+}
+
+/// [`canonical_xml_document`] of `doc`, parsed from `content` by [`parse_xml_document`].
+fn canonical_xml_of(
+    unique_id: &str,
+    content: &[u8],
+    doc: &xml::Document,
+) -> Result<String, SigningError> {
     // A verifier decodes the bytes with the declared encoding: another encoding than
     // UTF-8 gives the same characters only when every byte is ASCII.
     if let Some(encoding) = &doc.declared_encoding {
         let utf8 = encoding.eq_ignore_ascii_case("utf-8") || encoding.eq_ignore_ascii_case("utf8");
         let same_characters = utf8 || (ascii_compatible(encoding) && content.is_ascii());
         if !same_characters {
-            return Err(bad(format!(
-                "declares encoding {encoding:?}: only UTF-8 XML documents are signed"
+            return Err(SigningError::Document(format!(
+                "document {unique_id}: declares encoding {encoding:?}: only UTF-8 XML documents are signed"
             )));
         }
     }
     Ok(xml::canonicalize_document(
-        &doc,
+        doc,
         &C14n::INCLUSIVE_WITH_COMMENTS,
     ))
 }
@@ -112,16 +127,31 @@ impl DocumentDigest {
         content: &[u8],
         digest: DigestAlgorithm,
     ) -> Result<Self, SigningError> {
-        let xml = is_xml_mime(mime_type);
-        let digest = if xml {
-            digest.digest(canonical_xml_document(unique_id, content)?.as_bytes())
-        } else {
-            digest.digest(content)
-        };
+        if is_xml_mime(mime_type) {
+            let doc = parse_xml_document(unique_id, content)?;
+            return Self::of_parsed_xml(unique_id, content, &doc, digest);
+        }
         Ok(Self {
             unique_id: unique_id.to_string(),
-            digest,
-            xml,
+            digest: digest.digest(content),
+            xml: false,
+        })
+    }
+
+    /// Digests an XML document already parsed from `content` by [`parse_xml_document`]
+    /// (the caller has an XML MIME type): as [`DocumentDigest::compute`] does, without
+    /// parsing it again.
+    pub fn of_parsed_xml(
+        unique_id: &str,
+        content: &[u8],
+        doc: &xml::Document,
+        digest: DigestAlgorithm,
+    ) -> Result<Self, SigningError> {
+        let canonical = canonical_xml_of(unique_id, content, doc)?;
+        Ok(Self {
+            unique_id: unique_id.to_string(),
+            digest: digest.digest(canonical.as_bytes()),
+            xml: true,
         })
     }
 }
@@ -154,9 +184,8 @@ fn ds(local: &'static str) -> Element {
 }
 
 /// `xades:Cert` for one certificate of the chain: digest and issuer/serial (decimal).
-fn cert_element(der: &[u8], digest: DigestAlgorithm) -> Result<Element, SigningError> {
-    let info = CertificateInfo::from_der(der).map_err(SigningError::Key)?;
-    Ok(xades("Cert")
+fn cert_element(der: &[u8], id: &IssuerSerial, digest: DigestAlgorithm) -> Element {
+    xades("Cert")
         .child(
             xades("CertDigest")
                 .child(ds("DigestMethod").attr("Algorithm", digest.digest_uri()))
@@ -164,9 +193,9 @@ fn cert_element(der: &[u8], digest: DigestAlgorithm) -> Result<Element, SigningE
         )
         .child(
             xades("IssuerSerial")
-                .child(ds("X509IssuerName").text(info.issuer))
-                .child(ds("X509SerialNumber").text(info.serial_decimal)),
-        ))
+                .child(ds("X509IssuerName").text(id.issuer.clone()))
+                .child(ds("X509SerialNumber").text(id.serial_decimal.clone())),
+        )
 }
 
 /// Signs the lot: manifest of the documents, XAdES signed properties, SignedInfo in
@@ -210,8 +239,9 @@ pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, 
 
     // Every certificate up to and including the root, as the official TD2.1 sample.
     let mut signing_certificate = xades("SigningCertificate");
-    for der in signer.certificate_chain_to_root() {
-        signing_certificate = signing_certificate.child(cert_element(der, digest)?);
+    let chain = signer.certificate_chain_to_root();
+    for (der, id) in chain.iter().zip(signer.issuer_serials_to_root()?.iter()) {
+        signing_certificate = signing_certificate.child(cert_element(der, id, digest));
     }
     let signed_properties = xades("SignedProperties")
         .attr("Id", SIGNED_PROPERTIES_ID)
@@ -539,5 +569,29 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// A document parsed once (the proxy's structure checks read the same tree) digests
+    /// as one parsed by `compute`, and is refused for the same reasons.
+    #[test]
+    fn an_xml_document_parsed_once_digests_as_compute_does() {
+        let content = b"\xef\xbb\xbf<?xml version=\"1.0\"?><a  b='1'><!--c--><x/></a>";
+        let doc = parse_xml_document("1.2.3", content).expect("parse");
+        assert_eq!(
+            DocumentDigest::of_parsed_xml("1.2.3", content, &doc, DigestAlgorithm::Sha256),
+            DocumentDigest::compute("1.2.3", "text/xml", content, DigestAlgorithm::Sha256)
+        );
+        let latin1 = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a>é</a>".as_bytes();
+        let doc = parse_xml_document("1.2.3", latin1).expect("parses as UTF-8");
+        let refused = DocumentDigest::of_parsed_xml("1.2.3", latin1, &doc, DigestAlgorithm::Sha256);
+        assert_eq!(
+            refused,
+            DocumentDigest::compute("1.2.3", "text/xml", latin1, DigestAlgorithm::Sha256)
+        );
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("declares encoding \"ISO-8859-1\"")),
+            "only UTF-8 XML documents are signed"
+        );
+        assert!(parse_xml_document("1.2.3", b"\xff<a/>").is_err());
     }
 }

@@ -346,6 +346,28 @@ fn signing_certificate_lists_the_chain_up_to_the_root() {
                 .map(Element::text_content)
                 .expect("CertDigest/DigestValue");
             assert_eq!(value, b64(&digest.digest(der)), "{digest:?}");
+            // Issuer and serial of that certificate (kept by the signer from the first
+            // lot on): the serial as OpenSSL reads it, in decimal.
+            let serial = cert
+                .elements()
+                .find(|e| e.local == "IssuerSerial")
+                .expect("IssuerSerial");
+            let field = |local: &str| {
+                serial
+                    .elements()
+                    .find(|e| e.local == local)
+                    .map(Element::text_content)
+            };
+            let x509 = openssl::x509::X509::from_der(der).expect("der");
+            let decimal = x509
+                .serial_number()
+                .to_bn()
+                .and_then(|bn| bn.to_dec_str())
+                .expect("serial")
+                .to_string();
+            assert_eq!(field("X509SerialNumber"), Some(decimal), "{digest:?}");
+            let info = passerelle_config::CertificateInfo::from_der(der).expect("info");
+            assert_eq!(field("X509IssuerName"), Some(info.issuer), "{digest:?}");
         }
         assert_eq!(signed.xml.matches("<X509Certificate>").count(), 1);
     }

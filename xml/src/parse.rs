@@ -156,6 +156,8 @@ const LINEAR_SCAN: usize = 16;
 
 /// Namespace bookkeeping and counters of one parse.
 struct Builder<'l> {
+    /// The document: what quick-xml hands out are slices of it (see [`str_in`]).
+    input: &'l str,
     limits: &'l Limits,
     elements: usize,
     declarations: usize,
@@ -251,8 +253,9 @@ impl Builder<'_> {
             position: reader.buffer_position(),
             message,
         };
+        let input = self.input;
         let name =
-            std::str::from_utf8(start.name().into_inner()).map_err(|e| malformed(e.to_string()))?;
+            str_in(input, start.name().into_inner()).map_err(|e| malformed(e.to_string()))?;
         if !is_qname(name) {
             return Err(malformed(format!("{name:?} is not an XML element name")));
         }
@@ -267,19 +270,23 @@ impl Builder<'_> {
         let at = |name: &[u8]| (name.as_ptr() as usize).saturating_sub(tag.as_ptr() as usize);
         let name_at = |(from, len): (usize, usize)| tag.get(from..from + len).unwrap_or_default();
         self.names.clear();
-        let mut hashed: HashMap<&[u8], usize> = HashMap::new();
+        // Built only past LINEAR_SCAN names (creating a map seeds its hasher).
+        let mut hashed: Option<HashMap<&[u8], usize>> = None;
         for attr in start.attributes().with_checks(false) {
             let RawAttribute { key, value: raw } = match attr {
                 Ok(attr) => attr,
                 Err(error) => {
-                    let seen = self.names.len().max(hashed.len());
+                    let seen = self
+                        .names
+                        .len()
+                        .max(hashed.as_ref().map_or(0, HashMap::len));
                     return Err(malformed(attribute_error(start, error, seen)));
                 }
             };
             let key = key.into_inner();
             // quick-xml reads whatever lies between two values as the next name: the
             // name must be one, and white space must separate the attributes.
-            if !std::str::from_utf8(key).is_ok_and(is_qname) {
+            if !str_in(input, key).is_ok_and(is_qname) {
                 return Err(malformed(format!(
                     "{:?} is not an XML attribute name",
                     String::from_utf8_lossy(key)
@@ -306,9 +313,12 @@ impl Builder<'_> {
                 self.names.push((at(key), key.len()));
                 previous
             } else {
-                if hashed.is_empty() {
-                    hashed.extend(self.names.iter().map(|&range| (name_at(range), range.0)));
-                }
+                let hashed = hashed.get_or_insert_with(|| {
+                    self.names
+                        .iter()
+                        .map(|&range| (name_at(range), range.0))
+                        .collect()
+                });
                 match hashed.get(key) {
                     Some(&from) => Some(from),
                     None => {
@@ -322,7 +332,7 @@ impl Builder<'_> {
                 let error = AttrError::Duplicated(at(key), previous);
                 return Err(malformed(error.to_string()));
             }
-            let key = std::str::from_utf8(key).map_err(|e| malformed(e.to_string()))?;
+            let key = str_in(input, key).map_err(|e| malformed(e.to_string()))?;
             let declaration = if key == "xmlns" {
                 Some(None)
             } else {
@@ -346,8 +356,8 @@ impl Builder<'_> {
                 }
                 _ => {}
             }
-            let raw = std::str::from_utf8(&raw).map_err(|e| malformed(e.to_string()))?;
-            if raw.contains('<') {
+            let raw = str_in(input, &raw).map_err(|e| malformed(e.to_string()))?;
+            if memchr::memchr(b'<', raw.as_bytes()).is_some() {
                 return Err(malformed(
                     "'<' in an attribute value (XML 1.0 forbids it unescaped: &lt;)".into(),
                 ));
@@ -375,8 +385,8 @@ impl Builder<'_> {
         Ok(Element {
             prefix,
             local,
-            namespaces: self.namespaces.drain(..).collect(),
-            attributes: self.attributes.drain(..).collect(),
+            namespaces: take_all(&mut self.namespaces),
+            attributes: take_all(&mut self.attributes),
             children: Vec::new(),
         })
     }
@@ -406,13 +416,20 @@ fn attribute_error(start: &BytesStart<'_>, error: AttrError, seen: usize) -> Str
 /// document holding one is refused by libxml2 (xmlsec1, the services), so a canonical
 /// form or digest computed here would describe a document nobody else can read.
 fn forbidden_char(input: &str) -> Option<(usize, u32)> {
-    // Every forbidden character is one byte (C0) or EF BF BE / EF BF BF: a plain
-    // position scan (vectorised) and memchr's search for EF BF.
+    // Every forbidden character is one byte (C0) or EF BF BE / EF BF BF: a scan of
+    // 64-byte blocks without branches (which the compiler vectorises; a `position` with
+    // this test is not), the exact position looked for only in a block that has one,
+    // and memchr's search for EF BF.
+    let forbidden = |x: u8| (x < 0x20) & (x != 0x09) & (x != 0x0A) & (x != 0x0D);
     let b = input.as_bytes();
     let control = b
-        .iter()
-        .position(|&x| x < 0x20 && !matches!(x, 0x09 | 0x0A | 0x0D))
-        .map(|i| (i, u32::from(b[i])));
+        .chunks(64)
+        .position(|block| block.iter().fold(false, |any, &x| any | forbidden(x)))
+        .and_then(|block| {
+            let from = block * 64;
+            let at = from + b.get(from..)?.iter().position(|&x| forbidden(x))?;
+            Some((at, u32::from(*b.get(at)?)))
+        });
     let nonchar = memchr::memmem::find_iter(b, b"\xEF\xBF").find_map(|i| match b.get(i + 2) {
         Some(0xBE) => Some((i, 0xFFFE)),
         Some(0xBF) => Some((i, 0xFFFF)),
@@ -435,6 +452,7 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
     reader.config_mut().expand_empty_elements = false;
     reader.config_mut().trim_text(false);
     let mut builder = Builder {
+        input,
         limits,
         elements: 0,
         declarations: 0,
@@ -449,6 +467,10 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
     // there and move into a vector of their exact size when their parent ends.
     let mut stack: Vec<(Element, usize)> = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
+    // The innermost open element's character data not yet in `nodes`: text, references
+    // and CDATA sections in a row (quick-xml reads `a &amp; b` as three events) make one
+    // text node, allocated once at its exact size when something else comes.
+    let mut text = String::new();
     let mut root: Option<Element> = None;
     let mut declared_encoding = None;
     let mut before = Vec::new();
@@ -463,6 +485,15 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
             .read_event()
             .map_err(|e| malformed(&reader, e.to_string()))?;
         let at_start = std::mem::replace(&mut first, false);
+        if !text.is_empty()
+            && !matches!(
+                event,
+                Event::Text(_) | Event::GeneralRef(_) | Event::CData(_)
+            )
+        {
+            nodes.push(Node::Text(Cow::Owned(text.as_str().to_owned())));
+            text.clear();
+        }
         match event {
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::Decl(_) if !at_start || !input.starts_with("<?xml") => {
@@ -475,11 +506,11 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                 return Err(malformed(&reader, m));
             }
             Event::PI(pi) if whole_document && stack.is_empty() => {
-                let target = std::str::from_utf8(pi.target())
+                let target = str_in(input, pi.target())
                     .map_err(|e| malformed(&reader, e.to_string()))?
                     .to_string();
-                let data = std::str::from_utf8(pi.content())
-                    .map_err(|e| malformed(&reader, e.to_string()))?;
+                let data =
+                    str_in(input, pi.content()).map_err(|e| malformed(&reader, e.to_string()))?;
                 // XML 1.0 §2.6: the target is a name other than "xml", and white
                 // space separates it from the data.
                 if !is_qname(&target)
@@ -531,7 +562,9 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                     .pop()
                     .ok_or_else(|| malformed(&reader, "unbalanced end tag".into()))?;
                 builder.close(&e);
-                e.children = nodes.drain(first_child..).collect();
+                if nodes.len() > first_child {
+                    e.children = nodes.drain(first_child..).collect();
+                }
                 if stack.is_empty() {
                     root = Some(e);
                 } else {
@@ -539,17 +572,21 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                 }
             }
             Event::Text(t) => {
-                let raw = std::str::from_utf8(t.as_ref())
-                    .map_err(|e| malformed(&reader, e.to_string()))?;
+                let raw =
+                    str_in(input, t.as_ref()).map_err(|e| malformed(&reader, e.to_string()))?;
                 // XML 1.0 §2.4: character data never holds "]]>".
-                if raw.contains("]]>") {
+                if memchr::memmem::find(raw.as_bytes(), b"]]>").is_some() {
                     return Err(malformed(
                         &reader,
                         "\"]]>\" in text (XML 1.0 forbids it unescaped: ]]&gt;)".into(),
                     ));
                 }
-                let text = unescape(normalize_newlines(raw)).map_err(|m| malformed(&reader, m))?;
-                push_text(&stack, &mut nodes, &root, text, &reader)?;
+                if stack.is_empty() {
+                    outside_root(raw, &root, &reader)?;
+                } else {
+                    unescape_into(&mut text, &normalize_newlines(raw))
+                        .map_err(|m| malformed(&reader, m))?;
+                }
             }
             Event::GeneralRef(_) | Event::CData(_) if stack.is_empty() => {
                 return Err(if root.is_some() {
@@ -562,26 +599,18 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                 });
             }
             Event::GeneralRef(r) => {
-                let name = std::str::from_utf8(r.as_ref())
-                    .map_err(|e| malformed(&reader, e.to_string()))?;
-                let text =
-                    unescape(Cow::Owned(format!("&{name};"))).map_err(|m| malformed(&reader, m))?;
-                push_text(&stack, &mut nodes, &root, text, &reader)?;
+                let name =
+                    str_in(input, r.as_ref()).map_err(|e| malformed(&reader, e.to_string()))?;
+                text.push(reference(name).map_err(|m| malformed(&reader, m))?);
             }
             Event::CData(t) => {
-                let raw = std::str::from_utf8(t.as_ref())
-                    .map_err(|e| malformed(&reader, e.to_string()))?;
-                push_text(
-                    &stack,
-                    &mut nodes,
-                    &root,
-                    normalize_newlines(raw).into_owned(),
-                    &reader,
-                )?;
+                let raw =
+                    str_in(input, t.as_ref()).map_err(|e| malformed(&reader, e.to_string()))?;
+                text.push_str(&normalize_newlines(raw));
             }
             Event::Comment(c) => {
-                let raw = std::str::from_utf8(c.as_ref())
-                    .map_err(|e| malformed(&reader, e.to_string()))?;
+                let raw =
+                    str_in(input, c.as_ref()).map_err(|e| malformed(&reader, e.to_string()))?;
                 // XML 1.0 §2.5: no "--" inside a comment, and none ending in "-".
                 if raw.contains("--") || raw.ends_with('-') {
                     return Err(malformed(
@@ -619,32 +648,50 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
     })
 }
 
-/// Text inside an element goes to `nodes` (the open elements' children); around the
-/// root, only white space is allowed.
-fn push_text(
-    stack: &[(Element, usize)],
-    nodes: &mut Vec<Node>,
+/// Text around the root element: only white space is allowed.
+fn outside_root(
+    text: &str,
     root: &Option<Element>,
-    text: String,
     reader: &Reader<&[u8]>,
 ) -> Result<(), XmlError> {
-    match stack.last() {
-        Some((_, first_child)) => {
-            // Merge adjacent text (text, reference, text) of the same element.
-            let own = nodes.len() > *first_child;
-            match nodes.last_mut() {
-                Some(Node::Text(prev)) if own => prev.to_mut().push_str(&text),
-                _ => nodes.push(Node::Text(Cow::Owned(text))),
-            }
-            Ok(())
-        }
-        // XML's white space only (Rust's `trim` would also take U+0085, U+2028...).
-        None if text.trim_matches([' ', '\t', '\r', '\n']).is_empty() => Ok(()),
-        None if root.is_some() => Err(XmlError::TrailingContent),
-        None => Err(XmlError::Malformed {
+    // XML's white space only (Rust's `trim` would also take U+0085, U+2028...).
+    if text.trim_matches([' ', '\t', '\r', '\n']).is_empty() {
+        Ok(())
+    } else if root.is_some() {
+        Err(XmlError::TrailingContent)
+    } else {
+        Err(XmlError::Malformed {
             position: reader.buffer_position(),
             message: "text outside the root element".into(),
-        }),
+        })
+    }
+}
+
+/// The text of `bytes`, a slice quick-xml cut from `input` (reading a `&str`, it hands
+/// out slices of it): taken back from the input, which is UTF-8 already, instead of
+/// being checked again (that check was 6 % of a parse). Bytes from anywhere else (none
+/// today) are checked.
+fn str_in<'a>(input: &'a str, bytes: &'a [u8]) -> Result<&'a str, std::str::Utf8Error> {
+    // Allocations do not overlap: a range inside the input's is a slice of it.
+    let within = (bytes.as_ptr() as usize)
+        .checked_sub(input.as_ptr() as usize)
+        .and_then(|from| input.get(from..from.checked_add(bytes.len())?));
+    match within {
+        Some(text) => Ok(text),
+        None => std::str::from_utf8(bytes),
+    }
+}
+
+/// The gathered declarations or attributes of a tag, moved out at their exact size
+/// (none: no allocation, and none of `collect`'s set-up either).
+// Not `mem::take`: the gathering vector keeps its room for the next tag, and the
+// element gets a vector of its exact size.
+#[allow(clippy::drain_collect)]
+fn take_all<T>(gathered: &mut Vec<T>) -> Vec<T> {
+    if gathered.is_empty() {
+        Vec::new()
+    } else {
+        gathered.drain(..).collect()
     }
 }
 
@@ -787,7 +834,7 @@ fn split_qname(name: &str) -> (Option<Str>, Str) {
 }
 
 fn normalize_newlines(s: &str) -> Cow<'_, str> {
-    if s.contains('\r') {
+    if memchr::memchr(b'\r', s.as_bytes()).is_some() {
         Cow::Owned(s.replace("\r\n", "\n").replace('\r', "\n"))
     } else {
         Cow::Borrowed(s)
@@ -797,52 +844,60 @@ fn normalize_newlines(s: &str) -> Cow<'_, str> {
 /// Resolves the five predefined entities and character references; any other entity
 /// reference is an error (there is no DTD to define it, and none is ever read).
 fn unescape(s: Cow<'_, str>) -> Result<String, String> {
-    if !s.contains('&') {
+    if memchr::memchr(b'&', s.as_bytes()).is_none() {
         return Ok(s.into_owned());
     }
     let mut out = String::with_capacity(s.len());
-    let mut rest = s.as_ref();
-    while let Some(i) = rest.find('&') {
+    unescape_into(&mut out, &s)?;
+    Ok(out)
+}
+
+/// [`unescape`], appending to `out`.
+fn unescape_into(out: &mut String, s: &str) -> Result<(), String> {
+    let mut rest = s;
+    while let Some(i) = memchr::memchr(b'&', rest.as_bytes()) {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
-        let end = after
-            .find(';')
+        let end = memchr::memchr(b';', after.as_bytes())
             .ok_or_else(|| "an '&' that starts no reference".to_string())?;
-        let name = &after[..end];
-        match name {
-            "amp" => out.push('&'),
-            "lt" => out.push('<'),
-            "gt" => out.push('>'),
-            "quot" => out.push('"'),
-            "apos" => out.push('\''),
-            _ => {
-                // Digits only: Rust's integer parsing also takes a leading '+'
-                // (`&#x+a;`), which XML does not.
-                let number = |digits: &str, radix: u32| {
-                    (!digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)))
-                        .then(|| u32::from_str_radix(digits, radix).ok())
-                        .flatten()
-                };
-                let code = if let Some(hex) = name.strip_prefix("#x") {
-                    number(hex, 16)
-                } else if let Some(dec) = name.strip_prefix('#') {
-                    number(dec, 10)
-                } else {
-                    return Err(format!(
-                        "entity reference &{name}; is not allowed (no DTD is read)"
-                    ));
-                };
-                let c = code
-                    .and_then(char::from_u32)
-                    .filter(|c| is_xml_char(*c))
-                    .ok_or_else(|| format!("&{name}; is not a valid character reference"))?;
-                out.push(c);
-            }
-        }
+        out.push(reference(&after[..end])?);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
+}
+
+/// The character of the reference `&name;`: one of the five predefined entities or a
+/// character reference.
+fn reference(name: &str) -> Result<char, String> {
+    match name {
+        "amp" => Ok('&'),
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "quot" => Ok('"'),
+        "apos" => Ok('\''),
+        _ => {
+            // Digits only: Rust's integer parsing also takes a leading '+'
+            // (`&#x+a;`), which XML does not.
+            let number = |digits: &str, radix: u32| {
+                (!digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)))
+                    .then(|| u32::from_str_radix(digits, radix).ok())
+                    .flatten()
+            };
+            let code = if let Some(hex) = name.strip_prefix("#x") {
+                number(hex, 16)
+            } else if let Some(dec) = name.strip_prefix('#') {
+                number(dec, 10)
+            } else {
+                return Err(format!(
+                    "entity reference &{name}; is not allowed (no DTD is read)"
+                ));
+            };
+            code.and_then(char::from_u32)
+                .filter(|c| is_xml_char(*c))
+                .ok_or_else(|| format!("&{name}; is not a valid character reference"))
+        }
+    }
 }
 
 fn is_xml_char(c: char) -> bool {
@@ -1181,6 +1236,50 @@ mod tests {
         assert_eq!(e.attribute("a"), Some("x y z\t&"));
         assert_eq!(e.text_content(), "l1\nl2\n<");
         let _: &Element = &e;
+    }
+
+    /// Text, references and CDATA sections in a row are one text node; a comment or an
+    /// element between them starts another.
+    #[test]
+    fn character_data_in_a_row_is_one_text_node() {
+        let e =
+            parse("<r>a &amp; b<![CDATA[<c>\r\n]]>&#x41;&#66;<!--x-->d<e/>f\r</r>").expect("parse");
+        let text = |s: &str| Node::Text(Cow::Owned(s.to_string()));
+        assert_eq!(
+            e.children,
+            vec![
+                text("a & b<c>\nAB"),
+                Node::Comment("x".into()),
+                text("d"),
+                Node::Element(Element::new(None, "e")),
+                text("f\n"),
+            ]
+        );
+        // Each element's own: nothing of the parent's text goes to a child, or back.
+        let e = parse("<r>a<s>b&lt;</s>&gt;c</r>").expect("parse");
+        assert_eq!(e.children.len(), 3);
+        assert_eq!(e.children[0], text("a"));
+        assert_eq!(e.children[2], text(">c"));
+        assert_eq!(
+            e.elements().next().map(Element::text_content),
+            Some("b<".into())
+        );
+        assert!(parse("<r>a &unknown; b</r>").is_err());
+    }
+
+    /// Slices of the input are taken back from it; any other bytes are checked.
+    #[test]
+    fn str_in_takes_slices_of_the_input_and_checks_the_rest() {
+        let input = "<r>é</r>";
+        let inner = &input.as_bytes()[3..5];
+        assert_eq!(str_in(input, inner), Ok("é"));
+        assert!(
+            str_in(input, &input.as_bytes()[3..4]).is_err(),
+            "half a character"
+        );
+        let elsewhere = b"\xC3\xA9".to_vec();
+        assert_eq!(str_in(input, &elsewhere), Ok("é"));
+        assert!(str_in(input, b"\xFF").is_err());
     }
 
     /// A character reference is `&#` digits `;` or `&#x` hex digits `;`, nothing else:

@@ -5,10 +5,13 @@
 //! in the RegistryObjectList, an `xdsb:Document` in the request, and one more MIME part
 //! (inline base64 when the request was not MTOM).
 
+use std::cell::OnceCell;
+
 use base64::Engine;
 use bytes::Bytes;
+use passerelle_signing::lot::parse_xml_document;
 use passerelle_signing::lot::{LotMetadata, LotMetadataInput};
-use passerelle_signing::xml::{Element, Node};
+use passerelle_signing::xml::{self, Element, Node};
 use passerelle_signing::{
     DigestAlgorithm, DocumentDigest, LotRequest, SignedLot, Signer, SigningError, lot_metadata,
     sign_lot,
@@ -35,6 +38,10 @@ pub struct LotPlan {
     set_institutions: Vec<String>,
     patient_id: String,
     copied_classifications: Vec<Element>,
+    /// Per document, its tree when it is XML, parsed on first use
+    /// ([`LotPlan::xml_document`]): the CDA structure check and the lot's digest read
+    /// the same parse.
+    parsed: Vec<OnceCell<Option<Result<xml::Document, SigningError>>>>,
 }
 
 /// A signed submission, ready to be written into the request.
@@ -89,6 +96,11 @@ impl LotPlan {
             })
             .unwrap_or_default();
         Ok(Some(Self {
+            parsed: submission
+                .documents
+                .iter()
+                .map(|_| OnceCell::new())
+                .collect(),
             already_signed,
             set_institutions: submission.set_institutions,
             patient_id: first.patient_id.clone(),
@@ -109,22 +121,10 @@ impl LotPlan {
     /// assigning authority. Other documents, and XML that does not parse (the lot
     /// signature refuses it), name none.
     pub fn cda_organizations(&self) -> Vec<(String, Vec<String>)> {
-        use passerelle_signing::xml;
         const HL7: &str = "urn:hl7-org:v3";
         let mut out = Vec::new();
-        for d in &self.documents {
-            if !passerelle_signing::lot::is_xml_mime(&d.mime_type) {
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(&d.content) else {
-                continue;
-            };
-            let limits = xml::Limits {
-                max_elements: usize::MAX,
-                ..xml::Limits::DEFAULT
-            };
-            let Ok(doc) = xml::parse_document_with(text.trim_start_matches('\u{feff}'), &limits)
-            else {
+        for (i, d) in self.documents.iter().enumerate() {
+            let Some(Ok(doc)) = self.xml_document(i) else {
                 continue;
             };
             let root = &doc.root;
@@ -151,6 +151,20 @@ impl LotPlan {
             out.push((d.entry_id.clone(), ids));
         }
         out
+    }
+
+    /// Document `i`'s tree when its MIME type is XML: parsed the first time it is asked
+    /// for, as the lot signature reads it (an error when the lot signature would refuse
+    /// it).
+    fn xml_document(&self, i: usize) -> Option<&Result<xml::Document, SigningError>> {
+        let d = self.documents.get(i)?;
+        self.parsed
+            .get(i)?
+            .get_or_init(|| {
+                passerelle_signing::lot::is_xml_mime(&d.mime_type)
+                    .then(|| parse_xml_document(&d.unique_id, &d.content))
+            })
+            .as_ref()
     }
 
     /// Every document must be the signed VIHF's patient: the lot would otherwise be signed
@@ -186,7 +200,14 @@ impl LotPlan {
         let documents = self
             .documents
             .iter()
-            .map(|d| DocumentDigest::compute(&d.unique_id, &d.mime_type, &d.content, digest))
+            .enumerate()
+            .map(|(i, d)| match self.xml_document(i) {
+                Some(Ok(doc)) => {
+                    DocumentDigest::of_parsed_xml(&d.unique_id, &d.content, doc, digest)
+                }
+                Some(Err(e)) => Err(e.clone()),
+                None => DocumentDigest::compute(&d.unique_id, &d.mime_type, &d.content, digest),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let lot = sign_lot(
             &LotRequest {
