@@ -69,7 +69,8 @@ fn ascii_compatible(encoding: &str) -> bool {
 
 /// A whole XML document (a submitted clinical document) parsed as the lot signature reads
 /// it: a UTF-8 BOM skipped, UTF-8 required, DTDs refused. Parsed once, it serves both the
-/// structure checks of the proxy and the document's digest ([`DocumentDigest::xml`]).
+/// structure checks of the proxy and the document's canonical form
+/// ([`canonical_xml_of`], [`DocumentDigest::of_canonical_xml`]).
 pub fn parse_xml_document(unique_id: &str, content: &[u8]) -> Result<xml::Document, SigningError> {
     let bad = |reason: String| SigningError::Document(format!("document {unique_id}: {reason}"));
     let content = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
@@ -95,8 +96,9 @@ pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String,
     canonical_xml_of(unique_id, content, &doc)
 }
 
-/// [`canonical_xml_document`] of `doc`, parsed from `content` by [`parse_xml_document`].
-fn canonical_xml_of(
+/// [`canonical_xml_document`] of `doc`, parsed from `content` by [`parse_xml_document`]:
+/// refused when the document declares an encoding that reads its bytes otherwise.
+pub fn canonical_xml_of(
     unique_id: &str,
     content: &[u8],
     doc: &xml::Document,
@@ -128,8 +130,8 @@ impl DocumentDigest {
         digest: DigestAlgorithm,
     ) -> Result<Self, SigningError> {
         if is_xml_mime(mime_type) {
-            let doc = parse_xml_document(unique_id, content)?;
-            return Self::of_parsed_xml(unique_id, content, &doc, digest);
+            let canonical = canonical_xml_document(unique_id, content)?;
+            return Ok(Self::of_canonical_xml(unique_id, &canonical, digest));
         }
         Ok(Self {
             unique_id: unique_id.to_string(),
@@ -138,21 +140,15 @@ impl DocumentDigest {
         })
     }
 
-    /// Digests an XML document already parsed from `content` by [`parse_xml_document`]
-    /// (the caller has an XML MIME type): as [`DocumentDigest::compute`] does, without
-    /// parsing it again.
-    pub fn of_parsed_xml(
-        unique_id: &str,
-        content: &[u8],
-        doc: &xml::Document,
-        digest: DigestAlgorithm,
-    ) -> Result<Self, SigningError> {
-        let canonical = canonical_xml_of(unique_id, content, doc)?;
-        Ok(Self {
+    /// Digests an XML document (the caller has an XML MIME type) from its canonical
+    /// form ([`canonical_xml_document`], or [`canonical_xml_of`] on a document already
+    /// parsed): as [`DocumentDigest::compute`] does, without parsing it again.
+    pub fn of_canonical_xml(unique_id: &str, canonical: &str, digest: DigestAlgorithm) -> Self {
+        Self {
             unique_id: unique_id.to_string(),
             digest: digest.digest(canonical.as_bytes()),
             xml: true,
-        })
+        }
     }
 }
 
@@ -240,7 +236,15 @@ pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, 
     // Every certificate up to and including the root, as the official TD2.1 sample.
     let mut signing_certificate = xades("SigningCertificate");
     let chain = signer.certificate_chain_to_root();
-    for (der, id) in chain.iter().zip(signer.issuer_serials_to_root()?.iter()) {
+    let ids = signer.issuer_serials_to_root()?;
+    if ids.len() != chain.len() {
+        return Err(SigningError::Key(format!(
+            "the signer gave {} issuer/serial pairs for {} certificates",
+            ids.len(),
+            chain.len()
+        )));
+    }
+    for (der, id) in chain.iter().zip(ids.iter()) {
         signing_certificate = signing_certificate.child(cert_element(der, id, digest));
     }
     let signed_properties = xades("SignedProperties")
@@ -571,19 +575,22 @@ mod tests {
         );
     }
 
-    /// A document parsed once (the proxy's structure checks read the same tree) digests
-    /// as one parsed by `compute`, and is refused for the same reasons.
+    /// A document parsed once (the proxy's structure checks read the same parse)
+    /// digests as one parsed by `compute`, and is refused for the same reasons.
     #[test]
     fn an_xml_document_parsed_once_digests_as_compute_does() {
         let content = b"\xef\xbb\xbf<?xml version=\"1.0\"?><a  b='1'><!--c--><x/></a>";
-        let doc = parse_xml_document("1.2.3", content).expect("parse");
+        let of_parsed = |content: &[u8]| {
+            let doc = parse_xml_document("1.2.3", content).expect("parse");
+            canonical_xml_of("1.2.3", content, &doc)
+                .map(|c| DocumentDigest::of_canonical_xml("1.2.3", &c, DigestAlgorithm::Sha256))
+        };
         assert_eq!(
-            DocumentDigest::of_parsed_xml("1.2.3", content, &doc, DigestAlgorithm::Sha256),
+            of_parsed(content),
             DocumentDigest::compute("1.2.3", "text/xml", content, DigestAlgorithm::Sha256)
         );
         let latin1 = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a>é</a>".as_bytes();
-        let doc = parse_xml_document("1.2.3", latin1).expect("parses as UTF-8");
-        let refused = DocumentDigest::of_parsed_xml("1.2.3", latin1, &doc, DigestAlgorithm::Sha256);
+        let refused = of_parsed(latin1);
         assert_eq!(
             refused,
             DocumentDigest::compute("1.2.3", "text/xml", latin1, DigestAlgorithm::Sha256)

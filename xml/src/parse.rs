@@ -1267,6 +1267,44 @@ mod tests {
         assert!(parse("<r>a &unknown; b</r>").is_err());
     }
 
+    /// The forbidden-character scan reads 64-byte blocks: a character at either side of
+    /// a block's edge, in a last partial block, or after a U+FFFE of an earlier block is
+    /// found at its own offset (the first of them).
+    #[test]
+    fn forbidden_characters_are_found_across_block_edges() {
+        for at in [0, 1, 62, 63, 64, 65, 127, 128, 129, 190] {
+            let mut text = "a".repeat(200);
+            text.replace_range(at..at + 1, "\u{1}");
+            assert_eq!(forbidden_char(&text), Some((at, 1)), "control at {at}");
+        }
+        let mut text = "a".repeat(130);
+        text.replace_range(10..13, "\u{FFFE}");
+        text.replace_range(100..101, "\u{2}");
+        assert_eq!(forbidden_char(&text), Some((10, 0xFFFE)));
+        let mut text = "a".repeat(130);
+        text.replace_range(10..11, "\u{2}");
+        text.replace_range(100..103, "\u{FFFF}");
+        assert_eq!(forbidden_char(&text), Some((10, 2)));
+        assert_eq!(forbidden_char(&"\t\r\n a".repeat(50)), None);
+    }
+
+    /// An empty CDATA section adds no text node.
+    #[test]
+    fn an_empty_cdata_section_is_no_text() {
+        assert!(
+            parse("<x><![CDATA[]]></x>")
+                .expect("parse")
+                .children
+                .is_empty()
+        );
+        assert_eq!(
+            parse("<r><![CDATA[]]><!--c--></r>")
+                .expect("parse")
+                .children,
+            vec![Node::Comment("c".into())]
+        );
+    }
+
     /// Slices of the input are taken back from it; any other bytes are checked.
     #[test]
     fn str_in_takes_slices_of_the_input_and_checks_the_rest() {

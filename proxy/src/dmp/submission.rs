@@ -9,8 +9,8 @@ use std::cell::OnceCell;
 
 use base64::Engine;
 use bytes::Bytes;
-use passerelle_signing::lot::parse_xml_document;
 use passerelle_signing::lot::{LotMetadata, LotMetadataInput};
+use passerelle_signing::lot::{canonical_xml_of, parse_xml_document};
 use passerelle_signing::xml::{self, Element, Node};
 use passerelle_signing::{
     DigestAlgorithm, DocumentDigest, LotRequest, SignedLot, Signer, SigningError, lot_metadata,
@@ -38,10 +38,58 @@ pub struct LotPlan {
     set_institutions: Vec<String>,
     patient_id: String,
     copied_classifications: Vec<Element>,
-    /// Per document, its tree when it is XML, parsed on first use
-    /// ([`LotPlan::xml_document`]): the CDA structure check and the lot's digest read
-    /// the same parse.
-    parsed: Vec<OnceCell<Option<Result<xml::Document, SigningError>>>>,
+    /// Per document, what the CDA structure check and the lot's digest need of it when
+    /// it is XML, read in one parse on first use ([`LotPlan::xml_reading`]).
+    parsed: Vec<OnceCell<Option<Result<XmlReading, SigningError>>>>,
+}
+
+/// What a submission needs of one XML document, read in one parse. The tree itself is
+/// dropped at once: the trees of all a submission's documents, kept together, could take
+/// several times its body.
+#[derive(Debug)]
+struct XmlReading {
+    /// For a CDA (`ClinicalDocument` in `urn:hl7-org:v3`): the structure ids of
+    /// `author/assignedAuthor/representedOrganization/id` under the structures'
+    /// assigning authority.
+    cda_organizations: Option<Vec<String>>,
+    /// Its Canonical XML (with comments), or why the lot signature refuses it.
+    canonical: Result<String, SigningError>,
+}
+
+impl XmlReading {
+    fn of(d: &SubmittedDocument) -> Result<Self, SigningError> {
+        let doc = parse_xml_document(&d.unique_id, &d.content)?;
+        Ok(Self {
+            cda_organizations: cda_organizations(&doc.root),
+            canonical: canonical_xml_of(&d.unique_id, &d.content, &doc),
+        })
+    }
+}
+
+/// See [`XmlReading::cda_organizations`].
+fn cda_organizations(root: &Element) -> Option<Vec<String>> {
+    const HL7: &str = "urn:hl7-org:v3";
+    if root.local != "ClinicalDocument" || xml::namespace_in(root, &[]) != Some(HL7) {
+        return None;
+    }
+    fn child<'e>(e: &'e Element, local: &'static str) -> impl Iterator<Item = &'e Element> {
+        e.elements().filter(move |c| c.local == local)
+    }
+    let mut ids = Vec::new();
+    for author in child(root, "author") {
+        for assigned in child(author, "assignedAuthor") {
+            for org in child(assigned, "representedOrganization") {
+                for id in child(org, "id") {
+                    if id.attribute("root") == Some(xds::STRUCTURE_AUTHORITY)
+                        && let Some(ext) = id.attribute("extension")
+                    {
+                        ids.push(ext.trim().to_string());
+                    }
+                }
+            }
+        }
+    }
+    Some(ids)
 }
 
 /// A signed submission, ready to be written into the request.
@@ -121,48 +169,28 @@ impl LotPlan {
     /// assigning authority. Other documents, and XML that does not parse (the lot
     /// signature refuses it), name none.
     pub fn cda_organizations(&self) -> Vec<(String, Vec<String>)> {
-        const HL7: &str = "urn:hl7-org:v3";
         let mut out = Vec::new();
         for (i, d) in self.documents.iter().enumerate() {
-            let Some(Ok(doc)) = self.xml_document(i) else {
-                continue;
-            };
-            let root = &doc.root;
-            if root.local != "ClinicalDocument" || xml::namespace_in(root, &[]) != Some(HL7) {
-                continue;
+            if let Some(Ok(XmlReading {
+                cda_organizations: Some(ids),
+                ..
+            })) = self.xml_reading(i)
+            {
+                out.push((d.entry_id.clone(), ids.clone()));
             }
-            fn child<'e>(e: &'e Element, local: &'static str) -> impl Iterator<Item = &'e Element> {
-                e.elements().filter(move |c| c.local == local)
-            }
-            let mut ids = Vec::new();
-            for author in child(root, "author") {
-                for assigned in child(author, "assignedAuthor") {
-                    for org in child(assigned, "representedOrganization") {
-                        for id in child(org, "id") {
-                            if id.attribute("root") == Some(xds::STRUCTURE_AUTHORITY)
-                                && let Some(ext) = id.attribute("extension")
-                            {
-                                ids.push(ext.trim().to_string());
-                            }
-                        }
-                    }
-                }
-            }
-            out.push((d.entry_id.clone(), ids));
         }
         out
     }
 
-    /// Document `i`'s tree when its MIME type is XML: parsed the first time it is asked
+    /// Document `i` read when its MIME type is XML: parsed the first time it is asked
     /// for, as the lot signature reads it (an error when the lot signature would refuse
     /// it).
-    fn xml_document(&self, i: usize) -> Option<&Result<xml::Document, SigningError>> {
+    fn xml_reading(&self, i: usize) -> Option<&Result<XmlReading, SigningError>> {
         let d = self.documents.get(i)?;
         self.parsed
             .get(i)?
             .get_or_init(|| {
-                passerelle_signing::lot::is_xml_mime(&d.mime_type)
-                    .then(|| parse_xml_document(&d.unique_id, &d.content))
+                passerelle_signing::lot::is_xml_mime(&d.mime_type).then(|| XmlReading::of(d))
             })
             .as_ref()
     }
@@ -192,20 +220,21 @@ impl LotPlan {
 
     /// Digests the documents and signs the lot (blocking: run it off the reactor).
     pub fn sign(
-        self,
+        mut self,
         signer: &dyn Signer,
         digest: DigestAlgorithm,
         now: OffsetDateTime,
     ) -> Result<SignedSubmission, SigningError> {
+        // What the structure check read is used, and let go, one document at a time.
+        let parsed = std::mem::take(&mut self.parsed);
         let documents = self
             .documents
             .iter()
-            .enumerate()
-            .map(|(i, d)| match self.xml_document(i) {
-                Some(Ok(doc)) => {
-                    DocumentDigest::of_parsed_xml(&d.unique_id, &d.content, doc, digest)
-                }
-                Some(Err(e)) => Err(e.clone()),
+            .zip(parsed)
+            .map(|(d, read)| match read.into_inner().flatten() {
+                Some(read) => read?
+                    .canonical
+                    .map(|c| DocumentDigest::of_canonical_xml(&d.unique_id, &c, digest)),
                 None => DocumentDigest::compute(&d.unique_id, &d.mime_type, &d.content, digest),
             })
             .collect::<Result<Vec<_>, _>>()?;
