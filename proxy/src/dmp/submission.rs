@@ -39,7 +39,8 @@ pub struct LotPlan {
     patient_id: String,
     copied_classifications: Vec<Element>,
     /// Per document, what the CDA structure check and the lot's digest need of it when
-    /// it is XML, read in one parse on first use ([`LotPlan::xml_reading`]).
+    /// it is XML, read in one parse on first use ([`xml_reading`]); `sign` pairs them with
+    /// `documents` as the structure check does.
     parsed: Vec<OnceCell<Option<Result<XmlReading, SigningError>>>>,
 }
 
@@ -64,6 +65,19 @@ impl XmlReading {
             canonical: canonical_xml_of(&d.unique_id, &d.content, &doc),
         })
     }
+}
+
+/// Document `d` read into `read` when its MIME type is XML: parsed the first time it is
+/// asked for, as the lot signature reads it (an error when the lot signature would
+/// refuse it).
+fn xml_reading<'r>(
+    d: &SubmittedDocument,
+    read: &'r OnceCell<Option<Result<XmlReading, SigningError>>>,
+) -> Option<&'r Result<XmlReading, SigningError>> {
+    read.get_or_init(|| {
+        passerelle_signing::lot::is_xml_mime(&d.mime_type).then(|| XmlReading::of(d))
+    })
+    .as_ref()
 }
 
 /// See [`XmlReading::cda_organizations`].
@@ -170,29 +184,16 @@ impl LotPlan {
     /// signature refuses it), name none.
     pub fn cda_organizations(&self) -> Vec<(String, Vec<String>)> {
         let mut out = Vec::new();
-        for (i, d) in self.documents.iter().enumerate() {
+        for (d, read) in self.documents.iter().zip(&self.parsed) {
             if let Some(Ok(XmlReading {
                 cda_organizations: Some(ids),
                 ..
-            })) = self.xml_reading(i)
+            })) = xml_reading(d, read)
             {
                 out.push((d.entry_id.clone(), ids.clone()));
             }
         }
         out
-    }
-
-    /// Document `i` read when its MIME type is XML: parsed the first time it is asked
-    /// for, as the lot signature reads it (an error when the lot signature would refuse
-    /// it).
-    fn xml_reading(&self, i: usize) -> Option<&Result<XmlReading, SigningError>> {
-        let d = self.documents.get(i)?;
-        self.parsed
-            .get(i)?
-            .get_or_init(|| {
-                passerelle_signing::lot::is_xml_mime(&d.mime_type).then(|| XmlReading::of(d))
-            })
-            .as_ref()
     }
 
     /// Every document must be the signed VIHF's patient: the lot would otherwise be signed
