@@ -42,7 +42,9 @@ use passerelle_proxy::state::{ProxyState, TenantRuntime};
 use passerelle_signing::{TrustAnchors, resign_vihf, sign_vihf, verify_vihf};
 use passerelle_soap::envelope::find_text;
 use passerelle_soap::xds::descendants;
-use passerelle_xml::{C14n, canonicalize_document, parse_document};
+use passerelle_xml::{
+    C14n, Limits, canonicalize_document, canonicalize_document_str, parse_document,
+};
 
 /// Runs `f` on `data`; under the fuzzer, panics when it takes longer than 100 ms plus
 /// 4 µs per byte (a 256 KiB input: about 1.1 s), far above what a linear parser needs,
@@ -446,12 +448,31 @@ pub fn vihf_headers_body(data: &[u8]) -> Result<(), String> {
 }
 
 /// Our canonical XML against libxml2's, inclusive and exclusive, on a document both
-/// parsers accept (ours refuses DTDs: those inputs are skipped).
+/// parsers accept (ours refuses DTDs: those inputs are skipped); the canonical form
+/// written while parsing (no tree) against the tree's, on every input.
 fn c14n_body(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(ours) = parse_document(text) else {
+    let parsed = parse_document(text);
+    for with_comments in [false, true] {
+        let streamed = canonicalize_document_str(text, &Limits::DEFAULT, with_comments, |_| {})
+            .map(|d| (d.canonical, d.declared_encoding));
+        let from_tree = parsed.as_ref().map_err(Clone::clone).map(|doc| {
+            (
+                canonicalize_document(doc, &C14n::Inclusive { with_comments }),
+                doc.declared_encoding.clone(),
+            )
+        });
+        if streamed != from_tree {
+            let (s, t) = (format!("{streamed:?}"), format!("{from_tree:?}"));
+            panic!(
+                "the streamed canonical form (with comments: {with_comments}) differs from the tree's at byte {} of their debug forms:\nstream: {s}\ntree:   {t}",
+                first_difference(&s, &t)
+            );
+        }
+    }
+    let Ok(ours) = parsed else {
         return;
     };
     // We read text already decoded; a document that declares another encoding speaks

@@ -67,14 +67,18 @@ fn ascii_compatible(encoding: &str) -> bool {
         || e.starts_with("cp125")
 }
 
-/// A whole XML document (a submitted clinical document) parsed as the lot signature reads
-/// it: a UTF-8 BOM skipped, UTF-8 required, DTDs refused. Parsed once, it serves both the
-/// structure checks of the proxy and the document's canonical form
-/// ([`canonical_xml_of`], [`DocumentDigest::of_canonical_xml`]).
-pub fn parse_xml_document(unique_id: &str, content: &[u8]) -> Result<xml::Document, SigningError> {
+/// A whole XML document (a submitted clinical document) read as the lot signature reads
+/// it: a UTF-8 BOM skipped, UTF-8 required, DTDs refused, its Canonical XML (with
+/// comments) written while it is parsed, without a tree. `observe` sees every start
+/// tag: the proxy's structure checks read the CDA's authors in the same pass.
+pub fn read_xml_document(
+    unique_id: &str,
+    content: &[u8],
+    observe: impl FnMut(&xml::StartTag<'_>),
+) -> Result<XmlDocument, SigningError> {
     let bad = |reason: String| SigningError::Document(format!("document {unique_id}: {reason}"));
-    let content = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
-    let text = std::str::from_utf8(content).map_err(|_| {
+    let text = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
+    let text = std::str::from_utf8(text).map_err(|_| {
         bad("XML content is not UTF-8 (only UTF-8 XML documents are signed)".into())
     })?;
     // A clinical document may be far larger than an envelope (a structured CDA of tens of
@@ -84,40 +88,47 @@ pub fn parse_xml_document(unique_id: &str, content: &[u8]) -> Result<xml::Docume
         max_elements: usize::MAX,
         ..xml::Limits::DEFAULT
     };
-    xml::parse_document_with(text, &limits).map_err(|e| bad(e.to_string()))
+    let read = xml::canonicalize_document_str(text, &limits, true, observe)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(XmlDocument {
+        canonical: read.canonical,
+        declared_encoding: read.declared_encoding,
+        ascii: content.is_ascii(),
+    })
 }
 
-/// The Canonical XML (with comments) of a whole XML document, as a standard processor
-/// computes it from the document's bytes: a UTF-8 BOM and the XML declaration are not
-/// part of it (libxml2 skips both), comments and processing instructions around the
-/// root element are.
-pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String, SigningError> {
-    let doc = parse_xml_document(unique_id, content)?;
-    canonical_xml_of(unique_id, content, &doc)
+/// A whole XML document read by [`read_xml_document`].
+#[derive(Debug)]
+pub struct XmlDocument {
+    canonical: String,
+    declared_encoding: Option<String>,
+    ascii: bool,
 }
 
-/// [`canonical_xml_document`] of `doc`, parsed from `content` by [`parse_xml_document`]:
-/// refused when the document declares an encoding that reads its bytes otherwise.
-pub fn canonical_xml_of(
-    unique_id: &str,
-    content: &[u8],
-    doc: &xml::Document,
-) -> Result<String, SigningError> {
-    // A verifier decodes the bytes with the declared encoding: another encoding than
-    // UTF-8 gives the same characters only when every byte is ASCII.
-    if let Some(encoding) = &doc.declared_encoding {
-        let utf8 = encoding.eq_ignore_ascii_case("utf-8") || encoding.eq_ignore_ascii_case("utf8");
-        let same_characters = utf8 || (ascii_compatible(encoding) && content.is_ascii());
-        if !same_characters {
-            return Err(SigningError::Document(format!(
-                "document {unique_id}: declares encoding {encoding:?}: only UTF-8 XML documents are signed"
-            )));
+impl XmlDocument {
+    /// Its Canonical XML (with comments), as a standard processor computes it from the
+    /// document's bytes: a UTF-8 BOM and the XML declaration are not part of it (libxml2
+    /// skips both), comments and processing instructions around the root element are.
+    /// Refused when the document declares an encoding that reads its bytes otherwise.
+    pub fn canonical(self, unique_id: &str) -> Result<String, SigningError> {
+        // A verifier decodes the bytes with the declared encoding: another encoding than
+        // UTF-8 gives the same characters only when every byte is ASCII.
+        if let Some(encoding) = &self.declared_encoding {
+            let utf8 =
+                encoding.eq_ignore_ascii_case("utf-8") || encoding.eq_ignore_ascii_case("utf8");
+            if !(utf8 || ascii_compatible(encoding) && self.ascii) {
+                return Err(SigningError::Document(format!(
+                    "document {unique_id}: declares encoding {encoding:?}: only UTF-8 XML documents are signed"
+                )));
+            }
         }
+        Ok(self.canonical)
     }
-    Ok(xml::canonicalize_document(
-        doc,
-        &C14n::INCLUSIVE_WITH_COMMENTS,
-    ))
+}
+
+/// The Canonical XML (with comments) of a whole XML document ([`XmlDocument::canonical`]).
+pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String, SigningError> {
+    read_xml_document(unique_id, content, |_| {})?.canonical(unique_id)
 }
 
 impl DocumentDigest {
@@ -141,7 +152,7 @@ impl DocumentDigest {
     }
 
     /// Digests an XML document (the caller has an XML MIME type) from its canonical
-    /// form ([`canonical_xml_document`], or [`canonical_xml_of`] on a document already
+    /// form ([`canonical_xml_document`], or [`XmlDocument::canonical`] on a document already
     /// parsed): as [`DocumentDigest::compute`] does, without parsing it again.
     pub fn of_canonical_xml(unique_id: &str, canonical: &str, digest: DigestAlgorithm) -> Self {
         Self {
@@ -575,19 +586,29 @@ mod tests {
         );
     }
 
-    /// A document parsed once (the proxy's structure checks read the same parse)
-    /// digests as one parsed by `compute`, and is refused for the same reasons.
+    /// A document read once (the proxy's structure checks observe the same pass)
+    /// digests as one read by `compute`, as its tree canonicalizes, and is refused for
+    /// the same reasons.
     #[test]
-    fn an_xml_document_parsed_once_digests_as_compute_does() {
+    fn an_xml_document_read_once_digests_as_compute_does() {
         let content = b"\xef\xbb\xbf<?xml version=\"1.0\"?><a  b='1'><!--c--><x/></a>";
+        let mut tags = Vec::new();
+        read_xml_document("1.2.3", content, |t| tags.push(t.local().to_string())).expect("parse");
+        assert_eq!(tags, ["a", "x"]);
         let of_parsed = |content: &[u8]| {
-            let doc = parse_xml_document("1.2.3", content).expect("parse");
-            canonical_xml_of("1.2.3", content, &doc)
+            let doc = read_xml_document("1.2.3", content, |_| {}).expect("parse");
+            doc.canonical("1.2.3")
                 .map(|c| DocumentDigest::of_canonical_xml("1.2.3", &c, DigestAlgorithm::Sha256))
         };
         assert_eq!(
             of_parsed(content),
             DocumentDigest::compute("1.2.3", "text/xml", content, DigestAlgorithm::Sha256)
+        );
+        let tree =
+            xml::parse_document(std::str::from_utf8(&content[3..]).expect("UTF-8")).expect("parse");
+        assert_eq!(
+            canonical_xml_document("1.2.3", content).as_deref(),
+            Ok(xml::canonicalize_document(&tree, &C14n::INCLUSIVE_WITH_COMMENTS).as_str())
         );
         let latin1 = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a>é</a>".as_bytes();
         let refused = of_parsed(latin1);
@@ -599,6 +620,6 @@ mod tests {
             refused.is_err_and(|e| e.to_string().contains("declares encoding \"ISO-8859-1\"")),
             "only UTF-8 XML documents are signed"
         );
-        assert!(parse_xml_document("1.2.3", b"\xff<a/>").is_err());
+        assert!(read_xml_document("1.2.3", b"\xff<a/>", |_| {}).is_err());
     }
 }

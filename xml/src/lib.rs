@@ -26,8 +26,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 mod parse;
+mod stream;
 
 pub use parse::{Limits, XmlError, parse, parse_document, parse_document_with, parse_with};
+pub use stream::{CanonicalDocument, StartTag, canonicalize_document_str};
 
 /// The XML namespace, bound to `xml` without declaration.
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
@@ -211,6 +213,12 @@ fn escape_with(out: &mut String, s: &str, escape: impl Fn(u8) -> Option<&'static
 
 /// Text escaping of Canonical XML (also fine for plain output).
 pub fn escape_text(out: &mut String, s: &str) {
+    // Most text has nothing to escape: two vectorised scans instead of a byte loop.
+    let b = s.as_bytes();
+    if memchr::memchr3(b'&', b'<', b'>', b).is_none() && memchr::memchr(b'\r', b).is_none() {
+        out.push_str(s);
+        return;
+    }
     escape_with(out, s, |b| match b {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),
@@ -222,6 +230,13 @@ pub fn escape_text(out: &mut String, s: &str) {
 
 /// Attribute escaping of Canonical XML (also fine for plain output).
 pub fn escape_attr(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    if memchr::memchr3(b'&', b'<', b'"', b).is_none()
+        && memchr::memchr3(b'\t', b'\n', b'\r', b).is_none()
+    {
+        out.push_str(s);
+        return;
+    }
     escape_with(out, s, |b| match b {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),
@@ -338,7 +353,7 @@ struct C14nWriter<'a> {
 /// suppress a fault; measured on AMD EPYC Zen 4, where comparing a non-empty string
 /// takes 2 ns): unprefixed attributes, whose namespace URI is empty, made sorting the
 /// attributes of an element most of its canonicalization.
-fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.is_empty(), b.is_empty()) {
         (false, false) => a.cmp(b),
         (a_empty, b_empty) => b_empty.cmp(&a_empty),
@@ -573,7 +588,7 @@ pub fn canonicalize_document(doc: &Document, algorithm: &C14n) -> String {
     out
 }
 
-fn write_misc(out: &mut String, m: &Misc) {
+pub(crate) fn write_misc(out: &mut String, m: &Misc) {
     match m {
         Misc::Comment(c) => {
             out.push_str("<!--");

@@ -1,6 +1,8 @@
-//! The parser for foreign XML: quick-xml events into the tree ([`crate::Element`]),
-//! refusing what would make the proxy expand entities, and bounding what a document may
-//! ask of it ([`Limits`]).
+//! The parser for foreign XML: quick-xml events, checked, handed to a [`Sink`] (the tree,
+//! [`crate::Element`], or the streaming canonicalizer of [`crate::stream`]), refusing
+//! what would make the proxy expand entities, and bounding what a document may ask of
+//! it ([`Limits`]). Both sinks see the same checked events, so a document the tree
+//! refuses the canonicalizer refuses with the same error.
 //!
 //! Work is linear in the input whatever the limits: prefixes are checked while parsing
 //! against one map of declaration stacks that each element's end undoes (no namespace
@@ -154,80 +156,146 @@ pub fn parse_document_with(input: &str, limits: &Limits) -> Result<Document, Xml
 /// scan (cheaper than hashing for the handful of attributes real elements carry).
 const LINEAR_SCAN: usize = 16;
 
+/// A start tag as the parser reads it, before any tree: names are slices of the input,
+/// values borrowed from it unless normalization or a reference changed them. The tree
+/// ([`crate::Element`]) and the streaming canonicalizer ([`crate::stream`]) are both
+/// built from these.
+pub(crate) struct Tag<'t, 'a> {
+    pub prefix: Option<&'a str>,
+    pub local: &'a str,
+    /// Declarations on this element: prefix (`None` = default) and URI.
+    pub namespaces: &'t [(Option<&'a str>, Cow<'a, str>)],
+    pub attributes: &'t [TagAttribute<'a>],
+}
+
+#[derive(Debug)]
+pub(crate) struct TagAttribute<'a> {
+    pub prefix: Option<&'a str>,
+    pub local: &'a str,
+    pub value: Cow<'a, str>,
+}
+
+impl Tag<'_, '_> {
+    /// The element of the tree, without children.
+    fn to_element(&self) -> Element {
+        let owned = |s: &str| -> Str { Cow::Owned(s.to_owned()) };
+        let value = |v: &Cow<'_, str>| -> Str { Cow::Owned(v.as_ref().to_owned()) };
+        Element {
+            prefix: self.prefix.map(owned),
+            local: owned(self.local),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(p, u)| (p.map(owned), value(u)))
+                .collect(),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|a| Attribute {
+                    prefix: a.prefix.map(owned),
+                    local: owned(a.local),
+                    value: value(&a.value),
+                })
+                .collect(),
+            children: Vec::new(),
+        }
+    }
+}
+
+/// What the parser hands its events to, in document order: the tree builder
+/// ([`TreeSink`]) or the streaming canonicalizer. The parser has checked each event
+/// before; a sink only records or writes it.
+pub(crate) trait Sink<'a> {
+    /// A start tag (an empty-element tag is a start then an [`Sink::end`]).
+    fn start(&mut self, tag: &Tag<'_, 'a>);
+    fn end(&mut self);
+    /// Character data in a row (text, references and CDATA sections), resolved.
+    fn text(&mut self, text: &str);
+    /// A comment inside the root element, line ends normalized.
+    fn comment(&mut self, comment: &str);
+    /// A comment or processing instruction before (or, `after_root`, after) the root
+    /// element (whole documents only).
+    fn misc(&mut self, misc: Misc, after_root: bool);
+}
+
 /// Namespace bookkeeping and counters of one parse.
 struct Builder<'l> {
     /// The document: what quick-xml hands out are slices of it (see [`str_in`]).
     input: &'l str,
-    limits: &'l Limits,
+    limits: Limits,
     elements: usize,
     declarations: usize,
-    in_scope: usize,
     /// Per prefix, one entry per open declaration of it: whether it binds the prefix
     /// to a namespace (always now that `xmlns:p=""` is refused). An element's end pops
     /// its own declarations, so resolving a prefix never walks or copies a scope.
-    prefixes: HashMap<String, Vec<bool>>,
+    prefixes: HashMap<&'l str, Vec<bool>>,
+    /// The declarations of the open elements, outermost first (their number is the
+    /// count in scope), and where each open element's own start in it.
+    declared: Vec<Option<&'l str>>,
+    open: Vec<usize>,
     /// The first undeclared prefix in document order. It is reported only once the
     /// whole input has parsed, so that a malformed document keeps its own error (the
     /// check used to run on the finished tree).
     undeclared: Option<String>,
-    /// A tag's declarations and attributes are gathered here, then moved into vectors
-    /// of their exact size: growing each element's own vectors would allocate several
-    /// times over (a one-attribute element would hold room for four).
-    namespaces: Vec<(Option<Str>, Str)>,
-    attributes: Vec<Attribute>,
+    /// The current tag's declarations and attributes (kept across tags: one allocation
+    /// per parse, not per element).
+    namespaces: Vec<(Option<&'l str>, Cow<'l, str>)>,
+    attributes: Vec<TagAttribute<'l>>,
     /// Where the attribute names of the current tag are in its bytes, for the
     /// duplicate check (kept across tags to save an allocation per element).
     names: Vec<(usize, usize)>,
 }
 
-impl Builder<'_> {
-    /// Builds the element of a start (or empty-element) tag and brings its namespace
-    /// declarations into scope; [`Builder::close`] takes them out.
-    fn open(
-        &mut self,
+impl<'l> Builder<'l> {
+    /// Open elements.
+    fn depth(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Reads a start (or empty-element) tag and brings its namespace declarations into
+    /// scope; [`Builder::close`] takes them out.
+    fn open<'s>(
+        &'s mut self,
         reader: &Reader<&[u8]>,
-        start: &BytesStart<'_>,
-    ) -> Result<Element, XmlError> {
+        start: &BytesStart<'l>,
+    ) -> Result<Tag<'s, 'l>, XmlError> {
         self.elements += 1;
         if self.elements > self.limits.max_elements {
             return Err(XmlError::TooManyElements(self.limits.max_elements));
         }
-        let e = self.element_from(reader, start)?;
-        self.in_scope += e.namespaces.len();
-        if self.in_scope > self.limits.max_namespaces_in_scope {
+        let (prefix, local) = self.read_tag(reader, start)?;
+        self.open.push(self.declared.len());
+        for (prefix, uri) in &self.namespaces {
+            self.declared.push(*prefix);
+            let Some(prefix) = prefix else { continue };
+            let bound = !uri.is_empty();
+            self.prefixes.entry(prefix).or_default().push(bound);
+        }
+        if self.declared.len() > self.limits.max_namespaces_in_scope {
             return Err(XmlError::TooManyNamespacesInScope(
                 self.limits.max_namespaces_in_scope,
             ));
         }
-        for (prefix, uri) in &e.namespaces {
-            let Some(prefix) = prefix else { continue };
-            let bound = !uri.is_empty();
-            match self.prefixes.get_mut(prefix.as_ref()) {
-                Some(stack) => stack.push(bound),
-                None => {
-                    self.prefixes.insert(prefix.to_string(), vec![bound]);
-                }
-            }
-        }
         if self.undeclared.is_none() {
-            let undeclared = e
-                .prefix
+            let undeclared = prefix
                 .iter()
-                .chain(e.attributes.iter().filter_map(|a| a.prefix.as_ref()))
+                .chain(self.attributes.iter().filter_map(|a| a.prefix.as_ref()))
                 .find(|p| !self.is_declared(p));
             self.undeclared = undeclared.map(|p| p.to_string());
         }
-        Ok(e)
+        Ok(Tag {
+            prefix,
+            local,
+            namespaces: &self.namespaces,
+            attributes: &self.attributes,
+        })
     }
 
-    /// Takes the declarations of `e` (opened by [`Builder::open`]) out of scope.
-    fn close(&mut self, e: &Element) {
-        self.in_scope -= e.namespaces.len();
-        for (prefix, _) in &e.namespaces {
-            if let Some(stack) = prefix
-                .as_ref()
-                .and_then(|p| self.prefixes.get_mut(p.as_ref()))
-            {
+    /// Takes the declarations of the innermost open element out of scope.
+    fn close(&mut self) {
+        let Some(from) = self.open.pop() else { return };
+        for prefix in self.declared.drain(from..).flatten() {
+            if let Some(stack) = self.prefixes.get_mut(prefix) {
                 stack.pop();
             }
         }
@@ -244,18 +312,20 @@ impl Builder<'_> {
                 .unwrap_or(false)
     }
 
-    fn element_from(
+    /// Checks the tag and gathers its declarations and attributes into
+    /// `self.namespaces` / `self.attributes`; gives its prefix and local name.
+    fn read_tag(
         &mut self,
         reader: &Reader<&[u8]>,
-        start: &BytesStart<'_>,
-    ) -> Result<Element, XmlError> {
+        start: &BytesStart<'l>,
+    ) -> Result<(Option<&'l str>, &'l str), XmlError> {
         let malformed = |message: String| XmlError::Malformed {
             position: reader.buffer_position(),
             message,
         };
         let input = self.input;
-        let name =
-            str_in(input, start.name().into_inner()).map_err(|e| malformed(e.to_string()))?;
+        let name = in_input(input, start.name().into_inner())
+            .ok_or_else(|| malformed(NOT_FROM_INPUT.into()))?;
         if !is_qname(name) {
             return Err(malformed(format!("{name:?} is not an XML element name")));
         }
@@ -332,7 +402,7 @@ impl Builder<'_> {
                 let error = AttrError::Duplicated(at(key), previous);
                 return Err(malformed(error.to_string()));
             }
-            let key = str_in(input, key).map_err(|e| malformed(e.to_string()))?;
+            let key = in_input(input, key).ok_or_else(|| malformed(NOT_FROM_INPUT.into()))?;
             let declaration = if key == "xmlns" {
                 Some(None)
             } else {
@@ -356,25 +426,24 @@ impl Builder<'_> {
                 }
                 _ => {}
             }
-            let raw = str_in(input, &raw).map_err(|e| malformed(e.to_string()))?;
+            let raw = in_input(input, &raw).ok_or_else(|| malformed(NOT_FROM_INPUT.into()))?;
             if memchr::memchr(b'<', raw.as_bytes()).is_some() {
                 return Err(malformed(
                     "'<' in an attribute value (XML 1.0 forbids it unescaped: &lt;)".into(),
                 ));
             }
-            let value = Cow::Owned(attribute_value(raw).map_err(malformed)?);
+            let value = attribute_value(raw).map_err(malformed)?;
             if let Some(prefix) = declaration {
                 namespace_rules(prefix, &value).map_err(malformed)?;
             }
             match declaration {
                 Some(prefix) => {
                     self.declarations += 1;
-                    self.namespaces
-                        .push((prefix.map(|p| Cow::Owned(p.to_string())), value));
+                    self.namespaces.push((prefix, value));
                 }
                 None => {
                     let (prefix, local) = split_qname(key);
-                    self.attributes.push(Attribute {
+                    self.attributes.push(TagAttribute {
                         prefix,
                         local,
                         value,
@@ -382,13 +451,7 @@ impl Builder<'_> {
                 }
             }
         }
-        Ok(Element {
-            prefix,
-            local,
-            namespaces: take_all(&mut self.namespaces),
-            attributes: take_all(&mut self.attributes),
-            children: Vec::new(),
-        })
+        Ok((prefix, local))
     }
 }
 
@@ -442,6 +505,74 @@ fn forbidden_char(input: &str) -> Option<(usize, u32)> {
 }
 
 fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Document, XmlError> {
+    let mut tree = TreeSink::default();
+    let declared_encoding = parse_into(input, whole_document, limits, &mut tree)?;
+    Ok(Document {
+        declared_encoding,
+        before: tree.before,
+        root: tree.root.ok_or(XmlError::NoRoot)?,
+        after: tree.after,
+    })
+}
+
+/// Builds the tree from the parser's events.
+#[derive(Default)]
+struct TreeSink {
+    /// Open elements, each with where its children start in `nodes`: children gather
+    /// there and move into a vector of their exact size when their parent ends.
+    stack: Vec<(Element, usize)>,
+    nodes: Vec<Node>,
+    root: Option<Element>,
+    before: Vec<Misc>,
+    after: Vec<Misc>,
+}
+
+impl<'a> Sink<'a> for TreeSink {
+    fn start(&mut self, tag: &Tag<'_, 'a>) {
+        self.stack.push((tag.to_element(), self.nodes.len()));
+    }
+
+    fn end(&mut self) {
+        let Some((mut e, first_child)) = self.stack.pop() else {
+            return;
+        };
+        if self.nodes.len() > first_child {
+            e.children = self.nodes.drain(first_child..).collect();
+        }
+        if self.stack.is_empty() {
+            self.root = Some(e);
+        } else {
+            self.nodes.push(Node::Element(e));
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        self.nodes.push(Node::Text(Cow::Owned(text.to_owned())));
+    }
+
+    fn comment(&mut self, comment: &str) {
+        self.nodes.push(Node::Comment(comment.to_owned()));
+    }
+
+    fn misc(&mut self, misc: Misc, after_root: bool) {
+        if after_root {
+            self.after.push(misc);
+        } else {
+            self.before.push(misc);
+        }
+    }
+}
+
+/// Parses `input`, handing its events to `sink` once each has been checked; gives the
+/// encoding its XML declaration names. `whole_document`: processing instructions
+/// outside the root element are kept and the declared encoding read; otherwise any
+/// processing instruction is refused. On an error the sink holds a part of the document.
+pub(crate) fn parse_into<'a>(
+    input: &'a str,
+    whole_document: bool,
+    limits: &Limits,
+    sink: &mut impl Sink<'a>,
+) -> Result<Option<String>, XmlError> {
     if let Some((at, c)) = forbidden_char(input) {
         return Err(XmlError::Malformed {
             position: at as u64,
@@ -453,28 +584,23 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
     reader.config_mut().trim_text(false);
     let mut builder = Builder {
         input,
-        limits,
+        limits: *limits,
         elements: 0,
         declarations: 0,
-        in_scope: 0,
         prefixes: HashMap::new(),
+        declared: Vec::new(),
+        open: Vec::new(),
         undeclared: None,
         namespaces: Vec::new(),
         attributes: Vec::new(),
         names: Vec::new(),
     };
-    // Open elements, each with where its children start in `nodes`: children gather
-    // there and move into a vector of their exact size when their parent ends.
-    let mut stack: Vec<(Element, usize)> = Vec::new();
-    let mut nodes: Vec<Node> = Vec::new();
-    // The innermost open element's character data not yet in `nodes`: text, references
-    // and CDATA sections in a row (quick-xml reads `a &amp; b` as three events) make one
-    // text node, allocated once at its exact size when something else comes.
+    // The innermost open element's character data not yet handed to the sink: text,
+    // references and CDATA sections in a row (quick-xml reads `a &amp; b` as three
+    // events) make one text node, handed over when something else comes.
     let mut text = String::new();
-    let mut root: Option<Element> = None;
+    let mut root_read = false;
     let mut declared_encoding = None;
-    let mut before = Vec::new();
-    let mut after = Vec::new();
     let malformed = |reader: &Reader<&[u8]>, message: String| XmlError::Malformed {
         position: reader.buffer_position(),
         message,
@@ -491,9 +617,10 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                 Event::Text(_) | Event::GeneralRef(_) | Event::CData(_)
             )
         {
-            nodes.push(Node::Text(Cow::Owned(text.as_str().to_owned())));
+            sink.text(&text);
             text.clear();
         }
+        let outside = builder.depth() == 0;
         match event {
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::Decl(_) if !at_start || !input.starts_with("<?xml") => {
@@ -505,7 +632,7 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
             Event::Decl(ref decl) if let Err(m) = check_declaration(decl.as_ref()) => {
                 return Err(malformed(&reader, m));
             }
-            Event::PI(pi) if whole_document && stack.is_empty() => {
+            Event::PI(pi) if whole_document && outside => {
                 let target = str_in(input, pi.target())
                     .map_err(|e| malformed(&reader, e.to_string()))?
                     .to_string();
@@ -524,12 +651,7 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                 }
                 let data = normalize_newlines(data.trim_start_matches([' ', '\t', '\r', '\n']))
                     .into_owned();
-                let misc = Misc::Pi { target, data };
-                if root.is_some() {
-                    after.push(misc);
-                } else {
-                    before.push(misc);
-                }
+                sink.misc(Misc::Pi { target, data }, root_read);
             }
             Event::PI(_) => return Err(XmlError::ProcessingInstruction),
             Event::Decl(_) if !whole_document => {}
@@ -539,57 +661,48 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                     declared_encoding = Some(String::from_utf8_lossy(&encoding).into_owned());
                 }
             }
-            Event::Start(_) | Event::Empty(_) if root.is_some() => {
+            Event::Start(_) | Event::Empty(_) if root_read => {
                 return Err(XmlError::TrailingContent);
             }
             Event::Start(start) => {
-                if stack.len() >= limits.max_depth {
+                if builder.depth() >= limits.max_depth {
                     return Err(XmlError::TooDeep(limits.max_depth));
                 }
-                stack.push((builder.open(&reader, &start)?, nodes.len()));
+                sink.start(&builder.open(&reader, &start)?);
             }
             Event::Empty(start) => {
-                let e = builder.open(&reader, &start)?;
-                builder.close(&e);
-                if stack.is_empty() {
-                    root = Some(e);
-                } else {
-                    nodes.push(Node::Element(e));
-                }
+                sink.start(&builder.open(&reader, &start)?);
+                builder.close();
+                sink.end();
+                root_read = builder.depth() == 0;
             }
             Event::End(_) => {
-                let (mut e, first_child) = stack
-                    .pop()
-                    .ok_or_else(|| malformed(&reader, "unbalanced end tag".into()))?;
-                builder.close(&e);
-                if nodes.len() > first_child {
-                    e.children = nodes.drain(first_child..).collect();
+                if outside {
+                    return Err(malformed(&reader, "unbalanced end tag".into()));
                 }
-                if stack.is_empty() {
-                    root = Some(e);
-                } else {
-                    nodes.push(Node::Element(e));
-                }
+                builder.close();
+                sink.end();
+                root_read = builder.depth() == 0;
             }
             Event::Text(t) => {
                 let raw =
                     str_in(input, t.as_ref()).map_err(|e| malformed(&reader, e.to_string()))?;
                 // XML 1.0 §2.4: character data never holds "]]>".
-                if memchr::memmem::find(raw.as_bytes(), b"]]>").is_some() {
+                if holds_cdata_end(raw.as_bytes()) {
                     return Err(malformed(
                         &reader,
                         "\"]]>\" in text (XML 1.0 forbids it unescaped: ]]&gt;)".into(),
                     ));
                 }
-                if stack.is_empty() {
-                    outside_root(raw, &root, &reader)?;
+                if outside {
+                    outside_root(raw, root_read, &reader)?;
                 } else {
                     unescape_into(&mut text, &normalize_newlines(raw))
                         .map_err(|m| malformed(&reader, m))?;
                 }
             }
-            Event::GeneralRef(_) | Event::CData(_) if stack.is_empty() => {
-                return Err(if root.is_some() {
+            Event::GeneralRef(_) | Event::CData(_) if outside => {
+                return Err(if root_read {
                     XmlError::TrailingContent
                 } else {
                     malformed(
@@ -618,46 +731,44 @@ fn parse_inner(input: &str, whole_document: bool, limits: &Limits) -> Result<Doc
                         "\"--\" inside a comment (XML 1.0 forbids it)".into(),
                     ));
                 }
-                let comment = normalize_newlines(raw).into_owned();
-                if !stack.is_empty() {
-                    nodes.push(Node::Comment(comment));
-                } else if root.is_some() {
-                    after.push(Misc::Comment(comment));
+                let comment = normalize_newlines(raw);
+                if !outside {
+                    sink.comment(&comment);
                 } else {
-                    before.push(Misc::Comment(comment));
+                    sink.misc(Misc::Comment(comment.into_owned()), root_read);
                 }
             }
             Event::Eof => break,
         }
     }
-    if !stack.is_empty() {
+    if builder.depth() > 0 {
         return Err(malformed(
             &reader,
             "unclosed element at end of input".into(),
         ));
     }
-    let root = root.ok_or(XmlError::NoRoot)?;
+    if !root_read {
+        return Err(XmlError::NoRoot);
+    }
     if let Some(prefix) = builder.undeclared {
         return Err(XmlError::UndeclaredPrefix(prefix));
     }
-    Ok(Document {
-        declared_encoding,
-        before,
-        root,
-        after,
-    })
+    Ok(declared_encoding)
+}
+
+/// Whether `text` holds `]]>`. Looked for from its `>` (rare in text): `memmem::find`
+/// sets a searcher up at each call, which cost more than the search on the short texts
+/// of a clinical document.
+fn holds_cdata_end(text: &[u8]) -> bool {
+    memchr::memchr_iter(b'>', text).any(|i| i >= 2 && text.get(i - 2..i) == Some(b"]]"))
 }
 
 /// Text around the root element: only white space is allowed.
-fn outside_root(
-    text: &str,
-    root: &Option<Element>,
-    reader: &Reader<&[u8]>,
-) -> Result<(), XmlError> {
+fn outside_root(text: &str, root_read: bool, reader: &Reader<&[u8]>) -> Result<(), XmlError> {
     // XML's white space only (Rust's `trim` would also take U+0085, U+2028...).
     if text.trim_matches([' ', '\t', '\r', '\n']).is_empty() {
         Ok(())
-    } else if root.is_some() {
+    } else if root_read {
         Err(XmlError::TrailingContent)
     } else {
         Err(XmlError::Malformed {
@@ -672,44 +783,40 @@ fn outside_root(
 /// being checked again (that check was 6 % of a parse). Bytes from anywhere else (none
 /// today) are checked.
 fn str_in<'a>(input: &'a str, bytes: &'a [u8]) -> Result<&'a str, std::str::Utf8Error> {
-    // Allocations do not overlap: a range inside the input's is a slice of it.
-    let within = (bytes.as_ptr() as usize)
-        .checked_sub(input.as_ptr() as usize)
-        .and_then(|from| input.get(from..from.checked_add(bytes.len())?));
-    match within {
+    match in_input(input, bytes) {
         Some(text) => Ok(text),
         None => std::str::from_utf8(bytes),
     }
 }
 
-/// The gathered declarations or attributes of a tag, moved out at their exact size
-/// (none: no allocation, and none of `collect`'s set-up either).
-// Not `mem::take`: the gathering vector keeps its room for the next tag, and the
-// element gets a vector of its exact size.
-#[allow(clippy::drain_collect)]
-fn take_all<T>(gathered: &mut Vec<T>) -> Vec<T> {
-    if gathered.is_empty() {
-        Vec::new()
-    } else {
-        gathered.drain(..).collect()
-    }
+/// `bytes` as the slice of `input` it is, for as long as the input lives (names and
+/// values of a [`Tag`]); `None` when it is not a slice of the input.
+fn in_input<'i>(input: &'i str, bytes: &[u8]) -> Option<&'i str> {
+    // Allocations do not overlap: a range inside the input's is a slice of it.
+    (bytes.as_ptr() as usize)
+        .checked_sub(input.as_ptr() as usize)
+        .and_then(|from| input.get(from..from.checked_add(bytes.len())?))
 }
+
+/// quick-xml reading a `&str` hands out slices of it; a name or value that is not one
+/// would be a change in quick-xml, refused rather than copied.
+const NOT_FROM_INPUT: &str = "internal: the XML reader handed out bytes that are not the input's";
 
 /// Attribute-value normalization (XML 1.0 §3.3.3) for CDATA attributes: literal white
 /// space becomes a space, references keep their character. Values with nothing to
 /// normalize (nearly all) are copied once.
-fn attribute_value(raw: &str) -> Result<String, String> {
+fn attribute_value(raw: &str) -> Result<Cow<'_, str>, String> {
     if !raw
         .bytes()
         .any(|b| matches!(b, b'\t' | b'\n' | b'\r' | b'&'))
     {
-        return Ok(raw.to_string());
+        return Ok(Cow::Borrowed(raw));
     }
     let normalized: String = normalize_newlines(raw)
         .chars()
         .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
         .collect();
-    unescape(Cow::Owned(normalized))
+    unescape(Cow::Owned(normalized)).map(Cow::Owned)
 }
 
 const XML_NAMESPACE: &str = "http://www.w3.org/XML/1998/namespace";
@@ -790,6 +897,30 @@ fn check_declaration(content: &[u8]) -> Result<(), String> {
 /// An XML 1.0 `Name` (§2.3) with at most one ':' neither first nor last (a QName in
 /// a namespace-aware document).
 fn is_qname(name: &str) -> bool {
+    if name.is_ascii() {
+        ascii_qname(name.as_bytes())
+    } else {
+        qname_by_parts(name)
+    }
+}
+
+/// [`is_qname`] for an ASCII name (nearly all), in one pass over its bytes: splitting at
+/// ':' first was a tenth of a clinical document's parse.
+fn ascii_qname(b: &[u8]) -> bool {
+    let ncname_start = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+    let mut colons = 0;
+    let rest = b.iter().enumerate().skip(1).all(|(i, c)| match c {
+        b':' => {
+            colons += 1;
+            ncname_start(b.get(i + 1))
+        }
+        c => c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'),
+    });
+    ncname_start(b.first()) && rest && colons <= 1
+}
+
+/// [`is_qname`] for any name: split at ':', each part a `NCName`.
+fn qname_by_parts(name: &str) -> bool {
     fn start(c: char) -> bool {
         matches!(c, 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
             | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
@@ -803,15 +934,6 @@ fn is_qname(name: &str) -> bool {
     }
     let mut parts = name.split(':');
     let ncname = |p: &str| {
-        // ASCII names (nearly all) by bytes; the full table otherwise.
-        if p.is_ascii() {
-            let b = p.as_bytes();
-            return b
-                .first()
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
-        }
         let mut chars = p.chars();
         chars.next().is_some_and(start) && chars.all(other)
     };
@@ -822,14 +944,11 @@ fn is_qname(name: &str) -> bool {
     }
 }
 
-fn split_qname(name: &str) -> (Option<Str>, Str) {
+fn split_qname(name: &str) -> (Option<&str>, &str) {
     // A byte scan: names are short, and ':' is ASCII so the split is a char boundary.
     match name.bytes().position(|b| b == b':') {
-        Some(i) => (
-            Some(Cow::Owned(name[..i].to_string())),
-            Cow::Owned(name[i + 1..].to_string()),
-        ),
-        None => (None, Cow::Owned(name.to_string())),
+        Some(i) => (Some(&name[..i]), &name[i + 1..]),
+        None => (None, name),
     }
 }
 
@@ -1322,6 +1441,49 @@ mod tests {
 
     /// A character reference is `&#` digits `;` or `&#x` hex digits `;`, nothing else:
     /// the fuzzer found `&#x+a;` accepted (Rust's integer parsing takes a sign).
+    /// The one-pass check of ASCII names says what the check by parts (with the full
+    /// character table) says, on every string of up to five characters over an alphabet
+    /// of each class that matters.
+    #[test]
+    fn ascii_names_are_checked_as_by_parts() {
+        let alphabet = ['a', 'Z', '_', '-', '.', ':', '7', ' ', '<'];
+        let mut names = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = names
+                .iter()
+                .filter(|n| n.len() == names.last().map_or(0, String::len))
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            names.extend(longer);
+        }
+        assert!(names.len() > 60_000);
+        for name in &names {
+            assert_eq!(
+                ascii_qname(name.as_bytes()),
+                qname_by_parts(name),
+                "{name:?}"
+            );
+        }
+        assert!(is_qname("a:b") && is_qname("_x.y-1") && is_qname("é:b"));
+        assert!(!is_qname("a:b:c") && !is_qname(":a") && !is_qname("a:") && !is_qname("1a"));
+    }
+
+    #[test]
+    fn text_holding_the_cdata_end_is_found() {
+        for (text, holds) in [
+            ("]]>", true),
+            ("a]]>b", true),
+            ("]>]]]>", true),
+            ("]] >", false),
+            ("]>", false),
+            (">", false),
+            ("", false),
+            ("]]", false),
+        ] {
+            assert_eq!(holds_cdata_end(text.as_bytes()), holds, "{text:?}");
+        }
+    }
+
     #[test]
     fn character_references_are_digits_only() {
         assert_eq!(

@@ -9,8 +9,8 @@ use std::cell::OnceCell;
 
 use base64::Engine;
 use bytes::Bytes;
+use passerelle_signing::lot::read_xml_document;
 use passerelle_signing::lot::{LotMetadata, LotMetadataInput};
-use passerelle_signing::lot::{canonical_xml_of, parse_xml_document};
 use passerelle_signing::xml::{self, Element, Node};
 use passerelle_signing::{
     DigestAlgorithm, DocumentDigest, LotRequest, SignedLot, Signer, SigningError, lot_metadata,
@@ -44,9 +44,9 @@ pub struct LotPlan {
     parsed: Vec<OnceCell<Option<Result<XmlReading, SigningError>>>>,
 }
 
-/// What a submission needs of one XML document, read in one parse. The tree itself is
-/// dropped at once: the trees of all a submission's documents, kept together, could take
-/// several times its body.
+/// What a submission needs of one XML document, read in one pass without a tree: the
+/// canonical form is written while the document is parsed, and the CDA's authors are
+/// picked up on the way.
 #[derive(Debug)]
 struct XmlReading {
     /// For a CDA (`ClinicalDocument` in `urn:hl7-org:v3`): the structure ids of
@@ -59,10 +59,11 @@ struct XmlReading {
 
 impl XmlReading {
     fn of(d: &SubmittedDocument) -> Result<Self, SigningError> {
-        let doc = parse_xml_document(&d.unique_id, &d.content)?;
+        let mut cda = CdaAuthors::default();
+        let doc = read_xml_document(&d.unique_id, &d.content, |tag| cda.see(tag))?;
         Ok(Self {
-            cda_organizations: cda_organizations(&doc.root),
-            canonical: canonical_xml_of(&d.unique_id, &d.content, &doc),
+            cda_organizations: cda.organizations,
+            canonical: doc.canonical(&d.unique_id),
         })
     }
 }
@@ -80,30 +81,40 @@ fn xml_reading<'r>(
     .as_ref()
 }
 
-/// See [`XmlReading::cda_organizations`].
-fn cda_organizations(root: &Element) -> Option<Vec<String>> {
+/// See [`XmlReading::cda_organizations`], gathered from the start tags of one pass.
+#[derive(Debug, Default)]
+struct CdaAuthors {
+    /// `None` until the root is seen to be a CDA.
+    organizations: Option<Vec<String>>,
+}
+
+impl CdaAuthors {
     const HL7: &str = "urn:hl7-org:v3";
-    if root.local != "ClinicalDocument" || xml::namespace_in(root, &[]) != Some(HL7) {
-        return None;
-    }
-    fn child<'e>(e: &'e Element, local: &'static str) -> impl Iterator<Item = &'e Element> {
-        e.elements().filter(move |c| c.local == local)
-    }
-    let mut ids = Vec::new();
-    for author in child(root, "author") {
-        for assigned in child(author, "assignedAuthor") {
-            for org in child(assigned, "representedOrganization") {
-                for id in child(org, "id") {
-                    if id.attribute("root") == Some(xds::STRUCTURE_AUTHORITY)
-                        && let Some(ext) = id.attribute("extension")
-                    {
-                        ids.push(ext.trim().to_string());
-                    }
-                }
-            }
+    const PATH: [&str; 5] = [
+        "ClinicalDocument",
+        "author",
+        "assignedAuthor",
+        "representedOrganization",
+        "id",
+    ];
+
+    fn see(&mut self, tag: &xml::StartTag<'_>) {
+        if tag.depth() == 0 {
+            self.organizations =
+                (tag.local() == Self::PATH[0] && tag.namespace() == Self::HL7).then(Vec::new);
+            return;
+        }
+        let Some(ids) = &mut self.organizations else {
+            return;
+        };
+        if tag.depth() == Self::PATH.len() - 1
+            && tag.path_is(&Self::PATH)
+            && tag.attribute("root") == Some(xds::STRUCTURE_AUTHORITY)
+            && let Some(ext) = tag.attribute("extension")
+        {
+            ids.push(ext.trim().to_string());
         }
     }
-    Some(ids)
 }
 
 /// A signed submission, ready to be written into the request.
@@ -320,5 +331,90 @@ impl SignedSubmission {
         }
         request.children.push(Node::Element(document));
         Ok(attachments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(content: &str) -> Result<XmlReading, SigningError> {
+        XmlReading::of(&SubmittedDocument {
+            entry_id: "Document01".into(),
+            unique_id: "1.2.3".into(),
+            patient_id: String::new(),
+            mime_type: "text/xml".into(),
+            content: Bytes::from(content.to_string()),
+            is_signature: false,
+            institutions: Vec::new(),
+        })
+    }
+
+    fn organizations(content: &str) -> Option<Vec<String>> {
+        reading(content).expect("parses").cda_organizations
+    }
+
+    fn author(org: &str) -> String {
+        format!(
+            r#"<author><assignedAuthor><representedOrganization>{org}</representedOrganization></assignedAuthor></author>"#
+        )
+    }
+
+    #[test]
+    fn a_cda_names_its_authors_organizations_from_the_one_pass() {
+        let id = |root: &str, ext: &str| format!(r#"<id root="{root}" extension="{ext}"/>"#);
+        let structure = xds::STRUCTURE_AUTHORITY;
+        let cda = format!(
+            r#"<h:ClinicalDocument xmlns:h="urn:hl7-org:v3"><!--c-->{}{}<h:component>{}</h:component></h:ClinicalDocument>"#,
+            author(&format!(
+                "{}{}<asOrganizationPartOf>{}</asOrganizationPartOf>",
+                id(structure, " 1000000001 "),
+                id("1.2.250.1.71.4.2.1", "1000000002"),
+                id(structure, "1000000003"),
+            )),
+            author(&id(structure, "1000000004")),
+            // Deeper than the header's authors: not one of them.
+            author(&id(structure, "1000000005")),
+        );
+        assert_eq!(
+            organizations(&cda),
+            Some(vec!["1000000001".to_string(), "1000000004".to_string()])
+        );
+        // The digest's canonical form comes from the same pass.
+        let tree = xml::parse_document(&cda).expect("parses");
+        assert_eq!(
+            reading(&cda).expect("parses").canonical.as_deref(),
+            Ok(xml::canonicalize_document(&tree, &xml::C14n::INCLUSIVE_WITH_COMMENTS).as_str())
+        );
+        // Not a CDA: another namespace, or another root.
+        let other_ns = format!(
+            r#"<ClinicalDocument xmlns="urn:other">{}</ClinicalDocument>"#,
+            author(&id(structure, "1"))
+        );
+        assert_eq!(organizations(&other_ns), None);
+        assert_eq!(organizations("<report/>"), None);
+        // A CDA without authors names none (and is still a CDA).
+        assert_eq!(
+            organizations(r#"<ClinicalDocument xmlns="urn:hl7-org:v3"/>"#),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn an_encoding_the_lot_refuses_still_names_the_authors() {
+        let cda = format!(
+            r#"<?xml version="1.0" encoding="ISO-8859-1"?><ClinicalDocument xmlns="urn:hl7-org:v3">{}<title>é</title></ClinicalDocument>"#,
+            author(&format!(
+                r#"<id root="{}" extension="1000000001"/>"#,
+                xds::STRUCTURE_AUTHORITY
+            ))
+        );
+        let read = reading(&cda).expect("parses");
+        assert_eq!(read.cda_organizations, Some(vec!["1000000001".to_string()]));
+        assert!(
+            read.canonical
+                .is_err_and(|e| e.to_string().contains("ISO-8859-1"))
+        );
+        assert!(reading("<a><b></a>").is_err());
     }
 }
