@@ -91,6 +91,7 @@ pub fn read_xml_document(
     let read = xml::canonicalize_document_str(text, &limits, true, observe)
         .map_err(|e| bad(e.to_string()))?;
     Ok(XmlDocument {
+        unique_id: unique_id.to_string(),
         canonical: read.canonical,
         declared_encoding: read.declared_encoding,
         ascii: content.is_ascii(),
@@ -100,6 +101,7 @@ pub fn read_xml_document(
 /// A whole XML document read by [`read_xml_document`].
 #[derive(Debug)]
 pub struct XmlDocument {
+    unique_id: String,
     canonical: String,
     declared_encoding: Option<String>,
     ascii: bool,
@@ -110,7 +112,7 @@ impl XmlDocument {
     /// document's bytes: a UTF-8 BOM and the XML declaration are not part of it (libxml2
     /// skips both), comments and processing instructions around the root element are.
     /// Refused when the document declares an encoding that reads its bytes otherwise.
-    pub fn canonical(self, unique_id: &str) -> Result<String, SigningError> {
+    pub fn canonical(self) -> Result<String, SigningError> {
         // A verifier decodes the bytes with the declared encoding: another encoding than
         // UTF-8 gives the same characters only when every byte is ASCII.
         if let Some(encoding) = &self.declared_encoding {
@@ -118,7 +120,8 @@ impl XmlDocument {
                 encoding.eq_ignore_ascii_case("utf-8") || encoding.eq_ignore_ascii_case("utf8");
             if !(utf8 || ascii_compatible(encoding) && self.ascii) {
                 return Err(SigningError::Document(format!(
-                    "document {unique_id}: declares encoding {encoding:?}: only UTF-8 XML documents are signed"
+                    "document {}: declares encoding {encoding:?}: only UTF-8 XML documents are signed",
+                    self.unique_id
                 )));
             }
         }
@@ -128,7 +131,7 @@ impl XmlDocument {
 
 /// The Canonical XML (with comments) of a whole XML document ([`XmlDocument::canonical`]).
 pub fn canonical_xml_document(unique_id: &str, content: &[u8]) -> Result<String, SigningError> {
-    read_xml_document(unique_id, content, |_| {})?.canonical(unique_id)
+    read_xml_document(unique_id, content, |_| {})?.canonical()
 }
 
 impl DocumentDigest {
@@ -597,7 +600,7 @@ mod tests {
         assert_eq!(tags, ["a", "x"]);
         let of_parsed = |content: &[u8]| {
             let doc = read_xml_document("1.2.3", content, |_| {}).expect("parse");
-            doc.canonical("1.2.3")
+            doc.canonical()
                 .map(|c| DocumentDigest::of_canonical_xml("1.2.3", &c, DigestAlgorithm::Sha256))
         };
         assert_eq!(

@@ -816,10 +816,12 @@ mod tests {
                         }
                     }
                     for (p, local, value) in attributes {
-                        let dup = e
-                            .attributes
-                            .iter()
-                            .any(|a| a.prefix.as_deref() == p && a.local == local.as_str());
+                        // Two prefixes may be bound to one URI: prefixed attributes get
+                        // distinct local names (Namespaces in XML §6.3).
+                        let dup = e.attributes.iter().any(|a| {
+                            (a.prefix.as_deref() == p || a.prefix.is_some() && p.is_some())
+                                && a.local == local.as_str()
+                        });
                         if !dup {
                             e.attributes.push(Attribute {
                                 prefix: p.map(Cow::Borrowed),

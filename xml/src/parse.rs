@@ -225,12 +225,12 @@ struct Builder<'l> {
     limits: Limits,
     elements: usize,
     declarations: usize,
-    /// Per prefix, one entry per open declaration of it: whether it binds the prefix
-    /// to a namespace (always now that `xmlns:p=""` is refused). An element's end pops
-    /// its own declarations, so resolving a prefix never walks or copies a scope.
-    prefixes: HashMap<&'l str, Vec<bool>>,
+    /// Per prefix, one entry per open declaration of it: the URI it binds the prefix to
+    /// (never empty now that `xmlns:p=""` is refused). An element's end pops its own
+    /// declarations, so resolving a prefix never walks or copies a scope.
+    prefixes: HashMap<&'l str, Vec<Cow<'l, str>>>,
     /// The declarations of the open elements, outermost first (their number is the
-    /// count in scope), and where each open element's own start in it.
+    /// count in scope), and where each open element's own declarations start in it.
     declared: Vec<Option<&'l str>>,
     open: Vec<usize>,
     /// The first undeclared prefix in document order. It is reported only once the
@@ -268,8 +268,7 @@ impl<'l> Builder<'l> {
         for (prefix, uri) in &self.namespaces {
             self.declared.push(*prefix);
             let Some(prefix) = prefix else { continue };
-            let bound = !uri.is_empty();
-            self.prefixes.entry(prefix).or_default().push(bound);
+            self.prefixes.entry(prefix).or_default().push(uri.clone());
         }
         if self.declared.len() > self.limits.max_namespaces_in_scope {
             return Err(XmlError::TooManyNamespacesInScope(
@@ -283,6 +282,7 @@ impl<'l> Builder<'l> {
                 .find(|p| !self.is_declared(p));
             self.undeclared = undeclared.map(|p| p.to_string());
         }
+        self.distinct_expanded_names(reader)?;
         Ok(Tag {
             prefix,
             local,
@@ -302,14 +302,40 @@ impl<'l> Builder<'l> {
     }
 
     fn is_declared(&self, prefix: &str) -> bool {
-        prefix == "xml"
-            || prefix == "xmlns"
-            || self
-                .prefixes
-                .get(prefix)
-                .and_then(|stack| stack.last())
-                .copied()
-                .unwrap_or(false)
+        prefix == "xml" || prefix == "xmlns" || self.uri_of(prefix).is_some_and(|u| !u.is_empty())
+    }
+
+    fn uri_of(&self, prefix: &str) -> Option<&str> {
+        match prefix {
+            "xml" => Some(XML_NAMESPACE),
+            p => self.prefixes.get(p)?.last().map(AsRef::as_ref),
+        }
+    }
+
+    /// Namespaces in XML 1.0 §6.3: no two attributes of the current tag have the same
+    /// namespace name and local name (`a:k` and `b:k` with `a` and `b` bound to one URI).
+    /// Canonical XML sorts attributes by those two: tied, their order would be each
+    /// implementation's own, and so would a digest. Only tags with two prefixed
+    /// attributes or more (rare) are looked at.
+    fn distinct_expanded_names(&self, reader: &Reader<&[u8]>) -> Result<(), XmlError> {
+        let prefixed = || self.attributes.iter().filter(|a| a.prefix.is_some());
+        if prefixed().nth(1).is_none() {
+            return Ok(());
+        }
+        let mut names: Vec<(&str, &str)> = prefixed()
+            .filter_map(|a| Some((self.uri_of(a.prefix?)?, a.local)))
+            .collect();
+        names.sort_unstable();
+        match names.windows(2).find(|w| w[0] == w[1]) {
+            None => Ok(()),
+            Some(w) => Err(XmlError::Malformed {
+                position: reader.buffer_position(),
+                message: format!(
+                    "two attributes named {:?} in the namespace {:?} (Namespaces in XML 1.0 §6.3 forbids it)",
+                    w[0].1, w[0].0
+                ),
+            }),
+        }
     }
 
     /// Checks the tag and gathers its declarations and attributes into
@@ -471,9 +497,6 @@ fn attribute_error(start: &BytesStart<'_>, error: AttrError, seen: usize) -> Str
     checked.unwrap_or(error).to_string()
 }
 
-/// `whole_document`: processing instructions outside the root element are kept and the
-/// declared encoding read ([`parse_document`]); otherwise any processing instruction is
-/// refused ([`parse`]).
 /// The first character XML 1.0 forbids anywhere (its `Char` production): the C0
 /// controls but tab, LF and CR, and U+FFFE / U+FFFF. quick-xml lets them through; a
 /// document holding one is refused by libxml2 (xmlsec1, the services), so a canonical
@@ -1439,8 +1462,6 @@ mod tests {
         assert!(str_in(input, b"\xFF").is_err());
     }
 
-    /// A character reference is `&#` digits `;` or `&#x` hex digits `;`, nothing else:
-    /// the fuzzer found `&#x+a;` accepted (Rust's integer parsing takes a sign).
     /// The one-pass check of ASCII names says what the check by parts (with the full
     /// character table) says, on every string of up to five characters over an alphabet
     /// of each class that matters.
@@ -1469,6 +1490,26 @@ mod tests {
     }
 
     #[test]
+    fn attributes_with_one_expanded_name_are_refused() {
+        for input in [
+            r#"<r xmlns:a="urn:x" xmlns:b="urn:x" a:k="1" b:k="2"/>"#,
+            r#"<r xmlns:a="urn:x"><s xmlns:b="urn:x" b:k="1" a:k="2"/></r>"#,
+        ] {
+            let error = parse(input).expect_err(input).to_string();
+            assert!(
+                error.contains("two attributes named \"") && error.contains("§6.3"),
+                "{error}"
+            );
+        }
+        for input in [
+            r#"<r xmlns:a="urn:x" xmlns:b="urn:y" a:k="1" b:k="2" k="3"/>"#,
+            r#"<r xmlns:a="urn:x" a:k="1" a:j="2"/>"#,
+        ] {
+            assert!(parse(input).is_ok(), "{input}");
+        }
+    }
+
+    #[test]
     fn text_holding_the_cdata_end_is_found() {
         for (text, holds) in [
             ("]]>", true),
@@ -1484,6 +1525,8 @@ mod tests {
         }
     }
 
+    /// A character reference is `&#` digits `;` or `&#x` hex digits `;`, nothing else:
+    /// the fuzzer found `&#x+a;` accepted (Rust's integer parsing takes a sign).
     #[test]
     fn character_references_are_digits_only() {
         assert_eq!(

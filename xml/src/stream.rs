@@ -155,8 +155,9 @@ struct C14nSink<'a, F> {
     /// before its declarations.
     open: Vec<(Option<&'a str>, &'a str, usize)>,
     path: Vec<&'a str>,
-    /// Scratch space for one tag, kept across tags.
-    declarations: Vec<(Option<&'a str>, Cow<'a, str>)>,
+    /// Scratch space for one tag, kept across tags: the declarations it renders, as
+    /// their prefix and place in the tag.
+    declarations: Vec<(Option<&'a str>, usize)>,
     observe: F,
 }
 
@@ -173,9 +174,9 @@ impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
         // What this element renders of its own declarations: those its parent's scope
         // binds otherwise (`xml` is never rendered), default first then by prefix.
         self.declarations.clear();
-        for (prefix, uri) in tag.namespaces {
+        for (i, (prefix, uri)) in tag.namespaces.iter().enumerate() {
             if *prefix != Some("xml") && self.scope.lookup(*prefix) != uri.as_ref() {
-                self.declarations.push((*prefix, uri.clone()));
+                self.declarations.push((*prefix, i));
             }
         }
         self.declarations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -189,7 +190,8 @@ impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
         let out = &mut self.out;
         out.push('<');
         push_qname(out, tag.prefix, tag.local);
-        for (prefix, uri) in &self.declarations {
+        for &(prefix, i) in &self.declarations {
+            let uri = tag.namespaces.get(i).map_or("", |(_, u)| u.as_ref());
             match prefix {
                 Some(p) => {
                     out.push_str(" xmlns:");
@@ -201,8 +203,8 @@ impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
             escape_attr(out, uri);
             out.push('"');
         }
-        // Attributes by namespace URI (none first), then local name: sorted as indices
-        // into the scope's URIs, so that nothing is copied.
+        // Attributes by namespace URI (none first), then local name, the URIs borrowed
+        // from the scope (no two attributes tie: the parser refuses that).
         let scope = &self.scope;
         let uri_of = |a: &TagAttribute<'_>| match a.prefix {
             None => "",

@@ -63,7 +63,7 @@ impl XmlReading {
         let doc = read_xml_document(&d.unique_id, &d.content, |tag| cda.see(tag))?;
         Ok(Self {
             cda_organizations: cda.organizations,
-            canonical: doc.canonical(&d.unique_id),
+            canonical: doc.canonical(),
         })
     }
 }
