@@ -315,24 +315,39 @@ impl<'l> Builder<'l> {
     /// Namespaces in XML 1.0 §6.3: no two attributes of the current tag have the same
     /// namespace name and local name (`a:k` and `b:k` with `a` and `b` bound to one URI).
     /// Canonical XML sorts attributes by those two: tied, their order would be each
-    /// implementation's own, and so would a digest. Only tags with two prefixed
-    /// attributes or more (rare) are looked at.
+    /// implementation's own, and so would a digest. Only prefixed attributes with one
+    /// local name (rare) have their URIs compared; no allocation unless a tag has more
+    /// than [`LINEAR_SCAN`] prefixed attributes.
     fn distinct_expanded_names(&self, reader: &Reader<&[u8]>) -> Result<(), XmlError> {
         let prefixed = || self.attributes.iter().filter(|a| a.prefix.is_some());
-        if prefixed().nth(1).is_none() {
-            return Ok(());
-        }
-        let mut names: Vec<(&str, &str)> = prefixed()
-            .filter_map(|a| Some((self.uri_of(a.prefix?)?, a.local)))
-            .collect();
-        names.sort_unstable();
-        match names.windows(2).find(|w| w[0] == w[1]) {
-            None => Ok(()),
-            Some(w) => Err(XmlError::Malformed {
+        let count = prefixed().count();
+        let tie = if count < 2 {
+            None
+        } else if count <= LINEAR_SCAN {
+            let mut pairs = prefixed()
+                .enumerate()
+                .flat_map(|(i, a)| prefixed().skip(i + 1).map(move |b| (a, b)));
+            pairs
+                .find(|(a, b)| {
+                    a.local == b.local
+                        && self.uri_of(a.prefix.unwrap_or_default())
+                            == self.uri_of(b.prefix.unwrap_or_default())
+                })
+                .map(|(a, _)| (self.uri_of(a.prefix.unwrap_or_default()), a.local))
+        } else {
+            let mut names: Vec<(Option<&str>, &str)> = prefixed()
+                .map(|a| (self.uri_of(a.prefix.unwrap_or_default()), a.local))
+                .collect();
+            names.sort_unstable();
+            names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+        };
+        match tie {
+            // An undeclared prefix is reported as such once the document has parsed.
+            None | Some((None, _)) => Ok(()),
+            Some((Some(uri), local)) => Err(XmlError::Malformed {
                 position: reader.buffer_position(),
                 message: format!(
-                    "two attributes named {:?} in the namespace {:?} (Namespaces in XML 1.0 §6.3 forbids it)",
-                    w[0].1, w[0].0
+                    "two attributes named {local:?} in the namespace {uri:?} (Namespaces in XML 1.0 §6.3 forbids it)"
                 ),
             }),
         }
@@ -1494,6 +1509,14 @@ mod tests {
         for input in [
             r#"<r xmlns:a="urn:x" xmlns:b="urn:x" a:k="1" b:k="2"/>"#,
             r#"<r xmlns:a="urn:x"><s xmlns:b="urn:x" b:k="1" a:k="2"/></r>"#,
+            // Past LINEAR_SCAN prefixed attributes, by sorting.
+            &format!(
+                r#"<r xmlns:a="urn:x" xmlns:b="urn:x" {} a:k="1" b:k="2"/>"#,
+                (0..20)
+                    .map(|i| format!("a:n{i}=''"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         ] {
             let error = parse(input).expect_err(input).to_string();
             assert!(
@@ -1504,9 +1527,22 @@ mod tests {
         for input in [
             r#"<r xmlns:a="urn:x" xmlns:b="urn:y" a:k="1" b:k="2" k="3"/>"#,
             r#"<r xmlns:a="urn:x" a:k="1" a:j="2"/>"#,
+            &format!(
+                r#"<r xmlns:a="urn:x" xmlns:b="urn:y" {} a:k="1" b:k="2"/>"#,
+                (0..20)
+                    .map(|i| format!("a:n{i}=''"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         ] {
             assert!(parse(input).is_ok(), "{input}");
         }
+        // Two attributes tied through undeclared prefixes: the undeclared prefix is
+        // what is reported.
+        assert_eq!(
+            parse(r#"<r x:k="1" y:k="2"/>"#),
+            Err(XmlError::UndeclaredPrefix("x".into()))
+        );
     }
 
     #[test]
