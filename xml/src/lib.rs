@@ -175,7 +175,7 @@ impl Element {
     }
 }
 
-fn push_qname(out: &mut String, prefix: Option<&str>, local: &str) {
+pub(crate) fn push_qname(out: &mut String, prefix: Option<&str>, local: &str) {
     if let Some(p) = prefix {
         out.push_str(p);
         out.push(':');
@@ -183,7 +183,7 @@ fn push_qname(out: &mut String, prefix: Option<&str>, local: &str) {
     out.push_str(local);
 }
 
-fn push_ns_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
+pub(crate) fn push_ns_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
     match prefix {
         Some(p) => {
             out.push_str(" xmlns:");
@@ -364,28 +364,39 @@ pub(crate) fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
 /// on entering an element, truncated on leaving it. Searched from the end while short
 /// (the usual handful of declarations); past [`Bindings::INDEX_FROM`] entries, through
 /// a per-prefix index, so that an element using many prefixes under many declarations
-/// does not cost a scan of the scope per prefix.
-#[derive(Default)]
-struct Bindings<'t> {
-    entries: Vec<(Option<&'t str>, &'t str)>,
-    index: Option<HashMap<Option<&'t str>, Vec<&'t str>>>,
+/// does not cost a scan of the scope per prefix. `U` is the URI as held: borrowed from
+/// the tree here, from the input (or resolved) in the streaming canonicalizer.
+pub(crate) struct Bindings<'t, U = &'t str> {
+    pub(crate) entries: Vec<(Option<&'t str>, U)>,
+    /// Per prefix, where its bindings are in `entries`.
+    index: Option<HashMap<Option<&'t str>, Vec<usize>>>,
 }
 
-impl<'t> Bindings<'t> {
+impl<U> Default for Bindings<'_, U> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            index: None,
+        }
+    }
+}
+
+impl<'t, U> Bindings<'t, U> {
     const INDEX_FROM: usize = 32;
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    fn push(&mut self, prefix: Option<&'t str>, uri: &'t str) {
+    pub(crate) fn push(&mut self, prefix: Option<&'t str>, uri: U) {
         self.entries.push((prefix, uri));
+        let at = self.entries.len() - 1;
         match &mut self.index {
-            Some(index) => index.entry(prefix).or_default().push(uri),
+            Some(index) => index.entry(prefix).or_default().push(at),
             None if self.entries.len() > Self::INDEX_FROM => {
-                let mut index: HashMap<Option<&'t str>, Vec<&'t str>> = HashMap::new();
-                for (p, u) in &self.entries {
-                    index.entry(*p).or_default().push(u);
+                let mut index: HashMap<Option<&'t str>, Vec<usize>> = HashMap::new();
+                for (i, (p, _)) in self.entries.iter().enumerate() {
+                    index.entry(*p).or_default().push(i);
                 }
                 self.index = Some(index);
             }
@@ -393,27 +404,33 @@ impl<'t> Bindings<'t> {
         }
     }
 
-    fn truncate(&mut self, len: usize) {
+    pub(crate) fn truncate(&mut self, len: usize) {
         if let Some(index) = &mut self.index {
             for (p, _) in self.entries.iter().skip(len) {
-                if let Some(uris) = index.get_mut(p) {
-                    uris.pop();
+                if let Some(at) = index.get_mut(p) {
+                    at.pop();
                 }
             }
         }
         self.entries.truncate(len);
     }
 
+    /// The innermost binding of `prefix`.
+    pub(crate) fn find(&self, prefix: Option<&str>) -> Option<&U> {
+        let found = match &self.index {
+            Some(index) => index
+                .get(&prefix)
+                .and_then(|at| at.last())
+                .and_then(|&i| self.entries.get(i)),
+            None => self.entries.iter().rev().find(|(p, _)| *p == prefix),
+        };
+        found.map(|(_, uri)| uri)
+    }
+}
+
+impl<'t> Bindings<'t> {
     fn lookup(&self, prefix: Option<&str>) -> Option<&'t str> {
-        match &self.index {
-            Some(index) => index.get(&prefix).and_then(|uris| uris.last()).copied(),
-            None => self
-                .entries
-                .iter()
-                .rev()
-                .find(|(p, _)| *p == prefix)
-                .map(|(_, u)| *u),
-        }
+        self.find(prefix).copied()
     }
 }
 

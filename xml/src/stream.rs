@@ -14,10 +14,12 @@
 //! declaration of its own exactly when its parent's scope binds that prefix otherwise.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use crate::parse::{Sink, Tag, TagAttribute, parse_into};
-use crate::{Limits, Misc, XML_NS, XmlError, cmp_str, escape_attr, escape_text, write_misc};
+use crate::{
+    Bindings, Limits, Misc, XML_NS, XmlError, cmp_str, escape_attr, escape_text, push_ns_decl,
+    push_qname, write_misc,
+};
 
 /// A whole document read by [`canonicalize_document_str`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,57 +96,14 @@ pub fn canonicalize_document_str(
     })
 }
 
-/// The namespace bindings of the open elements, later ones shadowing earlier ones.
-/// Searched from the end while short; past [`Scope::INDEX_FROM`] entries through a
-/// per-prefix index, so that many prefixed attributes under many declarations do not
-/// cost a scan each (as [`crate::canonicalize`]'s bindings).
-#[derive(Default)]
-struct Scope<'a> {
-    entries: Vec<(Option<&'a str>, Cow<'a, str>)>,
-    index: Option<HashMap<Option<&'a str>, Vec<usize>>>,
-}
+/// The namespace bindings of the open elements (indexed past a few dozen, as the
+/// tree's canonicalizer does), the URIs as the parser read them.
+type Scope<'a> = Bindings<'a, Cow<'a, str>>;
 
-impl<'a> Scope<'a> {
-    const INDEX_FROM: usize = 32;
-
-    fn push(&mut self, prefix: Option<&'a str>, uri: Cow<'a, str>) {
-        self.entries.push((prefix, uri));
-        let at = self.entries.len() - 1;
-        match &mut self.index {
-            Some(index) => index.entry(prefix).or_default().push(at),
-            None if self.entries.len() > Self::INDEX_FROM => {
-                let mut index: HashMap<Option<&'a str>, Vec<usize>> = HashMap::new();
-                for (i, (p, _)) in self.entries.iter().enumerate() {
-                    index.entry(*p).or_default().push(i);
-                }
-                self.index = Some(index);
-            }
-            None => {}
-        }
-    }
-
-    fn truncate(&mut self, len: usize) {
-        if let Some(index) = &mut self.index {
-            for (p, _) in self.entries.iter().skip(len) {
-                if let Some(at) = index.get_mut(p) {
-                    at.pop();
-                }
-            }
-        }
-        self.entries.truncate(len);
-    }
-
-    /// The URI `prefix` is bound to (`""`: none, or the default namespace undeclared).
-    fn lookup(&self, prefix: Option<&str>) -> &str {
-        let found = match &self.index {
-            Some(index) => index
-                .get(&prefix)
-                .and_then(|at| at.last())
-                .and_then(|&i| self.entries.get(i)),
-            None => self.entries.iter().rev().find(|(p, _)| *p == prefix),
-        };
-        found.map_or("", |(_, uri)| uri.as_ref())
-    }
+/// The URI `prefix` is bound to in `scope` (`""`: none, or the default namespace
+/// undeclared).
+fn lookup<'s>(scope: &'s Scope<'_>, prefix: Option<&str>) -> &'s str {
+    scope.find(prefix).map_or("", AsRef::as_ref)
 }
 
 struct C14nSink<'a, F> {
@@ -161,26 +120,18 @@ struct C14nSink<'a, F> {
     observe: F,
 }
 
-fn push_qname(out: &mut String, prefix: Option<&str>, local: &str) {
-    if let Some(p) = prefix {
-        out.push_str(p);
-        out.push(':');
-    }
-    out.push_str(local);
-}
-
 impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
     fn start(&mut self, tag: &Tag<'_, 'a>) {
         // What this element renders of its own declarations: those its parent's scope
         // binds otherwise (`xml` is never rendered), default first then by prefix.
         self.declarations.clear();
         for (i, (prefix, uri)) in tag.namespaces.iter().enumerate() {
-            if *prefix != Some("xml") && self.scope.lookup(*prefix) != uri.as_ref() {
+            if *prefix != Some("xml") && lookup(&self.scope, *prefix) != uri.as_ref() {
                 self.declarations.push((*prefix, i));
             }
         }
         self.declarations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mark = self.scope.entries.len();
+        let mark = self.scope.len();
         for (prefix, uri) in tag.namespaces {
             self.scope.push(*prefix, uri.clone());
         }
@@ -192,16 +143,7 @@ impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
         push_qname(out, tag.prefix, tag.local);
         for &(prefix, i) in &self.declarations {
             let uri = tag.namespaces.get(i).map_or("", |(_, u)| u.as_ref());
-            match prefix {
-                Some(p) => {
-                    out.push_str(" xmlns:");
-                    out.push_str(p);
-                }
-                None => out.push_str(" xmlns"),
-            }
-            out.push_str("=\"");
-            escape_attr(out, uri);
-            out.push('"');
+            push_ns_decl(out, prefix, uri);
         }
         // Attributes by namespace URI (none first), then local name, the URIs borrowed
         // from the scope (no two attributes tie: the parser refuses that).
@@ -209,7 +151,7 @@ impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
         let uri_of = |a: &TagAttribute<'_>| match a.prefix {
             None => "",
             Some("xml") => XML_NS,
-            Some(p) => scope.lookup(Some(p)),
+            Some(p) => lookup(scope, Some(p)),
         };
         let write_attr = |out: &mut String, a: &TagAttribute<'_>| {
             out.push(' ');
@@ -235,7 +177,7 @@ impl<'a, F: FnMut(&StartTag<'_>)> Sink<'a> for C14nSink<'a, F> {
         out.push('>');
         let namespace = match tag.prefix {
             Some("xml") => XML_NS,
-            p => scope.lookup(p),
+            p => lookup(scope, p),
         };
         (self.observe)(&StartTag {
             path: &self.path,
