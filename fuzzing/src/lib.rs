@@ -488,6 +488,12 @@ fn c14n_body(data: &[u8]) {
         // Accepted by us, refused by libxml2: a well-formedness gap.
         panic!("our parser accepts a document libxml2 refuses");
     };
+    // libxml2 writes a namespace URI without escaping it (`xmlns:p="a&b"` from
+    // `a&amp;b`, and `&#38;` through the libxml crate), where Canonical XML escapes it as
+    // an attribute value (`&amp;`, as ours): no reference for such a document.
+    if namespace_uri_escaped(&ours.root) {
+        return;
+    }
     for (algorithm, mode, xmllint_flag) in [
         (
             C14n::Inclusive {
@@ -643,6 +649,15 @@ pub fn insi(data: &[u8]) {
     // The state is built once, outside the timing.
     let _ = state();
     within_linear_time(data, insi_body);
+}
+
+/// Whether a namespace URI declared in `e` or below holds a character Canonical XML
+/// escapes in attribute values.
+fn namespace_uri_escaped(e: &passerelle_xml::Element) -> bool {
+    e.namespaces
+        .iter()
+        .any(|(_, uri)| uri.contains(['&', '<', '"', '\t', '\n', '\r']))
+        || e.elements().any(namespace_uri_escaped)
 }
 
 /// The `c14n` target: [`c14n_body`]'s checks, within a linear time under the fuzzer.
