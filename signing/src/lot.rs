@@ -77,8 +77,9 @@ pub fn read_xml_document(
     observe: impl FnMut(&xml::StartTag<'_>),
 ) -> Result<XmlDocument, SigningError> {
     let bad = |reason: String| SigningError::Document(format!("document {unique_id}: {reason}"));
-    let text = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
-    let text = std::str::from_utf8(text).map_err(|_| {
+    // The BOM is not part of what a declared encoding reads (see `XmlDocument::canonical`).
+    let content = content.strip_prefix(b"\xef\xbb\xbf").unwrap_or(content);
+    let text = std::str::from_utf8(content).map_err(|_| {
         bad("XML content is not UTF-8 (only UTF-8 XML documents are signed)".into())
     })?;
     // A clinical document may be far larger than an envelope (a structured CDA of tens of
@@ -624,5 +625,11 @@ mod tests {
             "only UTF-8 XML documents are signed"
         );
         assert!(read_xml_document("1.2.3", b"\xff<a/>", |_| {}).is_err());
+        // After a UTF-8 BOM, an ASCII document declaring Latin-1 reads the same characters.
+        let bom_latin1 = b"\xef\xbb\xbf<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a/>";
+        assert_eq!(
+            canonical_xml_document("1.2.3", bom_latin1).as_deref(),
+            Ok("<a></a>")
+        );
     }
 }

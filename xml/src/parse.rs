@@ -179,14 +179,13 @@ impl Tag<'_, '_> {
     /// The element of the tree, without children.
     fn to_element(&self) -> Element {
         let owned = |s: &str| -> Str { Cow::Owned(s.to_owned()) };
-        let value = |v: &Cow<'_, str>| -> Str { Cow::Owned(v.as_ref().to_owned()) };
         Element {
             prefix: self.prefix.map(owned),
             local: owned(self.local),
             namespaces: self
                 .namespaces
                 .iter()
-                .map(|(p, u)| (p.map(owned), value(u)))
+                .map(|(p, u)| (p.map(owned), owned(u)))
                 .collect(),
             attributes: self
                 .attributes
@@ -194,7 +193,7 @@ impl Tag<'_, '_> {
                 .map(|a| Attribute {
                     prefix: a.prefix.map(owned),
                     local: owned(a.local),
-                    value: value(&a.value),
+                    value: owned(&a.value),
                 })
                 .collect(),
             children: Vec::new(),
