@@ -75,18 +75,12 @@ pub fn signature_value(
     Ok(Element::new(None, "SignatureValue").text(B64.encode(value)))
 }
 
-/// `KeyInfo/X509Data` with the signing certificate (and, if asked, its intermediates).
-pub fn key_info(chain: &[Vec<u8>], whole_chain: bool) -> Element {
-    let mut data = Element::new(None, "X509Data");
-    let count = if whole_chain {
-        chain.len()
-    } else {
-        1.min(chain.len())
-    };
-    for der in &chain[..count] {
-        data = data.child(Element::new(None, "X509Certificate").text(B64.encode(der)));
-    }
-    Element::new(None, "KeyInfo").child(data)
+/// `KeyInfo/X509Data` with the signing certificate (the leaf alone, as the ANS
+/// examples carry it).
+pub fn key_info(signer: &dyn Signer) -> Element {
+    Element::new(None, "KeyInfo").child(Element::new(None, "X509Data").child(
+        Element::new(None, "X509Certificate").text(signer.certificate_base64().into_owned()),
+    ))
 }
 
 /// The scope inside a `Signature` element that declares XML-DSig as default namespace.

@@ -322,7 +322,7 @@ pub fn sign_lot(request: &LotRequest, signer: &dyn Signer) -> Result<SignedLot, 
         .attr("Id", sig_id.clone())
         .child(signed_info)
         .child(value)
-        .child(dsig::key_info(signer.certificate_chain(), false))
+        .child(dsig::key_info(signer))
         .child(ds("Object").child(qualifying))
         .child(
             // In no namespace, as the official sample: the xmldsig schema would want an

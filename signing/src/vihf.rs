@@ -400,16 +400,25 @@ impl fmt::Display for SignedVihf {
 /// `2024-05-01T08:46:06.839Z`.
 pub fn saml_instant(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    // Written digit by digit: `format!` with widths was 2 % of a VIHF's build.
+    let mut out = String::with_capacity(24);
+    let mut digits = |value: u32, width: u32, after: char| {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push(after);
+    };
+    // Four-digit years (the `time` crate, without its large-dates feature, has none
+    // past 9999).
+    digits(t.year().clamp(0, 9999) as u32, 4, '-');
+    digits(u32::from(u8::from(t.month())), 2, '-');
+    digits(u32::from(t.day()), 2, 'T');
+    digits(u32::from(t.hour()), 2, ':');
+    digits(u32::from(t.minute()), 2, ':');
+    digits(u32::from(t.second()), 2, '.');
+    digits(u32::from(t.millisecond()), 3, 'Z');
+    out
 }
 
 fn string_value(value: &str) -> Element {
@@ -655,7 +664,7 @@ pub(crate) fn sign_assertion(
         .ns(None, DSIG_NS)
         .child(signed_info)
         .child(value)
-        .child(dsig::key_info(signer.certificate_chain(), false));
+        .child(dsig::key_info(signer));
     // Right after Issuer (SAML 2.0 schema order: Issuer, Signature, Subject, ...).
     let issuer_index = root
         .children
@@ -725,5 +734,10 @@ mod tests {
     fn instants_have_milliseconds_and_z() {
         let t = time::macros::datetime!(2024-05-01 10:46:06.839 +02:00);
         assert_eq!(saml_instant(t), "2024-05-01T08:46:06.839Z");
+        // Every field padded, across a year's end in UTC.
+        let t = time::macros::datetime!(2027-01-01 00:00:00.007 +01:00);
+        assert_eq!(saml_instant(t), "2026-12-31T23:00:00.007Z");
+        let t = time::macros::datetime!(0999-09-09 09:09:09.099 UTC);
+        assert_eq!(saml_instant(t), "0999-09-09T09:09:09.099Z");
     }
 }

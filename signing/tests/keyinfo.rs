@@ -129,6 +129,47 @@ fn assert_key_info_refused(err: &VerifyError, what: &str) {
     );
 }
 
+/// `KeyInfo` carries the signer's leaf, encoded once and kept: the same base64 as the
+/// trait's default (which encodes at each call) and as the leaf's DER, at every call.
+#[test]
+fn key_info_holds_the_leaf_certificate_encoded_once() {
+    #[derive(Debug)]
+    struct Default<'a>(&'a SoftwareSigner);
+    impl passerelle_signing::Signer for Default<'_> {
+        fn sign(
+            &self,
+            digest: DigestAlgorithm,
+            message: &[u8],
+        ) -> Result<Vec<u8>, passerelle_signing::SigningError> {
+            self.0.sign(digest, message)
+        }
+        fn certificate_chain(&self) -> &[Vec<u8>] {
+            self.0.certificate_chain()
+        }
+        fn certificate(&self) -> &passerelle_config::CertificateInfo {
+            self.0.certificate()
+        }
+    }
+    use passerelle_signing::Signer as _;
+    let f = fixture();
+    let signer = f.signer(0, CertRole::DmpSign);
+    let leaf = &f.config.tenants[0].certificates[&CertRole::DmpSign].leaf_der;
+    let expected = B64.encode(leaf);
+    for _ in 0..2 {
+        assert_eq!(signer.certificate_base64(), expected);
+        assert_eq!(Default(&signer).certificate_base64(), expected);
+    }
+    let token = sign_vihf(
+        &context(),
+        &software(),
+        &signer,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("vihf")
+    .xml();
+    assert!(token.contains(&format!("<X509Certificate>{expected}</X509Certificate>")));
+}
+
 #[test]
 fn vihf_signed_by_an_attacker_key_value_before_a_legitimate_certificate_is_refused() {
     let f = fixture();

@@ -211,33 +211,23 @@ fn escape_with(out: &mut String, s: &str, escape: impl Fn(u8) -> Option<&'static
     out.push_str(&s[run..]);
 }
 
-/// Text escaping of Canonical XML (also fine for plain output).
-pub fn escape_text(out: &mut String, s: &str) {
-    // Most text has nothing to escape: two vectorised scans instead of a byte loop.
-    let b = s.as_bytes();
-    if memchr::memchr3(b'&', b'<', b'>', b).is_none() && memchr::memchr(b'\r', b).is_none() {
-        out.push_str(s);
-        return;
-    }
-    escape_with(out, s, |b| match b {
+/// Below this length a string is checked for characters to escape byte by byte: the
+/// vectorised scans' set-up costs more than the loop on a short value (the attribute
+/// values and texts of a VIHF are mostly a few dozen bytes).
+const SHORT: usize = 64;
+
+fn text_escape(b: u8) -> Option<&'static str> {
+    match b {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),
         b'>' => Some("&gt;"),
         b'\r' => Some("&#xD;"),
         _ => None,
-    });
+    }
 }
 
-/// Attribute escaping of Canonical XML (also fine for plain output).
-pub fn escape_attr(out: &mut String, s: &str) {
-    let b = s.as_bytes();
-    if memchr::memchr3(b'&', b'<', b'"', b).is_none()
-        && memchr::memchr3(b'\t', b'\n', b'\r', b).is_none()
-    {
-        out.push_str(s);
-        return;
-    }
-    escape_with(out, s, |b| match b {
+fn attr_escape(b: u8) -> Option<&'static str> {
+    match b {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),
         b'"' => Some("&quot;"),
@@ -245,7 +235,44 @@ pub fn escape_attr(out: &mut String, s: &str) {
         b'\n' => Some("&#xA;"),
         b'\r' => Some("&#xD;"),
         _ => None,
-    });
+    }
+}
+
+/// Text escaping of Canonical XML (also fine for plain output).
+pub fn escape_text(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    // Most text has nothing to escape: it is copied whole after a scan with no early
+    // exit (the compiler makes it vector compares) or, when long, memchr's scans.
+    let dirty = if b.len() < SHORT {
+        b.iter().fold(false, |found, &c| {
+            found | matches!(c, b'&' | b'<' | b'>' | b'\r')
+        })
+    } else {
+        memchr::memchr3(b'&', b'<', b'>', b).is_some() || memchr::memchr(b'\r', b).is_some()
+    };
+    if dirty {
+        escape_with(out, s, text_escape);
+    } else {
+        out.push_str(s);
+    }
+}
+
+/// Attribute escaping of Canonical XML (also fine for plain output).
+pub fn escape_attr(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    let dirty = if b.len() < SHORT {
+        b.iter().fold(false, |found, &c| {
+            found | matches!(c, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r')
+        })
+    } else {
+        memchr::memchr3(b'&', b'<', b'"', b).is_some()
+            || memchr::memchr3(b'\t', b'\n', b'\r', b).is_some()
+    };
+    if dirty {
+        escape_with(out, s, attr_escape);
+    } else {
+        out.push_str(s);
+    }
 }
 
 /// A canonicalization algorithm.
@@ -354,6 +381,10 @@ struct C14nWriter<'a> {
 /// takes 2 ns): unprefixed attributes, whose namespace URI is empty, made sorting the
 /// attributes of an element most of its canonicalization.
 pub(crate) fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
+    // The same string (a namespace URI constant, borrowed twice) needs no comparing.
+    if std::ptr::eq(a, b) {
+        return std::cmp::Ordering::Equal;
+    }
     match (a.is_empty(), b.is_empty()) {
         (false, false) => a.cmp(b),
         (a_empty, b_empty) => b_empty.cmp(&a_empty),
@@ -670,6 +701,47 @@ pub fn scope_of(e: &Element, parent_scope: &Scope) -> Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Short strings (checked byte by byte) and long ones (vectorised scans) escape
+    /// alike: each ASCII character, alone and at either end of a clean run.
+    #[test]
+    fn escaping_is_the_same_below_and_above_the_short_length() {
+        for len in [0, 1, SHORT - 2, SHORT - 1, SHORT, SHORT + 1, 200] {
+            for c in (0u8..128).map(char::from) {
+                let run = "é".repeat(len / 2);
+                for s in [
+                    format!("{run}{c}"),
+                    format!("{c}{run}"),
+                    format!("{run}{c}{run}"),
+                ] {
+                    for (escape, table) in [
+                        (
+                            escape_text as fn(&mut String, &str),
+                            text_escape as fn(u8) -> _,
+                        ),
+                        (escape_attr, attr_escape),
+                    ] {
+                        let mut fast = String::new();
+                        escape(&mut fast, &s);
+                        let mut expected = String::new();
+                        for ch in s.chars() {
+                            match u8::try_from(ch).ok().and_then(table) {
+                                Some(rep) => expected.push_str(rep),
+                                None => expected.push(ch),
+                            }
+                        }
+                        assert_eq!(fast, expected, "{s:?}");
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        escape_attr(&mut out, "a&b<c>d\"e\tf\ng\rh");
+        assert_eq!(out, "a&amp;b&lt;c>d&quot;e&#x9;f&#xA;g&#xD;h");
+        out.clear();
+        escape_text(&mut out, "a&b<c>d\"e\tf\ng\rh");
+        assert_eq!(out, "a&amp;b&lt;c&gt;d\"e\tf\ng&#xD;h");
+    }
 
     #[test]
     fn exclusive_renders_only_visibly_used_namespaces() {
