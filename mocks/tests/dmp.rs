@@ -1289,7 +1289,6 @@ fn hand_vihf(f: &Fixture, edit: impl FnOnce(String) -> String) -> String {
 /// Signs an assertion as `sign_vihf` does (signature right after Issuer), from the
 /// signing crate's public building blocks.
 fn sign_assertion(signer: &SoftwareSigner, text: &str) -> String {
-    use passerelle_signing::Signer;
     use passerelle_signing::dsig::{self, DSIG_NS, ENVELOPED, ReferenceSpec};
     use passerelle_signing::xml::{self, C14n, Element, Node, Scope};
     let mut root = xml::parse(text).expect("assertion");
@@ -1311,7 +1310,7 @@ fn sign_assertion(signer: &SoftwareSigner, text: &str) -> String {
         .ns(None, DSIG_NS)
         .child(signed_info)
         .child(value)
-        .child(dsig::key_info(signer.certificate_chain(), false));
+        .child(dsig::key_info(signer));
     let issuer = root
         .children
         .iter()

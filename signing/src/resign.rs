@@ -421,7 +421,7 @@ pub fn resign_vihf(
     sign_assertion(&mut root, &id, signer, options)?;
     Ok(SignedVihf {
         id,
-        assertion: root,
+        text: root.to_xml(),
         identity: SignedIdentity {
             structure: structure.to_string(),
             actor_id,

@@ -360,12 +360,13 @@ impl VihfContext {
     }
 }
 
-/// A signed assertion and its `ID`. The tree is what is placed in the envelope (no
-/// second parse of the token); [`SignedVihf::xml`] serializes it.
+/// A signed assertion and its `ID`. Its text is what is placed in the envelope, as it
+/// is (no tree, no second parse of the token).
 #[derive(Debug, Clone)]
 pub struct SignedVihf {
     pub id: String,
-    pub assertion: Element,
+    /// The signed `saml2:Assertion`, serialized.
+    pub text: String,
     /// Who acts, for which patient, under which structure: exactly the values signed.
     pub identity: SignedIdentity,
 }
@@ -385,21 +386,34 @@ pub struct SignedIdentity {
 }
 
 impl SignedVihf {
-    /// The signed assertion, serialized.
+    /// The signed assertion, serialized (a copy of [`Self::text`]).
     pub fn xml(&self) -> String {
-        self.assertion.to_xml()
+        self.text.clone()
     }
 }
 
 impl fmt::Display for SignedVihf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.xml())
+        f.write_str(&self.text)
     }
 }
 
 /// `2024-05-01T08:46:06.839Z`.
 pub fn saml_instant(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
+    if !(0..=9999).contains(&t.year()) {
+        // Not four digits: no clock reads such a year; kept as `format!` writes it.
+        return format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        );
+    }
     // Written digit by digit: `format!` with widths was 2 % of a VIHF's build.
     let mut out = String::with_capacity(24);
     let mut digits = |value: u32, width: u32, after: char| {
@@ -409,9 +423,7 @@ pub fn saml_instant(t: OffsetDateTime) -> String {
         }
         out.push(after);
     };
-    // Four-digit years (the `time` crate, without its large-dates feature, has none
-    // past 9999).
-    digits(t.year().clamp(0, 9999) as u32, 4, '-');
+    digits(t.year().unsigned_abs(), 4, '-');
     digits(u32::from(u8::from(t.month())), 2, '-');
     digits(u32::from(t.day()), 2, 'T');
     digits(u32::from(t.hour()), 2, ':');
@@ -421,180 +433,254 @@ pub fn saml_instant(t: OffsetDateTime) -> String {
     out
 }
 
-fn string_value(value: &str) -> Element {
-    Element::new(Some("saml2"), "AttributeValue")
-        .ns(Some("xs"), XS_NS)
-        .attr("xsi:type", "xs:string")
-        .text(value.to_string())
-}
-
-fn hl7_value(
-    name: &'static str,
-    code: &str,
-    system: &str,
-    display: &str,
-    extra: Option<(&'static str, &'static str)>,
-) -> Element {
-    let mut e = Element::new(None, name)
-        .ns(None, HL7_NS)
-        .attr("code", code.to_string())
-        .attr("codeSystem", system.to_string());
-    if let Some((k, v)) = extra {
-        e = e.attr(k, v);
+/// ` xmlns:prefix="uri"` (or ` xmlns="uri"`): the URIs are this module's constants,
+/// with nothing to escape.
+fn push_decl(out: &mut String, prefix: Option<&str>, uri: &'static str) {
+    out.push_str(" xmlns");
+    if let Some(p) = prefix {
+        out.push(':');
+        out.push_str(p);
     }
-    Element::new(Some("saml2"), "AttributeValue").child(
-        e.attr("displayName", display.to_string())
-            .attr("xsi:type", "CE"),
-    )
+    out.push_str("=\"");
+    out.push_str(uri);
+    out.push('"');
 }
 
-fn attribute(name: &str, values: Vec<Element>) -> Element {
-    let mut a = Element::new(Some("saml2"), "Attribute").attr("Name", name.to_string());
-    for v in values {
-        a = a.child(v);
-    }
-    a
+/// The assertion of a [`VihfContext`], before its signature, written straight from the
+/// context as text, in two forms at once:
+/// - `wire`: as it goes in the envelope, the namespaces declared where the ANS examples
+///   declare them (`saml2` and `xsi` on the root, `xs` on each string value, HL7 as
+///   the default namespace of each coded value);
+/// - `canonical`: as Exclusive XML Canonicalization 1.0 writes it, what the signature's
+///   reference digests: a namespace is declared on each element that uses it and
+///   whose nearest written ancestor did not declare it (`xsi` on each element with an
+///   `xsi:type`, none for `xs`, which only a value names), unless the reference's
+///   InclusiveNamespaces prefix list names it; empty elements have an end tag.
+///
+/// The two differ in those declarations and in the end tags of empty elements only.
+/// Writing them without a tree is what keeps a VIHF close to the cost of its RSA
+/// signature: building, canonicalizing and dropping the tree was about three fifths
+/// of the time around it. Tests check `canonical` against the canonicalization of the
+/// parsed `wire` form, for each prefix list, and xmlsec1 verifies the signed tokens.
+struct AssertionText {
+    wire: String,
+    canonical: String,
+    /// Where the signature goes in `wire`: right after `Issuer` (SAML 2.0 schema
+    /// order: Issuer, Signature, Subject, ...).
+    after_issuer: usize,
+    /// `xsi` is declared on each element that uses it (the prefix list does not name
+    /// it; when it does, the root declares it once).
+    xsi_where_used: bool,
+    /// The prefix list names `xs`: each string value declares it in canonical form too.
+    xs_declared: bool,
 }
 
-/// The assertion without signature, in domain.md §5 order.
-fn assertion(
-    ctx: &VihfContext,
-    software: &SoftwareIdentity,
-    issuer: &str,
-    id: &str,
-    now: OffsetDateTime,
-) -> Element {
-    let instant = saml_instant(now);
-    let mut roles = Vec::new();
-    for role in &ctx.roles {
-        match role {
-            VihfRole::Professional {
-                profession,
-                specialty,
-            } => {
-                roles.push(hl7_value(
-                    "Role",
-                    &profession.code,
-                    profession
-                        .code_system
-                        .as_deref()
-                        .unwrap_or(PROFESSION_SYSTEM),
-                    &profession.display_name,
-                    None,
-                ));
-                if let Some(s) = specialty {
-                    roles.push(hl7_value(
-                        "Role",
-                        &s.code,
-                        s.code_system.as_deref().unwrap_or(SPECIALTY_SYSTEM),
-                        &s.display_name,
-                        None,
-                    ));
+impl AssertionText {
+    fn write(
+        ctx: &VihfContext,
+        software: &SoftwareIdentity,
+        issuer: &str,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Self {
+        let listed = |prefix: &str| ctx.options.inclusive_prefixes.iter().any(|p| p == prefix);
+        let mut w = Self {
+            wire: String::with_capacity(4096),
+            canonical: String::with_capacity(4096),
+            after_issuer: 0,
+            xsi_where_used: !listed("xsi"),
+            xs_declared: listed("xs"),
+        };
+        let instant = saml_instant(now);
+        w.both("<saml2:Assertion");
+        w.both_decl(Some("saml2"), SAML_NS);
+        w.wire_decl(Some("xsi"), XSI_NS);
+        if !w.xsi_where_used {
+            w.canonical_decl(Some("xsi"), XSI_NS);
+        }
+        w.attr("ID", id);
+        w.attr("IssueInstant", &instant);
+        w.both(" Version=\"2.0\"><saml2:Issuer");
+        w.attr(
+            "Format",
+            "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName",
+        );
+        w.both(">");
+        w.text(issuer);
+        w.both("</saml2:Issuer>");
+        w.after_issuer = w.wire.len();
+        w.both("<saml2:Subject><saml2:NameID>");
+        w.text(&ctx.actor.id);
+        w.both("</saml2:NameID></saml2:Subject><saml2:AuthnStatement");
+        w.attr("AuthnInstant", &instant);
+        w.both("><saml2:AuthnContext><saml2:AuthnContextClassRef>");
+        w.text(ctx.authn_class.uri());
+        w.both(
+            "</saml2:AuthnContextClassRef></saml2:AuthnContext></saml2:AuthnStatement>\
+             <saml2:AttributeStatement>",
+        );
+        w.string_attribute("Identifiant_Structure", &ctx.structure_id);
+        w.string_attribute("Secteur_Activite", &ctx.sector);
+        w.string_attribute(
+            "urn:oasis:names:tc:xspa:1.0:subject:subject-id",
+            &ctx.actor.name,
+        );
+        w.attribute_start("urn:oasis:names:tc:xacml:2.0:subject:role");
+        for role in &ctx.roles {
+            match role {
+                VihfRole::Professional {
+                    profession,
+                    specialty,
+                } => {
+                    w.coded_value("Role", profession, PROFESSION_SYSTEM, None);
+                    if let Some(s) = specialty {
+                        w.coded_value("Role", s, SPECIALTY_SYSTEM, None);
+                    }
+                }
+                VihfRole::Automate => {
+                    w.hl7_value("Role", "AUTOMATE", AUTOMATE_SYSTEM, "Automate", None)
                 }
             }
-            VihfRole::Automate => roles.push(hl7_value(
-                "Role",
-                "AUTOMATE",
-                AUTOMATE_SYSTEM,
-                "Automate",
-                None,
-            )),
+        }
+        w.both("</saml2:Attribute>");
+        w.string_attribute("VIHF_Version", &ctx.options.vihf_version);
+        w.string_attribute(&ctx.options.auth_mode_attribute, "INDIRECTE");
+        w.string_attribute(
+            "urn:oasis:names:tc:xacml:2.0:resource:resource-id",
+            &ctx.patient.to_cx(),
+        );
+        w.string_attribute("Ressource_URN", "urn:dmp");
+        w.attribute_start("urn:oasis:names:tc:xspa:1.0:subject:purposeofuse");
+        w.hl7_value(
+            "PurposeOfUse",
+            ctx.purpose.code(),
+            PURPOSE_SYSTEM,
+            ctx.purpose_display_name
+                .as_deref()
+                .unwrap_or(ctx.purpose.default_display()),
+            Some(("codeSystemName", "mode acces VIHF 2.0")),
+        );
+        w.both("</saml2:Attribute>");
+        if let Some(c) = &ctx.confidentiality {
+            w.attribute_start(
+                "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code",
+            );
+            w.coded_value("ConfidentialityCode", c, "1.2.250.1.213.1.1.4.13", None);
+            w.both("</saml2:Attribute>");
+        }
+        if let Some(lps_id) = &software.lps_id {
+            w.string_attribute("LPS_ID", lps_id);
+        }
+        w.string_attribute("LPS_Nom", &software.name);
+        w.string_attribute("LPS_Version", &software.version);
+        w.string_attribute("LPS_ID_HOMOLOGATION_DMP", &software.homologation_id);
+        w.both("</saml2:AttributeStatement></saml2:Assertion>");
+        w
+    }
+
+    /// The wire form with the signature's XML placed after `Issuer`.
+    fn signed(mut self, signature: &str) -> String {
+        self.wire.insert_str(self.after_issuer, signature);
+        self.wire
+    }
+
+    fn both(&mut self, markup: &str) {
+        self.wire.push_str(markup);
+        self.canonical.push_str(markup);
+    }
+
+    fn wire_decl(&mut self, prefix: Option<&str>, uri: &'static str) {
+        push_decl(&mut self.wire, prefix, uri);
+    }
+
+    fn canonical_decl(&mut self, prefix: Option<&str>, uri: &'static str) {
+        push_decl(&mut self.canonical, prefix, uri);
+    }
+
+    fn both_decl(&mut self, prefix: Option<&str>, uri: &'static str) {
+        self.wire_decl(prefix, uri);
+        self.canonical_decl(prefix, uri);
+    }
+
+    /// ` name="value"`, the value escaped.
+    fn attr(&mut self, name: &str, value: &str) {
+        for out in [&mut self.wire, &mut self.canonical] {
+            out.push(' ');
+            out.push_str(name);
+            out.push_str("=\"");
+            crate::xml::escape_attr(out, value);
+            out.push('"');
         }
     }
-    let purpose_display = ctx
-        .purpose_display_name
-        .as_deref()
-        .unwrap_or(ctx.purpose.default_display());
-    let mut attributes = vec![
-        attribute(
-            "Identifiant_Structure",
-            vec![string_value(&ctx.structure_id)],
-        ),
-        attribute("Secteur_Activite", vec![string_value(&ctx.sector)]),
-        attribute(
-            "urn:oasis:names:tc:xspa:1.0:subject:subject-id",
-            vec![string_value(&ctx.actor.name)],
-        ),
-        attribute("urn:oasis:names:tc:xacml:2.0:subject:role", roles),
-        attribute(
-            "VIHF_Version",
-            vec![string_value(&ctx.options.vihf_version)],
-        ),
-        attribute(
-            &ctx.options.auth_mode_attribute,
-            vec![string_value("INDIRECTE")],
-        ),
-        attribute(
-            "urn:oasis:names:tc:xacml:2.0:resource:resource-id",
-            vec![string_value(&ctx.patient.to_cx())],
-        ),
-        attribute("Ressource_URN", vec![string_value("urn:dmp")]),
-        attribute(
-            "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse",
-            vec![hl7_value(
-                "PurposeOfUse",
-                ctx.purpose.code(),
-                PURPOSE_SYSTEM,
-                purpose_display,
-                Some(("codeSystemName", "mode acces VIHF 2.0")),
-            )],
-        ),
-    ];
-    if let Some(c) = &ctx.confidentiality {
-        attributes.push(attribute(
-            "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code",
-            vec![hl7_value(
-                "ConfidentialityCode",
-                &c.code,
-                c.code_system.as_deref().unwrap_or("1.2.250.1.213.1.1.4.13"),
-                &c.display_name,
-                None,
-            )],
-        ));
-    }
-    if let Some(lps_id) = &software.lps_id {
-        attributes.push(attribute("LPS_ID", vec![string_value(lps_id)]));
-    }
-    attributes.push(attribute("LPS_Nom", vec![string_value(&software.name)]));
-    attributes.push(attribute(
-        "LPS_Version",
-        vec![string_value(&software.version)],
-    ));
-    attributes.push(attribute(
-        "LPS_ID_HOMOLOGATION_DMP",
-        vec![string_value(&software.homologation_id)],
-    ));
 
-    let mut statement = Element::new(Some("saml2"), "AttributeStatement");
-    for a in attributes {
-        statement = statement.child(a);
+    fn text(&mut self, value: &str) {
+        crate::xml::escape_text(&mut self.wire, value);
+        crate::xml::escape_text(&mut self.canonical, value);
     }
-    Element::new(Some("saml2"), "Assertion")
-        .ns(Some("saml2"), SAML_NS)
-        .ns(Some("xsi"), XSI_NS)
-        .attr("ID", id.to_string())
-        .attr("IssueInstant", instant.clone())
-        .attr("Version", "2.0")
-        .child(
-            Element::new(Some("saml2"), "Issuer")
-                .attr(
-                    "Format",
-                    "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName",
-                )
-                .text(issuer.to_string()),
-        )
-        .child(
-            Element::new(Some("saml2"), "Subject")
-                .child(Element::new(Some("saml2"), "NameID").text(ctx.actor.id.clone())),
-        )
-        .child(
-            Element::new(Some("saml2"), "AuthnStatement")
-                .attr("AuthnInstant", instant)
-                .child(Element::new(Some("saml2"), "AuthnContext").child(
-                    Element::new(Some("saml2"), "AuthnContextClassRef").text(ctx.authn_class.uri()),
-                )),
-        )
-        .child(statement)
+
+    fn attribute_start(&mut self, name: &str) {
+        self.both("<saml2:Attribute");
+        self.attr("Name", name);
+        self.both(">");
+    }
+
+    /// An attribute with one `xs:string` value.
+    fn string_attribute(&mut self, name: &str, value: &str) {
+        self.attribute_start(name);
+        self.both("<saml2:AttributeValue");
+        self.wire_decl(Some("xs"), XS_NS);
+        if self.xs_declared {
+            self.canonical_decl(Some("xs"), XS_NS);
+        }
+        if self.xsi_where_used {
+            self.canonical_decl(Some("xsi"), XSI_NS);
+        }
+        self.both(" xsi:type=\"xs:string\">");
+        self.text(value);
+        self.both("</saml2:AttributeValue></saml2:Attribute>");
+    }
+
+    /// A [`Code`] as an HL7 CE value, its code system `system` unless it names one.
+    fn coded_value(
+        &mut self,
+        element: &str,
+        code: &Code,
+        system: &str,
+        extra: Option<(&str, &str)>,
+    ) {
+        let system = code.code_system.as_deref().unwrap_or(system);
+        self.hl7_value(element, &code.code, system, &code.display_name, extra);
+    }
+
+    /// An `AttributeValue` holding one HL7 CE element (attributes in the order
+    /// Canonical XML sorts them, which is also the ANS examples' order).
+    fn hl7_value(
+        &mut self,
+        element: &str,
+        code: &str,
+        system: &str,
+        display: &str,
+        extra: Option<(&str, &str)>,
+    ) {
+        self.both("<saml2:AttributeValue><");
+        self.both(element);
+        self.both_decl(None, HL7_NS);
+        if self.xsi_where_used {
+            self.canonical_decl(Some("xsi"), XSI_NS);
+        }
+        self.attr("code", code);
+        self.attr("codeSystem", system);
+        if let Some((name, value)) = extra {
+            self.attr(name, value);
+        }
+        self.attr("displayName", display);
+        self.both(" xsi:type=\"CE\"");
+        self.wire.push_str("/>");
+        self.canonical.push_str("></");
+        self.canonical.push_str(element);
+        self.canonical.push('>');
+        self.both("</saml2:AttributeValue>");
+    }
 }
 
 /// A fresh assertion ID: `_` + UUID (an NCName).
@@ -613,11 +699,16 @@ pub fn sign_vihf(
     ctx.validate()?;
     let software = ctx.software.as_ref().unwrap_or(software);
     let id = new_assertion_id();
-    let mut root = assertion(ctx, software, &signer.certificate().subject, &id, now);
-    sign_assertion(&mut root, &id, signer, &ctx.options)?;
+    let assertion = AssertionText::write(ctx, software, &signer.certificate().subject, &id, now);
+    // The namespaces in force where the signature sits: the root's.
+    let scope = Scope::from([
+        (Some("saml2".to_string()), SAML_NS.to_string()),
+        (Some("xsi".to_string()), XSI_NS.to_string()),
+    ]);
+    let signature = signature_over(&assertion.canonical, &id, signer, &ctx.options, &scope)?;
     Ok(SignedVihf {
+        text: assertion.signed(&signature.to_xml()),
         id,
-        assertion: root,
         identity: SignedIdentity {
             structure: ctx.structure_id.clone(),
             actor_id: ctx.actor.id.clone(),
@@ -635,12 +726,35 @@ pub(crate) fn sign_assertion(
     signer: &dyn Signer,
     options: &VihfOptions,
 ) -> Result<(), SigningError> {
-    let digest = options.digest;
     let transform_c14n = C14n::Exclusive {
         with_comments: false,
         inclusive_prefixes: options.inclusive_prefixes.clone(),
     };
     let canonical = canonicalize(root, &Scope::new(), &transform_c14n, None);
+    let scope = crate::xml::scope_of(root, &Scope::new());
+    let signature = signature_over(&canonical, id, signer, options, &scope)?;
+    // Right after Issuer (SAML 2.0 schema order: Issuer, Signature, Subject, ...).
+    let issuer_index = root
+        .children
+        .iter()
+        .position(|n| matches!(n, Node::Element(e) if e.local == "Issuer"))
+        .ok_or_else(|| VihfError::Invalid("the assertion has no Issuer".into()))?;
+    root.children
+        .insert(issuer_index + 1, Node::Element(signature));
+    Ok(())
+}
+
+/// The enveloped `Signature` of the assertion `id` whose canonical form (exclusive, with
+/// `options`' prefix list, the signature left out) is `canonical`; `scope` holds the
+/// namespaces in force where the signature is placed.
+fn signature_over(
+    canonical: &str,
+    id: &str,
+    signer: &dyn Signer,
+    options: &VihfOptions,
+    scope: &Scope,
+) -> Result<Element, SigningError> {
+    let digest = options.digest;
     let reference = ReferenceSpec {
         uri: format!("#{id}"),
         reference_type: None,
@@ -658,22 +772,13 @@ pub(crate) fn sign_assertion(
         )
         .child(Element::new(None, "SignatureMethod").attr("Algorithm", digest.rsa_signature_uri()))
         .child(reference_element);
-    let scope = dsig::dsig_scope(&crate::xml::scope_of(root, &Scope::new()));
+    let scope = dsig::dsig_scope(scope);
     let value = dsig::signature_value(signer, digest, &signed_info, &scope, &C14n::EXCLUSIVE)?;
-    let signature = Element::new(None, "Signature")
+    Ok(Element::new(None, "Signature")
         .ns(None, DSIG_NS)
         .child(signed_info)
         .child(value)
-        .child(dsig::key_info(signer));
-    // Right after Issuer (SAML 2.0 schema order: Issuer, Signature, Subject, ...).
-    let issuer_index = root
-        .children
-        .iter()
-        .position(|n| matches!(n, Node::Element(e) if e.local == "Issuer"))
-        .ok_or_else(|| VihfError::Invalid("the assertion has no Issuer".into()))?;
-    root.children
-        .insert(issuer_index + 1, Node::Element(signature));
-    Ok(())
+        .child(dsig::key_info(signer)))
 }
 
 /// Adds `<ec:InclusiveNamespaces PrefixList=".."/>` to the exclusive-c14n transform.
@@ -730,6 +835,134 @@ mod tests {
         assert!(Ins::new(&format!("{nir}{key:02}"), "1.2.250.1.213.1.4.8").is_ok());
     }
 
+    fn example() -> VihfContext {
+        VihfContext::from_json(include_str!("../../examples/vihf-context.json"))
+            .expect("examples/vihf-context.json")
+    }
+
+    /// Contexts that reach every branch of the writer, with markup characters in each
+    /// free-text field.
+    fn contexts() -> Vec<(VihfContext, SoftwareIdentity)> {
+        let software = SoftwareIdentity {
+            name: "LPS <&> \"é\"".into(),
+            version: "1.0\t\r\n".into(),
+            homologation_id: "H&1".into(),
+            lps_id: None,
+        };
+        let mut all = vec![(example(), software.clone())];
+        let mut tricky = example();
+        tricky.actor.name = "Ana <b> & \"Zoé\" \r\n\t ]]> 😀".into();
+        tricky.actor.id = "8999&<>".into();
+        tricky.sector = "SA07&<\"^1.2.250.1.71.4.2.4".into();
+        tricky.roles = vec![
+            VihfRole::Automate,
+            VihfRole::Professional {
+                profession: Code {
+                    code: "10\"&<".into(),
+                    code_system: Some("1.2.3\t".into()),
+                    display_name: "Méd\r\necin <>".into(),
+                },
+                specialty: None,
+            },
+        ];
+        tricky.purpose = PurposeOfUse::BrisDeGlace;
+        tricky.purpose_display_name = Some("\"urgent\" & <vite>".into());
+        tricky.authn_class = AuthnClass::SmartcardPki;
+        tricky.confidentiality = Some(Code {
+            code: "R".into(),
+            code_system: None,
+            display_name: "restreint & secret".into(),
+        });
+        tricky.options.auth_mode_attribute = "Authentification_Mode&<\"".into();
+        tricky.options.vihf_version = "3.0\t".into();
+        let mut with_id = software;
+        with_id.lps_id = Some("LPS\"ID".into());
+        all.push((tricky.clone(), with_id.clone()));
+        tricky.software = Some(with_id);
+        all.push((tricky, example_software()));
+        all
+    }
+
+    fn example_software() -> SoftwareIdentity {
+        SoftwareIdentity {
+            name: "PASSERELLE".into(),
+            version: "0.1.0".into(),
+            homologation_id: "TEST-HOMOLOGATION-0000".into(),
+            lps_id: None,
+        }
+    }
+
+    /// The canonical form written with the wire form is exactly what Exclusive XML
+    /// Canonicalization makes of the wire form once parsed, for each InclusiveNamespaces
+    /// prefix list that names a prefix the assertion uses (and some that name none).
+    #[test]
+    fn the_canonical_form_written_is_the_canonicalization_of_the_wire_form() {
+        let lists: &[&[&str]] = &[
+            &[],
+            &["xsi"],
+            &["xs"],
+            &["xs", "xsi"],
+            &["ds", "saml", "#default", "xsi"],
+            &["#default"],
+            &["saml2"],
+            &["ec", "xml"],
+        ];
+        let now = time::macros::datetime!(2026-12-03 21:30:00.123 UTC);
+        for (ctx, software) in contexts() {
+            ctx.validate().expect("valid context");
+            for list in lists {
+                let mut ctx = ctx.clone();
+                ctx.options.inclusive_prefixes = list.iter().map(|p| p.to_string()).collect();
+                let software = ctx.software.clone().unwrap_or(software.clone());
+                let text = AssertionText::write(&ctx, &software, "CN=A & B, O=<x>", "_id-1", now);
+                let parsed = crate::xml::parse(&text.wire).expect("the wire form parses");
+                // Written as the tree's plain serializer writes (what the VIHF looked
+                // like when it was built as a tree): empty elements closed with `/>`.
+                assert_eq!(parsed.to_xml(), text.wire);
+                let c14n = C14n::Exclusive {
+                    with_comments: false,
+                    inclusive_prefixes: ctx.options.inclusive_prefixes.clone(),
+                };
+                assert_eq!(
+                    text.canonical,
+                    canonicalize(&parsed, &Scope::new(), &c14n, None),
+                    "prefix list {list:?}"
+                );
+                // The signature goes right after Issuer.
+                assert!(text.wire[..text.after_issuer].ends_with("</saml2:Issuer>"));
+                assert!(text.wire[text.after_issuer..].starts_with("<saml2:Subject>"));
+            }
+        }
+    }
+
+    /// The wire form declares the namespaces where the ANS examples do, and keeps the
+    /// values as given.
+    #[test]
+    fn the_wire_form_has_the_examples_declarations() {
+        let (ctx, software) = contexts().remove(0);
+        let now = time::macros::datetime!(2026-12-03 21:30:00.123 UTC);
+        let text = AssertionText::write(&ctx, &software, "CN=ORG", "_id-1", now);
+        assert!(text.wire.starts_with(
+            "<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\" \
+             xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ID=\"_id-1\" \
+             IssueInstant=\"2026-12-03T21:30:00.123Z\" Version=\"2.0\">"
+        ));
+        assert!(text.wire.contains(
+            "<saml2:Attribute Name=\"Identifiant_Structure\"><saml2:AttributeValue \
+             xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" xsi:type=\"xs:string\">1690010012\
+             </saml2:AttributeValue></saml2:Attribute>"
+        ));
+        assert!(text.wire.contains(
+            "<saml2:AttributeValue><Role xmlns=\"urn:hl7-org:v3\" code=\"10\" \
+             codeSystem=\"1.2.250.1.71.1.2.7\" displayName=\"Médecin\" xsi:type=\"CE\"/>\
+             </saml2:AttributeValue>"
+        ));
+        assert!(
+            text.wire
+                .ends_with("</saml2:AttributeStatement></saml2:Assertion>")
+        );
+    }
+
     #[test]
     fn instants_have_milliseconds_and_z() {
         let t = time::macros::datetime!(2024-05-01 10:46:06.839 +02:00);
@@ -739,5 +972,7 @@ mod tests {
         assert_eq!(saml_instant(t), "2026-12-31T23:00:00.007Z");
         let t = time::macros::datetime!(0999-09-09 09:09:09.099 UTC);
         assert_eq!(saml_instant(t), "0999-09-09T09:09:09.099Z");
+        let t = time::macros::datetime!(-0001-01-01 00:00:00 UTC);
+        assert_eq!(saml_instant(t), "-001-01-01T00:00:00.000Z");
     }
 }

@@ -136,11 +136,22 @@ impl Element {
     /// Plain serialization, declarations as written.
     pub fn to_xml(&self) -> String {
         let mut out = String::with_capacity(4096);
-        self.write_plain(&mut out);
+        self.write_plain(&mut out, None);
         out
     }
 
-    fn write_plain(&self, out: &mut String) {
+    /// [`Self::to_xml`], with `content` written as it is, unescaped, as the whole content
+    /// of the element `at` (found by address in this tree; its own children are not
+    /// written). XML this process wrote itself and signed, a VIHF, goes on the wire
+    /// this way without being held as a tree; `content` must be well-formed and declare
+    /// every namespace it uses.
+    pub fn to_xml_with(&self, at: &Element, content: &str) -> String {
+        let mut out = String::with_capacity(4096 + content.len());
+        self.write_plain(&mut out, Some((at, content)));
+        out
+    }
+
+    fn write_plain(&self, out: &mut String, written: Option<(&Element, &str)>) {
         out.push('<');
         push_qname(out, self.prefix.as_deref(), &self.local);
         for (prefix, uri) in &self.namespaces {
@@ -153,14 +164,20 @@ impl Element {
             escape_attr(out, &a.value);
             out.push('"');
         }
-        if self.children.is_empty() {
+        let content = written
+            .filter(|(at, _)| std::ptr::eq(*at, self))
+            .map(|(_, content)| content);
+        if self.children.is_empty() && content.is_none() {
             out.push_str("/>");
             return;
         }
         out.push('>');
-        for child in &self.children {
+        if let Some(content) = content {
+            out.push_str(content);
+        }
+        for child in self.children.iter().filter(|_| content.is_none()) {
             match child {
-                Node::Element(e) => e.write_plain(out),
+                Node::Element(e) => e.write_plain(out, written),
                 Node::Text(t) => escape_text(out, t),
                 Node::Comment(c) => {
                     out.push_str("<!--");
@@ -701,6 +718,27 @@ pub fn scope_of(e: &Element, parent_scope: &Scope) -> Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text given is written as it is, as the whole content of the element found by
+    /// address: not of another one with the same name, and not escaped.
+    #[test]
+    fn to_xml_with_writes_the_text_inside_the_element_given() {
+        let tree = Element::new(Some("s"), "Envelope")
+            .ns(Some("s"), "urn:s")
+            .child(Element::new(None, "Slot"))
+            .child(Element::new(None, "Slot").child(Element::new(None, "replaced")))
+            .child(Element::new(None, "After").text("a&b"));
+        let Some(Node::Element(second)) = tree.children.get(1) else {
+            panic!("second slot");
+        };
+        assert_eq!(
+            tree.to_xml_with(second, "<t:x xmlns:t=\"urn:t\">&amp;</t:x>"),
+            "<s:Envelope xmlns:s=\"urn:s\"><Slot/><Slot><t:x xmlns:t=\"urn:t\">&amp;</t:x></Slot>\
+             <After>a&amp;b</After></s:Envelope>"
+        );
+        let elsewhere = Element::new(None, "Slot");
+        assert_eq!(tree.to_xml_with(&elsewhere, "<x/>"), tree.to_xml());
+    }
 
     /// Short strings (checked byte by byte) and long ones (vectorised scans) escape
     /// alike: each ASCII character, alone and at either end of a clean run.

@@ -160,11 +160,7 @@ fn count_assertions_outside(root: &Element, skip: Option<&Element>) -> usize {
 /// so that exactly one `MessageID`, `To` and `ReplyTo` go upstream: an empty one (the
 /// official examples carry `<To xmlns="http://www.w3.org/2005/08/addressing"/>`) is filled
 /// in place, a missing one added, a present one kept. Duplicates were refused before.
-fn rewrite_headers(
-    message: &mut SoapMessage,
-    to: &str,
-    token: Element,
-) -> Result<String, ProxyError> {
+fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyError> {
     let soap_ns = message.envelope.soap_ns;
     let root_scope = xml::scope_of(&message.envelope.root, &Scope::new());
     let header = message.header_mut()?;
@@ -178,12 +174,11 @@ fn rewrite_headers(
     let reply_to_at = position(header, "ReplyTo");
     let action_at = position(header, "Action");
 
-    // The token goes into the tree the proxy writes, at its place: nothing is searched
-    // in text the client wrote. Its signature uses exclusive c14n, so it verifies
-    // wherever it sits.
-    let security = Element::new(Some("wsse"), "Security")
-        .ns(Some("wsse"), WSSE)
-        .child(token);
+    // The token's place: the one `wsse:Security`, which [`envelope_with_token`] fills
+    // with the signed text when the envelope is written. Nothing is searched in text
+    // the client wrote. Its signature uses exclusive c14n, so it verifies wherever it
+    // sits.
+    let security = Element::new(Some("wsse"), "Security").ns(Some("wsse"), WSSE);
     header.children.push(Node::Element(security));
 
     let message_id = fill_or_add(header, message_id_at, "MessageID", || {
@@ -228,6 +223,16 @@ fn rewrite_headers(
         )),
     }
     Ok(message_id)
+}
+
+/// The envelope as it goes upstream: the signed token's text, as it was signed, inside
+/// the `wsse:Security` block [`rewrite_headers`] placed.
+fn envelope_with_token(message: &SoapMessage, token: &str) -> Result<String, ProxyError> {
+    let (security, _) = message
+        .envelope
+        .header(WSSE, "Security")
+        .ok_or_else(|| ProxyError::Internal("the wsse:Security block is missing".into()))?;
+    Ok(message.envelope.root.to_xml_with(security, token))
 }
 
 /// Marks a header block `mustUnderstand` (SOAP 1.2: `true`, SOAP 1.1: `1`), replacing
@@ -566,8 +571,7 @@ pub fn sign(
         .map(|plan| plan.sign(signer.as_ref(), lot_digest, now))
         .transpose()
         .map_err(|e| signing_error(e, tenant))?;
-    // The signed tree itself goes into `wsse:Security`.
-    let message_id = rewrite_headers(&mut message, pool.url(), vihf.assertion)?;
+    let message_id = rewrite_headers(&mut message, pool.url())?;
     exchange.message_id = Some(message_id);
     let attachments = match &lot {
         Some(lot) => lot.apply(&mut message)?,
@@ -577,7 +581,7 @@ pub fn sign(
             .map(|m| m.attachments.clone())
             .unwrap_or_default(),
     };
-    let root = Bytes::from(message.envelope.root.to_xml());
+    let root = Bytes::from(envelope_with_token(&message, &vihf.text)?);
     let (content_type, chunks) = message.upstream_body(root, &attachments);
     // Only reads may be sent again (and only when provably unsent): every other DMP
     // operation changes state (domain.md §4).
