@@ -175,8 +175,9 @@ fn main() {
     // second to second, the two measurements above, a few seconds apart, can differ by
     // more than the VIHF adds to its signature (the VIHF measured faster than the raw
     // signature in one run); a slow second slows both of a pair, and a preempted
-    // operation moves a median little. Two raw signatures measured this way came out at
-    // 0.974 and 0.990 of each other: that is this figure's resolution here.
+    // operation moves a median little. In an experiment (not kept), two raw signatures
+    // measured this way came out at 0.974 and 0.990 of each other: that is this
+    // figure's resolution here.
     group.bench_function("interleaved_raw_and_vihf", |b| {
         let raw_op = || {
             std::hint::black_box(
@@ -200,8 +201,9 @@ fn main() {
                     *total += took;
                     times.push(took);
                 };
-                // Each order half of the time: whichever ran first in a pair was
-                // measured a few per cent slower, whatever the operation.
+                // Each order half of the time: in an experiment (not kept), whichever
+                // ran first in a pair was measured a few per cent slower, whatever the
+                // operation.
                 let Ok(mut paired) = PAIRED.lock() else {
                     continue;
                 };

@@ -20,13 +20,14 @@ pub use passerelle_xml as xml;
 pub use lot::{
     DocumentDigest, LotMetadata, LotMetadataInput, LotRequest, SignedLot, lot_metadata, sign_lot,
 };
-pub use resign::resign_vihf;
+pub use resign::{resign_vihf, resign_vihf_in};
 pub use signer::{DigestAlgorithm, Signer, SoftwareSigner, TokenSigner, signer_for};
 pub use verify::{
     SuppliedDocument, TrustAnchors, VerifiedLot, VerifiedVihf, VerifyError, verify_lot, verify_vihf,
 };
 pub use vihf::{
     Ins, SignedIdentity, SignedVihf, SoftwareIdentity, VihfContext, VihfOptions, sign_vihf,
+    sign_vihf_in,
 };
 
 /// Why a VIHF could not be built or re-signed.

@@ -302,13 +302,27 @@ fn subject_name_id(root: &Element, scope: &Scope) -> Result<String, VihfError> {
 }
 
 /// Checks and re-signs `xml_text`. `owns` says whether a structure belongs to the tenant
-/// whose key signs (its legal entity or one of its geographic entities).
+/// whose key signs (its legal entity or one of its geographic entities). For a token
+/// placed where no namespace is bound; [`resign_vihf_in`] for one placed in an envelope.
 pub fn resign_vihf(
     xml_text: &str,
     owns: impl Fn(&StructureId) -> bool,
     signer: &dyn Signer,
     options: &VihfOptions,
     now: OffsetDateTime,
+) -> Result<SignedVihf, SigningError> {
+    resign_vihf_in(xml_text, owns, signer, options, now, &Scope::new())
+}
+
+/// [`resign_vihf`] for a token placed where the namespaces of `inherited` are in force
+/// (see [`crate::vihf::sign_vihf_in`]).
+pub fn resign_vihf_in(
+    xml_text: &str,
+    owns: impl Fn(&StructureId) -> bool,
+    signer: &dyn Signer,
+    options: &VihfOptions,
+    now: OffsetDateTime,
+    inherited: &Scope,
 ) -> Result<SignedVihf, SigningError> {
     let mut root = xml::parse(xml_text).map_err(VihfError::Xml)?;
     let scope = xml::scope_of(&root, &Scope::new());
@@ -418,7 +432,7 @@ pub fn resign_vihf(
         local: "IssueInstant".into(),
         value: saml_instant(now).into(),
     });
-    sign_assertion(&mut root, &id, signer, options)?;
+    sign_assertion(&mut root, &id, signer, options, inherited)?;
     Ok(SignedVihf {
         id,
         text: root.to_xml(),

@@ -27,6 +27,67 @@ fn software() -> SoftwareIdentity {
     }
 }
 
+/// With an InclusiveNamespaces prefix list (the ANS kit's), the listed prefixes in
+/// force where the token sits are part of what Exclusive XML Canonicalization signs.
+/// A token signed for its place in an envelope whose namespaces bind them (a SOAP
+/// envelope in the default namespace, `ds` and `saml` declared on it) verifies there
+/// with xmlsec1, in the envelope; the same token signed as a document of its own does
+/// not.
+#[test]
+fn a_prefix_list_token_verifies_in_the_envelope_it_was_signed_for() {
+    use passerelle_signing::sign_vihf_in;
+    use passerelle_signing::xml::Scope;
+    let f = fixture();
+    let signer = f.signer(0, CertRole::DmpSign);
+    let mut ctx = example_context();
+    ctx.options.inclusive_prefixes = ["ds", "saml", "#default", "xsi"]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    const SOAP: &str = "http://www.w3.org/2003/05/soap-envelope";
+    const WSSE: &str =
+        "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+    let inherited: Scope = [
+        (None, SOAP),
+        (Some("ds"), "http://www.w3.org/2000/09/xmldsig#"),
+        (Some("saml"), "urn:oasis:names:tc:SAML:2.0:assertion"),
+        (Some("wsse"), WSSE),
+    ]
+    .iter()
+    .map(|(p, u)| (p.map(str::to_string), u.to_string()))
+    .collect();
+    let in_envelope = |token: &str| {
+        format!(
+            "<Envelope xmlns=\"{SOAP}\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" \
+             xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\"><Header>\
+             <wsse:Security xmlns:wsse=\"{WSSE}\">{token}</wsse:Security></Header>\
+             <Body/></Envelope>"
+        )
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let placed = sign_vihf_in(&ctx, &software(), &signer, now, &inherited).expect("sign");
+    let (ok, out) = xmlsec1_verify(
+        &in_envelope(&placed.text),
+        &f.root(),
+        &f.intermediate(),
+        &SAML_ID_ATTR,
+    );
+    assert!(ok, "xmlsec1 refused the token in its envelope: {out}");
+    let alone = sign_vihf(&ctx, &software(), &signer, now).expect("sign");
+    let (ok, _) = xmlsec1_verify(
+        &in_envelope(&alone.text),
+        &f.root(),
+        &f.intermediate(),
+        &SAML_ID_ATTR,
+    );
+    assert!(
+        !ok,
+        "signed as a document of its own, the token should not verify there"
+    );
+    let (ok, out) = xmlsec1_verify(&alone.text, &f.root(), &f.intermediate(), &SAML_ID_ATTR);
+    assert!(ok, "{out}");
+}
+
 /// The example context signed by tenant A's ORG SIGN key, now.
 fn example_vihf(f: &common::Fixture) -> passerelle_signing::SignedVihf {
     let signer = f.signer(0, CertRole::DmpSign);

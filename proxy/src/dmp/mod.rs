@@ -19,7 +19,7 @@ use passerelle_config::{CertRole, DmpSigning, SignatureDigest, Software, Structu
 use passerelle_signing::xml::{self, Element, Node, Scope};
 use passerelle_signing::{
     DigestAlgorithm, Signer, SigningError, SoftwareIdentity, VihfContext, VihfError, VihfOptions,
-    resign_vihf, sign_vihf,
+    resign_vihf_in, sign_vihf_in,
 };
 use passerelle_soap::WSA;
 use passerelle_soap::dmp::{DmpOperation, DmpService};
@@ -225,13 +225,20 @@ fn rewrite_headers(message: &mut SoapMessage, to: &str) -> Result<String, ProxyE
     Ok(message_id)
 }
 
-/// The envelope as it goes upstream: the signed token's text, as it was signed, inside
-/// the `wsse:Security` block [`rewrite_headers`] placed.
-fn envelope_with_token(message: &SoapMessage, token: &str) -> Result<String, ProxyError> {
-    let (security, _) = message
+/// The `wsse:Security` block [`rewrite_headers`] placed, and the namespaces in force
+/// inside it.
+fn security_block(message: &SoapMessage) -> Result<(&Element, Scope), ProxyError> {
+    let (security, header_scope) = message
         .envelope
         .header(WSSE, "Security")
         .ok_or_else(|| ProxyError::Internal("the wsse:Security block is missing".into()))?;
+    Ok((security, xml::scope_of(security, &header_scope)))
+}
+
+/// The envelope as it goes upstream: the signed token's text, as it was signed, inside
+/// the `wsse:Security` block [`rewrite_headers`] placed.
+fn envelope_with_token(message: &SoapMessage, token: &str) -> Result<String, ProxyError> {
+    let (security, _) = security_block(message)?;
     Ok(message.envelope.root.to_xml_with(security, token))
 }
 
@@ -549,9 +556,15 @@ pub fn sign(
         now,
     } = request;
     let owns = |s: &StructureId| owned.contains(s);
+    // The headers first: the token is signed for the place it will sit in (with an
+    // InclusiveNamespaces prefix list, the namespaces in force there are signed too).
+    let message_id = rewrite_headers(&mut message, pool.url())?;
+    let (_, inherited) = security_block(&message)?;
     let vihf = match identity {
-        Identity::Supplied(text) => resign_vihf(&text, owns, signer.as_ref(), &options, now),
-        Identity::Built(ctx) => sign_vihf(&ctx, &software, signer.as_ref(), now),
+        Identity::Supplied(text) => {
+            resign_vihf_in(&text, owns, signer.as_ref(), &options, now, &inherited)
+        }
+        Identity::Built(ctx) => sign_vihf_in(&ctx, &software, signer.as_ref(), now, &inherited),
     }
     .map_err(|e| signing_error(e, tenant))?;
     // Log and audit record exactly what was signed.
@@ -571,7 +584,6 @@ pub fn sign(
         .map(|plan| plan.sign(signer.as_ref(), lot_digest, now))
         .transpose()
         .map_err(|e| signing_error(e, tenant))?;
-    let message_id = rewrite_headers(&mut message, pool.url())?;
     exchange.message_id = Some(message_id);
     let attachments = match &lot {
         Some(lot) => lot.apply(&mut message)?,
