@@ -433,18 +433,6 @@ pub fn saml_instant(t: OffsetDateTime) -> String {
     out
 }
 
-/// ` xmlns:prefix="uri"` (or ` xmlns="uri"`).
-fn push_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
-    out.push_str(" xmlns");
-    if let Some(p) = prefix {
-        out.push(':');
-        out.push_str(p);
-    }
-    out.push_str("=\"");
-    crate::xml::escape_attr(out, uri);
-    out.push('"');
-}
-
 /// The assertion of a [`VihfContext`], before its signature, written straight from the
 /// context as text, in two forms at once:
 /// - `wire`: as it goes in the envelope, the namespaces declared where the ANS examples
@@ -530,7 +518,7 @@ impl AssertionText {
         w.wire_decl(Some("saml2"), SAML_NS);
         w.wire_decl(Some("xsi"), XSI_NS);
         for (prefix, uri) in &root_decls {
-            push_decl(&mut w.canonical, *prefix, uri);
+            crate::xml::push_ns_decl(&mut w.canonical, *prefix, uri);
         }
         w.attr("ID", id);
         w.attr("IssueInstant", &instant);
@@ -624,11 +612,11 @@ impl AssertionText {
     }
 
     fn wire_decl(&mut self, prefix: Option<&str>, uri: &str) {
-        push_decl(&mut self.wire, prefix, uri);
+        crate::xml::push_ns_decl(&mut self.wire, prefix, uri);
     }
 
     fn canonical_decl(&mut self, prefix: Option<&str>, uri: &str) {
-        push_decl(&mut self.canonical, prefix, uri);
+        crate::xml::push_ns_decl(&mut self.canonical, prefix, uri);
     }
 
     /// ` name="value"`, the value escaped.

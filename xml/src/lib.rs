@@ -200,7 +200,9 @@ pub(crate) fn push_qname(out: &mut String, prefix: Option<&str>, local: &str) {
     out.push_str(local);
 }
 
-pub(crate) fn push_ns_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
+/// Appends a namespace declaration: ` xmlns:prefix="uri"` (or ` xmlns="uri"`), the URI
+/// escaped.
+pub fn push_ns_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
     match prefix {
         Some(p) => {
             out.push_str(" xmlns:");
